@@ -1,0 +1,55 @@
+/*
+ * Process-wide host state shared by every Lua state of one runbook process.
+ * Parallel steps run in their own lua_State on their own thread; they share
+ * the redactor and the console lock through this struct, whose pointer each
+ * state keeps in its registry under "runbook.host".
+ */
+#ifndef RUNBOOK_HOST_H
+#define RUNBOOK_HOST_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+
+#include <lua.h>
+
+struct rb_redactor;
+
+struct rb_host {
+  struct rb_redactor *redactor;
+  pthread_mutex_t console_lock;
+  pthread_mutex_t refs_lock;
+  int refs;
+};
+
+/* Set by the SIGINT handler; the only C global, because signals have no state. */
+extern volatile sig_atomic_t rb_interrupted;
+
+/* Creates the host for a new process, or attaches an existing one to a new
+ * state (parallel step). Stored in the registry; released when L closes. */
+struct rb_host *rb_host_attach(lua_State *L, struct rb_host *shared);
+struct rb_host *rb_host_get(lua_State *L);
+
+/* Pushes s with every registered secret form replaced by [REDACTED]. */
+void rb_push_scrubbed(lua_State *L, const char *s, size_t len);
+
+/* Writes already-scrubbed text to fd 1 or 2 under the console lock. */
+void rb_console_write(lua_State *L, int fd, const char *s, size_t len);
+
+/* Seconds on the monotonic and wall clocks. */
+double rb_monotime(void);
+double rb_walltime(void);
+
+/* The deadline of the guarded call running in L (0 when none), so C
+ * primitives can bound their own blocking calls (curl, libpq, hiredis). */
+double rb_deadline(lua_State *L);
+
+/* Sleeps up to `seconds`, waking early on SIGINT or the guarded call's
+ * deadline. Returns 0 when the full time elapsed, -1 when interrupted,
+ * -2 when the deadline passed. */
+int rb_sleep(lua_State *L, double seconds);
+
+/* Raises the interrupt or timeout error if one is pending for L. For C loops. */
+void rb_check_interrupt(lua_State *L);
+
+#endif
