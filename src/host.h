@@ -52,4 +52,13 @@ int rb_sleep(lua_State *L, double seconds);
 /* Raises the interrupt or timeout error if one is pending for L. For C loops. */
 void rb_check_interrupt(lua_State *L);
 
+/* Pushes a structured error: a table {kind=, code=, message=} with the
+ * "runbook.Error" metatable (whose __tostring gives the message). `code` may
+ * be NULL. Callers add fields (details, ...) before raising or returning it. */
+void rb_push_error(lua_State *L, const char *kind, const char *code, const char *fmt, ...);
+
+/* The kinds the guard raises; the engine tells them from step failures. */
+#define RB_ERR_INTERRUPTED "interrupted"
+#define RB_ERR_TIMEOUT "timeout"
+
 #endif

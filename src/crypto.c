@@ -1,0 +1,173 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include "crypto.h"
+
+void rb_sha256(const void *data, size_t len, uint8_t out[RB_SHA256_LEN]) {
+  unsigned int n = RB_SHA256_LEN;
+  EVP_Digest(data, len, out, &n, EVP_sha256(), NULL);
+}
+
+int rb_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+                   uint8_t out[RB_SHA256_LEN]) {
+  unsigned int n = RB_SHA256_LEN;
+  return HMAC(EVP_sha256(), key, (int)keylen, data, len, out, &n) ? 0 : -1;
+}
+
+int rb_random(void *buf, size_t len) {
+  return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
+}
+
+void rb_hex(const uint8_t *in, size_t len, char *out, int upper) {
+  const char *digits = upper ? "0123456789ABCDEF" : "0123456789abcdef";
+  for (size_t i = 0; i < len; i++) {
+    out[2 * i] = digits[in[i] >> 4];
+    out[2 * i + 1] = digits[in[i] & 15];
+  }
+  out[2 * len] = '\0';
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+long rb_unhex(const char *in, size_t len, uint8_t *out) {
+  if (len % 2)
+    return -1;
+  for (size_t i = 0; i < len; i += 2) {
+    int hi = hexval(in[i]), lo = hexval(in[i + 1]);
+    if (hi < 0 || lo < 0)
+      return -1;
+    out[i / 2] = (uint8_t)(hi << 4 | lo);
+  }
+  return (long)(len / 2);
+}
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+char *rb_base64(const uint8_t *in, size_t len, int url, int pad, size_t *outlen) {
+  const char *a = url ? B64URL : B64;
+  char *out = malloc(4 * ((len + 2) / 3) + 1), *p = out;
+  if (!out)
+    return NULL;
+  size_t i = 0;
+  for (; i + 2 < len; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+    *p++ = a[v >> 18];
+    *p++ = a[(v >> 12) & 63];
+    *p++ = a[(v >> 6) & 63];
+    *p++ = a[v & 63];
+  }
+  if (i < len) {
+    uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < len ? (uint32_t)in[i + 1] << 8 : 0);
+    *p++ = a[v >> 18];
+    *p++ = a[(v >> 12) & 63];
+    if (i + 1 < len)
+      *p++ = a[(v >> 6) & 63];
+    else if (pad)
+      *p++ = '=';
+    if (pad)
+      *p++ = '=';
+  }
+  *p = '\0';
+  if (outlen)
+    *outlen = (size_t)(p - out);
+  return out;
+}
+
+static int b64val(char c) {
+  if (c >= 'A' && c <= 'Z')
+    return c - 'A';
+  if (c >= 'a' && c <= 'z')
+    return c - 'a' + 26;
+  if (c >= '0' && c <= '9')
+    return c - '0' + 52;
+  if (c == '+' || c == '-')
+    return 62;
+  if (c == '/' || c == '_')
+    return 63;
+  return -1;
+}
+
+long rb_unbase64(const char *in, size_t len, uint8_t *out) {
+  while (len > 0 && in[len - 1] == '=')
+    len--;
+  if (len % 4 == 1)
+    return -1;
+  uint32_t acc = 0;
+  int bits = 0;
+  long n = 0;
+  for (size_t i = 0; i < len; i++) {
+    int v = b64val(in[i]);
+    if (v < 0)
+      return -1;
+    acc = acc << 6 | (uint32_t)v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[n++] = (uint8_t)(acc >> bits);
+    }
+  }
+  return n;
+}
+
+int rb_gcm_seal(const uint8_t key[RB_GCM_KEY_LEN], const void *aad, size_t aadlen,
+                const void *pt, size_t ptlen, uint8_t *out) {
+  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+  int ok = 0, n = 0;
+  uint8_t *nonce = out, *ct = out + RB_GCM_NONCE_LEN, *tag = ct + ptlen;
+  if (!c || rb_random(nonce, RB_GCM_NONCE_LEN) != 0)
+    goto done;
+  if (EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, nonce) != 1)
+    goto done;
+  if (aadlen && EVP_EncryptUpdate(c, NULL, &n, aad, (int)aadlen) != 1)
+    goto done;
+  if (EVP_EncryptUpdate(c, ct, &n, pt, (int)ptlen) != 1)
+    goto done;
+  if (EVP_EncryptFinal_ex(c, ct + n, &n) != 1)
+    goto done;
+  if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, RB_GCM_TAG_LEN, tag) != 1)
+    goto done;
+  ok = 1;
+done:
+  EVP_CIPHER_CTX_free(c);
+  return ok ? 0 : -1;
+}
+
+long rb_gcm_open(const uint8_t key[RB_GCM_KEY_LEN], const void *aad, size_t aadlen,
+                 const uint8_t *in, size_t inlen, uint8_t *out) {
+  if (inlen < RB_GCM_OVERHEAD)
+    return -1;
+  size_t ctlen = inlen - RB_GCM_OVERHEAD;
+  const uint8_t *nonce = in, *ct = in + RB_GCM_NONCE_LEN, *tag = ct + ctlen;
+  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+  long result = -1;
+  int n = 0, m = 0;
+  if (!c)
+    return -1;
+  if (EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, nonce) != 1)
+    goto done;
+  if (aadlen && EVP_DecryptUpdate(c, NULL, &n, aad, (int)aadlen) != 1)
+    goto done;
+  if (EVP_DecryptUpdate(c, out, &n, ct, (int)ctlen) != 1)
+    goto done;
+  if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, RB_GCM_TAG_LEN, (void *)tag) != 1)
+    goto done;
+  if (EVP_DecryptFinal_ex(c, out + n, &m) != 1)
+    goto done;
+  result = n + m;
+done:
+  EVP_CIPHER_CTX_free(c);
+  return result;
+}

@@ -1,0 +1,37 @@
+/* Hashes, MACs, randomness and authenticated encryption over OpenSSL. */
+#ifndef RUNBOOK_CRYPTO_H
+#define RUNBOOK_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RB_SHA256_LEN 32
+#define RB_GCM_KEY_LEN 32
+#define RB_GCM_NONCE_LEN 12
+#define RB_GCM_TAG_LEN 16
+
+void rb_sha256(const void *data, size_t len, uint8_t out[RB_SHA256_LEN]);
+int rb_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+                   uint8_t out[RB_SHA256_LEN]);
+/* 0 on success, -1 when the system RNG fails */
+int rb_random(void *buf, size_t len);
+
+/* hex: out must hold 2*len+1 bytes; lowercase unless upper */
+void rb_hex(const uint8_t *in, size_t len, char *out, int upper);
+/* returns decoded length or -1 */
+long rb_unhex(const char *in, size_t len, uint8_t *out);
+
+/* base64: url selects the URL alphabet, pad adds '='. Returns malloc'd text. */
+char *rb_base64(const uint8_t *in, size_t len, int url, int pad, size_t *outlen);
+/* Accepts both alphabets, padding optional, no whitespace. -1 on bad input. */
+long rb_unbase64(const char *in, size_t len, uint8_t *out);
+
+/* AES-256-GCM. seal writes nonce||ciphertext||tag (len + 28 bytes) to out.
+ * open returns the plaintext length, or -1 when the tag does not verify. */
+int rb_gcm_seal(const uint8_t key[RB_GCM_KEY_LEN], const void *aad, size_t aadlen,
+                const void *pt, size_t ptlen, uint8_t *out);
+long rb_gcm_open(const uint8_t key[RB_GCM_KEY_LEN], const void *aad, size_t aadlen,
+                 const uint8_t *in, size_t inlen, uint8_t *out);
+#define RB_GCM_OVERHEAD (RB_GCM_NONCE_LEN + RB_GCM_TAG_LEN)
+
+#endif

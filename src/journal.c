@@ -1,0 +1,460 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "crypto.h"
+#include "journal.h"
+
+#define HASH_TAG ",\"hash\":\""
+#define HMAC_TAG "\",\"hmac\":\""
+#define HASH_TAG_LEN 9
+#define HMAC_TAG_LEN 10
+#define SUFFIX_HASH (HASH_TAG_LEN + 64 + 2)                      /* ,"hash":"<64>"} */
+#define SUFFIX_HMAC (HASH_TAG_LEN + 64 + HMAC_TAG_LEN + 64 + 2) /* ...","hmac":"<64>"} */
+
+struct rb_journal {
+  pthread_mutex_t lock;
+  int refs;
+  int fd;
+  off_t size;
+  long long seq;
+  char prev[65];
+  char *run;
+  uint8_t *key;
+  size_t keylen;
+  /* test failpoints from RUNBOOK_FAILPOINT: stop after appending seq N
+   * ("after:N") or after writing half of seq N ("torn:N"), by SIGSTOP, so a
+   * crash test can SIGKILL the process at an exact point */
+  long long stop_after, torn_at;
+};
+
+static int is_hex64(const char *p) {
+  for (int i = 0; i < 64; i++)
+    if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+      return 0;
+  return 1;
+}
+
+static void digest_body(const char *line, size_t bodylen, const uint8_t *key, size_t keylen,
+                        char hash[65], char mac[65]) {
+  /* the hashed bytes are the line up to ,"hash": with a closing brace */
+  uint8_t d[RB_SHA256_LEN];
+  char *body = malloc(bodylen + 1);
+  if (!body) {
+    hash[0] = mac[0] = '\0';
+    return;
+  }
+  memcpy(body, line, bodylen);
+  body[bodylen] = '}';
+  rb_sha256(body, bodylen + 1, d);
+  rb_hex(d, sizeof d, hash, 0);
+  if (key && mac) {
+    rb_hmac_sha256(key, keylen, body, bodylen + 1, d);
+    rb_hex(d, sizeof d, mac, 0);
+  }
+  free(body);
+}
+
+/* Checks one line against its expected seq and prev. Fills hash_out and the
+ * parsed event on success; a reason on failure. */
+static int check_line(const char *line, size_t len, long long seq, const char *prev, int want_hmac,
+                      const uint8_t *key, size_t keylen, char hash_out[65], json_t **ev,
+                      char *reason, size_t rlen) {
+  json_error_t je;
+  *ev = NULL;
+  json_t *j = json_loadb(line, len, 0, &je);
+  if (!j || !json_is_object(j)) {
+    snprintf(reason, rlen, "seq %lld is not valid JSON (%s)", seq, j ? "not an object" : je.text);
+    json_decref(j);
+    return -1;
+  }
+  json_t *js = json_object_get(j, "seq");
+  if (!json_is_integer(js) || json_integer_value(js) != seq) {
+    if (json_is_integer(js))
+      snprintf(reason, rlen, "expected seq %lld, found seq %lld (an event was deleted or reordered)",
+               seq, (long long)json_integer_value(js));
+    else
+      snprintf(reason, rlen, "seq %lld has no seq field", seq);
+    json_decref(j);
+    return -1;
+  }
+  int has_hmac = len >= SUFFIX_HMAC &&
+                 memcmp(line + len - SUFFIX_HMAC, HASH_TAG, HASH_TAG_LEN) == 0 &&
+                 memcmp(line + len - SUFFIX_HMAC + HASH_TAG_LEN + 64, HMAC_TAG, HMAC_TAG_LEN) == 0;
+  size_t suffix = has_hmac ? SUFFIX_HMAC : SUFFIX_HASH;
+  if (len < suffix || memcmp(line + len - suffix, HASH_TAG, HASH_TAG_LEN) != 0 ||
+      memcmp(line + len - 2, "\"}", 2) != 0 || !is_hex64(line + len - suffix + HASH_TAG_LEN)) {
+    snprintf(reason, rlen, "seq %lld does not end with its hash", seq);
+    json_decref(j);
+    return -1;
+  }
+  if (has_hmac != want_hmac) {
+    snprintf(reason, rlen, "seq %lld %s an HMAC while the journal %s", seq,
+             has_hmac ? "carries" : "lacks", want_hmac ? "is HMAC-protected" : "is not");
+    json_decref(j);
+    return -1;
+  }
+  const char *stored = line + len - suffix + HASH_TAG_LEN;
+  json_t *jp = json_object_get(j, "prev");
+  if (!json_is_string(jp) || strcmp(json_string_value(jp), prev) != 0) {
+    snprintf(reason, rlen, "seq %lld: prev does not match the hash of seq %lld", seq, seq - 1);
+    json_decref(j);
+    return -1;
+  }
+  char hash[65], mac[65];
+  size_t bodylen = len - suffix;
+  digest_body(line, bodylen, key, keylen, hash, has_hmac && key ? mac : NULL);
+  if (memcmp(hash, stored, 64) != 0) {
+    snprintf(reason, rlen, "seq %lld: hash does not match its content (edited)", seq);
+    json_decref(j);
+    return -1;
+  }
+  if (has_hmac) {
+    if (!key) {
+      snprintf(reason, rlen, "seq %lld: the journal is HMAC-protected; set RUNBOOK_AUDIT_KEY", seq);
+      json_decref(j);
+      return -1;
+    }
+    if (CRYPTO_memcmp(mac, stored + 64 + HMAC_TAG_LEN, 64) != 0) {
+      snprintf(reason, rlen, "seq %lld: HMAC does not verify (edited, or a different audit key)",
+               seq);
+      json_decref(j);
+      return -1;
+    }
+  }
+  memcpy(hash_out, hash, 65);
+  *ev = j;
+  return 0;
+}
+
+int rb_journal_scan(const char *path, const void *key, size_t keylen, rb_event_fn fn, void *ud,
+                    struct rb_scan *scan) {
+  memset(scan, 0, sizeof *scan);
+  strcpy(scan->last_hash, RB_GENESIS);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return -1;
+  }
+  size_t size = (size_t)st.st_size;
+  char *buf = malloc(size + 1);
+  if (!buf) {
+    close(fd);
+    errno = ENOMEM;
+    return -1;
+  }
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = read(fd, buf + got, size - got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    got += (size_t)n;
+  }
+  close(fd);
+  size = got;
+
+  char prev[65];
+  strcpy(prev, RB_GENESIS);
+  long long seq = 1;
+  size_t pos = 0;
+  int stopped = 0;
+  while (pos < size && !stopped) {
+    char *nl = memchr(buf + pos, '\n', size - pos);
+    size_t len = nl ? (size_t)(nl - (buf + pos)) : size - pos;
+    size_t next = nl ? pos + len + 1 : size;
+    const char *line = buf + pos;
+    if (seq == 1)
+      scan->hmac = len >= SUFFIX_HMAC &&
+                   memcmp(line + len - SUFFIX_HMAC + HASH_TAG_LEN + 64, HMAC_TAG, HMAC_TAG_LEN) == 0;
+    char hash[65];
+    json_t *ev;
+    int bad = !nl; /* a line without its newline never finished */
+    if (!bad && check_line(line, len, seq, prev, scan->hmac, key, keylen, hash, &ev, scan->reason,
+                           sizeof scan->reason) != 0)
+      bad = 1;
+    else if (bad)
+      snprintf(scan->reason, sizeof scan->reason, "seq %lld is incomplete (no newline)", seq);
+    if (bad) {
+      if (next >= size) {
+        /* the last line: torn by a crash, cut on the next open */
+        uint8_t d[RB_SHA256_LEN];
+        scan->torn_bytes = (off_t)(size - pos);
+        rb_sha256(line, size - pos, d);
+        rb_hex(d, sizeof d, scan->torn_sha256, 0);
+      } else {
+        scan->bad_seq = seq;
+      }
+      break;
+    }
+    if (fn && fn(ud, line, len, ev) != 0)
+      stopped = 1;
+    json_decref(ev);
+    memcpy(prev, hash, 65);
+    scan->count = seq;
+    scan->valid_bytes = (off_t)next;
+    seq++;
+    pos = next;
+  }
+  memcpy(scan->last_hash, prev, 65);
+  free(buf);
+  return 0;
+}
+
+static long long env_failpoint(const char *kind) {
+  const char *fp = getenv("RUNBOOK_FAILPOINT");
+  size_t n = strlen(kind);
+  if (!fp || strncmp(fp, kind, n) != 0 || fp[n] != ':')
+    return 0;
+  return atoll(fp + n + 1);
+}
+
+static void fsync_dir(const char *path) {
+  char *dir = strdup(path);
+  if (!dir)
+    return;
+  char *slash = strrchr(dir, '/');
+  if (slash)
+    *slash = '\0';
+  int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+  free(dir);
+}
+
+struct rb_journal *rb_journal_open(const char *path, const char *run, const void *key,
+                                   size_t keylen, const struct rb_scan *scan, int create,
+                                   char *err, size_t errlen) {
+  int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+  if (fd < 0) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return NULL;
+  }
+  if (scan && scan->torn_bytes > 0) {
+    if (ftruncate(fd, scan->valid_bytes) != 0 || fsync(fd) != 0) {
+      snprintf(err, errlen, "%s: cannot cut the torn tail: %s", path, strerror(errno));
+      close(fd);
+      return NULL;
+    }
+  }
+  off_t size = lseek(fd, 0, SEEK_END);
+  if (create && size == 0)
+    fsync_dir(path);
+  struct rb_journal *j = calloc(1, sizeof *j);
+  if (!j || !(j->run = strdup(run))) {
+    free(j);
+    close(fd);
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  pthread_mutex_init(&j->lock, NULL);
+  j->refs = 1;
+  j->fd = fd;
+  j->size = size;
+  j->seq = scan ? scan->count : 0;
+  strcpy(j->prev, scan ? scan->last_hash : RB_GENESIS);
+  /* a journal started with an HMAC keeps one; without, stays without */
+  if (key && keylen && (!scan || scan->count == 0 || scan->hmac)) {
+    j->key = malloc(keylen);
+    if (j->key) {
+      memcpy(j->key, key, keylen);
+      j->keylen = keylen;
+    }
+  }
+  j->stop_after = env_failpoint("after");
+  j->torn_at = env_failpoint("torn");
+  return j;
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static void iso_now(char *buf, size_t n) {
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  size_t k = strftime(buf, n, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(buf + k, n - k, ".%03dZ", (int)(ts.tv_nsec / 1000000) % 1000);
+}
+
+static int reserved(const char *k) {
+  static const char *const names[] = {"seq", "ts", "run", "type", "step", "prev", "hash", "hmac", NULL};
+  for (int i = 0; names[i]; i++)
+    if (strcmp(k, names[i]) == 0)
+      return 1;
+  return 0;
+}
+
+long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fields, char *err,
+                            size_t errlen) {
+  char ts[40];
+  pthread_mutex_lock(&j->lock);
+  long long seq = j->seq + 1;
+  iso_now(ts, sizeof ts);
+  json_t *o = json_object();
+  json_object_set_new(o, "seq", json_integer(seq));
+  json_object_set_new(o, "ts", json_string(ts));
+  json_object_set_new(o, "run", json_string(j->run));
+  json_object_set_new(o, "type", json_string(type));
+  json_t *step = fields ? json_object_get(fields, "step") : NULL;
+  if (step)
+    json_object_set(o, "step", step);
+  if (fields) {
+    const char *k;
+    json_t *v;
+    json_object_foreach(fields, k, v) {
+      if (!reserved(k))
+        json_object_set(o, k, v);
+    }
+  }
+  json_object_set_new(o, "prev", json_string(j->prev));
+  char *body = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
+  json_decref(o);
+  if (!body) {
+    pthread_mutex_unlock(&j->lock);
+    snprintf(err, errlen, "cannot serialise the event");
+    return -1;
+  }
+  size_t blen = strlen(body) - 1; /* without the closing brace */
+  char hash[65], mac[65];
+  digest_body(body, blen, j->key, j->keylen, hash, j->key ? mac : NULL);
+  size_t cap = blen + SUFFIX_HMAC + 2;
+  char *line = malloc(cap);
+  if (!line) {
+    free(body);
+    pthread_mutex_unlock(&j->lock);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  int n;
+  if (j->key)
+    n = snprintf(line, cap, "%.*s" HASH_TAG "%s" HMAC_TAG "%s\"}\n", (int)blen, body, hash, mac);
+  else
+    n = snprintf(line, cap, "%.*s" HASH_TAG "%s\"}\n", (int)blen, body, hash);
+  free(body);
+
+  if (seq == j->torn_at) {
+    (void)!write(j->fd, line, (size_t)n / 2);
+    fsync(j->fd);
+    raise(SIGSTOP);
+  }
+  if (write_all(j->fd, line, (size_t)n) != 0 || fdatasync(j->fd) != 0) {
+    int e = errno;
+    /* leave the file as it was: a half line would be cut as torn anyway,
+     * but a later append must not follow it */
+    if (ftruncate(j->fd, j->size) == 0)
+      fdatasync(j->fd);
+    free(line);
+    pthread_mutex_unlock(&j->lock);
+    snprintf(err, errlen, "cannot write the journal: %s", strerror(e));
+    return -1;
+  }
+  free(line);
+  j->size += n;
+  j->seq = seq;
+  memcpy(j->prev, hash, 65);
+  pthread_mutex_unlock(&j->lock);
+  if (seq == j->stop_after)
+    raise(SIGSTOP);
+  return seq;
+}
+
+long long rb_journal_seq(struct rb_journal *j) {
+  pthread_mutex_lock(&j->lock);
+  long long s = j->seq;
+  pthread_mutex_unlock(&j->lock);
+  return s;
+}
+
+void rb_journal_retain(struct rb_journal *j) {
+  pthread_mutex_lock(&j->lock);
+  j->refs++;
+  pthread_mutex_unlock(&j->lock);
+}
+
+void rb_journal_release(struct rb_journal *j) {
+  if (!j)
+    return;
+  pthread_mutex_lock(&j->lock);
+  int last = --j->refs == 0;
+  pthread_mutex_unlock(&j->lock);
+  if (!last)
+    return;
+  close(j->fd);
+  if (j->key) {
+    OPENSSL_cleanse(j->key, j->keylen);
+    free(j->key);
+  }
+  free(j->run);
+  pthread_mutex_destroy(&j->lock);
+  free(j);
+}
+
+int rb_lock_acquire(const char *path, char *holder, size_t holderlen) {
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    snprintf(holder, holderlen, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    ssize_t n = e == EWOULDBLOCK ? read(fd, holder, holderlen - 1) : -1;
+    if (n > 0) {
+      holder[n] = '\0';
+      holder[strcspn(holder, "\n")] = '\0';
+    } else if (e == EWOULDBLOCK) {
+      snprintf(holder, holderlen, "another process");
+    } else {
+      snprintf(holder, holderlen, "%s: %s", path, strerror(e));
+    }
+    close(fd);
+    return -1;
+  }
+  char host[HOST_NAME_MAX + 1] = "unknown";
+  gethostname(host, sizeof host);
+  host[HOST_NAME_MAX] = '\0';
+  char buf[HOST_NAME_MAX + 64];
+  int n = snprintf(buf, sizeof buf, "pid %ld on %s\n", (long)getpid(), host);
+  if (ftruncate(fd, 0) == 0)
+    (void)!pwrite(fd, buf, (size_t)n, 0);
+  return fd;
+}
+
+void rb_lock_release(int fd) {
+  if (fd >= 0) {
+    if (ftruncate(fd, 0) != 0) {
+      /* the lock file's content is advisory; the flock is what matters */
+    }
+    flock(fd, LOCK_UN);
+    close(fd);
+  }
+}

@@ -1,0 +1,571 @@
+/*
+ * runbook._host: the process around the runbook. Clocks, interruptible
+ * sleep, SIGINT, the guarded call that enforces step timeouts, the console
+ * (scrubbed, locked), who is running and where, and the terminal.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "host.h"
+#include "modules.h"
+#include "redact.h"
+
+volatile sig_atomic_t rb_interrupted = 0;
+
+#define HOST_KEY "runbook.host"
+#define GUARD_KEY "runbook.guard"
+#define ERROR_MT "runbook.Error"
+
+/* Per-state guard: the deadline of the running guarded call. */
+struct guard {
+  double deadline; /* monotonic seconds, 0 = none */
+  double limit;    /* the timeout in seconds, for the message */
+  int armed;
+  const char *fired; /* NULL, RB_ERR_INTERRUPTED or RB_ERR_TIMEOUT */
+};
+
+/* ---- host lifetime ------------------------------------------------------ */
+
+static int host_gc(lua_State *L) {
+  struct rb_host **hp = luaL_checkudata(L, 1, HOST_KEY);
+  struct rb_host *h = *hp;
+  if (!h)
+    return 0;
+  *hp = NULL;
+  pthread_mutex_lock(&h->refs_lock);
+  int last = --h->refs == 0;
+  pthread_mutex_unlock(&h->refs_lock);
+  if (last) {
+    rb_redactor_free(h->redactor);
+    pthread_mutex_destroy(&h->console_lock);
+    pthread_mutex_destroy(&h->refs_lock);
+    free(h);
+  }
+  return 0;
+}
+
+struct rb_host *rb_host_attach(lua_State *L, struct rb_host *shared) {
+  struct rb_host *h = shared;
+  if (!h) {
+    h = calloc(1, sizeof *h);
+    if (!h || !(h->redactor = rb_redactor_new())) {
+      free(h);
+      luaL_error(L, "out of memory");
+    }
+    pthread_mutex_init(&h->console_lock, NULL);
+    pthread_mutex_init(&h->refs_lock, NULL);
+  }
+  pthread_mutex_lock(&h->refs_lock);
+  h->refs++;
+  pthread_mutex_unlock(&h->refs_lock);
+  struct rb_host **hp = lua_newuserdatauv(L, sizeof *hp, 0);
+  *hp = h;
+  if (luaL_newmetatable(L, HOST_KEY)) {
+    lua_pushcfunction(L, host_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, HOST_KEY);
+
+  struct guard *g = lua_newuserdatauv(L, sizeof *g, 0);
+  memset(g, 0, sizeof *g);
+  lua_setfield(L, LUA_REGISTRYINDEX, GUARD_KEY);
+  *(struct guard **)lua_getextraspace(L) = g;
+  return h;
+}
+
+struct rb_host *rb_host_get(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, HOST_KEY);
+  struct rb_host **hp = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (!hp || !*hp)
+    luaL_error(L, "runbook host not initialised");
+  return *hp;
+}
+
+static struct guard *get_guard(lua_State *L) {
+  return *(struct guard **)lua_getextraspace(L);
+}
+
+/* ---- scrubbing and console --------------------------------------------- */
+
+void rb_push_scrubbed(lua_State *L, const char *s, size_t len) {
+  size_t outlen;
+  char *out = rb_redactor_scrub(rb_host_get(L)->redactor, s, len, &outlen);
+  if (!out) {
+    lua_pushlstring(L, s, len);
+    return;
+  }
+  lua_pushlstring(L, out, outlen);
+  free(out);
+}
+
+void rb_console_write(lua_State *L, int fd, const char *s, size_t len) {
+  struct rb_host *h = rb_host_get(L);
+  pthread_mutex_lock(&h->console_lock);
+  while (len > 0) {
+    ssize_t n = write(fd, s, len);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      break; /* a closed console must not fail the run */
+    }
+    s += n;
+    len -= (size_t)n;
+  }
+  pthread_mutex_unlock(&h->console_lock);
+}
+
+/* host.write(fd, text): scrubbed, under the console lock */
+static int l_write(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  luaL_argcheck(L, fd == 1 || fd == 2, 1, "1 or 2 expected");
+  rb_push_scrubbed(L, s, len);
+  s = lua_tolstring(L, -1, &len);
+  rb_console_write(L, fd, s, len);
+  return 0;
+}
+
+static int l_scrub(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  rb_push_scrubbed(L, s, len);
+  return 1;
+}
+
+/* ---- errors -------------------------------------------------------------- */
+
+static int error_tostring(lua_State *L) {
+  if (lua_getfield(L, 1, "message") != LUA_TSTRING) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "error");
+  }
+  return 1;
+}
+
+static void push_error_mt(lua_State *L) {
+  if (luaL_newmetatable(L, ERROR_MT)) {
+    lua_pushcfunction(L, error_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+}
+
+void rb_push_error(lua_State *L, const char *kind, const char *code, const char *fmt, ...) {
+  va_list ap;
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "kind");
+  if (code) {
+    lua_pushstring(L, code);
+    lua_setfield(L, -2, "code");
+  }
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_setfield(L, -2, "message");
+  push_error_mt(L);
+  lua_setmetatable(L, -2);
+}
+
+/* ---- clocks and sleep ------------------------------------------------------ */
+
+double rb_monotime(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+double rb_walltime(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+double rb_deadline(lua_State *L) {
+  struct guard *g = get_guard(L);
+  return g && g->armed ? g->deadline : 0;
+}
+
+int rb_sleep(lua_State *L, double seconds) {
+  double end = rb_monotime() + (seconds > 0 ? seconds : 0);
+  double deadline = rb_deadline(L);
+  for (;;) {
+    if (rb_interrupted)
+      return -1;
+    double now = rb_monotime();
+    if (deadline > 0 && now >= deadline)
+      return -2;
+    if (now >= end)
+      return 0;
+    double slice = end - now;
+    if (deadline > 0 && deadline - now < slice)
+      slice = deadline - now;
+    if (slice > 0.05)
+      slice = 0.05; /* wake often enough to notice Ctrl-C at once */
+    struct timespec ts = {(time_t)slice, (long)((slice - (time_t)slice) * 1e9)};
+    nanosleep(&ts, NULL);
+  }
+}
+
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, rb_walltime());
+  return 1;
+}
+
+static int l_monotime(lua_State *L) {
+  lua_pushnumber(L, rb_monotime());
+  return 1;
+}
+
+/* host.iso_time([t]) -> "2026-11-22T10:41:07.113Z" */
+static int l_iso_time(lua_State *L) {
+  double t = luaL_optnumber(L, 1, rb_walltime());
+  time_t secs = (time_t)t;
+  int ms = (int)((t - (double)secs) * 1000.0);
+  if (ms > 999)
+    ms = 999;
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  size_t k = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(buf + k, sizeof buf - k, ".%03dZ", ms < 0 ? 0 : ms);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+/* host.sleep(seconds) -> true, or raises the interrupt/timeout error */
+static int l_sleep(lua_State *L) {
+  double s = luaL_checknumber(L, 1);
+  int r = rb_sleep(L, s);
+  if (r != 0)
+    rb_check_interrupt(L);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---- the guard: step timeouts and Ctrl-C --------------------------------- */
+
+static void raise_guard(lua_State *L, struct guard *g) {
+  if (g->fired == NULL || strcmp(g->fired, RB_ERR_INTERRUPTED) == 0)
+    rb_push_error(L, RB_ERR_INTERRUPTED, NULL, "interrupted");
+  else
+    rb_push_error(L, RB_ERR_TIMEOUT, NULL, "timed out after %d s", (int)(g->limit + 0.5));
+  lua_error(L);
+}
+
+static void guard_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  struct guard *g = get_guard(L);
+  if (!g->armed)
+    return;
+  if (!g->fired) {
+    if (rb_interrupted)
+      g->fired = RB_ERR_INTERRUPTED;
+    else if (g->deadline > 0 && rb_monotime() >= g->deadline)
+      g->fired = RB_ERR_TIMEOUT;
+    else
+      return;
+    /* From now on raise at every line, so a pcall in the runbook cannot
+     * swallow the stop and carry on. */
+    lua_sethook(L, guard_hook, LUA_MASKLINE | LUA_MASKCOUNT, 1);
+  }
+  raise_guard(L, g);
+}
+
+void rb_check_interrupt(lua_State *L) {
+  struct guard *g = get_guard(L);
+  if (g->fired) {
+    raise_guard(L, g);
+  }
+  if (rb_interrupted) {
+    g->fired = RB_ERR_INTERRUPTED;
+    raise_guard(L, g);
+  }
+  if (g->armed && g->deadline > 0 && rb_monotime() >= g->deadline) {
+    g->fired = RB_ERR_TIMEOUT;
+    raise_guard(L, g);
+  }
+}
+
+/* message handler: keeps structured errors, adds a traceback to strings */
+static int guard_msgh(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    if (lua_getfield(L, 1, "traceback") == LUA_TNIL) {
+      luaL_traceback(L, L, NULL, 1);
+      lua_setfield(L, 1, "traceback");
+    }
+    lua_pop(L, 1);
+    lua_settop(L, 1);
+    return 1;
+  }
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
+    else
+      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  rb_push_error(L, "error", NULL, "%s", msg);
+  luaL_traceback(L, L, NULL, 1);
+  lua_setfield(L, -2, "traceback");
+  return 1;
+}
+
+/*
+ * host.guarded(timeout_or_nil, fn, ...) -> true, results... | false, err
+ * Runs fn with a count hook that raises on Ctrl-C or when timeout seconds
+ * pass. Arming, the call and disarming all happen here in C, so no line of
+ * Lua runs between the error and the disarm. err is always a table with
+ * kind, message and traceback.
+ */
+static int l_guarded(lua_State *L) {
+  double limit = luaL_optnumber(L, 1, 0);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  struct guard *g = get_guard(L);
+  struct guard saved = *g;
+  lua_Hook oldhook = lua_gethook(L);
+  int oldmask = lua_gethookmask(L), oldcount = lua_gethookcount(L);
+
+  g->armed = 1;
+  g->fired = NULL;
+  g->limit = limit;
+  g->deadline = limit > 0 ? rb_monotime() + limit : 0;
+  /* an enclosing deadline still applies */
+  if (saved.armed && saved.deadline > 0 && (g->deadline == 0 || saved.deadline < g->deadline)) {
+    g->deadline = saved.deadline;
+    g->limit = saved.limit;
+  }
+  lua_sethook(L, guard_hook, LUA_MASKCOUNT, 1000);
+
+  int nargs = lua_gettop(L) - 2;
+  lua_pushcfunction(L, guard_msgh);
+  lua_insert(L, 2);
+  int status = lua_pcall(L, nargs, LUA_MULTRET, 2);
+
+  lua_sethook(L, oldhook, oldmask, oldcount);
+  *g = saved;
+
+  if (status != LUA_OK) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  int nres = lua_gettop(L) - 2;
+  lua_pushboolean(L, 1);
+  lua_insert(L, 3);
+  return nres + 1;
+}
+
+/* host.guard_coroutine(co): a coroutine made inside a guarded call inherits the guard */
+static int l_guard_coroutine(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argexpected(L, co != NULL, 1, "thread");
+  if (get_guard(L)->armed)
+    lua_sethook(co, guard_hook, LUA_MASKCOUNT, 1000);
+  return 0;
+}
+
+static void on_signal(int sig) {
+  (void)sig;
+  if (rb_interrupted) {
+    /* a second Ctrl-C means now */
+    signal(SIGINT, SIG_DFL);
+    raise(SIGINT);
+  }
+  rb_interrupted = 1;
+}
+
+static int l_trap_signals(lua_State *L) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  return 0;
+}
+
+static int l_interrupted(lua_State *L) {
+  lua_pushboolean(L, rb_interrupted);
+  return 1;
+}
+
+static int l_clear_interrupt(lua_State *L) {
+  rb_interrupted = 0;
+  return 0;
+}
+
+static int l_check_interrupt(lua_State *L) {
+  rb_check_interrupt(L);
+  return 0;
+}
+
+/* ---- who and where ------------------------------------------------------ */
+
+static int l_user(lua_State *L) {
+  const char *u = NULL;
+  struct passwd pw, *res = NULL;
+  char buf[1024];
+  if (getpwuid_r(geteuid(), &pw, buf, sizeof buf, &res) == 0 && res)
+    u = res->pw_name;
+  if (!u)
+    u = getenv("USER");
+  lua_pushstring(L, u ? u : "unknown");
+  return 1;
+}
+
+static int l_hostname(lua_State *L) {
+  char buf[HOST_NAME_MAX + 1];
+  if (gethostname(buf, sizeof buf) != 0)
+    strcpy(buf, "unknown");
+  buf[HOST_NAME_MAX] = '\0';
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+static int l_pid(lua_State *L) {
+  lua_pushinteger(L, getpid());
+  return 1;
+}
+
+/* ---- terminal ------------------------------------------------------------- */
+
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+static int l_term_width(lua_State *L) {
+  struct winsize ws;
+  int fd = (int)luaL_optinteger(L, 1, 1);
+  if (ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+    lua_pushinteger(L, ws.ws_col);
+  else
+    lua_pushinteger(L, 80);
+  return 1;
+}
+
+/* Reads one line from the terminal with echo off. Returns the line, or nil
+ * and a message when there is no terminal. Used by secret.prompt only; the
+ * caller wraps the result in a Secret at once. */
+static int l_read_password(lua_State *L) {
+  const char *prompt = luaL_optstring(L, 1, "Password: ");
+  FILE *tty = fopen("/dev/tty", "r+");
+  if (!tty) {
+    lua_pushnil(L);
+    lua_pushstring(L, "no terminal to prompt on");
+    return 2;
+  }
+  struct termios old, quiet;
+  int fd = fileno(tty);
+  if (tcgetattr(fd, &old) != 0) {
+    fclose(tty);
+    lua_pushnil(L);
+    lua_pushstring(L, "no terminal to prompt on");
+    return 2;
+  }
+  quiet = old;
+  quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
+  fputs(prompt, tty);
+  fflush(tty);
+  tcsetattr(fd, TCSAFLUSH, &quiet);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  int c;
+  while ((c = fgetc(tty)) != EOF && c != '\n')
+    luaL_addchar(&b, (char)c);
+  tcsetattr(fd, TCSAFLUSH, &old);
+  fputc('\n', tty);
+  fclose(tty);
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* host.read_line(prompt) -> line or nil at end of input (for confirmations) */
+static int l_read_line(lua_State *L) {
+  size_t plen;
+  const char *prompt = luaL_optlstring(L, 1, "", &plen);
+  rb_console_write(L, 2, prompt, plen);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  char c;
+  ssize_t n;
+  int any = 0;
+  while ((n = read(0, &c, 1)) == 1 || (n < 0 && errno == EINTR && !rb_interrupted)) {
+    if (n < 0)
+      continue;
+    any = 1;
+    if (c == '\n')
+      break;
+    luaL_addchar(&b, c);
+  }
+  if (!any) {
+    lua_pushnil(L);
+    return 1;
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+static int l_version(lua_State *L) {
+  lua_pushstring(L, RUNBOOK_VERSION);
+  return 1;
+}
+
+static int l_source_stdlib(lua_State *L) {
+  lua_pushstring(L, RUNBOOK_SOURCE_STDLIB);
+  return 1;
+}
+
+static int l_redactor_count(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)rb_redactor_count(rb_host_get(L)->redactor));
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {
+  {"write", l_write},
+  {"scrub", l_scrub},
+  {"now", l_now},
+  {"monotime", l_monotime},
+  {"iso_time", l_iso_time},
+  {"sleep", l_sleep},
+  {"guarded", l_guarded},
+  {"guard_coroutine", l_guard_coroutine},
+  {"trap_signals", l_trap_signals},
+  {"interrupted", l_interrupted},
+  {"clear_interrupt", l_clear_interrupt},
+  {"check_interrupt", l_check_interrupt},
+  {"user", l_user},
+  {"hostname", l_hostname},
+  {"pid", l_pid},
+  {"isatty", l_isatty},
+  {"term_width", l_term_width},
+  {"read_password", l_read_password},
+  {"read_line", l_read_line},
+  {"version", l_version},
+  {"source_stdlib", l_source_stdlib},
+  {"redactor_count", l_redactor_count},
+  {NULL, NULL},
+};
+
+int luaopen_runbook__host(lua_State *L) {
+  luaL_newlib(L, funcs);
+  push_error_mt(L);
+  lua_setfield(L, -2, "error_mt");
+  return 1;
+}

@@ -1,0 +1,260 @@
+/*
+ * runbook._journal: reading, verifying and appending to run journals, and
+ * the per-run lock. Event fields from Lua are scrubbed through the
+ * redactor and secrets in them are written as [REDACTED]; the engine seals
+ * the secrets a memo must keep before they get here.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "journal.h"
+#include "jsonconv.h"
+#include "secret.h"
+
+#define JOURNAL_MT "runbook.Journal"
+#define LOCK_MT "runbook.Lock"
+
+struct ljournal {
+  struct rb_journal *j; /* NULL when closed */
+};
+
+struct llock {
+  int fd; /* -1 when released */
+};
+
+static struct rb_journal *check_open(lua_State *L) {
+  struct ljournal *lj = luaL_checkudata(L, 1, JOURNAL_MT);
+  if (!lj->j)
+    luaL_error(L, "attempt to use a closed journal");
+  return lj->j;
+}
+
+static const char *opt_key(lua_State *L, int idx, size_t *len) {
+  return rb_opt_bytes(L, idx, len, NULL);
+}
+
+struct collect {
+  lua_State *L;
+  int mode; /* 0 events, 1 lines, 2 none */
+  lua_Integer n;
+};
+
+static int collect_event(void *ud, const char *line, size_t len, json_t *ev) {
+  struct collect *c = ud;
+  if (c->mode == 2)
+    return 0;
+  if (c->mode == 1)
+    lua_pushlstring(c->L, line, len);
+  else
+    rb_json_to_lua(c->L, ev);
+  lua_rawseti(c->L, -2, ++c->n);
+  return 0;
+}
+
+static void push_scan(lua_State *L, const struct rb_scan *s) {
+  lua_createtable(L, 0, 9);
+  lua_pushinteger(L, s->count);
+  lua_setfield(L, -2, "count");
+  lua_pushinteger(L, (lua_Integer)s->valid_bytes);
+  lua_setfield(L, -2, "valid_bytes");
+  lua_pushboolean(L, s->hmac);
+  lua_setfield(L, -2, "hmac");
+  lua_pushstring(L, s->last_hash);
+  lua_setfield(L, -2, "last_hash");
+  if (s->bad_seq) {
+    lua_pushinteger(L, s->bad_seq);
+    lua_setfield(L, -2, "bad_seq");
+  }
+  if (s->bad_seq || s->torn_bytes) {
+    lua_pushstring(L, s->reason);
+    lua_setfield(L, -2, "reason");
+  }
+  if (s->torn_bytes) {
+    lua_pushinteger(L, (lua_Integer)s->torn_bytes);
+    lua_setfield(L, -2, "torn_bytes");
+    lua_pushstring(L, s->torn_sha256);
+    lua_setfield(L, -2, "torn_sha256");
+    lua_pushinteger(L, s->count + 1);
+    lua_setfield(L, -2, "torn_seq");
+  }
+}
+
+/* scan(path [, key [, "events"|"lines"|"none"]]) -> items, info | nil, message */
+static int f_scan(lua_State *L) {
+  static const char *const modes[] = {"events", "lines", "none", NULL};
+  const char *path = luaL_checkstring(L, 1);
+  size_t keylen;
+  const char *key = opt_key(L, 2, &keylen);
+  struct collect c = {L, luaL_checkoption(L, 3, "events", modes), 0};
+  struct rb_scan s;
+  lua_newtable(L);
+  if (rb_journal_scan(path, key, keylen, collect_event, &c, &s) != 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    return 2;
+  }
+  push_scan(L, &s);
+  return 2;
+}
+
+static lua_Integer field_int(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  lua_Integer v = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* open(path, run, key_or_nil, scan_info_or_nil, create) -> Journal | nil, message */
+static int f_open(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  const char *run = luaL_checkstring(L, 2);
+  size_t keylen;
+  const char *key = opt_key(L, 3, &keylen);
+  int create = lua_toboolean(L, 5);
+  struct rb_scan s, *sp = NULL;
+  if (lua_istable(L, 4)) {
+    memset(&s, 0, sizeof s);
+    s.count = field_int(L, 4, "count");
+    s.valid_bytes = (off_t)field_int(L, 4, "valid_bytes");
+    s.torn_bytes = (off_t)field_int(L, 4, "torn_bytes");
+    lua_getfield(L, 4, "hmac");
+    s.hmac = lua_toboolean(L, -1);
+    lua_getfield(L, 4, "last_hash");
+    const char *h = lua_tostring(L, -1);
+    luaL_argcheck(L, h && strlen(h) == 64, 4, "scan info without last_hash");
+    memcpy(s.last_hash, h, 65);
+    lua_pop(L, 2);
+    sp = &s;
+  }
+  struct ljournal *lj = lua_newuserdatauv(L, sizeof *lj, 0);
+  lj->j = NULL;
+  luaL_setmetatable(L, JOURNAL_MT);
+  char err[512];
+  lj->j = rb_journal_open(path, run, key, keylen, sp, create, err, sizeof err);
+  if (!lj->j) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  return 1;
+}
+
+/* attach(handle) -> Journal: a parallel step's state shares the journal */
+static int f_attach(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+  struct ljournal *lj = lua_newuserdatauv(L, sizeof *lj, 0);
+  lj->j = lua_touserdata(L, 1);
+  luaL_setmetatable(L, JOURNAL_MT);
+  rb_journal_retain(lj->j);
+  return 1;
+}
+
+/* j:append(type, fields) -> seq ; raises when the event cannot be made
+ * durable, since no step may move past an unrecorded event */
+static int m_append(lua_State *L) {
+  struct rb_journal *j = check_open(L);
+  const char *type = luaL_checkstring(L, 2);
+  json_t *fields = NULL;
+  char err[512];
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    struct rb_jsonopts o = {RB_SECRETS_REDACT, 1};
+    fields = rb_lua_to_json(L, 3, &o, err, sizeof err);
+    if (!fields)
+      return luaL_error(L, "journal event %s: %s", type, err);
+    if (!json_is_object(fields)) {
+      json_decref(fields);
+      return luaL_error(L, "journal event %s: fields must be an object", type);
+    }
+  }
+  long long seq = rb_journal_append(j, type, fields, err, sizeof err);
+  json_decref(fields);
+  if (seq < 0)
+    return luaL_error(L, "%s", err);
+  lua_pushinteger(L, seq);
+  return 1;
+}
+
+static int m_seq(lua_State *L) {
+  lua_pushinteger(L, rb_journal_seq(check_open(L)));
+  return 1;
+}
+
+/* j:handle() -> lightuserdata for attach() in another state of this process;
+ * valid while this Journal stays open */
+static int m_handle(lua_State *L) {
+  lua_pushlightuserdata(L, check_open(L));
+  return 1;
+}
+
+static int m_close(lua_State *L) {
+  struct ljournal *lj = luaL_checkudata(L, 1, JOURNAL_MT);
+  if (lj->j) {
+    rb_journal_release(lj->j);
+    lj->j = NULL;
+  }
+  return 0;
+}
+
+static int m_tostring(lua_State *L) {
+  struct ljournal *lj = luaL_checkudata(L, 1, JOURNAL_MT);
+  lua_pushstring(L, lj->j ? "runbook.Journal" : "runbook.Journal (closed)");
+  return 1;
+}
+
+/* lock(path) -> Lock | nil, holder */
+static int f_lock(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct llock *lk = lua_newuserdatauv(L, sizeof *lk, 0);
+  lk->fd = -1;
+  luaL_setmetatable(L, LOCK_MT);
+  char holder[512];
+  lk->fd = rb_lock_acquire(path, holder, sizeof holder);
+  if (lk->fd < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, holder);
+    return 2;
+  }
+  return 1;
+}
+
+static int lock_release(lua_State *L) {
+  struct llock *lk = luaL_checkudata(L, 1, LOCK_MT);
+  rb_lock_release(lk->fd);
+  lk->fd = -1;
+  return 0;
+}
+
+static const luaL_Reg jmethods[] = {
+  {"append", m_append}, {"seq", m_seq}, {"handle", m_handle}, {"close", m_close}, {NULL, NULL},
+};
+
+static const luaL_Reg jmeta[] = {
+  {"__gc", m_close}, {"__close", m_close}, {"__tostring", m_tostring}, {NULL, NULL},
+};
+
+static const luaL_Reg lmethods[] = {{"release", lock_release}, {NULL, NULL}};
+
+static const luaL_Reg lmeta[] = {{"__gc", lock_release}, {"__close", lock_release}, {NULL, NULL}};
+
+static const luaL_Reg funcs[] = {
+  {"scan", f_scan}, {"open", f_open}, {"attach", f_attach}, {"lock", f_lock}, {NULL, NULL},
+};
+
+int luaopen_runbook__journal(lua_State *L) {
+  luaL_newmetatable(L, JOURNAL_MT);
+  luaL_setfuncs(L, jmeta, 0);
+  luaL_newlib(L, jmethods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, LOCK_MT);
+  luaL_setfuncs(L, lmeta, 0);
+  luaL_newlib(L, lmethods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newlib(L, funcs);
+  return 1;
+}

@@ -1,0 +1,102 @@
+/*
+ * runbook._json: encode and decode over jansson, with the conventions of
+ * jsonconv.h (json.null, json.array, 64-bit integers, secrets refused unless
+ * the caller says how to treat them).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "jsonconv.h"
+
+/* encode(value [, {pretty=, indent=, secrets="error"|"redact"|"reveal", scrub=}]) */
+static int f_encode(lua_State *L) {
+  static const char *const modes[] = {"error", "redact", "reveal", NULL};
+  struct rb_jsonopts o = {RB_SECRETS_ERROR, 0};
+  size_t flags = JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(17);
+  luaL_checkany(L, 1);
+  if (lua_istable(L, 2)) {
+    if (lua_getfield(L, 2, "secrets") != LUA_TNIL)
+      o.secrets = (enum rb_secret_mode)luaL_checkoption(L, -1, NULL, modes);
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "scrub");
+    o.scrub = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "pretty");
+    if (lua_toboolean(L, -1)) {
+      lua_getfield(L, 2, "indent");
+      lua_Integer ind = luaL_optinteger(L, -1, 2);
+      lua_pop(L, 1);
+      if (ind < 0 || ind > 31)
+        return luaL_error(L, "indent must be between 0 and 31");
+      flags = (flags & ~(size_t)JSON_COMPACT) | JSON_INDENT(ind);
+    }
+    lua_pop(L, 1);
+  }
+  char err[256];
+  json_t *j = rb_lua_to_json(L, 1, &o, err, sizeof err);
+  if (!j)
+    return luaL_error(L, "json.encode: %s", err);
+  char *s = json_dumps(j, flags);
+  json_decref(j);
+  if (!s)
+    return luaL_error(L, "json.encode: out of memory");
+  lua_pushstring(L, s);
+  free(s);
+  return 1;
+}
+
+/* decode(text) -> value | nil, "line L column C: message" */
+static int f_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  json_error_t e;
+  json_t *j = json_loadb(s, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
+  if (!j) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "line %d column %d: %s", e.line, e.column, e.text);
+    return 2;
+  }
+  rb_json_to_lua(L, j);
+  json_decref(j);
+  return 1;
+}
+
+/* array([t]) -> t marked as a JSON array (so {} encodes as []) */
+static int f_array(lua_State *L) {
+  if (lua_isnoneornil(L, 1))
+    lua_newtable(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  rb_mark_array(L, 1);
+  return 1;
+}
+
+static int f_is_array(lua_State *L) {
+  lua_pushboolean(L, lua_istable(L, 1) && rb_is_marked_array(L, 1));
+  return 1;
+}
+
+static int f_is_null(lua_State *L) {
+  lua_pushboolean(L, rb_is_null(L, 1));
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {
+  {"encode", f_encode},
+  {"decode", f_decode},
+  {"array", f_array},
+  {"is_array", f_is_array},
+  {"is_null", f_is_null},
+  {NULL, NULL},
+};
+
+int luaopen_runbook__json(lua_State *L) {
+  luaL_newlib(L, funcs);
+  rb_push_null(L);
+  lua_setfield(L, -2, "null");
+  return 1;
+}

@@ -1,0 +1,74 @@
+/*
+ * runbook: the protected main, in the manner of lua.c. Everything runs
+ * inside lua_pcall with a traceback handler; runbook.cli does the work and
+ * returns the exit code. An error that escapes it prints as
+ * "runbook: message" and exits 2.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "host.h"
+#include "modules.h"
+
+static int msghandler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
+    else
+      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+static int pmain(lua_State *L) {
+  int argc = (int)lua_tointeger(L, 1);
+  char **argv = lua_touserdata(L, 2);
+  luaL_openlibs(L);
+  rb_host_attach(L, NULL);
+  rb_open_modules(L);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "runbook.cli");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "main");
+  lua_createtable(L, argc, 0);
+  for (int i = 1; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i);
+  }
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  lua_State *L = luaL_newstate();
+  if (!L) {
+    fprintf(stderr, "runbook: cannot create the Lua state: out of memory\n");
+    return 2;
+  }
+  lua_pushcfunction(L, msghandler);
+  lua_pushcfunction(L, pmain);
+  lua_pushinteger(L, argc);
+  lua_pushlightuserdata(L, argv);
+  int status = lua_pcall(L, 2, 1, 1);
+  int code;
+  if (status != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "runbook: %s\n", msg ? msg : "(no message)");
+    code = 2;
+  } else {
+    code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+  }
+  fflush(stdout);
+  lua_close(L);
+  curl_global_cleanup();
+  return code;
+}
