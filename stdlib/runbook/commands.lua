@@ -1,0 +1,339 @@
+-- The commands besides exec and test: reading runs (plan, status, runs,
+-- log, audit verify), changing them (confirm, reset, rollback) and reading
+-- runbooks (check, doc).
+local host = require "runbook._host"
+local jcore = require "runbook._journal"
+local json = require "runbook._json"
+local errors = require "runbook.errors"
+local loader = require "runbook.loader"
+local state = require "runbook.state"
+local storemod = require "runbook.store"
+local params = require "runbook.params"
+
+local M = {}
+
+local function out(s) host.write(1, s) end
+local function printf(fmt, ...) out(string.format(fmt, ...) .. "\n") end
+
+local function open_store(opts)
+  local dir = storemod.location(opts.state)
+  local store = storemod.open(dir, false)
+  if not store then errors.raise { kind = "usage", message = "no state store at " .. dir .. " (nothing has run here yet)" } end
+  return store
+end
+
+local function short_error(e)
+  if type(e) == "table" then return tostring(e.message) end
+  return e and tostring(e) or ""
+end
+
+local function fmt_ms(ms)
+  if not ms then return "" end
+  if ms < 1000 then return ms .. "ms" end
+  return string.format("%.1fs", ms / 1000)
+end
+
+local function step_note(s)
+  if s.status == "confirmed" then
+    return (s.via == "verify" and "verify passed" or ("by " .. tostring(s.confirmed_by))) .. (s.note and (": " .. s.note) or "")
+  elseif s.status == "failed" or s.status == "retrying" then return short_error(s.error)
+  elseif s.status == "skipped" then return tostring(s.reason or "")
+  end
+  return ""
+end
+
+-- ---------------------------------------------------------------------------
+
+function M.runs(_, opts)
+  local store = open_store(opts)
+  local rows = {}
+  for _, id in ipairs(store:list()) do
+    local st, info = store:state(id)
+    local done, total = #st.completed, #(st.step_order or {})
+    rows[#rows + 1] = {
+      run = id, runbook = st.runbook, status = info.bad_seq and "damaged" or st.status,
+      started = st.started_at, by = st.started_by, done = done, steps = total, events = info.count,
+    }
+  end
+  if opts.output == "json" then
+    for _, r in ipairs(rows) do out(json.encode(r) .. "\n") end
+    return 0
+  end
+  if #rows == 0 then
+    printf("no runs in %s", store.root)
+    return 0
+  end
+  printf("%-48s %-12s %-8s %-20s %s", "RUN", "STATUS", "STEPS", "STARTED", "BY")
+  for _, r in ipairs(rows) do
+    printf("%-48s %-12s %-8s %-20s %s", r.run, r.status, r.done .. "/" .. r.steps, tostring(r.started):sub(1, 19), tostring(r.by))
+  end
+  return 0
+end
+
+function M.status(pos, opts)
+  local store = open_store(opts)
+  local id = store:resolve(pos[1])
+  local st, info, events = store:state(id)
+  if opts.output == "json" then
+    out(json.encode({ run = id, state = st, journal = info }, { pretty = true }) .. "\n")
+    return 0
+  end
+  local titles = {}
+  for _, ev in ipairs(events) do
+    if ev.type == "step.started" and ev.title then titles[ev.step] = ev.title end
+  end
+  printf("Run %s (%s)", id, tostring(st.runbook))
+  printf("  file     %s", tostring(st.file))
+  printf("  started  %s by %s", tostring(st.started_at), tostring(st.started_by))
+  local status = st.status
+  if st.status == "failed" then status = "failed at " .. tostring(st.failed_step) end
+  if st.status == "waiting" then status = "waiting for " .. tostring(st.waiting_step) end
+  printf("  status   %s", status)
+  local jstate = info.bad_seq and ("DAMAGED at seq " .. info.bad_seq .. ": " .. info.reason)
+    or info.torn_bytes and ("torn tail at seq " .. info.torn_seq .. " (cut on the next exec)")
+    or "hash chain intact"
+  printf("  journal  %d events, %s%s", info.count, jstate, st.resumes > 0 and string.format(", resumed %d time(s)", st.resumes) or "")
+  out("\n")
+  printf("  %-10s %-11s %-8s %-8s %s", "STEP", "STATUS", "ATTEMPT", "TIME", "NOTE")
+  for _, sid in ipairs(st.step_order or {}) do
+    local s = state.step(st, sid)
+    local note = step_note(s)
+    if note == "" and titles[sid] then note = titles[sid] end
+    printf("  %-10s %-11s %-8s %-8s %s", sid, s.status, s.attempts > 0 and tostring(s.attempts) or "", fmt_ms(s.ms), note)
+  end
+  return 0
+end
+
+local function describe(ev)
+  local t = ev.type
+  if t == "run.started" then
+    return string.format("%s by %s@%s (pid %s, runbook %s)", tostring(ev.runbook), tostring(ev.user), tostring(ev.host), tostring(ev.pid), tostring(ev.file))
+  elseif t == "run.resumed" then
+    return string.format("by %s@%s (pid %s)%s", tostring(ev.user), tostring(ev.host), tostring(ev.pid), ev.changed and "; runbook changed" or "")
+  elseif t == "step.started" then return string.format("attempt %s: %s", tostring(ev.attempt), tostring(ev.title or ""))
+  elseif t == "step.finished" then return "done in " .. fmt_ms(ev.ms)
+  elseif t == "step.failed" then return (ev.final and "failed: " or "failed (will retry): ") .. short_error(ev.error)
+  elseif t == "step.skipped" then return tostring(ev.reason)
+  elseif t == "step.confirmed" then
+    return string.format("by %s@%s via %s%s", tostring(ev.by), tostring(ev.host), tostring(ev.via), ev.note and (": " .. ev.note) or "")
+  elseif t == "step.reset" or t == "step.undone" then
+    return string.format("by %s@%s%s", tostring(ev.by), tostring(ev.host), ev.note and (": " .. ev.note) or "")
+  elseif t == "step.memo" or t == "step.checkpoint" then return "key " .. tostring(ev.key)
+  elseif t == "action" then
+    local parts = {}
+    for k, v in pairs(ev) do
+      if not ({ seq = 1, ts = 1, run = 1, type = 1, step = 1, prev = 1, hash = 1, hmac = 1, kind = 1, summary = 1 })[k] then
+        parts[#parts + 1] = k .. "=" .. (type(v) == "table" and json.encode(v, { secrets = "redact" }) or tostring(v))
+      end
+    end
+    table.sort(parts)
+    return tostring(ev.kind) .. (ev.summary and (": " .. ev.summary) or "") .. (#parts > 0 and ("  " .. table.concat(parts, " ")) or "")
+  elseif t == "journal.truncated" then
+    return string.format("cut %s torn bytes of seq %s after a crash (sha256 %s)", tostring(ev.bytes), tostring(ev.torn_seq), tostring(ev.sha256))
+  elseif t == "run.failed" or t == "run.waiting" or t == "run.interrupted" then return "at " .. tostring(ev.step)
+  end
+  return ""
+end
+
+function M.log(pos, opts)
+  local store = open_store(opts)
+  local id = store:resolve(pos[1])
+  if opts.output == "json" then
+    local lines, info = store:read(id, "lines")
+    for _, l in ipairs(lines) do
+      if not opts.step or l:find('"step":' .. json.encode(opts.step), 1, true) then out(l .. "\n") end
+    end
+    if info.bad_seq or info.torn_bytes then
+      host.write(2, string.format("runbook: journal stops being valid at seq %d: %s\n", info.bad_seq or info.torn_seq, info.reason))
+      return 1
+    end
+    return 0
+  end
+  local events, info = store:read(id)
+  for _, ev in ipairs(events) do
+    if not opts.step or ev.step == opts.step then
+      printf("#%-5d %s  %-8s %-18s %s", ev.seq, ev.ts, ev.step or "", ev.type, describe(ev))
+    end
+  end
+  if info.bad_seq or info.torn_bytes then
+    printf("!! journal stops being valid at seq %d: %s", info.bad_seq or info.torn_seq, info.reason)
+    return 1
+  end
+  return 0
+end
+
+function M.audit(pos, opts)
+  if pos[1] ~= "verify" then errors.raise { kind = "usage", message = "audit: the only subcommand is verify (runbook audit verify RUN)" } end
+  local store = open_store(opts)
+  local id = store:resolve(pos[2])
+  local key = storemod.audit_key()
+  local _, info = store:read(id, "none")
+  local ok, msg = true, nil
+  if info.bad_seq then
+    ok, msg = false, string.format("seq %d: %s", info.bad_seq, info.reason)
+  elseif info.torn_bytes then
+    ok, msg = false, string.format("seq %d: %s (a torn tail from a crash; the next exec cuts it and records the cut)", info.torn_seq, info.reason)
+  elseif key and not info.hmac and info.count > 0 then
+    ok, msg = false, "seq 1: the journal carries no HMAC, but RUNBOOK_AUDIT_KEY is set (HMACs stripped, or a run made without the key)"
+  end
+  if opts.output == "json" then
+    out(json.encode({ run = id, ok = ok, events = info.count, hmac = info.hmac and key ~= nil, bad_seq = info.bad_seq or info.torn_seq, reason = msg }) .. "\n")
+  elseif ok then
+    printf("run %s: %d events, hash chain intact%s", id, info.count,
+      info.hmac and (key and ", HMACs verified" or "") or (key and "" or " (no HMAC)"))
+  else
+    host.write(2, string.format("run %s: audit FAILED at %s\n", id, msg))
+  end
+  return ok and 0 or 1
+end
+
+-- ---------------------------------------------------------------------------
+-- changing a run
+
+local function with_run(opts, ref, fn)
+  local store = open_store(opts)
+  local id = store:resolve(ref)
+  local lock, holder = jcore.lock(store:lock_path(id))
+  if not lock then
+    host.write(2, string.format("runbook: run %s is locked by %s\n", id, holder))
+    return 4
+  end
+  local events, info = store:read(id)
+  if info.bad_seq then
+    lock:release()
+    errors.raise { kind = "store", message = string.format("run %s: the journal is damaged at seq %d (%s)", id, info.bad_seq, info.reason) }
+  end
+  local st = state.fold(events)
+  local journal, err = jcore.open(store:journal_path(id), id, storemod.audit_key(), info, false)
+  if not journal then
+    lock:release()
+    errors.raise { kind = "store", message = err }
+  end
+  local function append(type_, fields)
+    local seq = journal:append(type_, fields)
+    fields.type, fields.seq = type_, seq
+    state.apply(st, fields)
+    return seq
+  end
+  if info.torn_bytes then
+    append("journal.truncated", { torn_seq = info.torn_seq, bytes = info.torn_bytes, sha256 = info.torn_sha256, reason = info.reason })
+  end
+  local ok, res = pcall(fn, { store = store, id = id, state = st, append = append, journal = journal })
+  journal:close()
+  lock:release()
+  if not ok then error(res, 0) end
+  return res
+end
+
+local function known_step(st, id, step)
+  for _, s in ipairs(st.step_order or {}) do
+    if s == step then return true end
+  end
+  errors.raise { kind = "usage", message = string.format("run %s has no step '%s'", id, step) }
+end
+
+function M.confirm(pos, opts)
+  return with_run(opts, pos[1], function(r)
+    local step = pos[2]
+    known_step(r.state, r.id, step)
+    local s = state.step(r.state, step)
+    if state.COMPLETE[s.status] then
+      errors.raise { kind = "usage", message = string.format("step %s of run %s is already %s", step, r.id, s.status) }
+    end
+    -- the journal does not say which steps are manual; the runbook does
+    local okb, book = pcall(loader.load, r.state.file)
+    if okb and book.by_id[step] and book.by_id[step].kind ~= "manual" then
+      errors.raise { kind = "usage", message = string.format("step %s is not a manual step; only manual steps are confirmed", step) }
+    elseif not okb and s.status ~= "waiting" then
+      errors.raise { kind = "usage", message = string.format("step %s is not waiting for confirmation (and the runbook %s cannot be read to check it)", step, tostring(r.state.file)) }
+    end
+    r.append("step.confirmed", { step = step, via = "command", by = host.user(), host = host.hostname(), note = opts.note })
+    printf("confirmed %s in run %s by %s@%s. Run `runbook exec %s` to continue.", step, r.id, host.user(), host.hostname(), tostring(r.state.file))
+    return 0
+  end)
+end
+
+function M.reset(pos, opts)
+  return with_run(opts, pos[1], function(r)
+    local step = pos[2]
+    known_step(r.state, r.id, step)
+    local s = state.step(r.state, step)
+    if s.status == "pending" then
+      errors.raise { kind = "usage", message = string.format("step %s of run %s has not run; nothing to reset", step, r.id) }
+    end
+    r.append("step.reset", { step = step, by = host.user(), host = host.hostname(), note = opts.note, was = s.status })
+    printf("reset %s in run %s (was %s); it runs again on the next exec. Its ctx:once memos are kept.", step, r.id, s.status)
+    return 0
+  end)
+end
+
+function M.rollback(pos, opts)
+  return require("runbook.rollback").run(pos, opts, with_run)
+end
+
+-- ---------------------------------------------------------------------------
+-- reading runbooks
+
+function M.check(pos, opts)
+  local book = loader.load(pos[1])
+  local manual, groups = 0, #book.groups
+  for _, s in ipairs(book.steps) do
+    if s.kind == "manual" then manual = manual + 1 end
+  end
+  local notes = {}
+  if opts.param or opts.values then
+    local cli = params.parse_cli(opts.param or {})
+    local values = opts.values and params.read_values(opts.values) or nil
+    params.resolve(book.params, { cli = cli, values = values })
+  end
+  for name, p in pairs(book.params) do
+    if p.default == nil and p.required ~= false and not p.env then
+      notes[#notes + 1] = string.format("param %s is required and has no env: pass --param %s=...", name, name)
+    end
+  end
+  table.sort(notes)
+  printf("%s: ok — runbook %s, %d steps (%d manual), %d parallel group(s)", pos[1], book.name, #book.steps, manual, groups)
+  for _, n in ipairs(notes) do printf("  note: %s", n) end
+  return 0
+end
+
+function M.doc(pos)
+  local book = loader.load(pos[1])
+  out(require("runbook.doc").render(book))
+  return 0
+end
+
+function M.plan(pos, opts)
+  local book = loader.load(pos[1])
+  local store = storemod.open(storemod.location(opts.state), false)
+  local id, st
+  if store then
+    local _
+    id, _, _, st = store:find_unfinished(book.name)
+  end
+  st = st or state.new()
+  local rows, next_marked = {}, false
+  for _, s in ipairs(book.order) do
+    local ss = state.step(st, s.id)
+    local complete = state.COMPLETE[ss.status]
+    local row = { step = s.id, title = s.title, kind = s.kind, status = ss.status, group = s.group, needs = s.needs }
+    if not complete and not next_marked then
+      row.next = true
+      next_marked = true
+    end
+    rows[#rows + 1] = row
+  end
+  if opts.output == "json" then
+    out(json.encode({ runbook = book.name, run = id, steps = rows }, { pretty = true }) .. "\n")
+    return 0
+  end
+  printf("%s: %s", book.name, id and ("resumes run " .. id) or "a new run would start")
+  for _, r in ipairs(rows) do
+    printf("  %s %-10s %-10s %s%s%s", r.next and "→" or " ", r.step, r.status, r.title,
+      r.kind == "manual" and "  (manual)" or "", r.group and ("  [parallel " .. r.group .. "]") or "")
+  end
+  if not next_marked then printf("nothing left to run") end
+  return 0
+end
+
+return M

@@ -1,0 +1,512 @@
+-- The engine: opens or resumes a run, then takes its steps in order, each
+-- through verify, attempts with retry and timeout, and the journal. Every
+-- event is durable before the engine moves past it.
+local host = require "runbook._host"
+local fs = require "runbook._fs"
+local jcore = require "runbook._journal"
+local secret = require "runbook._secret"
+local errors = require "runbook.errors"
+local loader = require "runbook.loader"
+local state = require "runbook.state"
+local storemod = require "runbook.store"
+local params = require "runbook.params"
+local memo = require "runbook.memo"
+local ctxmod = require "runbook.ctx"
+local audit = require "runbook.audit"
+local consolemod = require "runbook.console"
+
+local M = {}
+
+M.EXIT = { ok = 0, failed = 1, usage = 2, waiting = 3, locked = 4, interrupted = 130 }
+
+local Run = {}
+Run.__index = Run
+M.Run = Run
+
+-- ---------------------------------------------------------------------------
+-- journal, log and state
+
+--- Appends an event, applies it to the state and shows it.
+function Run:append(type_, fields)
+  fields = fields or {}
+  local seq = self.journal:append(type_, fields)
+  local ev = {}
+  for k, v in pairs(fields) do ev[k] = v end
+  ev.type, ev.seq, ev.run, ev.ts = type_, seq, self.id, host.iso_time()
+  state.apply(self.state, ev)
+  if self.console then self.console:event(ev) end
+  return seq
+end
+
+function Run:log(step, level, msg)
+  if self.logfile then
+    self.logfile:write(host.scrub(string.format("%s %s %s %s\n", host.iso_time(), step or "-", level, msg)))
+    self.logfile:flush()
+  end
+  if self.console then self.console:log(step, level, msg) end
+end
+
+function Run:outputs_of(id)
+  local st = self.state.steps[id]
+  if not st or st.outputs == nil then return nil end
+  return memo.open(st.outputs, self.keyfn, self.id .. "\0" .. id .. "\0outputs\0", "outputs of step " .. id)
+end
+
+-- an in-memory journal for --dry-run: nothing reaches the store
+local MemoryJournal = {}
+MemoryJournal.__index = MemoryJournal
+function MemoryJournal:append() self.n = self.n + 1 return self.n end
+function MemoryJournal:close() end
+
+-- ---------------------------------------------------------------------------
+-- calling step functions
+
+local function normalize_error(e)
+  if errors.is(e) or (type(e) == "table" and type(e.message) == "string") then return e end
+  return errors.new { kind = "error", message = tostring(e) }
+end
+
+-- the first line of a traceback that points into the runbook, for "where"
+local function where_in(tb, file)
+  if not tb then return nil end
+  for line in tb:gmatch("[^\n]+") do
+    local loc = line:match("^%s*(.-:%d+):")
+    if loc and file and loc:find(file, 1, true) then return loc end
+  end
+  return nil
+end
+
+--- Calls fn(ctx) under the guard with the audit sink pointed at this step.
+function Run:call(s, fn, ctx, timeout)
+  audit.set_sink {
+    ctx = ctx,
+    dry_run = self.dry_run,
+    action = function(t)
+      local f = {}
+      for k, v in pairs(t) do f[k] = v end
+      f.step = s.id
+      if self.dry_run then f.dry_run = true end
+      self:append("action", f)
+    end,
+    log = function(level, msg) self:log(s.id, level, msg) end,
+    progress = function(done, total, note)
+      if self.console then self.console:progress_of(s.id, done, total, note) end
+    end,
+  }
+  local r = table.pack(host.guarded(timeout, fn, ctx))
+  audit.set_sink(nil)
+  return r
+end
+
+local function backoff_delay(retry, attempt)
+  local d
+  if retry.backoff == "fixed" then
+    d = retry.delay
+  elseif retry.backoff == "linear" then
+    d = retry.delay * attempt
+  else
+    d = retry.delay * 2 ^ (attempt - 1)
+  end
+  return math.min(d, retry.max_delay)
+end
+
+local function error_fields(err, s)
+  local e = { message = errors.message(err), kind = err.kind }
+  if err.code ~= nil then e.code = err.code end
+  if type(err.details) == "table" then e.details = err.details end
+  e.where = where_in(err.traceback, s.site and s.site.file)
+  return e
+end
+
+-- ---------------------------------------------------------------------------
+-- one step
+
+-- returns "done" | "failed" | "interrupted" | "waiting"
+function Run:run_step(s)
+  if s.kind == "manual" then return self:run_manual(s) end
+  local sst = state.step(self.state, s.id)
+
+  if s.verify then
+    local ctx = ctxmod.new(self, s, sst.attempts)
+    local r = self:call(s, s.verify, ctx, s.timeout)
+    if r[1] and r[2] then
+      self:append("step.skipped", { step = s.id, reason = "verify passed before run: already satisfied" })
+      return "done"
+    elseif not r[1] then
+      local err = normalize_error(r[2])
+      if err.kind == "interrupted" then return self:interrupted(s, sst.attempts, 0) end
+      self:log(s.id, "warn", "verify raised before run (taken as not satisfied): " .. errors.message(err))
+    end
+  end
+
+  local base = sst.attempts
+  for i = 1, s.retry.attempts do
+    local attempt = base + i
+    self:append("step.started", { step = s.id, attempt = attempt, title = s.title })
+    local t0 = host.monotime()
+    local ctx = ctxmod.new(self, s, attempt)
+    local r = self:call(s, s.run, ctx, s.timeout)
+    local ok, out, err = r[1], r[2], nil
+    if ok and s.verify then
+      local v = self:call(s, s.verify, ctx, s.timeout)
+      if not v[1] then
+        ok, err = false, normalize_error(v[2])
+        if err.kind ~= "interrupted" then
+          err = errors.new { kind = "verify", message = "verify raised after run: " .. errors.message(err), traceback = err.traceback }
+        end
+      elseif not v[2] then
+        ok, err = false, errors.new { kind = "verify", message = "verify did not pass after run" }
+      end
+    elseif not ok then
+      err = normalize_error(out)
+      if err.kind == "timeout" then
+        err.message = string.format("timed out after %s s", tostring(s.timeout))
+      end
+    end
+    local ms = math.floor((host.monotime() - t0) * 1000 + 0.5)
+    if ok then
+      local sealed_ok, sealed = pcall(memo.seal, out, self.keyfn, self.id .. "\0" .. s.id .. "\0outputs\0")
+      local appended, aerr = false, sealed
+      if sealed_ok then
+        appended, aerr = pcall(self.append, self, "step.finished", { step = s.id, attempt = attempt, ms = ms, outputs = sealed })
+      end
+      if appended then return "done" end
+      local msg = errors.message(aerr)
+      if not msg:match("^journal event") then error(aerr, 0) end -- the journal itself failed: stop
+      ok, err = false, errors.new { kind = "outputs", message = "the step's return value cannot be recorded: " .. msg }
+    end
+    if err.kind == "interrupted" then return self:interrupted(s, attempt, ms) end
+    if err.traceback then self:log(s.id, "debug", err.traceback) end
+    local final = i == s.retry.attempts
+    local delay = not final and backoff_delay(s.retry, i) or nil
+    self:append("step.failed", { step = s.id, attempt = attempt, ms = ms, error = error_fields(err, s), final = final, retry_in = delay })
+    if final then return "failed" end
+    if host.interrupted() then return self:interrupted(s, attempt, 0) end
+    local slept = pcall(host.sleep, delay)
+    if not slept or host.interrupted() then return self:interrupted(s, attempt, 0) end
+  end
+  return "failed"
+end
+
+function Run:interrupted(s, attempt, ms)
+  self:append("step.interrupted", { step = s.id, attempt = attempt, ms = ms })
+  return "interrupted"
+end
+
+function Run:run_manual(s)
+  local sst = state.step(self.state, s.id)
+  if s.verify then
+    local ctx = ctxmod.new(self, s, sst.attempts)
+    local r = self:call(s, s.verify, ctx, s.timeout)
+    if r[1] and r[2] then
+      self:append("step.confirmed", { step = s.id, via = "verify", by = host.user(), host = host.hostname() })
+      return "done"
+    elseif not r[1] then
+      local err = normalize_error(r[2])
+      if err.kind == "interrupted" then return self:interrupted(s, sst.attempts, 0) end
+      self:log(s.id, "info", "verify: " .. errors.message(err))
+    end
+  end
+  if self.dry_run then
+    self.console:note(string.format("%s (manual) would wait for a person: %s", s.id, s.title))
+    self:append("step.confirmed", { step = s.id, via = "dry-run", by = host.user(), host = host.hostname() })
+    return "done"
+  end
+  local interactive = not self.opts.yes and host.isatty(0) and host.isatty(2) and self.console.mode ~= "json"
+  if interactive then
+    self.console:clear()
+    local bar = string.rep("─", 60)
+    host.write(2, string.format("\n%s\n%s  %s%s\n\n%s\n%s\n", bar, s.id, s.title,
+      s.owner and ("  (owner: " .. s.owner .. ")") or "", s.instructions, bar))
+    local answer = host.read_line("Type 'done' once this is complete, or press Enter to stop here: ")
+    if answer and answer:lower():match("^%s*done%s*$") then
+      local note = host.read_line("Note for the audit trail (optional): ")
+      if note and note:match("^%s*$") then note = nil end
+      self:append("step.confirmed", { step = s.id, via = "terminal", by = host.user(), host = host.hostname(), note = note })
+      self.console:draw(true)
+      return "done"
+    end
+    self.console:draw(true)
+  end
+  if sst.status ~= "waiting" then
+    self:append("step.waiting", { step = s.id })
+  end
+  return "waiting"
+end
+
+-- ---------------------------------------------------------------------------
+-- change detection on resume
+
+-- Completed steps must still exist and keep their relative order.
+local function check_changes(book, st)
+  local problems = {}
+  local old_pos = {}
+  for i, id in ipairs(st.step_order or {}) do old_pos[id] = i end
+  local done = {}
+  for _, id in ipairs(st.completed) do
+    if not book.by_id[id] then
+      problems[#problems + 1] = string.format("step %s already ran in this run but is no longer in the runbook (removed or renamed)", id)
+    else
+      done[#done + 1] = id
+    end
+  end
+  table.sort(done, function(a, b) return (old_pos[a] or 0) < (old_pos[b] or 0) end)
+  for i = 2, #done do
+    local a, b = done[i - 1], done[i]
+    if book.by_id[a].position > book.by_id[b].position then
+      problems[#problems + 1] = string.format("step %s was moved before %s; both already ran in the other order", b, a)
+    end
+  end
+  return problems
+end
+
+-- ---------------------------------------------------------------------------
+-- the run
+
+local function fail_usage(fmt, ...)
+  errors.raise { kind = "usage", message = string.format(fmt, ...) }
+end
+
+local function ids_of(book)
+  local ids = {}
+  for i, s in ipairs(book.order) do ids[i] = s.id end
+  return ids
+end
+
+--- Opens a run for the book: resumes the newest unfinished one unless
+--- opts.new, or starts one. Returns the Run, or nil and an exit code after
+--- printing why (locked, damaged journal, refused changes).
+function M.open_run(book, opts, console)
+  local dry = opts.dry_run
+  local store = storemod.open(storemod.location(opts.state), not dry)
+  local run = setmetatable({ book = book, opts = opts, dry_run = dry, console = console, store = store }, Run)
+  local cli_params = params.parse_cli(opts.params or {})
+  local values = opts.values and params.read_values(opts.values) or nil
+
+  local id, events, info, st
+  if store and not opts.new then id, events, info, st = store:find_unfinished(book.name) end
+
+  if dry then
+    run.id = id or (book.name .. "-dry-run")
+    run.state = st or state.new()
+    run.journal = setmetatable({ n = run.state.last_seq or 0 }, MemoryJournal)
+    local k = secret.random(32, "raw")
+    run.keyfn = function(create)
+      if id and store then
+        local key, kid = store:secret_key(false)
+        if key then return key, kid end
+      end
+      return k, "dry-run"
+    end
+    run.params = params.resolve(book.params, { cli = cli_params, values = values, recorded = st and st.params })
+    run.resumed = id ~= nil
+    return run
+  end
+
+  run.keyfn = function(create) return store:secret_key(create) end
+  if id then
+    local lock, holder = jcore.lock(store:lock_path(id))
+    if not lock then
+      console:note(string.format("run %s is locked by %s", id, holder), "error")
+      return nil, M.EXIT.locked
+    end
+    run.lock = lock
+    -- read again under the lock: another process may have moved it on
+    events, info = store:read(id)
+    st = state.fold(events)
+    if info.bad_seq then
+      lock:release()
+      console:note(string.format("run %s: the journal is damaged at seq %d (%s); it will not be continued. Run `runbook audit verify %s` for details.",
+        id, info.bad_seq, info.reason, id), "error")
+      return nil, M.EXIT.usage
+    end
+    if st.hmac and not storemod.audit_key() then
+      lock:release()
+      console:note(string.format("run %s is HMAC-protected: set RUNBOOK_AUDIT_KEY to continue it", id), "error")
+      return nil, M.EXIT.usage
+    end
+    local changed = st.sha256 ~= book.sha256
+    local problems = changed and check_changes(book, st) or {}
+    if #problems > 0 and not opts.accept_changes then
+      lock:release()
+      console:note("the runbook changed since this run started, and the resume would not be safe:\n  - "
+        .. table.concat(problems, "\n  - ")
+        .. "\nPass --accept-changes to resume anyway, or --new to start a new run.", "error")
+      return nil, M.EXIT.usage
+    end
+    run.params = params.resolve(book.params, { cli = cli_params, values = values, recorded = st.params })
+    local journal, jerr = jcore.open(store:journal_path(id), id, storemod.audit_key(), info, false)
+    if not journal then
+      lock:release()
+      errors.raise { kind = "store", message = jerr }
+    end
+    run.journal, run.id, run.state, run.resumed = journal, id, st, true
+    run.logfile = io.open(store:log_path(id), "a")
+    if info.torn_bytes then
+      run:append("journal.truncated", { torn_seq = info.torn_seq, bytes = info.torn_bytes, sha256 = info.torn_sha256, reason = info.reason })
+    end
+    local changed_params = {}
+    local recordable = params.recordable(book.params, run.params)
+    for k, v in pairs(recordable) do
+      if st.params[k] ~= v then changed_params[k] = v end
+    end
+    run:append("run.resumed", {
+      user = host.user(), host = host.hostname(), pid = host.pid(), version = host.version(),
+      sha256 = changed and book.sha256 or nil, steps = changed and ids_of(book) or nil,
+      changed = changed or nil, accepted_changes = (#problems > 0) and problems or nil,
+      params = next(changed_params) and changed_params or nil,
+    })
+    if changed then
+      console:note(string.format("the runbook changed since this run started (sha256 %s… → %s…)%s",
+        tostring(st.sha256):sub(1, 12), book.sha256:sub(1, 12), #problems > 0 and "; changes accepted" or ""), "warn")
+    end
+    return run
+  end
+
+  id = store:new_id(book.name)
+  local ok, err = fs.mkdir_p(store:run_dir(id), 448)
+  if not ok then errors.raise { kind = "store", message = err } end
+  local lock, holder = jcore.lock(store:lock_path(id))
+  if not lock then
+    console:note(string.format("run %s is locked by %s", id, holder), "error")
+    return nil, M.EXIT.locked
+  end
+  run.lock = lock
+  run.params = params.resolve(book.params, { cli = cli_params, values = values })
+  local akey = storemod.audit_key()
+  local journal, jerr = jcore.open(store:journal_path(id), id, akey, nil, true)
+  if not journal then errors.raise { kind = "store", message = jerr } end
+  fs.write_file(store:log_path(id), "", 384)
+  run.logfile = io.open(store:log_path(id), "a")
+  run.journal, run.id, run.state, run.resumed = journal, id, state.new(), false
+  run:append("run.started", {
+    runbook = book.name, file = book.file, sha256 = book.sha256, user = host.user(), host = host.hostname(),
+    pid = host.pid(), version = host.version(), hmac = akey ~= nil, steps = ids_of(book),
+    params = params.recordable(book.params, run.params),
+  })
+  return run
+end
+
+function Run:close()
+  if self.journal then self.journal:close() end
+  if self.logfile then self.logfile:close() self.logfile = nil end
+  if self.lock then self.lock:release() self.lock = nil end
+end
+
+--- Which steps this invocation takes, in order, honouring --from / --only.
+function Run:selection()
+  local book, opts = self.book, self.opts
+  local sel = {}
+  if opts.only then
+    local s = book.by_id[opts.only]
+    if not s then fail_usage("--only: no step '%s' in %s", opts.only, book.name) end
+    sel = { s }
+  elseif opts.from then
+    local s = book.by_id[opts.from]
+    if not s then fail_usage("--from: no step '%s' in %s", opts.from, book.name) end
+    for i = s.position, #book.order do sel[#sel + 1] = book.order[i] end
+  else
+    sel = book.order
+  end
+  local chosen = {}
+  for _, s in ipairs(sel) do chosen[s.id] = true end
+  for _, s in ipairs(sel) do
+    for _, n in ipairs(s.needs) do
+      if not chosen[n] and not state.COMPLETE[state.step(self.state, n).status] then
+        fail_usage("step %s needs %s, which has not completed in this run; run it first", s.id, n)
+      end
+    end
+  end
+  return sel
+end
+
+--- Runs the selected steps. Returns the exit code.
+function Run:execute()
+  local console = self.console
+  local sel = self:selection()
+  local t0 = host.monotime()
+  local ran = 0
+  local parallel = require "runbook.parallel"
+  local i = 1
+  while i <= #sel do
+    local s = sel[i]
+    if host.interrupted() then
+      self:append("run.interrupted", { step = s.id })
+      console:finish(string.format("interrupted before %s; run the same command again to resume", s.id), "warn")
+      return M.EXIT.interrupted
+    end
+    local batch = { s }
+    if s.group and not self.dry_run then
+      -- the pending members of this parallel group that come next
+      batch = {}
+      local j = i
+      while j <= #sel and sel[j].group == s.group do
+        batch[#batch + 1] = sel[j]
+        j = j + 1
+      end
+    end
+    local pending = {}
+    for _, b in ipairs(batch) do
+      if not state.COMPLETE[state.step(self.state, b.id).status] then pending[#pending + 1] = b end
+    end
+    local outcome, failed_step = "done", nil
+    if #pending == 1 or (#pending > 1 and not parallel.available(self)) then
+      for _, p in ipairs(pending) do
+        outcome = self:run_step(p)
+        ran = ran + 1
+        if outcome ~= "done" then failed_step = p break end
+      end
+    elseif #pending > 1 then
+      outcome, failed_step = parallel.run(self, pending)
+      ran = ran + #pending
+    end
+    if outcome == "failed" then
+      self:append("run.failed", { step = failed_step.id })
+      console:finish(string.format("%s failed. Fix the cause and run the same command again to resume at %s.", failed_step.id, failed_step.id), "error")
+      return M.EXIT.failed
+    elseif outcome == "interrupted" then
+      self:append("run.interrupted", { step = failed_step.id })
+      console:finish(string.format("interrupted during %s; run the same command again to resume", failed_step.id), "warn")
+      return M.EXIT.interrupted
+    elseif outcome == "waiting" then
+      self:append("run.waiting", { step = failed_step.id })
+      console:finish(string.format("waiting for %s (%s). When it is done: runbook confirm %s %s --note '...'  then run the same command again.",
+        failed_step.id, failed_step.title, self.id, failed_step.id), "warn")
+      return M.EXIT.waiting
+    end
+    i = i + #batch
+  end
+  local remaining = 0
+  for _, s in ipairs(self.book.order) do
+    if not state.COMPLETE[state.step(self.state, s.id).status] then remaining = remaining + 1 end
+  end
+  local ms = math.floor((host.monotime() - t0) * 1000 + 0.5)
+  if remaining > 0 then
+    console:finish(string.format("%d step(s) ran; %d step(s) remain in run %s", ran, remaining, self.id), "warn")
+    return M.EXIT.ok
+  end
+  if self.state.status ~= "finished" then self:append("run.finished", { ms = ms }) end
+  if self.dry_run then
+    console:finish(string.format("dry run complete: %d step(s) would run; nothing was written", ran))
+  else
+    console:finish(string.format("run %s finished (%d step(s) this time, %s)", self.id, ran,
+      ms < 1000 and (ms .. "ms") or string.format("%.1fs", ms / 1000)))
+  end
+  return M.EXIT.ok
+end
+
+--- `runbook exec`: load, open or resume, run. Returns the exit code.
+function M.exec(opts)
+  local book = loader.load(opts.file)
+  local console = consolemod.new { output = opts.output }
+  local run, code = M.open_run(book, opts, console)
+  if not run then return code end
+  host.trap_signals()
+  console:begin({ run = run.id, runbook = book.name, resumed = run.resumed, dry_run = run.dry_run }, book.order, run.state)
+  local ok, res = pcall(run.execute, run)
+  run:close()
+  if not ok then error(res, 0) end
+  return res
+end
+
+return M

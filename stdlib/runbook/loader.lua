@@ -1,0 +1,403 @@
+-- Loading a runbook: the sandboxed environment, the declarative vocabulary
+-- (runbook, step, manual, parallel) and the static checks. The file runs
+-- once to collect its declarations; nothing in a step runs here.
+local host = require "runbook._host"
+local crypto = require "runbook._crypto"
+local errors = require "runbook.errors"
+
+local M = {}
+
+local STEP_FIELDS = {
+  title = "string", owner = "string", needs = "needs", retry = "retry", timeout = "number",
+  run = "function", verify = "function", undo = "function", doc = "string", description = "string",
+  tags = "table",
+}
+local MANUAL_FIELDS = {
+  title = "string", owner = "string", needs = "needs", instructions = "string", verify = "function",
+  doc = "string", description = "string", tags = "table", timeout = "number",
+}
+local RUNBOOK_FIELDS = { description = "string", params = "table", owner = "string", version = "string", doc = "string" }
+local PARAM_FIELDS = {
+  default = "any", required = "boolean", env = "string", secret = "boolean", doc = "string",
+  type = "string", choices = "table",
+}
+local BACKOFFS = { fixed = true, linear = true, exponential = true }
+
+-- stdlib modules a runbook may require; the rest (private cores, the
+-- engine itself) stay out of reach
+local INTERNAL = {
+  ["runbook.cli"] = true, ["runbook.engine"] = true, ["runbook.loader"] = true,
+  ["runbook.state"] = true, ["runbook.store"] = true, ["runbook.console"] = true,
+  ["runbook.testing"] = true, ["runbook.test_output"] = true, ["runbook.ctx"] = true,
+  ["runbook.params"] = true, ["runbook.parallel"] = true, ["runbook.commands"] = true,
+}
+
+local function fail(site, fmt, ...)
+  local where = site and (site.file .. ":" .. site.line .. ": ") or ""
+  errors.raise { kind = "runbook", message = where .. string.format(fmt, ...) }
+end
+
+local function nearest(word, set)
+  local best, bestd
+  for cand in pairs(set) do
+    -- edit distance, small words only
+    local a, b = word, cand
+    local prev = {}
+    for j = 0, #b do prev[j] = j end
+    for i = 1, #a do
+      local cur = { [0] = i }
+      for j = 1, #b do
+        local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+        cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+      end
+      prev = cur
+    end
+    if prev[#b] <= 2 and (not bestd or prev[#b] < bestd) then best, bestd = cand, prev[#b] end
+  end
+  return best
+end
+
+local function check_fields(site, what, spec, fields)
+  for k, v in pairs(spec) do
+    local want = fields[k]
+    if type(k) ~= "string" or not want then
+      local hint = type(k) == "string" and nearest(k, fields)
+      fail(site, "%s: unknown field '%s'%s", what, tostring(k), hint and (" (did you mean '" .. hint .. "'?)") or "")
+    end
+    if want == "string" or want == "number" or want == "function" or want == "table" or want == "boolean" then
+      if type(v) ~= want then fail(site, "%s: %s must be a %s, got %s", what, k, want, type(v)) end
+    end
+  end
+end
+
+local function normalize_needs(site, id, needs)
+  if needs == nil then return {} end
+  if type(needs) == "string" then return { needs } end
+  if type(needs) ~= "table" then fail(site, "step %s: needs must be a step id or a list of ids", id) end
+  local out = {}
+  for i, n in ipairs(needs) do
+    if type(n) ~= "string" then fail(site, "step %s: needs[%d] must be a step id", id, i) end
+    out[#out + 1] = n
+  end
+  return out
+end
+
+local function normalize_retry(site, id, r)
+  if r == nil then return { attempts = 1, backoff = "exponential", delay = 1, max_delay = 60 } end
+  if math.type(r) == "integer" then r = { attempts = r } end
+  if type(r) ~= "table" then fail(site, "step %s: retry must be a number of attempts or a table", id) end
+  for k in pairs(r) do
+    if k ~= "attempts" and k ~= "backoff" and k ~= "delay" and k ~= "max_delay" then
+      fail(site, "step %s: retry has unknown field '%s' (attempts, backoff, delay, max_delay)", id, tostring(k))
+    end
+  end
+  local out = {
+    attempts = r.attempts or 1,
+    backoff = r.backoff or "exponential",
+    delay = r.delay or 1,
+    max_delay = r.max_delay or 60,
+  }
+  if math.type(out.attempts) ~= "integer" or out.attempts < 1 then
+    fail(site, "step %s: retry.attempts must be a positive integer", id)
+  end
+  if not BACKOFFS[out.backoff] then
+    fail(site, "step %s: retry.backoff must be fixed, linear or exponential", id)
+  end
+  if type(out.delay) ~= "number" or out.delay < 0 or type(out.max_delay) ~= "number" or out.max_delay < 0 then
+    fail(site, "step %s: retry.delay and retry.max_delay must be non-negative numbers", id)
+  end
+  return out
+end
+
+--- The sandboxed environment a runbook and its modules run in.
+local function make_env(book, declare)
+  local env = {}
+  for _, name in ipairs {
+    "assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber", "tostring",
+    "type", "xpcall", "rawequal", "rawget", "rawlen", "rawset", "setmetatable", "getmetatable",
+  } do
+    env[name] = _G[name]
+  end
+  env._VERSION = _VERSION
+  local function copy(t)
+    local c = {}
+    for k, v in pairs(t) do c[k] = v end
+    return c
+  end
+  env.string = copy(string)
+  env.table = copy(table)
+  env.math = copy(math)
+  env.utf8 = copy(utf8)
+  env.os = { time = os.time, clock = os.clock, date = os.date, getenv = os.getenv, difftime = os.difftime }
+  env.io = { open = io.open, lines = io.lines, type = io.type }
+  local co = copy(coroutine)
+  co.create = function(f)
+    local c = coroutine.create(f)
+    host.guard_coroutine(c)
+    return c
+  end
+  co.wrap = function(f)
+    local c = co.create(f)
+    return function(...)
+      local r = table.pack(coroutine.resume(c, ...))
+      if not r[1] then error(r[2], 0) end
+      return table.unpack(r, 2, r.n)
+    end
+  end
+  env.coroutine = co
+  env.print = function(...)
+    local parts = table.pack(...)
+    for i = 1, parts.n do parts[i] = tostring(parts[i]) end
+    require("runbook.audit").log("info", table.concat(parts, "\t", 1, parts.n))
+  end
+  env.load = function(chunk, name, mode, e)
+    if mode ~= nil and mode ~= "t" then error("load: only text chunks may be loaded in a runbook", 2) end
+    return load(chunk, name, "t", e or env)
+  end
+
+  local loaded = {}
+  env.require = function(name)
+    if type(name) ~= "string" then error("require: module name expected", 2) end
+    if loaded[name] ~= nil then return loaded[name] end
+    if name:match("^runbook%.") then
+      if name:match("^runbook%._") or INTERNAL[name] or not package.preload[name] then
+        error("module '" .. name .. "' is not available to runbooks", 2)
+      end
+      loaded[name] = require(name)
+      return loaded[name]
+    end
+    local rel = name:gsub("%.", "/")
+    local dirs = { book.dir }
+    for d in (os.getenv("RUNBOOK_PATH") or ""):gmatch("[^:]+") do dirs[#dirs + 1] = d end
+    local tried = {}
+    for _, d in ipairs(dirs) do
+      for _, pat in ipairs { "%s/%s.lua", "%s/%s/init.lua" } do
+        local path = string.format(pat, d, rel)
+        local f = io.open(path, "rb")
+        if f then
+          local src = f:read("a")
+          f:close()
+          local chunk, err = load(src, "@" .. path, "t", env)
+          if not chunk then error(err, 0) end
+          book.modules[#book.modules + 1] = { name = name, path = path, sha256 = crypto.sha256(src) }
+          local v = chunk(name, path)
+          if v == nil then v = true end
+          loaded[name] = v
+          return v
+        end
+        tried[#tried + 1] = path
+      end
+    end
+    error("module '" .. name .. "' not found in the runbook's folder or RUNBOOK_PATH:\n\t" .. table.concat(tried, "\n\t"), 2)
+  end
+
+  for k, f in pairs(declare) do env[k] = f end
+  return setmetatable(env, {
+    __index = function(_, k)
+      error("undefined global '" .. tostring(k) .. "'", 2)
+    end,
+  })
+end
+
+local function site_of(level)
+  local info = debug.getinfo(level + 1, "Sl")
+  local file = info and info.source:sub(1, 1) == "@" and info.source:sub(2) or (info and info.short_src) or "?"
+  return { file = file, line = info and info.currentline or 0 }
+end
+
+--- Loads a runbook file and returns its book: name, params, steps in order.
+--- Raises a structured error {kind="runbook"} naming file and line.
+---@param path string
+---@return table book
+function M.load(path)
+  local f, err = io.open(path, "rb")
+  if not f then errors.raise { kind = "runbook", message = "cannot open runbook: " .. tostring(err) } end
+  local src = f:read("a")
+  f:close()
+  local abs = require("runbook._fs").realpath(path) or path
+  local book = {
+    file = abs,
+    dir = abs:match("^(.*)/[^/]*$") or ".",
+    sha256 = crypto.sha256(src),
+    source = src,
+    name = (abs:match("([^/]+)$") or abs):gsub("%.lua$", ""),
+    params = {},
+    steps = {},
+    by_id = {},
+    groups = {},
+    modules = {},
+  }
+  local declared_runbook = nil
+
+  local declare = {}
+  declare.runbook = function(name)
+    local site = site_of(2)
+    if type(name) ~= "string" or name == "" then fail(site, "runbook: a name string expected") end
+    if not name:match("^[%w._-]+$") then
+      fail(site, "runbook: name '%s' may use only letters, digits, '.', '_' and '-'", name)
+    end
+    return function(spec)
+      site = site_of(2)
+      if declared_runbook then fail(site, "runbook declared twice (first at line %d)", declared_runbook.line) end
+      if type(spec) ~= "table" then fail(site, "runbook %s: a table expected", name) end
+      check_fields(site, "runbook " .. name, spec, RUNBOOK_FIELDS)
+      declared_runbook = site
+      book.name = name
+      book.description = spec.description
+      book.owner = spec.owner
+      book.doc = spec.doc
+      for pname, p in pairs(spec.params or {}) do
+        if type(pname) ~= "string" or not pname:match("^[%a_][%w_]*$") then
+          fail(site, "runbook %s: param name '%s' must be an identifier", name, tostring(pname))
+        end
+        if type(p) ~= "table" then p = { default = p } end
+        check_fields(site, "param " .. pname, p, PARAM_FIELDS)
+        if p.type and p.type ~= "string" and p.type ~= "number" and p.type ~= "integer" and p.type ~= "boolean" then
+          fail(site, "param %s: type must be string, number, integer or boolean", pname)
+        end
+        book.params[pname] = p
+      end
+      return book
+    end
+  end
+
+  local function declare_step(kind, fields)
+    return function(id)
+      local site = site_of(2)
+      if type(id) ~= "string" or not id:match("^[%w._-]+$") then
+        fail(site, "%s: id must be a non-empty string of letters, digits, '.', '_' or '-'", kind)
+      end
+      return function(spec)
+        site = site_of(2)
+        if type(spec) ~= "table" then fail(site, "%s %s: a table expected", kind, id) end
+        if book.by_id[id] then
+          fail(site, "duplicate step id '%s' (first declared at line %d)", id, book.by_id[id].site.line)
+        end
+        check_fields(site, kind .. " " .. id, spec, fields)
+        local s = {
+          id = id, kind = kind, site = site, title = spec.title or id, owner = spec.owner,
+          needs = normalize_needs(site, id, spec.needs),
+          run = spec.run, verify = spec.verify, undo = spec.undo,
+          instructions = spec.instructions, doc = spec.doc or spec.description,
+          timeout = spec.timeout, tags = spec.tags,
+        }
+        if kind == "step" then
+          if not spec.run then fail(site, "step %s: run function required", id) end
+          s.retry = normalize_retry(site, id, spec.retry)
+        else
+          if not spec.instructions then fail(site, "manual %s: instructions required", id) end
+          s.retry = normalize_retry(site, id, nil)
+        end
+        if s.timeout ~= nil and s.timeout <= 0 then fail(site, "%s %s: timeout must be positive", kind, id) end
+        s.index = #book.steps + 1
+        book.steps[s.index] = s
+        book.by_id[id] = s
+        return s
+      end
+    end
+  end
+  declare.step = declare_step("step", STEP_FIELDS)
+  declare.manual = declare_step("manual", MANUAL_FIELDS)
+
+  local function group(name, list)
+    local site = site_of(3)
+    if type(list) ~= "table" or #list == 0 then fail(site, "parallel: a list of steps expected") end
+    name = name or ("parallel-" .. (#book.groups + 1))
+    local g = { name = name, steps = {}, site = site }
+    for i, s in ipairs(list) do
+      if type(s) ~= "table" or not s.id or book.by_id[s.id] ~= s then
+        fail(site, "parallel %s: item %d is not a step declared with step \"ID\" {...}", name, i)
+      end
+      if s.kind ~= "step" then fail(site, "parallel %s: manual step %s cannot run in parallel", name, s.id) end
+      if s.group then fail(site, "parallel %s: step %s is already in group %s", name, s.id, s.group) end
+      s.group = name
+      g.steps[#g.steps + 1] = s.id
+    end
+    book.groups[#book.groups + 1] = g
+    return g
+  end
+  declare.parallel = function(a)
+    if type(a) == "string" then
+      return function(list) return group(a, list) end
+    end
+    return group(nil, a)
+  end
+
+  local env = make_env(book, declare)
+  local chunk, lerr = load(src, "@" .. path, "t", env)
+  if not chunk then errors.raise { kind = "runbook", message = lerr } end
+  local ok, rerr = xpcall(chunk, function(e)
+    if errors.is(e) then return e end
+    return errors.new { kind = "runbook", message = tostring(e), traceback = debug.traceback(nil, 2) }
+  end)
+  if not ok then error(rerr, 0) end
+  book.env = env
+  M.validate(book)
+  return book
+end
+
+--- Static checks over a loaded book: unknown needs, cycles, groups whose
+--- members need each other. Computes book.order (declaration order, moved
+--- only as far as needs require).
+function M.validate(book)
+  if #book.steps == 0 then
+    errors.raise { kind = "runbook", message = book.file .. ": no steps declared" }
+  end
+  for _, s in ipairs(book.steps) do
+    for _, n in ipairs(s.needs) do
+      if not book.by_id[n] then
+        local hint = nearest(n, book.by_id)
+        fail(s.site, "step %s needs unknown step '%s'%s", s.id, n, hint and (" (did you mean '" .. hint .. "'?)") or "")
+      end
+      if n == s.id then fail(s.site, "step %s needs itself", s.id) end
+      if s.group and book.by_id[n].group == s.group then
+        fail(s.site, "step %s needs %s, but both are in parallel group %s", s.id, n, s.group)
+      end
+    end
+  end
+  -- stable topological order: repeatedly take the first declared step whose needs are placed
+  local placed, order = {}, {}
+  while #order < #book.steps do
+    local progress = false
+    for _, s in ipairs(book.steps) do
+      if not placed[s.id] then
+        local ready = true
+        for _, n in ipairs(s.needs) do
+          if not placed[n] then ready = false break end
+        end
+        if ready then
+          placed[s.id] = true
+          order[#order + 1] = s
+          progress = true
+          break
+        end
+      end
+    end
+    if not progress then
+      -- report one cycle: follow unplaced needs until a step repeats
+      local s
+      for _, c in ipairs(book.steps) do
+        if not placed[c.id] then s = c break end
+      end
+      local path, seen = {}, {}
+      while s and not seen[s.id] do
+        seen[s.id] = #path + 1
+        path[#path + 1] = s.id
+        local nxt
+        for _, n in ipairs(s.needs) do
+          if not placed[n] then nxt = book.by_id[n] break end
+        end
+        s = nxt
+      end
+      local cycle = {}
+      for i = seen[s.id], #path do cycle[#cycle + 1] = path[i] end
+      cycle[#cycle + 1] = s.id
+      fail(book.by_id[cycle[1]].site, "steps form a cycle: %s", table.concat(cycle, " -> "))
+    end
+  end
+  book.order = order
+  for i, s in ipairs(order) do s.position = i end
+  return book
+end
+
+return M

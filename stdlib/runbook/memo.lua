@@ -1,0 +1,74 @@
+-- Sealing values for the journal. Memos, checkpoints and outputs may hold
+-- secrets that a resumed step needs back exactly (the generated password);
+-- each secret inside them is stored as {"$secret":{"kid":K,"box":B}}, B
+-- being AES-256-GCM of the value under the store's key, bound to the run,
+-- step and key by the associated data so sealed values cannot be swapped.
+local secret = require "runbook._secret"
+local crypto = require "runbook._crypto"
+local errors = require "runbook.errors"
+
+local M = {}
+
+local function walk(v, f, depth)
+  depth = depth or 0
+  if depth > 100 then error("value nested too deeply (a cycle?)", 0) end
+  if secret.is(v) then return f(v) end
+  if type(v) == "table" then
+    if v["$secret"] ~= nil then return f(v) end
+    local out = {}
+    for k, x in pairs(v) do out[k] = walk(x, f, depth + 1) end
+    return setmetatable(out, getmetatable(v))
+  end
+  return v
+end
+
+--- True when the value holds a secret anywhere.
+function M.has_secret(v)
+  local found = false
+  walk(v, function(x) found = true return x end)
+  return found
+end
+
+--- A journal-safe copy of value: every secret sealed.
+---@param value any
+---@param keyfn fun(create:boolean):(userdata, string)  the store's secret_key
+---@param aad string
+function M.seal(value, keyfn, aad)
+  return walk(value, function(s)
+    if not secret.is(s) then return s end
+    local key, kid = keyfn(true)
+    local box = secret.seal(key, aad, s)
+    return { ["$secret"] = { kid = kid, box = crypto.base64_encode(box) } }
+  end)
+end
+
+--- The value with sealed secrets opened again. `what` names the value in
+--- errors ("memo 'db-password' of step M3").
+function M.open(value, keyfn, aad, what)
+  return walk(value, function(t)
+    if secret.is(t) then return t end
+    local sealed = t["$secret"]
+    if type(sealed) ~= "table" or type(sealed.box) ~= "string" then
+      errors.raise { kind = "secret", code = "corrupt", message = what .. ": malformed sealed secret in the journal" }
+    end
+    local key, kid = keyfn(false)
+    if not key then
+      errors.raise { kind = "secret", code = "no-key", message = string.format(
+        "%s holds a secret sealed with key %s, but no key is available: set RUNBOOK_SECRET_KEY or restore the store's secret.key (a new secret is never generated in its place)",
+        what, tostring(sealed.kid)) }
+    end
+    if sealed.kid ~= kid then
+      errors.raise { kind = "secret", code = "wrong-key", message = string.format(
+        "%s was sealed with key %s, but the current key is %s: set RUNBOOK_SECRET_KEY to the key the run started with",
+        what, tostring(sealed.kid), kid) }
+    end
+    local box = crypto.base64_decode(sealed.box)
+    local s = box and secret.open(key, aad, box)
+    if not s then
+      errors.raise { kind = "secret", code = "auth", message = what .. ": the sealed secret does not authenticate (edited journal or wrong key)" }
+    end
+    return s
+  end)
+end
+
+return M

@@ -1,0 +1,84 @@
+-- Shared helpers for specs: temporary directories, running the runbook
+-- binary as a real process, free loopback ports, files.
+local proc = require "runbook._proc"
+local fs = require "runbook._fs"
+local crypto = require "runbook._crypto"
+
+local M = {}
+
+M.bin = os.getenv("RUNBOOK_BIN") or "build/runbook"
+M.source_dir = os.getenv("RUNBOOK_SOURCE_DIR") or fs.cwd()
+
+local tmp_root = os.getenv("TMPDIR") or "/tmp"
+
+--- A fresh temporary directory (0700), removed by M.rmtree when done.
+function M.tmpdir(tag)
+  local dir = string.format("%s/rbtest-%s-%s", tmp_root, tag or "x", crypto.random_hex(6))
+  assert(fs.mkdir_p(dir, 448))
+  return dir
+end
+
+--- Removes a directory tree (only under the temporary root, as a guard).
+function M.rmtree(dir)
+  assert(dir:sub(1, #tmp_root + 8) == tmp_root .. "/rbtest-", "refusing to remove " .. dir)
+  local p = assert(proc.spawn { argv = { "rm", "-rf", dir } })
+  p:communicate {}
+end
+
+function M.write(path, text, mode)
+  assert(fs.write_file(path, text, mode or 420))
+end
+
+function M.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function M.exists(path) return fs.stat(path) ~= nil end
+
+--- Runs the runbook binary to completion.
+--- opts: cwd, env (merged over ours), input, timeout (default 60).
+--- Returns {code=, signal=, stdout=, stderr=}.
+function M.run(args, opts)
+  opts = opts or {}
+  local argv = { M.bin }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local env = { NO_COLOR = "1" }
+  for k, v in pairs(opts.env or {}) do env[k] = v end
+  local p = assert(proc.spawn { argv = argv, cwd = opts.cwd, env = env, stdin = opts.input and "pipe" or "null" })
+  return p:communicate { input = opts.input, timeout = opts.timeout or 60 }
+end
+
+--- Starts the runbook binary without waiting (for crash tests).
+function M.start(args, opts)
+  opts = opts or {}
+  local argv = { M.bin }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local env = { NO_COLOR = "1" }
+  for k, v in pairs(opts.env or {}) do env[k] = v end
+  return assert(proc.spawn { argv = argv, cwd = opts.cwd, env = env, stdout = "null", stderr = opts.stderr or "null" })
+end
+
+--- A free TCP port on 127.0.0.1 (asks the kernel through python3).
+function M.free_port()
+  local p = assert(proc.spawn { argv = { "python3", "-c",
+    "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1]);s.close()" } })
+  local r = p:communicate { timeout = 10 }
+  return assert(math.tointeger(tonumber(r.stdout)), "no free port: " .. r.stderr)
+end
+
+--- Reads a run's journal as a list of decoded events.
+function M.journal(state_dir)
+  local runs = fs.listdir(state_dir .. "/runs") or {}
+  assert(#runs >= 1, "no run in " .. state_dir)
+  local path = state_dir .. "/runs/" .. runs[#runs] .. "/journal.jsonl"
+  local json = require "runbook._json"
+  local out = {}
+  for line in io.lines(path) do out[#out + 1] = json.decode(line) end
+  return out, path, runs[#runs]
+end
+
+return M
