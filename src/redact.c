@@ -117,12 +117,14 @@ void rb_redactor_add(struct rb_redactor *r, const char *s, size_t len) {
     free(hex);
   }
   for (int url = 0; url <= 1; url++) {
-    size_t n;
-    char *enc = rb_base64((const uint8_t *)s, len, url, 1, &n);
-    if (enc) {
-      add_form(r, enc, n);
-      OPENSSL_cleanse(enc, n);
-      free(enc);
+    for (int pad = 0; pad <= 1; pad++) {
+      size_t n;
+      char *enc = rb_base64((const uint8_t *)s, len, url, pad, &n);
+      if (enc) {
+        add_form(r, enc, n);
+        OPENSSL_cleanse(enc, n);
+        free(enc);
+      }
     }
     for (int k = 0; k < 3; k++)
       add_base64_aligned(r, s, len, k, url);

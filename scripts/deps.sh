@@ -1,0 +1,26 @@
+#!/bin/sh
+# Installs what runbook needs to build and test on Debian 12. Idempotent and
+# quick when everything is present. Usage: scripts/deps.sh [build|test]
+set -eu
+what=${1:-test}
+
+build_pkgs="build-essential cmake ninja-build pkg-config liblua5.4-dev lua5.4 lua-busted
+  libcurl4-openssl-dev libjansson-dev libyaml-dev libpq-dev libhiredis-dev libssl-dev"
+test_pkgs="postgresql postgresql-client redis-server redis-tools openssl python3 ca-certificates"
+
+pkgs=$build_pkgs
+[ "$what" = test ] && pkgs="$pkgs $test_pkgs"
+
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "deps: installing$missing"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq || true
+  # lua5.4 goes in the same transaction as lua-busted, or busted pulls in Lua 5.2
+  $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
