@@ -7,6 +7,7 @@ local crypto = require "runbook._crypto"
 local M = {}
 
 M.bin = os.getenv("RUNBOOK_BIN") or "build/runbook"
+M.bin = fs.realpath(M.bin) or M.bin
 M.source_dir = os.getenv("RUNBOOK_SOURCE_DIR") or fs.cwd()
 
 local tmp_root = os.getenv("TMPDIR") or "/tmp"
