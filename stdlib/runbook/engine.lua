@@ -273,6 +273,33 @@ local function ids_of(book)
   return ids
 end
 
+--- Which steps this invocation takes, in order, honouring --from / --only.
+--- Raises a usage error when a selected step needs one that has not completed.
+local function selection(book, opts, st)
+  local sel = {}
+  if opts.only then
+    local s = book.by_id[opts.only]
+    if not s then fail_usage("--only: no step '%s' in %s", opts.only, book.name) end
+    sel = { s }
+  elseif opts.from then
+    local s = book.by_id[opts.from]
+    if not s then fail_usage("--from: no step '%s' in %s", opts.from, book.name) end
+    for i = s.position, #book.order do sel[#sel + 1] = book.order[i] end
+  else
+    sel = book.order
+  end
+  local chosen = {}
+  for _, s in ipairs(sel) do chosen[s.id] = true end
+  for _, s in ipairs(sel) do
+    for _, n in ipairs(s.needs) do
+      if not chosen[n] and not state.COMPLETE[state.step(st, n).status] then
+        fail_usage("step %s needs %s, which has not completed in this run; run it first", s.id, n)
+      end
+    end
+  end
+  return sel
+end
+
 --- Opens a run for the book: resumes the newest unfinished one unless
 --- opts.new, or starts one. Returns the Run, or nil and an exit code after
 --- printing why (locked, damaged journal, refused changes).
@@ -299,6 +326,7 @@ function M.open_run(book, opts, console)
       return k, "dry-run"
     end
     run.params = params.resolve(book.params, { cli = cli_params, values = values, recorded = st and st.params })
+    selection(book, opts, run.state)
     run.resumed = id ~= nil
     return run
   end
@@ -334,7 +362,14 @@ function M.open_run(book, opts, console)
         .. "\nPass --accept-changes to resume anyway, or --new to start a new run.", "error")
       return nil, M.EXIT.usage
     end
-    run.params = params.resolve(book.params, { cli = cli_params, values = values, recorded = st.params })
+    local okp, perr = pcall(function()
+      run.params = params.resolve(book.params, { cli = cli_params, values = values, recorded = st.params })
+      selection(book, opts, st)
+    end)
+    if not okp then
+      lock:release()
+      error(perr, 0)
+    end
     local journal, jerr = jcore.open(store:journal_path(id), id, storemod.audit_key(), info, false)
     if not journal then
       lock:release()
@@ -363,6 +398,8 @@ function M.open_run(book, opts, console)
     return run
   end
 
+  run.params = params.resolve(book.params, { cli = cli_params, values = values })
+  selection(book, opts, state.new())
   id = store:new_id(book.name)
   local ok, err = fs.mkdir_p(store:run_dir(id), 448)
   if not ok then errors.raise { kind = "store", message = err } end
@@ -372,7 +409,6 @@ function M.open_run(book, opts, console)
     return nil, M.EXIT.locked
   end
   run.lock = lock
-  run.params = params.resolve(book.params, { cli = cli_params, values = values })
   local akey = storemod.audit_key()
   local journal, jerr = jcore.open(store:journal_path(id), id, akey, nil, true)
   if not journal then errors.raise { kind = "store", message = jerr } end
@@ -393,37 +429,10 @@ function Run:close()
   if self.lock then self.lock:release() self.lock = nil end
 end
 
---- Which steps this invocation takes, in order, honouring --from / --only.
-function Run:selection()
-  local book, opts = self.book, self.opts
-  local sel = {}
-  if opts.only then
-    local s = book.by_id[opts.only]
-    if not s then fail_usage("--only: no step '%s' in %s", opts.only, book.name) end
-    sel = { s }
-  elseif opts.from then
-    local s = book.by_id[opts.from]
-    if not s then fail_usage("--from: no step '%s' in %s", opts.from, book.name) end
-    for i = s.position, #book.order do sel[#sel + 1] = book.order[i] end
-  else
-    sel = book.order
-  end
-  local chosen = {}
-  for _, s in ipairs(sel) do chosen[s.id] = true end
-  for _, s in ipairs(sel) do
-    for _, n in ipairs(s.needs) do
-      if not chosen[n] and not state.COMPLETE[state.step(self.state, n).status] then
-        fail_usage("step %s needs %s, which has not completed in this run; run it first", s.id, n)
-      end
-    end
-  end
-  return sel
-end
-
 --- Runs the selected steps. Returns the exit code.
 function Run:execute()
   local console = self.console
-  local sel = self:selection()
+  local sel = selection(self.book, self.opts, self.state)
   local t0 = host.monotime()
   local ran = 0
   local parallel = require "runbook.parallel"

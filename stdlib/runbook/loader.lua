@@ -39,9 +39,10 @@ end
 
 local function nearest(word, set)
   local best, bestd
+  local limit = math.max(2, #word // 2)
   for cand in pairs(set) do
-    -- edit distance, small words only
-    local a, b = word, cand
+    -- edit distance over lower case; a case-only difference scores 0.5
+    local a, b = word:lower(), cand:lower()
     local prev = {}
     for j = 0, #b do prev[j] = j end
     for i = 1, #a do
@@ -52,7 +53,8 @@ local function nearest(word, set)
       end
       prev = cur
     end
-    if prev[#b] <= 2 and (not bestd or prev[#b] < bestd) then best, bestd = cand, prev[#b] end
+    local d = prev[#b] + (word ~= cand and prev[#b] == 0 and 0.5 or 0)
+    if d <= limit and d < #cand and (not bestd or d < bestd or (d == bestd and cand < best)) then best, bestd = cand, d end
   end
   return best
 end
