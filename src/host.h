@@ -15,11 +15,21 @@
 
 struct rb_redactor;
 
+/* A message from a parallel step's thread to the main thread (an event,
+ * a log line, progress), queued on the host. */
+struct rb_msg {
+  struct rb_msg *next;
+  size_t len;
+  char data[]; /* JSON text */
+};
+
 struct rb_host {
   struct rb_redactor *redactor;
   pthread_mutex_t console_lock;
   pthread_mutex_t refs_lock;
   int refs;
+  pthread_mutex_t queue_lock;
+  struct rb_msg *head, *tail;
 };
 
 /* Set by the SIGINT handler; the only C global, because signals have no state. */

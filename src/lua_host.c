@@ -48,6 +48,11 @@ static int host_gc(lua_State *L) {
   int last = --h->refs == 0;
   pthread_mutex_unlock(&h->refs_lock);
   if (last) {
+    for (struct rb_msg *m = h->head, *next; m; m = next) {
+      next = m->next;
+      free(m);
+    }
+    pthread_mutex_destroy(&h->queue_lock);
     rb_redactor_free(h->redactor);
     pthread_mutex_destroy(&h->console_lock);
     pthread_mutex_destroy(&h->refs_lock);
@@ -66,6 +71,7 @@ struct rb_host *rb_host_attach(lua_State *L, struct rb_host *shared) {
     }
     pthread_mutex_init(&h->console_lock, NULL);
     pthread_mutex_init(&h->refs_lock, NULL);
+    pthread_mutex_init(&h->queue_lock, NULL);
   }
   pthread_mutex_lock(&h->refs_lock);
   h->refs++;
