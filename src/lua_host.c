@@ -25,6 +25,7 @@
 volatile sig_atomic_t rb_interrupted = 0;
 
 #define HOST_KEY "runbook.host"
+#define HOST_MT "runbook.Host"
 #define GUARD_KEY "runbook.guard"
 #define ERROR_MT "runbook.Error"
 
@@ -39,7 +40,7 @@ struct guard {
 /* ---- host lifetime ------------------------------------------------------ */
 
 static int host_gc(lua_State *L) {
-  struct rb_host **hp = luaL_checkudata(L, 1, HOST_KEY);
+  struct rb_host **hp = luaL_checkudata(L, 1, HOST_MT);
   struct rb_host *h = *hp;
   if (!h)
     return 0;
@@ -78,7 +79,7 @@ struct rb_host *rb_host_attach(lua_State *L, struct rb_host *shared) {
   pthread_mutex_unlock(&h->refs_lock);
   struct rb_host **hp = lua_newuserdatauv(L, sizeof *hp, 0);
   *hp = h;
-  if (luaL_newmetatable(L, HOST_KEY)) {
+  if (luaL_newmetatable(L, HOST_MT)) {
     lua_pushcfunction(L, host_gc);
     lua_setfield(L, -2, "__gc");
   }
