@@ -1,21 +1,53 @@
+/* SHA-256 goes through OpenSSL's direct SHA256_* functions, not EVP: EVP
+ * fetches algorithms from providers, and initialising them costs about 2 MB
+ * of resident memory in every process, while every run hashes its journal.
+ * The direct functions are marked deprecated in OpenSSL 3 but remain its
+ * supported implementation. */
+#define OPENSSL_API_COMPAT 0x10100000L
+
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include "crypto.h"
 
 void rb_sha256(const void *data, size_t len, uint8_t out[RB_SHA256_LEN]) {
-  unsigned int n = RB_SHA256_LEN;
-  EVP_Digest(data, len, out, &n, EVP_sha256(), NULL);
+  SHA256_CTX c;
+  SHA256_Init(&c);
+  SHA256_Update(&c, data, len);
+  SHA256_Final(out, &c);
 }
 
+/* HMAC (RFC 2104) over SHA-256, block size 64 */
 int rb_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
                    uint8_t out[RB_SHA256_LEN]) {
-  unsigned int n = RB_SHA256_LEN;
-  return HMAC(EVP_sha256(), key, (int)keylen, data, len, out, &n) ? 0 : -1;
+  uint8_t k[64], pad[64], inner[RB_SHA256_LEN];
+  memset(k, 0, sizeof k);
+  if (keylen > sizeof k)
+    rb_sha256(key, keylen, k);
+  else if (keylen)
+    memcpy(k, key, keylen);
+  SHA256_CTX c;
+  for (int i = 0; i < 64; i++)
+    pad[i] = k[i] ^ 0x36;
+  SHA256_Init(&c);
+  SHA256_Update(&c, pad, sizeof pad);
+  SHA256_Update(&c, data, len);
+  SHA256_Final(inner, &c);
+  for (int i = 0; i < 64; i++)
+    pad[i] = k[i] ^ 0x5c;
+  SHA256_Init(&c);
+  SHA256_Update(&c, pad, sizeof pad);
+  SHA256_Update(&c, inner, sizeof inner);
+  SHA256_Final(out, &c);
+  OPENSSL_cleanse(k, sizeof k);
+  OPENSSL_cleanse(pad, sizeof pad);
+  OPENSSL_cleanse(inner, sizeof inner);
+  return 0;
 }
 
 int rb_random(void *buf, size_t len) {

@@ -3,12 +3,15 @@
  * inside lua_pcall with a traceback handler; runbook.cli does the work and
  * returns the exit code. An error that escapes it prints as
  * "runbook: message" and exits 2.
+ *
+ * Libraries initialise lazily, in the core that needs them (libcurl's
+ * global state in runbook._curl, OpenSSL's providers on the first secret):
+ * a runbook that never touches the network pays for neither.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -48,7 +51,6 @@ static int pmain(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
-  curl_global_init(CURL_GLOBAL_DEFAULT);
   lua_State *L = luaL_newstate();
   if (!L) {
     fprintf(stderr, "runbook: cannot create the Lua state: out of memory\n");
@@ -69,6 +71,5 @@ int main(int argc, char **argv) {
   }
   fflush(stdout);
   lua_close(L);
-  curl_global_cleanup();
   return code;
 }
