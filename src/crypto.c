@@ -22,6 +22,14 @@ void rb_sha256(const void *data, size_t len, uint8_t out[RB_SHA256_LEN]) {
   SHA256_Final(out, &c);
 }
 
+void rb_sha256_2(const void *a, size_t alen, const void *b, size_t blen, uint8_t out[RB_SHA256_LEN]) {
+  SHA256_CTX c;
+  SHA256_Init(&c);
+  SHA256_Update(&c, a, alen);
+  SHA256_Update(&c, b, blen);
+  SHA256_Final(out, &c);
+}
+
 /* HMAC (RFC 2104) over SHA-256, block size 64 */
 int rb_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
                    uint8_t out[RB_SHA256_LEN]) {

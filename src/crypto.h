@@ -11,6 +11,8 @@
 #define RB_GCM_TAG_LEN 16
 
 void rb_sha256(const void *data, size_t len, uint8_t out[RB_SHA256_LEN]);
+/* the digest of a followed by b */
+void rb_sha256_2(const void *a, size_t alen, const void *b, size_t blen, uint8_t out[RB_SHA256_LEN]);
 int rb_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
                    uint8_t out[RB_SHA256_LEN]);
 /* 0 on success, -1 when the system RNG fails */

@@ -15,6 +15,7 @@
 
 #include "crypto.h"
 #include "journal.h"
+#include "jsonscan.h"
 
 #define HASH_TAG ",\"hash\":\""
 #define HMAC_TAG "\",\"hmac\":\""
@@ -50,66 +51,70 @@ static void digest_body(const char *line, size_t bodylen, const uint8_t *key, si
                         char hash[65], char mac[65]) {
   /* the hashed bytes are the line up to ,"hash": with a closing brace */
   uint8_t d[RB_SHA256_LEN];
-  char *body = malloc(bodylen + 1);
-  if (!body) {
-    hash[0] = mac[0] = '\0';
-    return;
-  }
-  memcpy(body, line, bodylen);
-  body[bodylen] = '}';
-  rb_sha256(body, bodylen + 1, d);
+  rb_sha256_2(line, bodylen, "}", 1, d);
   rb_hex(d, sizeof d, hash, 0);
   if (key && mac) {
+    char *body = malloc(bodylen + 1);
+    if (!body) {
+      mac[0] = '\0';
+      return;
+    }
+    memcpy(body, line, bodylen);
+    body[bodylen] = '}';
     rb_hmac_sha256(key, keylen, body, bodylen + 1, d);
     rb_hex(d, sizeof d, mac, 0);
+    free(body);
   }
-  free(body);
 }
 
-/* Checks one line against its expected seq and prev. Fills hash_out and the
- * parsed event on success; a reason on failure. */
+/* Checks one line's chain: its seq, its prev, its hash (and HMAC). The
+ * layout is the writer's own ({"seq":N, ... ,"prev":"<64>","hash":"<64>"}),
+ * so seq and prev are read in place; a line laid out otherwise is bad. */
 static int check_line(const char *line, size_t len, long long seq, const char *prev, int want_hmac,
-                      const uint8_t *key, size_t keylen, char hash_out[65], json_t **ev,
-                      char *reason, size_t rlen) {
-  json_error_t je;
-  *ev = NULL;
-  json_t *j = json_loadb(line, len, 0, &je);
-  if (!j || !json_is_object(j)) {
-    snprintf(reason, rlen, "seq %lld is not valid JSON (%s)", seq, j ? "not an object" : je.text);
-    json_decref(j);
+                      const uint8_t *key, size_t keylen, char hash_out[65], char *reason,
+                      size_t rlen) {
+  static const char head[] = "{\"seq\":";
+  if (len < sizeof head || memcmp(line, head, sizeof head - 1) != 0) {
+    snprintf(reason, rlen, "seq %lld is not an event line", seq);
     return -1;
   }
-  json_t *js = json_object_get(j, "seq");
-  if (!json_is_integer(js) || json_integer_value(js) != seq) {
-    if (json_is_integer(js))
-      snprintf(reason, rlen, "expected seq %lld, found seq %lld (an event was deleted or reordered)",
-               seq, (long long)json_integer_value(js));
-    else
-      snprintf(reason, rlen, "seq %lld has no seq field", seq);
-    json_decref(j);
+  long long found = 0;
+  size_t i = sizeof head - 1;
+  int digits = 0;
+  while (i < len && line[i] >= '0' && line[i] <= '9' && digits < 18) {
+    found = found * 10 + (line[i++] - '0');
+    digits++;
+  }
+  if (!digits || i >= len || line[i] != ',') {
+    snprintf(reason, rlen, "seq %lld is not an event line", seq);
+    return -1;
+  }
+  if (found != seq) {
+    snprintf(reason, rlen, "expected seq %lld, found seq %lld (an event was deleted or reordered)", seq,
+             found);
     return -1;
   }
   int has_hmac = len >= SUFFIX_HMAC &&
                  memcmp(line + len - SUFFIX_HMAC, HASH_TAG, HASH_TAG_LEN) == 0 &&
                  memcmp(line + len - SUFFIX_HMAC + HASH_TAG_LEN + 64, HMAC_TAG, HMAC_TAG_LEN) == 0;
   size_t suffix = has_hmac ? SUFFIX_HMAC : SUFFIX_HASH;
-  if (len < suffix || memcmp(line + len - suffix, HASH_TAG, HASH_TAG_LEN) != 0 ||
-      memcmp(line + len - 2, "\"}", 2) != 0 || !is_hex64(line + len - suffix + HASH_TAG_LEN)) {
-    snprintf(reason, rlen, "seq %lld does not end with its hash", seq);
-    json_decref(j);
+  static const char prevtag[] = ",\"prev\":\"";
+  size_t prevlen = sizeof prevtag - 1 + 64 + 1;
+  if (len < suffix + prevlen || memcmp(line + len - suffix, HASH_TAG, HASH_TAG_LEN) != 0 ||
+      memcmp(line + len - 2, "\"}", 2) != 0 || !is_hex64(line + len - suffix + HASH_TAG_LEN) ||
+      memcmp(line + len - suffix - prevlen, prevtag, sizeof prevtag - 1) != 0 ||
+      line[len - suffix - 1] != '"') {
+    snprintf(reason, rlen, "seq %lld does not end with its prev and hash", seq);
     return -1;
   }
   if (has_hmac != want_hmac) {
     snprintf(reason, rlen, "seq %lld %s an HMAC while the journal %s", seq,
              has_hmac ? "carries" : "lacks", want_hmac ? "is HMAC-protected" : "is not");
-    json_decref(j);
     return -1;
   }
   const char *stored = line + len - suffix + HASH_TAG_LEN;
-  json_t *jp = json_object_get(j, "prev");
-  if (!json_is_string(jp) || strcmp(json_string_value(jp), prev) != 0) {
+  if (memcmp(line + len - suffix - 65, prev, 64) != 0) {
     snprintf(reason, rlen, "seq %lld: prev does not match the hash of seq %lld", seq, seq - 1);
-    json_decref(j);
     return -1;
   }
   char hash[65], mac[65];
@@ -117,24 +122,20 @@ static int check_line(const char *line, size_t len, long long seq, const char *p
   digest_body(line, bodylen, key, keylen, hash, has_hmac && key ? mac : NULL);
   if (memcmp(hash, stored, 64) != 0) {
     snprintf(reason, rlen, "seq %lld: hash does not match its content (edited)", seq);
-    json_decref(j);
     return -1;
   }
   if (has_hmac) {
     if (!key) {
       snprintf(reason, rlen, "seq %lld: the journal is HMAC-protected; set RUNBOOK_AUDIT_KEY", seq);
-      json_decref(j);
       return -1;
     }
     if (CRYPTO_memcmp(mac, stored + 64 + HMAC_TAG_LEN, 64) != 0) {
       snprintf(reason, rlen, "seq %lld: HMAC does not verify (edited, or a different audit key)",
                seq);
-      json_decref(j);
       return -1;
     }
   }
   memcpy(hash_out, hash, 65);
-  *ev = j;
   return 0;
 }
 
@@ -183,13 +184,20 @@ int rb_journal_scan(const char *path, const void *key, size_t keylen, rb_event_f
       scan->hmac = len >= SUFFIX_HMAC &&
                    memcmp(line + len - SUFFIX_HMAC + HASH_TAG_LEN + 64, HMAC_TAG, HMAC_TAG_LEN) == 0;
     char hash[65];
-    json_t *ev;
     int bad = !nl; /* a line without its newline never finished */
-    if (!bad && check_line(line, len, seq, prev, scan->hmac, key, keylen, hash, &ev, scan->reason,
+    int rc = 0;
+    if (!bad && check_line(line, len, seq, prev, scan->hmac, key, keylen, hash, scan->reason,
                            sizeof scan->reason) != 0)
       bad = 1;
     else if (bad)
       snprintf(scan->reason, sizeof scan->reason, "seq %lld is incomplete (no newline)", seq);
+    if (!bad) {
+      rc = fn ? fn(ud, line, len) : rb_json_scan(NULL, line, len);
+      if (rc < 0) {
+        bad = 1;
+        snprintf(scan->reason, sizeof scan->reason, "seq %lld is not valid JSON", seq);
+      }
+    }
     if (bad) {
       if (next >= size) {
         /* the last line: torn by a crash, cut on the next open */
@@ -202,9 +210,8 @@ int rb_journal_scan(const char *path, const void *key, size_t keylen, rb_event_f
       }
       break;
     }
-    if (fn && fn(ud, line, len, ev) != 0)
+    if (rc > 0)
       stopped = 1;
-    json_decref(ev);
     memcpy(prev, hash, 65);
     scan->count = seq;
     scan->valid_bytes = (off_t)next;

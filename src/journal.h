@@ -30,9 +30,11 @@ struct rb_scan {
   char last_hash[65];
 };
 
-/* Called for each valid event with the line and the parsed event (borrowed).
- * Return non-zero to stop. */
-typedef int (*rb_event_fn)(void *ud, const char *line, size_t len, json_t *event);
+/* Called for each line whose chain verifies. The callback parses the line
+ * (the scan does not, so a resume parses each event once): it returns 0 to
+ * go on, 1 to stop, or -1 when the line is not valid JSON, which makes the
+ * line bad. Without a callback the scan validates the JSON itself. */
+typedef int (*rb_event_fn)(void *ud, const char *line, size_t len);
 
 /* Reads and verifies the file. Returns 0 when it could be read (even if
  * damaged: see scan), -1 on an I/O error with errno set. key may be NULL. */

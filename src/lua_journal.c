@@ -12,6 +12,7 @@
 
 #include "journal.h"
 #include "jsonconv.h"
+#include "jsonscan.h"
 #include "secret.h"
 
 #define JOURNAL_MT "runbook.Journal"
@@ -42,14 +43,17 @@ struct collect {
   lua_Integer n;
 };
 
-static int collect_event(void *ud, const char *line, size_t len, json_t *ev) {
+static int collect_event(void *ud, const char *line, size_t len) {
   struct collect *c = ud;
-  if (c->mode == 2)
-    return 0;
-  if (c->mode == 1)
+  if (c->mode != 0) {
+    if (rb_json_scan(NULL, line, len) != 0)
+      return -1;
+    if (c->mode == 2)
+      return 0;
     lua_pushlstring(c->L, line, len);
-  else
-    rb_json_to_lua(c->L, ev);
+  } else if (rb_json_scan(c->L, line, len) != 0) {
+    return -1;
+  }
   lua_rawseti(c->L, -2, ++c->n);
   return 0;
 }

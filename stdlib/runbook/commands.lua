@@ -308,8 +308,8 @@ function M.plan(pos, opts)
   local store = storemod.open(storemod.location(opts.state), false)
   local id, st
   if store then
-    local _
-    id, _, _, st = store:find_unfinished(book.name)
+    id = store:find_unfinished(book.name)
+    if id then st = store:state(id) end
   end
   st = st or state.new()
   local rows, next_marked = {}, false

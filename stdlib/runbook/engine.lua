@@ -311,9 +311,13 @@ function M.open_run(book, opts, console)
   local values = opts.values and params.read_values(opts.values) or nil
 
   local id, events, info, st
-  if store and not opts.new then id, events, info, st = store:find_unfinished(book.name) end
+  if store and not opts.new then id = store:find_unfinished(book.name) end
 
   if dry then
+    if id then
+      events, info = store:read(id)
+      st = state.fold(events)
+    end
     run.id = id or (book.name .. "-dry-run")
     run.state = st or state.new()
     run.journal = setmetatable({ n = run.state.last_seq or 0 }, MemoryJournal)
@@ -339,7 +343,7 @@ function M.open_run(book, opts, console)
       return nil, M.EXIT.locked
     end
     run.lock = lock
-    -- read again under the lock: another process may have moved it on
+    -- read under the lock: no other process moves it on from here
     events, info = store:read(id)
     st = state.fold(events)
     if info.bad_seq then

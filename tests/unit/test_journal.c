@@ -59,10 +59,9 @@ static char *line_at(char *buf, int k) {
   return p;
 }
 
-static int count_cb(void *ud, const char *line, size_t len, json_t *ev) {
+static int count_cb(void *ud, const char *line, size_t len) {
   (void)line;
   (void)len;
-  (void)ev;
   (*(int *)ud)++;
   return 0;
 }
@@ -92,6 +91,23 @@ static void test_chain(void) {
   CHECK(rb_journal_scan(p, NULL, 0, NULL, NULL, &s) == 0);
   CHECK(s.bad_seq == 4 && s.count == 3);
   CHECK(strstr(s.reason, "hash does not match") != NULL);
+
+  /* a line whose chain verifies but whose content is not JSON */
+  {
+    struct rb_journal *j;
+    struct rb_scan s2;
+    char err[256];
+    const char *q = path_of("notjson.jsonl");
+    write_n(q, 2, NULL);
+    CHECK(rb_journal_scan(q, NULL, 0, NULL, NULL, &s2) == 0);
+    j = rb_journal_open(q, "run-1", NULL, 0, &s2, 0, err, sizeof err);
+    json_t *f = json_pack("{s:s}", "x", "y");
+    CHECK(rb_journal_append(j, "a", f, err, sizeof err) == 3);
+    CHECK(rb_journal_append(j, "b", f, err, sizeof err) == 4);
+    json_decref(f);
+    rb_journal_release(j);
+    CHECK(rb_journal_scan(q, NULL, 0, NULL, NULL, &s2) == 0 && s2.count == 4);
+  }
 
   /* delete event 6 */
   memcpy(copy, buf, len + 1);

@@ -1,0 +1,336 @@
+/*
+ * A direct JSON reader for the journal. Resuming a run reads every event
+ * of its journal; building a jansson tree per line and then converting it
+ * cost more than everything else in a resume, so journal lines are parsed
+ * straight onto the Lua stack (or only validated when L is NULL). The
+ * values follow jsonconv.h's conventions: json.null, marked empty arrays,
+ * integers as Lua integers.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "jsonconv.h"
+#include "jsonscan.h"
+
+#define MAX_DEPTH 100
+
+struct reader {
+  const char *p, *end;
+  lua_State *L; /* NULL: validate only */
+  luaL_Buffer *b;
+  int depth;
+};
+
+static void skip_ws(struct reader *r) {
+  while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r'))
+    r->p++;
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+static int read_hex4(struct reader *r, unsigned *out) {
+  if (r->end - r->p < 4)
+    return -1;
+  unsigned v = 0;
+  for (int i = 0; i < 4; i++) {
+    int h = hexval(r->p[i]);
+    if (h < 0)
+      return -1;
+    v = v << 4 | (unsigned)h;
+  }
+  r->p += 4;
+  *out = v;
+  return 0;
+}
+
+static int utf8_encode(unsigned cp, char *out) {
+  if (cp < 0x80) {
+    out[0] = (char)cp;
+    return 1;
+  }
+  if (cp < 0x800) {
+    out[0] = (char)(0xC0 | cp >> 6);
+    out[1] = (char)(0x80 | (cp & 0x3F));
+    return 2;
+  }
+  if (cp < 0x10000) {
+    out[0] = (char)(0xE0 | cp >> 12);
+    out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[2] = (char)(0x80 | (cp & 0x3F));
+    return 3;
+  }
+  out[0] = (char)(0xF0 | cp >> 18);
+  out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+  out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+  out[3] = (char)(0x80 | (cp & 0x3F));
+  return 4;
+}
+
+/* a string; pushes it when reading into Lua */
+static int read_string(struct reader *r) {
+  r->p++; /* opening quote */
+  const char *start = r->p;
+  /* fast path: no escapes */
+  while (r->p < r->end && *r->p != '"' && *r->p != '\\') {
+    if ((unsigned char)*r->p < 0x20)
+      return -1;
+    r->p++;
+  }
+  if (r->p >= r->end)
+    return -1;
+  if (*r->p == '"') {
+    if (r->L)
+      lua_pushlstring(r->L, start, (size_t)(r->p - start));
+    r->p++;
+    return 0;
+  }
+  luaL_Buffer b;
+  if (r->L) {
+    luaL_buffinit(r->L, &b);
+    luaL_addlstring(&b, start, (size_t)(r->p - start));
+  }
+  while (r->p < r->end && *r->p != '"') {
+    char c = *r->p++;
+    if ((unsigned char)c < 0x20)
+      return -1;
+    if (c != '\\') {
+      if (r->L)
+        luaL_addchar(&b, c);
+      continue;
+    }
+    if (r->p >= r->end)
+      return -1;
+    char e = *r->p++;
+    char out[4];
+    int n = 1;
+    switch (e) {
+    case '"': out[0] = '"'; break;
+    case '\\': out[0] = '\\'; break;
+    case '/': out[0] = '/'; break;
+    case 'b': out[0] = '\b'; break;
+    case 'f': out[0] = '\f'; break;
+    case 'n': out[0] = '\n'; break;
+    case 'r': out[0] = '\r'; break;
+    case 't': out[0] = '\t'; break;
+    case 'u': {
+      unsigned cp;
+      if (read_hex4(r, &cp) != 0)
+        return -1;
+      if (cp >= 0xD800 && cp <= 0xDBFF) {
+        unsigned lo;
+        if (r->end - r->p < 6 || r->p[0] != '\\' || r->p[1] != 'u')
+          return -1;
+        r->p += 2;
+        if (read_hex4(r, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF)
+          return -1;
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+      } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+        return -1;
+      }
+      n = utf8_encode(cp, out);
+      break;
+    }
+    default:
+      return -1;
+    }
+    if (r->L)
+      luaL_addlstring(&b, out, (size_t)n);
+  }
+  if (r->p >= r->end)
+    return -1;
+  r->p++;
+  if (r->L)
+    luaL_pushresult(&b);
+  return 0;
+}
+
+static int read_number(struct reader *r) {
+  const char *start = r->p;
+  int is_float = 0;
+  if (r->p < r->end && *r->p == '-')
+    r->p++;
+  if (r->p >= r->end || *r->p < '0' || *r->p > '9')
+    return -1;
+  if (*r->p == '0')
+    r->p++;
+  else
+    while (r->p < r->end && *r->p >= '0' && *r->p <= '9')
+      r->p++;
+  if (r->p < r->end && *r->p == '.') {
+    is_float = 1;
+    r->p++;
+    if (r->p >= r->end || *r->p < '0' || *r->p > '9')
+      return -1;
+    while (r->p < r->end && *r->p >= '0' && *r->p <= '9')
+      r->p++;
+  }
+  if (r->p < r->end && (*r->p == 'e' || *r->p == 'E')) {
+    is_float = 1;
+    r->p++;
+    if (r->p < r->end && (*r->p == '+' || *r->p == '-'))
+      r->p++;
+    if (r->p >= r->end || *r->p < '0' || *r->p > '9')
+      return -1;
+    while (r->p < r->end && *r->p >= '0' && *r->p <= '9')
+      r->p++;
+  }
+  if (!r->L)
+    return 0;
+  char buf[64];
+  size_t n = (size_t)(r->p - start);
+  if (n >= sizeof buf)
+    return -1;
+  memcpy(buf, start, n);
+  buf[n] = '\0';
+  if (!is_float) {
+    errno = 0;
+    long long v = strtoll(buf, NULL, 10);
+    if (errno == 0) {
+      lua_pushinteger(r->L, (lua_Integer)v);
+      return 0;
+    }
+  }
+  lua_pushnumber(r->L, strtod(buf, NULL));
+  return 0;
+}
+
+static int literal(struct reader *r, const char *word, size_t n) {
+  if ((size_t)(r->end - r->p) < n || memcmp(r->p, word, n) != 0)
+    return -1;
+  r->p += n;
+  return 0;
+}
+
+static int read_value(struct reader *r);
+
+static int read_object(struct reader *r) {
+  r->p++;
+  if (r->L) {
+    luaL_checkstack(r->L, 4, "JSON nested too deeply");
+    lua_newtable(r->L);
+  }
+  skip_ws(r);
+  if (r->p < r->end && *r->p == '}') {
+    r->p++;
+    return 0;
+  }
+  for (;;) {
+    skip_ws(r);
+    if (r->p >= r->end || *r->p != '"' || read_string(r) != 0)
+      return -1;
+    skip_ws(r);
+    if (r->p >= r->end || *r->p != ':')
+      return -1;
+    r->p++;
+    if (read_value(r) != 0)
+      return -1;
+    if (r->L)
+      lua_rawset(r->L, -3);
+    skip_ws(r);
+    if (r->p >= r->end)
+      return -1;
+    if (*r->p == ',') {
+      r->p++;
+      continue;
+    }
+    if (*r->p == '}') {
+      r->p++;
+      return 0;
+    }
+    return -1;
+  }
+}
+
+static int read_array(struct reader *r) {
+  r->p++;
+  if (r->L) {
+    luaL_checkstack(r->L, 4, "JSON nested too deeply");
+    lua_newtable(r->L);
+  }
+  skip_ws(r);
+  if (r->p < r->end && *r->p == ']') {
+    r->p++;
+    if (r->L)
+      rb_mark_array(r->L, -1);
+    return 0;
+  }
+  lua_Integer i = 0;
+  for (;;) {
+    if (read_value(r) != 0)
+      return -1;
+    if (r->L)
+      lua_rawseti(r->L, -2, ++i);
+    skip_ws(r);
+    if (r->p >= r->end)
+      return -1;
+    if (*r->p == ',') {
+      r->p++;
+      continue;
+    }
+    if (*r->p == ']') {
+      r->p++;
+      return 0;
+    }
+    return -1;
+  }
+}
+
+static int read_value(struct reader *r) {
+  skip_ws(r);
+  if (r->p >= r->end)
+    return -1;
+  if (++r->depth > MAX_DEPTH)
+    return -1;
+  int rc;
+  switch (*r->p) {
+  case '{': rc = read_object(r); break;
+  case '[': rc = read_array(r); break;
+  case '"': rc = read_string(r); break;
+  case 't':
+    rc = literal(r, "true", 4);
+    if (rc == 0 && r->L)
+      lua_pushboolean(r->L, 1);
+    break;
+  case 'f':
+    rc = literal(r, "false", 5);
+    if (rc == 0 && r->L)
+      lua_pushboolean(r->L, 0);
+    break;
+  case 'n':
+    rc = literal(r, "null", 4);
+    if (rc == 0 && r->L)
+      rb_push_null(r->L);
+    break;
+  default: rc = read_number(r); break;
+  }
+  r->depth--;
+  return rc;
+}
+
+int rb_json_scan(lua_State *L, const char *s, size_t len) {
+  struct reader r = {s, s + len, L, NULL, 0};
+  int top = L ? lua_gettop(L) : 0;
+  if (read_value(&r) != 0) {
+    if (L)
+      lua_settop(L, top);
+    return -1;
+  }
+  skip_ws(&r);
+  if (r.p != r.end) {
+    if (L)
+      lua_settop(L, top);
+    return -1;
+  }
+  return 0;
+}
