@@ -131,7 +131,14 @@ local function make_env(book, declare)
   env.math = copy(math)
   env.utf8 = copy(utf8)
   env.os = { time = os.time, clock = os.clock, date = os.date, getenv = os.getenv, difftime = os.difftime }
-  env.io = { open = io.open, lines = io.lines, type = io.type }
+  -- under --dry-run a runbook writes nothing, not even a file of its own
+  local function open(path, mode)
+    if mode and mode:match("[wa+]") and require("runbook.audit").dry_run() then
+      error("io.open: cannot open " .. tostring(path) .. " for writing in a dry run", 2)
+    end
+    return io.open(path, mode)
+  end
+  env.io = { open = open, lines = io.lines, type = io.type }
   local co = copy(coroutine)
   co.create = function(f)
     local c = coroutine.create(f)

@@ -270,3 +270,22 @@ end }
     assert.are.equal("timed out after 0.3 s", failed.error.message)
   end)
 end)
+
+describe("dry runs", function()
+  it("refuse to write files and run steps with ctx.dry_run set", function()
+    write("d.lua", [[
+runbook "d" {}
+step "A" { run = function(ctx)
+  ctx:log("dry=%s", tostring(ctx.dry_run))
+  local ok, err = pcall(io.open, "out.txt", "w")
+  ctx:log("open for writing: %s", tostring(err))
+  assert(io.open("d.lua", "r")):close()
+end }
+]])
+    local r = exec { "d.lua", "--dry-run" }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stderr:find("dry=true", 1, true))
+    assert.truthy(r.stderr:find("open for writing: d.lua:5: io.open: cannot open out.txt for writing in a dry run", 1, true), r.stderr)
+    assert.is_false(rb.exists(dir .. "/out.txt"))
+  end)
+end)
