@@ -59,6 +59,23 @@ step "B" { needs = "DNS", run = function() end }
     assert.truthy(again.stderr:find("step DNS of run " .. id .. " is already confirmed", 1, true))
   end)
 
+  it("asks on a terminal and records the confirmation with its note", function()
+    write("m.lua", BOOK)
+    -- script(1) gives the process a pseudo-terminal and forwards our input to it
+    local cmd = string.format("%s exec m.lua", rb.bin)
+    local proc = require "runbook._proc"
+    local p = assert(proc.spawn { argv = { "script", "-qec", cmd, "/dev/null" }, cwd = dir, stdin = "pipe",
+      env = { TERM = "dumb", NO_COLOR = "1" } })
+    local r = p:communicate { input = "done\nrecords created\n", timeout = 30 }
+    assert.are.equal(0, r.code, r.stdout)
+    assert.truthy(r.stdout:find("Point api.example.test at the tunnel.", 1, true))
+    assert.truthy(r.stdout:find("Type 'done' once this is complete", 1, true))
+    local ev = last(events(), "step.confirmed")
+    assert.are.equal("terminal", ev.via)
+    assert.are.equal("records created", ev.note)
+    assert.are.equal(host.user(), ev.by)
+  end)
+
   it("completes without asking when verify passes", function()
     write("m.lua", BOOK)
     local r = run({ "exec", "m.lua" }, { DNS_READY = "1" })
