@@ -16,6 +16,8 @@ static const luaL_Reg cores[] = {
   {"runbook._secret", luaopen_runbook__secret},
   {"runbook._journal", luaopen_runbook__journal},
   {"runbook._proc", luaopen_runbook__proc},
+  {"runbook._redis", luaopen_runbook__redis},
+  {"runbook._net", luaopen_runbook__net},
   {NULL, NULL},
 };
 
