@@ -355,10 +355,12 @@ function M.wait_ready(url, opts)
   opts = opts or {}
   local wait = require "runbook.wait"
   local ct = opts.connect_timeout or 2
-  return wait.until_(function()
+  -- a wrong password or URL will not get better by waiting: carried out of
+  -- the wait as a plain table, which ends it at once
+  local ok, res = pcall(wait.until_, function()
     local conn, err = core.connect(url, { connect_timeout = ct, timeout = ct })
     if not conn then
-      if err.code == "auth" or err.code == "url" then error(err, 0) end
+      if err.code == "auth" or err.code == "url" then error({ stop = err }, 0) end
       return false, err.message
     end
     local r, perr = conn:_command("PING")
@@ -367,6 +369,9 @@ function M.wait_ready(url, opts)
     return false, perr and perr.message or ("PING answered " .. tostring(r))
   end, { timeout = opts.timeout or 30, interval = opts.interval or 0.2, backoff = opts.backoff,
          what = opts.what or "Redis to answer PING" })
+  if ok then return res end
+  if type(res) == "table" and getmetatable(res) == nil and res.stop then error(res.stop, 0) end
+  error(res, 0)
 end
 
 return M
