@@ -155,7 +155,8 @@ function M._run(argv, opts, shown)
       errors.raise { kind = "command", code = "not-found", message = string.format("command not found: %s (%s)", prog, where),
         details = { argv = scrubbed } }
     end
-    errors.raise { kind = "command", code = eno == EACCES and "not-executable" or "spawn",
+    local code = msg:find("^cannot change directory") and "cwd" or eno == EACCES and "not-executable" or "spawn"
+    errors.raise { kind = "command", code = code,
       message = host.scrub(msg), details = { argv = scrubbed } }
   end
 
