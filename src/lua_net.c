@@ -177,6 +177,12 @@ static void push_gai_error(lua_State *L, const char *name, int rc, int err) {
   lua_setfield(L, -2, "name");
 }
 
+/* lua_pushfstring has no %g: seconds as text for messages */
+static const char *secs(double s, char *buf, size_t cap) {
+  snprintf(buf, cap, "%g", s);
+  return buf;
+}
+
 static void addr_text(const struct sockaddr *sa, char *buf, size_t cap) {
   if (sa->sa_family == AF_INET)
     inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, (socklen_t)cap);
@@ -211,7 +217,8 @@ static int f_resolve(lua_State *L) {
   if (r == LK_TIMEOUT || r == LK_INTERRUPTED) {
     check_stop(L);
     lua_pushnil(L);
-    rb_push_error(L, "dns", "timeout", "dns: cannot resolve %s: no answer within %g s", name, timeout);
+    char t[32];
+    rb_push_error(L, "dns", "timeout", "dns: cannot resolve %s: no answer within %s s", name, secs(timeout, t, sizeof t));
     lua_pushstring(L, name);
     lua_setfield(L, -2, "name");
     return 2;
@@ -324,7 +331,9 @@ static int f_tcp_connect(lua_State *L) {
   if (r == LK_TIMEOUT || r == LK_INTERRUPTED) {
     check_stop(L);
     lua_pushnil(L);
-    rb_push_error(L, "net", "timeout", "tcp %s:%d: cannot resolve %s within %g s", host, (int)port, host, timeout);
+    char t[32];
+    rb_push_error(L, "net", "timeout", "tcp %s:%d: cannot resolve %s within %s s", host, (int)port, host,
+                  secs(timeout, t, sizeof t));
     return 2;
   }
   if (r == LK_FAILED) {
@@ -350,8 +359,9 @@ static int f_tcp_connect(lua_State *L) {
     return 1;
   }
   lua_pushnil(L);
+  char t[32];
   if (e == ETIMEDOUT)
-    rb_push_error(L, "net", "timeout", "tcp %s:%d: no connection within %g s", host, (int)port, timeout);
+    rb_push_error(L, "net", "timeout", "tcp %s:%d: no connection within %s s", host, (int)port, secs(timeout, t, sizeof t));
   else
     rb_push_error(L, "net", errno_code(e), "tcp %s:%d: %s", host, (int)port, strerror(e));
   return 2;

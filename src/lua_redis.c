@@ -677,7 +677,7 @@ static int f_connect(lua_State *L) {
       rb_push_error(L, "redis", "auth", "redis %s: the server requires a password and none was given (%s)", addr,
                     b->r[0]->str);
     else if (c->t.db != 0)
-      rb_push_error(L, "redis", code, "redis %s: cannot select database %ld: %s", addr, c->t.db, b->r[0]->str);
+      rb_push_error(L, "redis", code, "redis %s: cannot select database %d: %s", addr, (int)c->t.db, b->r[0]->str);
     else
       rb_push_error(L, "redis", code, "redis %s: %s", addr, b->r[0]->str);
     box_free(b);

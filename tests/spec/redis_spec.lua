@@ -182,6 +182,12 @@ describe("runbook.redis", function()
       c3:close()
     end)
 
+    it("fails in one line on a database that does not exist", function()
+      local err = raised(redis.connect, srv.url .. "/99")
+      assert.are.equal("ERR", err.code)
+      assert.are.equal(string.format("redis 127.0.0.1:%d: cannot select database 99: ERR DB index is out of range", srv.port), err.message)
+    end)
+
     it("accepts the URL as a secret", function()
       local c = redis.connect(secret.wrap(srv.url .. "/2"))
       c:call("SET", "x", "1")
