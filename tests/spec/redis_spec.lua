@@ -172,6 +172,51 @@ describe("runbook.redis", function()
     end)
   end)
 
+  describe("under --dry-run", function()
+    local function dry(fn)
+      local acts = {}
+      audit.set_sink { dry_run = true, action = function(t) acts[#acts + 1] = t end, log = function() end, progress = function() end }
+      local ok, err = pcall(fn)
+      audit.set_sink(nil)
+      assert(ok, err)
+      return acts
+    end
+
+    it("sends reads but not writes, and records what it would have written", function()
+      srv:cli("SET", "k", "before")
+      local got, set, incr, lock
+      local acts = dry(function()
+        got = conn:call("GET", "k")
+        set = conn:call("SET", "k", "after")
+        incr = conn:pcall("INCR", "n")
+        lock = conn:lock("deploy")
+      end)
+      assert.are.equal("before", got)
+      assert.is_nil(set)
+      assert.is_nil(incr)
+      assert.is_true(lock.dry_run)
+      assert.are.equal("before", srv:cli("GET", "k"))
+      assert.are.equal("", srv:cli("GET", "n"))
+      assert.are.equal("", srv:cli("GET", "deploy"))
+      assert.are.same({ "would send SET k", "would send INCR n", "would take the lock deploy" },
+        { acts[1].summary, acts[2].summary, acts[3].summary })
+    end)
+
+    it("sends a read-only pipeline and holds back one that writes", function()
+      srv:cli("SET", "k", "v")
+      local reads, writes
+      local acts = dry(function()
+        reads = conn:pipeline(function(p) p:call("GET", "k") p:call("EXISTS", "k") end)
+        writes = conn:pipeline(function(p) p:call("GET", "k") p:call("DEL", "k") end)
+      end)
+      assert.are.same({ "v", 1, n = 2 }, reads)
+      assert.are.same({ false, false, n = 2 }, writes)
+      assert.are.equal("v", srv:cli("GET", "k"))
+      assert.are.equal(1, #acts)
+      assert.are.equal("would send a pipeline of 2 commands: DEL k", acts[1].summary)
+    end)
+  end)
+
   describe("connecting", function()
     it("selects the database from the URL", function()
       local c3 = redis.connect(srv.url .. "/3")
