@@ -39,8 +39,10 @@ struct guard {
 /* ---- host lifetime ------------------------------------------------------ */
 
 static int host_gc(lua_State *L) {
-  struct rb_host **hp = luaL_checkudata(L, 1, HOST_KEY);
-  struct rb_host *h = *hp;
+  /* not luaL_checkudata: registry[HOST_KEY] holds the host itself, not
+   * its metatable, so the check would fail and the host would leak */
+  struct rb_host **hp = lua_touserdata(L, 1);
+  struct rb_host *h = hp ? *hp : NULL;
   if (!h)
     return 0;
   *hp = NULL;
@@ -63,6 +65,7 @@ struct rb_host *rb_host_attach(lua_State *L, struct rb_host *shared) {
     if (!h || !(h->redactor = rb_redactor_new())) {
       free(h);
       luaL_error(L, "out of memory");
+      return NULL; /* not reached: luaL_error raises */
     }
     pthread_mutex_init(&h->console_lock, NULL);
     pthread_mutex_init(&h->refs_lock, NULL);
