@@ -5,7 +5,7 @@
  * deadline and stops at once on Ctrl-C. A connection whose command did not
  * finish is closed (a late reply would answer the next command).
  *
- * Passwords never become Lua strings: URLs are parsed here, from a string
+ * Passwords never become Lua strings: URLs are parsed in C (redis.c), from a string
  * or a Secret, and the password is registered with the redactor.
  */
 #include <errno.h>
@@ -22,6 +22,7 @@
 #include <openssl/crypto.h>
 
 #include "host.h"
+#include "redis.h"
 #include "redact.h"
 #include "secret.h"
 
@@ -29,222 +30,15 @@
 #define KEEPER_MT "runbook.redis.Keeper"
 #define BOX_MT "runbook.redis.Reply"
 
-/* Compare-and-PEXPIRE and compare-and-DEL: only the holder of the token
- * may renew or release a lock. Exported to Lua so there is one copy. */
-static const char RENEW_SCRIPT[] =
-  "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
-  "else return 0 end";
-static const char RELEASE_SCRIPT[] =
-  "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
-  "else return 0 end";
-
-/* where and how to connect; user and pass are malloc'd */
-struct target {
-  char host[256];
-  int port;
-  long db;
-  char *user;
-  char *pass;
-  size_t passlen;
-};
-
 struct conn {
   redisContext *ctx; /* NULL when closed */
-  struct target t;
+  struct rb_redis_target t;
   double timeout; /* per command, seconds; 0 = only the step's deadline */
   int opened;     /* a connection was made once (closed vs never opened) */
   char lost[200]; /* why a failure closed it, "" otherwise */
 };
 
-static void target_free(struct target *t) {
-  if (t->pass) {
-    OPENSSL_cleanse(t->pass, t->passlen);
-    free(t->pass);
-  }
-  free(t->user);
-  t->pass = t->user = NULL;
-  t->passlen = 0;
-}
-
-/* ---- URL parsing ---------------------------------------------------------- */
-
-static int hexval(int ch) {
-  if (ch >= '0' && ch <= '9')
-    return ch - '0';
-  if (ch >= 'a' && ch <= 'f')
-    return ch - 'a' + 10;
-  if (ch >= 'A' && ch <= 'F')
-    return ch - 'A' + 10;
-  return -1;
-}
-
-/* percent-decodes s[0..n) into a new buffer; NULL on a bad escape */
-static char *pct_decode(const char *s, size_t n, size_t *outlen) {
-  char *out = malloc(n + 1);
-  size_t k = 0;
-  if (!out)
-    return NULL;
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] != '%') {
-      out[k++] = s[i];
-      continue;
-    }
-    int a = i + 1 < n ? hexval((unsigned char)s[i + 1]) : -1;
-    int b = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
-    if (a < 0 || b < 0) {
-      OPENSSL_cleanse(out, k);
-      free(out);
-      return NULL;
-    }
-    out[k++] = (char)(a * 16 + b);
-    i += 2;
-  }
-  out[k] = '\0';
-  *outlen = k;
-  return out;
-}
-
-/* Parses redis://[[user]:password@]host[:port][/db] (userinfo without ':'
- * is a password, as redis-cli reads it). Returns NULL or a message that
- * never quotes the URL, which may hold the password. */
-static const char *parse_url(const char *u, size_t n, struct target *t) {
-  memset(t, 0, sizeof *t);
-  t->port = 6379;
-  if (n >= 9 && strncasecmp(u, "rediss://", 9) == 0)
-    return "rediss:// (TLS) is not supported: this build's hiredis 0.14 has no TLS";
-  if (n < 8 || strncasecmp(u, "redis://", 8) != 0)
-    return "the URL must start with redis://";
-  const char *p = u + 8, *end = u + n;
-  const char *auth_end = p;
-  while (auth_end < end && *auth_end != '/' && *auth_end != '?' && *auth_end != '#')
-    auth_end++;
-  /* the last '@' ends the userinfo, so a raw '@' in a password still works */
-  const char *at = NULL;
-  for (const char *q = p; q < auth_end; q++)
-    if (*q == '@')
-      at = q;
-  if (at) {
-    const char *colon = memchr(p, ':', (size_t)(at - p));
-    const char *pw = p;
-    if (colon) {
-      if (colon > p) {
-        size_t ul;
-        t->user = pct_decode(p, (size_t)(colon - p), &ul);
-        if (!t->user)
-          return "bad %-escape in the user name";
-      }
-      pw = colon + 1;
-    }
-    t->pass = pct_decode(pw, (size_t)(at - pw), &t->passlen);
-    if (!t->pass)
-      return "bad %-escape in the password";
-    if (t->passlen == 0) {
-      free(t->pass);
-      t->pass = NULL;
-    }
-    p = at + 1;
-  }
-  const char *h = p, *hend;
-  if (p < auth_end && *p == '[') {
-    hend = memchr(p, ']', (size_t)(auth_end - p));
-    if (!hend)
-      return "unterminated [ in the host";
-    h = p + 1;
-    p = hend + 1;
-  } else {
-    hend = p;
-    while (hend < auth_end && *hend != ':')
-      hend++;
-    p = hend;
-  }
-  if (hend == h)
-    return "the URL names no host";
-  if ((size_t)(hend - h) >= sizeof t->host)
-    return "the host name is too long";
-  memcpy(t->host, h, (size_t)(hend - h));
-  t->host[hend - h] = '\0';
-  if (p < auth_end) {
-    if (*p != ':')
-      return "unexpected text after the host";
-    p++;
-    long port = 0;
-    if (p == auth_end)
-      return "the port is empty";
-    for (; p < auth_end; p++) {
-      if (*p < '0' || *p > '9' || port > 65535)
-        return "the port must be a number from 1 to 65535";
-      port = port * 10 + (*p - '0');
-    }
-    if (port < 1 || port > 65535)
-      return "the port must be a number from 1 to 65535";
-    t->port = (int)port;
-  }
-  p = auth_end;
-  if (p < end && *p == '/') {
-    p++;
-    long db = 0;
-    for (; p < end && *p >= '0' && *p <= '9'; p++) {
-      db = db * 10 + (*p - '0');
-      if (db > 1000000)
-        return "the database number is too large";
-    }
-    if (p < end && *p != '?' && *p != '#')
-      return "the path must be a database number (redis://host:port/0)";
-    t->db = db;
-  }
-  if (p < end && *p == '?')
-    return "query parameters are not supported (give timeouts as options)";
-  return NULL;
-}
-
 /* ---- talking: our own waits around hiredis's buffers --------------------- */
-
-enum { IO_OK, IO_TIMEOUT, IO_INTERRUPTED, IO_ERROR };
-
-static int wait_fd(int fd, short events, double deadline) {
-  for (;;) {
-    if (rb_interrupted)
-      return IO_INTERRUPTED;
-    double now = rb_monotime();
-    if (deadline > 0 && now >= deadline)
-      return IO_TIMEOUT;
-    int ms = 50; /* short slices so Ctrl-C is seen at once */
-    if (deadline > 0 && (deadline - now) * 1000.0 < ms)
-      ms = (int)((deadline - now) * 1000.0) + 1;
-    struct pollfd p = {fd, events, 0};
-    int r = poll(&p, 1, ms);
-    if (r > 0)
-      return IO_OK;
-    if (r < 0 && errno != EINTR)
-      return IO_ERROR;
-  }
-}
-
-/* Sends everything appended so far, then reads `count` replies into out[]. */
-static int roundtrip(redisContext *ctx, double deadline, redisReply **out, size_t count) {
-  int done = 0, r;
-  while (!done) {
-    if ((r = wait_fd(ctx->fd, POLLOUT, deadline)) != IO_OK)
-      return r;
-    if (redisBufferWrite(ctx, &done) != REDIS_OK)
-      return IO_ERROR;
-  }
-  for (size_t i = 0; i < count; i++) {
-    void *rep = NULL;
-    for (;;) {
-      if (redisGetReplyFromReader(ctx, &rep) != REDIS_OK)
-        return IO_ERROR;
-      if (rep)
-        break;
-      if ((r = wait_fd(ctx->fd, POLLIN, deadline)) != IO_OK)
-        return r;
-      if (redisBufferRead(ctx) != REDIS_OK)
-        return IO_ERROR;
-    }
-    out[i] = rep;
-  }
-  return IO_OK;
-}
 
 static double op_deadline(lua_State *L, double timeout) {
   double d = timeout > 0 ? rb_monotime() + timeout : 0;
@@ -259,27 +53,13 @@ static void conn_close(struct conn *c) {
     redisFree(c->ctx);
     c->ctx = NULL;
   }
-  target_free(&c->t);
-}
-
-/* The code of an error reply: its first word when that is a Redis code
- * (WRONGTYPE, NOAUTH, ...), else ERR. */
-static void error_code(const char *s, size_t n, char *code, size_t cap) {
-  size_t k = 0;
-  while (k < n && k + 1 < cap && ((s[k] >= 'A' && s[k] <= 'Z') || s[k] == '_'))
-    k++;
-  if (k == 0 || (k < n && s[k] != ' ')) {
-    strcpy(code, "ERR");
-    return;
-  }
-  memcpy(code, s, k);
-  code[k] = '\0';
+  rb_redis_target_free(&c->t);
 }
 
 /* pushes the structured error for an error reply to `cmd` */
 static void push_reply_error(lua_State *L, const char *cmd, const char *text, size_t len) {
   char code[32];
-  error_code(text, len, code, sizeof code);
+  rb_redis_error_code(text, len, code, sizeof code);
   rb_push_error(L, "redis", code, "redis %s: %s", cmd, text);
   lua_pushlstring(L, text, len);
   lua_setfield(L, -2, "reply");
@@ -363,9 +143,9 @@ static const char *addr_of(struct conn *c, char *buf, size_t cap) {
 static int io_failure(lua_State *L, struct conn *c, int r, const char *cmd, double timeout) {
   char addr[300], why[160];
   addr_of(c, addr, sizeof addr);
-  if (r == IO_TIMEOUT)
+  if (r == RB_IO_TIMEOUT)
     snprintf(why, sizeof why, "no reply to %s within %g s", cmd, timeout);
-  else if (r == IO_INTERRUPTED)
+  else if (r == RB_IO_INTERRUPTED)
     snprintf(why, sizeof why, "interrupted during %s", cmd);
   else
     snprintf(why, sizeof why, "connection lost during %s: %s", cmd,
@@ -374,7 +154,7 @@ static int io_failure(lua_State *L, struct conn *c, int r, const char *cmd, doub
   conn_close(c); /* the host, port and db stay for messages and info() */
   rb_check_interrupt(L); /* raises for Ctrl-C and the step's own deadline */
   lua_pushnil(L);
-  rb_push_error(L, "redis", r == IO_TIMEOUT ? "timeout" : "io", "redis %s: %s; the connection was closed",
+  rb_push_error(L, "redis", r == RB_IO_TIMEOUT ? "timeout" : "io", "redis %s: %s; the connection was closed",
                 addr, why);
   return 2;
 }
@@ -440,8 +220,8 @@ static int m_command(lua_State *L) {
   char cmd[64];
   append_argv(L, c->ctx, 2, top, cmd, sizeof cmd);
   struct box *b = new_box(L, 1);
-  int r = roundtrip(c->ctx, op_deadline(L, c->timeout), b->r, 1);
-  if (r != IO_OK)
+  int r = rb_redis_roundtrip(c->ctx, op_deadline(L, c->timeout), b->r, 1);
+  if (r != RB_IO_OK)
     return io_failure(L, c, r, cmd, c->timeout);
   if (b->r[0]->type == REDIS_REPLY_ERROR) {
     lua_pushnil(L);
@@ -487,8 +267,8 @@ static int m_pipeline(lua_State *L) {
     lua_rawseti(L, names, i);
   }
   struct box *b = new_box(L, (size_t)n);
-  int r = roundtrip(c->ctx, op_deadline(L, c->timeout), b->r, (size_t)n);
-  if (r != IO_OK)
+  int r = rb_redis_roundtrip(c->ctx, op_deadline(L, c->timeout), b->r, (size_t)n);
+  if (r != RB_IO_OK)
     return io_failure(L, c, r, "a pipeline", c->timeout);
   lua_createtable(L, (int)n, 1);
   for (lua_Integer i = 1; i <= n; i++) {
@@ -510,15 +290,6 @@ static int m_pipeline(lua_State *L) {
 
 /* ---- connecting ------------------------------------------------------------ */
 
-static struct timeval to_tv(double s) {
-  struct timeval tv;
-  if (s < 0.001)
-    s = 0.001;
-  tv.tv_sec = (time_t)s;
-  tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
-  return tv;
-}
-
 /* one handshake command on a fresh connection; the reply goes in the box */
 static int handshake(struct conn *c, struct box *b, double deadline, int argc, const char **argv,
                      const size_t *lens) {
@@ -527,8 +298,8 @@ static int handshake(struct conn *c, struct box *b, double deadline, int argc, c
     b->r[0] = NULL;
   }
   if (redisAppendCommandArgv(c->ctx, argc, argv, lens) != REDIS_OK)
-    return IO_ERROR;
-  return roundtrip(c->ctx, deadline, b->r, 1);
+    return RB_IO_ERROR;
+  return rb_redis_roundtrip(c->ctx, deadline, b->r, 1);
 }
 
 static const char *opt_string(lua_State *L, int opts, const char *name) {
@@ -577,9 +348,9 @@ static int f_connect(lua_State *L) {
   memset(c, 0, sizeof *c);
   luaL_setmetatable(L, CONN_MT);
   c->timeout = timeout;
-  const char *bad = parse_url(url, ulen, &c->t);
+  const char *bad = rb_redis_parse_url(url, ulen, &c->t);
   if (bad) {
-    target_free(&c->t);
+    rb_redis_target_free(&c->t);
     lua_pushnil(L);
     rb_push_error(L, "redis", "url", "redis: invalid URL: %s", bad);
     return 2;
@@ -612,14 +383,14 @@ static int f_connect(lua_State *L) {
   double left = deadline - rb_monotime();
   if (left <= 0)
     rb_check_interrupt(L);
-  redisContext *ctx = redisConnectWithTimeout(c->t.host, c->t.port, to_tv(left > 0 ? left : 0.001));
+  redisContext *ctx = redisConnectWithTimeout(c->t.host, c->t.port, rb_redis_tv(left > 0 ? left : 0.001));
   if (!ctx)
     return luaL_error(L, "out of memory");
   if (ctx->err) {
     char why[128];
     snprintf(why, sizeof why, "%s", ctx->errstr);
     redisFree(ctx);
-    target_free(&c->t);
+    rb_redis_target_free(&c->t);
     rb_check_interrupt(L);
     lua_pushnil(L);
     rb_push_error(L, "redis", "connect", "redis %s: cannot connect: %s", addr, why);
@@ -628,7 +399,7 @@ static int f_connect(lua_State *L) {
   c->ctx = ctx;
   c->opened = 1;
   if (timeout > 0)
-    redisSetTimeout(ctx, to_tv(timeout)); /* a backstop for blocking writes */
+    redisSetTimeout(ctx, rb_redis_tv(timeout)); /* a backstop for blocking writes */
 
   struct box *b = new_box(L, 1);
   const char *argv[3];
@@ -644,7 +415,7 @@ static int f_connect(lua_State *L) {
     }
     argv[argc] = c->t.pass;
     lens[argc++] = c->t.passlen;
-    if ((r = handshake(c, b, deadline, argc, argv, lens)) != IO_OK)
+    if ((r = handshake(c, b, deadline, argc, argv, lens)) != RB_IO_OK)
       return io_failure(L, c, r, "AUTH", connect_timeout);
     if (b->r[0]->type == REDIS_REPLY_ERROR) {
       lua_pushnil(L);
@@ -661,17 +432,17 @@ static int f_connect(lua_State *L) {
     lens[0] = 6;
     argv[1] = dbs;
     lens[1] = strlen(dbs);
-    if ((r = handshake(c, b, deadline, 2, argv, lens)) != IO_OK)
+    if ((r = handshake(c, b, deadline, 2, argv, lens)) != RB_IO_OK)
       return io_failure(L, c, r, "SELECT", connect_timeout);
   } else if (!c->t.pass) {
     argv[0] = "PING";
     lens[0] = 4;
-    if ((r = handshake(c, b, deadline, 1, argv, lens)) != IO_OK)
+    if ((r = handshake(c, b, deadline, 1, argv, lens)) != RB_IO_OK)
       return io_failure(L, c, r, "PING", connect_timeout);
   }
   if (b->r[0] && b->r[0]->type == REDIS_REPLY_ERROR) {
     char code[32];
-    error_code(b->r[0]->str, b->r[0]->len, code, sizeof code);
+    rb_redis_error_code(b->r[0]->str, b->r[0]->len, code, sizeof code);
     lua_pushnil(L);
     if (strcmp(code, "NOAUTH") == 0)
       rb_push_error(L, "redis", "auth", "redis %s: the server requires a password and none was given (%s)", addr,
@@ -715,7 +486,7 @@ static int m_set_timeout(lua_State *L) {
     return luaL_error(L, "attempt to use a closed redis connection");
   c->timeout = t;
   if (t > 0)
-    redisSetTimeout(c->ctx, to_tv(t));
+    redisSetTimeout(c->ctx, rb_redis_tv(t));
   return 0;
 }
 
@@ -742,166 +513,14 @@ static int m_info(lua_State *L) {
 
 /* ---- the keeper: renews a lock from a thread while a long step runs --------- */
 
-struct keeper {
-  pthread_t th;
-  int running, inited;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int stop, lost;
-  char why[256];
-  long renewals;
-  struct target t;
-  char *key, *val;
-  size_t keylen, vallen;
-  long ttl_ms;
-  double interval;
-};
-
-static void keeper_disconnect(redisContext **ctx) {
-  if (*ctx) {
-    redisFree(*ctx);
-    *ctx = NULL;
-  }
-}
-
-/* one command on the keeper's own blocking connection */
-static redisReply *keeper_cmd(redisContext *ctx, int argc, const char **argv, const size_t *lens) {
-  return redisCommandArgv(ctx, argc, argv, lens);
-}
-
-/* 1 renewed, 0 no longer ours, -1 could not tell (err says why) */
-static int keeper_renew(struct keeper *k, redisContext **ctx, char *err, size_t cap) {
-  struct timeval tv = to_tv(k->interval < 2 ? k->interval : 2);
-  if (!*ctx) {
-    *ctx = redisConnectWithTimeout(k->t.host, k->t.port, tv);
-    if (!*ctx || (*ctx)->err) {
-      snprintf(err, cap, "cannot connect: %s", *ctx ? (*ctx)->errstr : "out of memory");
-      keeper_disconnect(ctx);
-      return -1;
-    }
-    redisSetTimeout(*ctx, tv);
-    const char *argv[3];
-    size_t lens[3];
-    int argc = 0;
-    redisReply *r = NULL;
-    if (k->t.pass) {
-      argv[argc] = "AUTH";
-      lens[argc++] = 4;
-      if (k->t.user) {
-        argv[argc] = k->t.user;
-        lens[argc++] = strlen(k->t.user);
-      }
-      argv[argc] = k->t.pass;
-      lens[argc++] = k->t.passlen;
-      r = keeper_cmd(*ctx, argc, argv, lens);
-      if (!r || r->type == REDIS_REPLY_ERROR) {
-        snprintf(err, cap, "authentication failed: %s", r ? r->str : (*ctx)->errstr);
-        if (r)
-          freeReplyObject(r);
-        keeper_disconnect(ctx);
-        return -1;
-      }
-      freeReplyObject(r);
-    }
-    if (k->t.db) {
-      char dbs[24];
-      snprintf(dbs, sizeof dbs, "%ld", k->t.db);
-      argv[0] = "SELECT";
-      lens[0] = 6;
-      argv[1] = dbs;
-      lens[1] = strlen(dbs);
-      r = keeper_cmd(*ctx, 2, argv, lens);
-      if (!r || r->type == REDIS_REPLY_ERROR) {
-        snprintf(err, cap, "cannot select database %ld: %s", k->t.db, r ? r->str : (*ctx)->errstr);
-        if (r)
-          freeReplyObject(r);
-        keeper_disconnect(ctx);
-        return -1;
-      }
-      freeReplyObject(r);
-    }
-  }
-  char ttl[24];
-  snprintf(ttl, sizeof ttl, "%ld", k->ttl_ms);
-  const char *argv[6] = {"EVAL", RENEW_SCRIPT, "1", k->key, k->val, ttl};
-  size_t lens[6] = {4, sizeof RENEW_SCRIPT - 1, 1, k->keylen, k->vallen, strlen(ttl)};
-  redisReply *r = keeper_cmd(*ctx, 6, argv, lens);
-  if (!r) {
-    snprintf(err, cap, "%s", (*ctx)->errstr);
-    keeper_disconnect(ctx);
-    return -1;
-  }
-  int res = -1;
-  if (r->type == REDIS_REPLY_INTEGER)
-    res = r->integer == 1 ? 1 : 0;
-  else
-    snprintf(err, cap, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-  freeReplyObject(r);
-  return res;
-}
-
-static void *keeper_main(void *arg) {
-  struct keeper *k = arg;
-  redisContext *ctx = NULL;
-  double last_ok = rb_monotime();
-  pthread_mutex_lock(&k->mu);
-  while (!k->stop) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double at = (double)ts.tv_sec + ts.tv_nsec / 1e9 + k->interval;
-    ts.tv_sec = (time_t)at;
-    ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
-    int rc = 0;
-    while (!k->stop && rc != ETIMEDOUT)
-      rc = pthread_cond_timedwait(&k->cv, &k->mu, &ts);
-    if (k->stop)
-      break;
-    pthread_mutex_unlock(&k->mu);
-    char err[160] = "";
-    int res = keeper_renew(k, &ctx, err, sizeof err);
-    double now = rb_monotime();
-    pthread_mutex_lock(&k->mu);
-    if (res == 1) {
-      last_ok = now;
-      k->renewals++;
-    } else if (res == 0) {
-      k->lost = 1;
-      snprintf(k->why, sizeof k->why, "the lock is no longer held by this process (it expired or was taken over)");
-      break;
-    } else if ((now - last_ok) * 1000.0 >= (double)k->ttl_ms) {
-      k->lost = 1;
-      snprintf(k->why, sizeof k->why, "the lock could not be renewed for %ld ms and has expired: %s", k->ttl_ms, err);
-      break;
-    }
-  }
-  pthread_mutex_unlock(&k->mu);
-  keeper_disconnect(&ctx);
-  return NULL;
-}
-
-static void keeper_stop(struct keeper *k) {
-  if (k->running) {
-    pthread_mutex_lock(&k->mu);
-    k->stop = 1;
-    pthread_cond_signal(&k->cv);
-    pthread_mutex_unlock(&k->mu);
-    pthread_join(k->th, NULL);
-    k->running = 0;
-  }
-  target_free(&k->t);
-  free(k->key);
-  free(k->val);
-  k->key = k->val = NULL;
-}
-
 static int k_stop(lua_State *L) {
-  keeper_stop(luaL_checkudata(L, 1, KEEPER_MT));
+  rb_redis_keeper_stop(luaL_checkudata(L, 1, KEEPER_MT));
   return 0;
 }
 
 static int k_gc(lua_State *L) {
-  struct keeper *k = luaL_checkudata(L, 1, KEEPER_MT);
-  keeper_stop(k);
+  struct rb_redis_keeper *k = luaL_checkudata(L, 1, KEEPER_MT);
+  rb_redis_keeper_stop(k);
   if (k->inited) {
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
@@ -912,7 +531,7 @@ static int k_gc(lua_State *L) {
 
 /* k:status() -> {lost=, why=, renewals=, running=} */
 static int k_status(lua_State *L) {
-  struct keeper *k = luaL_checkudata(L, 1, KEEPER_MT);
+  struct rb_redis_keeper *k = luaL_checkudata(L, 1, KEEPER_MT);
   lua_createtable(L, 0, 4);
   if (k->inited)
     pthread_mutex_lock(&k->mu);
@@ -953,16 +572,9 @@ static int f_keeper(lua_State *L) {
   luaL_argcheck(L, interval > 0, 5, "positive interval expected");
   if (!c->ctx)
     return luaL_error(L, "attempt to use a closed redis connection");
-  struct keeper *k = lua_newuserdatauv(L, sizeof *k, 0);
+  struct rb_redis_keeper *k = lua_newuserdatauv(L, sizeof *k, 0);
   memset(k, 0, sizeof *k);
   luaL_setmetatable(L, KEEPER_MT);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_mutex_init(&k->mu, NULL);
-  pthread_cond_init(&k->cv, &ca);
-  pthread_condattr_destroy(&ca);
-  k->inited = 1;
   memcpy(k->t.host, c->t.host, sizeof k->t.host);
   k->t.port = c->t.port;
   k->t.db = c->t.db;
@@ -981,9 +593,9 @@ static int f_keeper(lua_State *L) {
   }
   if (!ok)
     return luaL_error(L, "out of memory");
-  if (pthread_create(&k->th, NULL, keeper_main, k) != 0)
-    return luaL_error(L, "cannot start the lock keeper thread: %s", strerror(errno));
-  k->running = 1;
+  int e = rb_redis_keeper_start(k);
+  if (e != 0)
+    return luaL_error(L, "cannot start the lock keeper thread: %s", strerror(e));
   return 1;
 }
 
@@ -1044,9 +656,9 @@ int luaopen_runbook__redis(lua_State *L) {
   /* the public module adds its Lua methods (call, pcall, lock...) here */
   lua_setfield(L, -3, "methods");
   lua_pop(L, 1);
-  lua_pushstring(L, RENEW_SCRIPT);
+  lua_pushstring(L, RB_REDIS_RENEW_SCRIPT);
   lua_setfield(L, -2, "RENEW_SCRIPT");
-  lua_pushstring(L, RELEASE_SCRIPT);
+  lua_pushstring(L, RB_REDIS_RELEASE_SCRIPT);
   lua_setfield(L, -2, "RELEASE_SCRIPT");
   return 1;
 }
