@@ -17,7 +17,11 @@ local audit = require "runbook.audit"
 
 local M = {}
 
+-- Conn is a userdata; these methods are implemented in C (runbook._redis):
 ---@class runbook.redis.Conn
+---@field close fun(self:runbook.redis.Conn)  closes; safe twice; also <close> and __gc
+---@field set_timeout fun(self:runbook.redis.Conn, seconds:number)  per-command timeout (0: the step's only)
+---@field info fun(self:runbook.redis.Conn):{host:string, port:integer, db:integer, timeout:number, open:boolean, lost:string|nil}
 local Conn = core.methods
 
 -- Commands that only read. Anything else counts as a write: it is

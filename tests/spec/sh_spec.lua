@@ -248,6 +248,27 @@ describe("runbook.sh", function()
   end)
 
   describe("in a real run", function()
+    it("under --dry-run shows commands instead of running them, except read_only ones", function()
+      local book = dir .. "/dry.lua"
+      local target = dir .. "/made-by-dry-run"
+      rbtest.write(book, string.format([[
+local sh = require "runbook.sh"
+runbook "dry" {}
+step "write" { run = function()
+  sh.run { "touch", %q }
+  local r = sh.run({ "echo", "looked" }, { read_only = true })
+  assert(r.stdout == "looked\n")
+end }
+]], target))
+      local r = rbtest.run({ "exec", book, "--state", dir .. "/st-dry", "--dry-run" })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.is_nil(fs.stat(target))
+      assert.is_truthy(r.stderr:find("write    would run: touch " .. target, 1, true), r.stderr)
+      assert.is_truthy(r.stderr:find("write    action command: would run: touch " .. target, 1, true), r.stderr)
+      assert.is_truthy(r.stderr:find("write    echo: looked", 1, true), r.stderr)
+      assert.is_truthy(r.stderr:find("dry run complete", 1, true), r.stderr)
+    end)
+
     it("stops the run at once on Ctrl-C and kills the command", function()
       local book = dir .. "/ctrlc.lua"
       local pidfile = dir .. "/run.pid"
