@@ -1,12 +1,6 @@
 /*
- * runbook._net: name resolution with a timeout, and TCP connect checks.
- *
- * getaddrinfo has no timeout of its own: a resolver that does not answer
- * holds it for resolv.conf's timeout times its attempts. So it runs on a
- * detached thread and the caller waits only as long as it was asked to, in
- * short slices so Ctrl-C is seen at once. The request is shared by
- * reference count: whichever of the caller and the thread lets go last
- * frees it, so an abandoned lookup finishes on its own and leaks nothing.
+ * runbook._net: name resolution with a timeout (resolve.c) and TCP
+ * connect checks, non-blocking and interruptible.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,7 +8,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -25,121 +18,7 @@
 #include <lua.h>
 
 #include "host.h"
-
-struct lookup {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int refs; /* 2 while the caller and the thread both hold it */
-  int done;
-  int rc, err;
-  int family;
-  struct addrinfo *res;
-  char name[];
-};
-
-static void lookup_release(struct lookup *q) {
-  pthread_mutex_lock(&q->mu);
-  int last = --q->refs == 0;
-  pthread_mutex_unlock(&q->mu);
-  if (!last)
-    return;
-  if (q->res)
-    freeaddrinfo(q->res);
-  pthread_mutex_destroy(&q->mu);
-  pthread_cond_destroy(&q->cv);
-  free(q);
-}
-
-static void *lookup_main(void *arg) {
-  struct lookup *q = arg;
-  struct addrinfo hints;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = q->family;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_CANONNAME;
-  struct addrinfo *res = NULL;
-  int rc = getaddrinfo(q->name, NULL, &hints, &res);
-  int e = errno;
-  pthread_mutex_lock(&q->mu);
-  q->rc = rc;
-  q->err = e;
-  q->res = res;
-  q->done = 1;
-  pthread_cond_signal(&q->cv);
-  pthread_mutex_unlock(&q->mu);
-  lookup_release(q);
-  return NULL;
-}
-
-enum { LK_OK, LK_TIMEOUT, LK_INTERRUPTED, LK_FAILED };
-
-/* Resolves name; on LK_OK *res is the caller's to free. On LK_FAILED *rc and
- * *err say why (getaddrinfo's code and errno). */
-static int resolve(const char *name, int family, double deadline, struct addrinfo **res, int *rc, int *err) {
-  *res = NULL;
-  size_t n = strlen(name);
-  struct lookup *q = calloc(1, sizeof *q + n + 1);
-  if (!q) {
-    *rc = EAI_MEMORY;
-    return LK_FAILED;
-  }
-  memcpy(q->name, name, n + 1);
-  q->family = family;
-  q->refs = 2;
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_mutex_init(&q->mu, NULL);
-  pthread_cond_init(&q->cv, &ca);
-  pthread_condattr_destroy(&ca);
-
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_t th;
-  int started = pthread_create(&th, &attr, lookup_main, q) == 0;
-  pthread_attr_destroy(&attr);
-  if (!started) {
-    q->refs = 1;
-    lookup_release(q);
-    *rc = EAI_SYSTEM;
-    *err = EAGAIN;
-    return LK_FAILED;
-  }
-
-  int outcome = LK_OK;
-  pthread_mutex_lock(&q->mu);
-  while (!q->done) {
-    if (rb_interrupted) {
-      outcome = LK_INTERRUPTED;
-      break;
-    }
-    double now = rb_monotime();
-    if (deadline > 0 && now >= deadline) {
-      outcome = LK_TIMEOUT;
-      break;
-    }
-    double until = now + 0.05;
-    if (deadline > 0 && deadline < until)
-      until = deadline;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double at = (double)ts.tv_sec + ts.tv_nsec / 1e9 + (until - now);
-    ts.tv_sec = (time_t)at;
-    ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
-    pthread_cond_timedwait(&q->cv, &q->mu, &ts);
-  }
-  if (q->done) {
-    outcome = q->rc == 0 ? LK_OK : LK_FAILED;
-    *rc = q->rc;
-    *err = q->err;
-    *res = q->res;
-    q->res = NULL;
-  }
-  pthread_mutex_unlock(&q->mu);
-  lookup_release(q);
-  return outcome;
-}
+#include "resolve.h"
 
 static double deadline_of(lua_State *L, double timeout) {
   double d = timeout > 0 ? rb_monotime() + timeout : 0;
@@ -213,7 +92,7 @@ static int f_resolve(lua_State *L) {
   luaL_argcheck(L, *name != '\0', 1, "empty name");
   struct addrinfo *res;
   int rc = 0, err = 0;
-  int r = resolve(name, family, deadline_of(L, timeout), &res, &rc, &err);
+  int r = rb_resolve(name, family, deadline_of(L, timeout), &res, &rc, &err);
   if (r == LK_TIMEOUT || r == LK_INTERRUPTED) {
     check_stop(L);
     lua_pushnil(L);
@@ -327,7 +206,7 @@ static int f_tcp_connect(lua_State *L) {
   double deadline = deadline_of(L, timeout);
   struct addrinfo *res;
   int rc = 0, err = 0;
-  int r = resolve(host, AF_UNSPEC, deadline, &res, &rc, &err);
+  int r = rb_resolve(host, AF_UNSPEC, deadline, &res, &rc, &err);
   if (r == LK_TIMEOUT || r == LK_INTERRUPTED) {
     check_stop(L);
     lua_pushnil(L);

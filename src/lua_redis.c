@@ -8,7 +8,9 @@
  * Passwords never become Lua strings: URLs are parsed in C (redis.c), from a string
  * or a Secret, and the password is registered with the redactor.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -24,6 +26,7 @@
 #include "host.h"
 #include "redis.h"
 #include "redact.h"
+#include "resolve.h"
 #include "secret.h"
 
 #define CONN_MT "runbook.redis.Conn"
@@ -383,7 +386,36 @@ static int f_connect(lua_State *L) {
   double left = deadline - rb_monotime();
   if (left <= 0)
     rb_check_interrupt(L);
-  redisContext *ctx = redisConnectWithTimeout(c->t.host, c->t.port, rb_redis_tv(left > 0 ? left : 0.001));
+  /* hiredis would resolve a name with a plain getaddrinfo, which a hung
+   * resolver holds past any timeout: resolve it here, bounded */
+  unsigned char bin[sizeof(struct in6_addr)];
+  if (inet_pton(AF_INET, c->t.host, bin) != 1 && inet_pton(AF_INET6, c->t.host, bin) != 1) {
+    struct addrinfo *res = NULL;
+    int rc = 0, eno = 0;
+    int lk = rb_resolve(c->t.host, AF_UNSPEC, deadline, &res, &rc, &eno);
+    if (lk != LK_OK) {
+      char why[160], t[32];
+      snprintf(t, sizeof t, "%g", connect_timeout);
+      if (lk == LK_FAILED)
+        snprintf(why, sizeof why, "%s", rc == EAI_SYSTEM ? strerror(eno) : gai_strerror(rc));
+      else
+        snprintf(why, sizeof why, "no answer within %s s", t);
+      rb_redis_target_free(&c->t);
+      rb_check_interrupt(L);
+      lua_pushnil(L);
+      rb_push_error(L, "redis", lk == LK_FAILED ? "connect" : "timeout", "redis %s: cannot resolve %s: %s", addr,
+                    c->t.host, why);
+      return 2;
+    }
+    const struct sockaddr *sa = res->ai_addr;
+    if (sa->sa_family == AF_INET)
+      inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->t.ip, sizeof c->t.ip);
+    else if (sa->sa_family == AF_INET6)
+      inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->t.ip, sizeof c->t.ip);
+    freeaddrinfo(res);
+    left = deadline - rb_monotime();
+  }
+  redisContext *ctx = redisConnectWithTimeout(rb_redis_addr(&c->t), c->t.port, rb_redis_tv(left > 0 ? left : 0.001));
   if (!ctx)
     return luaL_error(L, "out of memory");
   if (ctx->err) {
@@ -576,6 +608,7 @@ static int f_keeper(lua_State *L) {
   memset(k, 0, sizeof *k);
   luaL_setmetatable(L, KEEPER_MT);
   memcpy(k->t.host, c->t.host, sizeof k->t.host);
+  memcpy(k->t.ip, c->t.ip, sizeof k->t.ip);
   k->t.port = c->t.port;
   k->t.db = c->t.db;
   k->ttl_ms = (long)ttl;

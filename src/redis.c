@@ -26,6 +26,10 @@ const char RB_REDIS_RELEASE_SCRIPT[] =
   "else return 0 end";
 
 /* where and how to connect; user and pass are malloc'd */
+const char *rb_redis_addr(const struct rb_redis_target *t) {
+  return t->ip[0] ? t->ip : t->host;
+}
+
 void rb_redis_target_free(struct rb_redis_target *t) {
   if (t->pass) {
     OPENSSL_cleanse(t->pass, t->passlen);
@@ -254,7 +258,7 @@ static redisReply *keeper_cmd(redisContext *ctx, int argc, const char **argv, co
 static int keeper_renew(struct rb_redis_keeper *k, redisContext **ctx, char *err, size_t cap) {
   struct timeval tv = rb_redis_tv(k->interval < 2 ? k->interval : 2);
   if (!*ctx) {
-    *ctx = redisConnectWithTimeout(k->t.host, k->t.port, tv);
+    *ctx = redisConnectWithTimeout(rb_redis_addr(&k->t), k->t.port, tv);
     if (!*ctx || (*ctx)->err) {
       snprintf(err, cap, "cannot connect: %s", *ctx ? (*ctx)->errstr : "out of memory");
       keeper_disconnect(ctx);

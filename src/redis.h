@@ -21,6 +21,7 @@ extern const char RB_REDIS_RELEASE_SCRIPT[];
 /* where and how to connect; user and pass are malloc'd */
 struct rb_redis_target {
   char host[256];
+  char ip[64]; /* host resolved with a timeout before connecting; "" = use host */
   int port;
   long db;
   char *user;
@@ -28,6 +29,9 @@ struct rb_redis_target {
   size_t passlen;
 };
 
+
+/* The address to hand to hiredis: the resolved ip, else the host. */
+const char *rb_redis_addr(const struct rb_redis_target *t);
 
 /* Frees user and pass (the password wiped); host, port and db stay. */
 void rb_redis_target_free(struct rb_redis_target *t);

@@ -233,6 +233,13 @@ describe("runbook.redis", function()
       assert.are.equal(string.format("redis 127.0.0.1:%d: cannot select database 99: ERR DB index is out of range", srv.port), err.message)
     end)
 
+    it("resolves a host name (localhost from /etc/hosts) with the connect timeout", function()
+      local c = redis.connect(string.format("redis://localhost:%d", srv.port))
+      assert.is_true(c:ping())
+      assert.are.equal(string.format("runbook.redis.Conn (localhost:%d/0)", srv.port), tostring(c))
+      c:close()
+    end)
+
     it("accepts the URL as a secret", function()
       local c = redis.connect(secret.wrap(srv.url .. "/2"))
       c:call("SET", "x", "1")
