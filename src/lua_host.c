@@ -69,6 +69,7 @@ struct rb_host *rb_host_attach(lua_State *L, struct rb_host *shared) {
     if (!h || !(h->redactor = rb_redactor_new())) {
       free(h);
       luaL_error(L, "out of memory");
+      return NULL; /* not reached: luaL_error raises */
     }
     pthread_mutex_init(&h->console_lock, NULL);
     pthread_mutex_init(&h->refs_lock, NULL);
@@ -295,17 +296,22 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
 
 void rb_check_interrupt(lua_State *L) {
   struct guard *g = get_guard(L);
-  if (g->fired) {
-    raise_guard(L, g);
+  if (!g->fired) {
+    const char *kind = NULL;
+    if (rb_interrupted)
+      kind = RB_ERR_INTERRUPTED;
+    else if (g->armed && g->deadline > 0 && rb_monotime() >= g->deadline)
+      kind = RB_ERR_TIMEOUT;
+    if (!kind)
+      return;
+    if (g->armed) {
+      /* as in guard_hook: a stop raised from C must not be swallowed by a
+       * pcall in the runbook either, so raise at every line from now on */
+      g->fired = kind;
+      lua_sethook(L, guard_hook, LUA_MASKLINE | LUA_MASKCOUNT, 1);
+    }
   }
-  if (rb_interrupted) {
-    g->fired = RB_ERR_INTERRUPTED;
-    raise_guard(L, g);
-  }
-  if (g->armed && g->deadline > 0 && rb_monotime() >= g->deadline) {
-    g->fired = RB_ERR_TIMEOUT;
-    raise_guard(L, g);
-  }
+  raise_guard(L, g);
 }
 
 /* message handler: keeps structured errors, adds a traceback to strings */

@@ -17,6 +17,8 @@ static const luaL_Reg cores[] = {
   {"runbook._journal", luaopen_runbook__journal},
   {"runbook._proc", luaopen_runbook__proc},
   {"runbook._thread", luaopen_runbook__thread},
+  {"runbook._redis", luaopen_runbook__redis},
+  {"runbook._net", luaopen_runbook__net},
   {NULL, NULL},
 };
 

@@ -34,5 +34,7 @@ int luaopen_runbook__secret(lua_State *L);  /* src/lua_secret.c */
 int luaopen_runbook__journal(lua_State *L); /* src/lua_journal.c */
 int luaopen_runbook__proc(lua_State *L);    /* src/lua_proc.c */
 int luaopen_runbook__thread(lua_State *L);  /* src/lua_thread.c */
+int luaopen_runbook__redis(lua_State *L);   /* src/lua_redis.c */
+int luaopen_runbook__net(lua_State *L);     /* src/lua_net.c */
 
 #endif

@@ -1,0 +1,84 @@
+-- runbook.runlock: the lock behind `runbook exec --lock redis://...`, so two
+-- operators on two machines cannot drive the same runbook at once. The
+-- journal's file lock guards one machine; this one lives in a Redis both
+-- machines reach. It is a runbook.redis lock on "runbook:lock:<name>",
+-- renewed from a background thread for as long as the run lasts, and
+-- released (only by its holder) when the run ends. A run that dies without
+-- releasing it frees it after the ttl.
+local host = require "runbook._host"
+local redis = require "runbook.redis"
+local errors = require "runbook.errors"
+
+local M = {}
+
+M.PREFIX = "runbook:lock:"
+
+---@class runbook.runlock.Handle
+---@field key string
+---@field owner string  what the lock names as its holder
+local Handle = {}
+Handle.__index = Handle
+
+--- Takes the run lock for runbook `name` in the Redis at `url` (a string
+--- or a secret). Returns a handle, or nil and a description of the holder
+--- ("alice@laptop pid 4242 run first-deploy-2026... since 2026-...").
+--- Raises a structured error (kind "redis") when Redis cannot be reached
+--- or refuses the password.
+---@param url string|userdata
+---@param name string  the runbook's name
+---@param opts {ttl:number|nil, run:string|nil, wait:number|nil, connect_timeout:number|nil, timeout:number|nil}|nil
+---@return runbook.runlock.Handle|nil
+---@return string|nil holder
+function M.acquire(url, name, opts)
+  if type(name) ~= "string" or name == "" then error("runlock.acquire: runbook name expected", 2) end
+  opts = opts or {}
+  local ttl = opts.ttl or 60
+  if type(ttl) ~= "number" or ttl < 1 then error("runlock.acquire: ttl must be at least 1 second", 2) end
+  local conn = redis.connect(url, { connect_timeout = opts.connect_timeout or 5, timeout = opts.timeout or 5 })
+  local owner = string.format("%s@%s pid %d%s", host.user(), host.hostname(), host.pid(),
+    opts.run and (" run " .. opts.run) or "")
+  local ok, lock, holder = pcall(redis._take, conn, M.PREFIX .. name, { ttl = ttl, owner = owner, wait = opts.wait })
+  if not ok then
+    conn:close()
+    error(lock, 0)
+  end
+  if not lock then
+    conn:close()
+    return nil, holder
+  end
+  lock.quiet = true -- the engine records the run lock itself, outside any step
+  lock:keep_alive()
+  return setmetatable({ key = lock.key, owner = owner, lock = lock, conn = conn, name = name }, Handle)
+end
+
+--- Renews the lock now (the background thread also does, every ttl/3).
+---@return boolean  false when the lock was lost
+function Handle:renew()
+  return self.lock:renew()
+end
+
+--- Raises {kind="redis", code="lock-lost"} when the lock could not be
+--- renewed or was taken over; the engine calls it between steps.
+function Handle:check()
+  self.lock:check()
+  return true
+end
+
+--- Releases the lock (if still ours) and closes the connection. Returns
+--- false when it had already been lost. Safe to call twice.
+---@return boolean
+function Handle:release()
+  if self.released then return false end
+  self.released = true
+  local ok, res = pcall(self.lock.release, self.lock)
+  self.conn:close()
+  if not ok then
+    errors.raise { kind = "redis", code = "unlock", message = "could not release the run lock " .. self.key .. ": " .. errors.message(res) }
+  end
+  return res
+end
+
+Handle.__close = function(self) if not self.released then pcall(self.release, self) end end
+Handle.__tostring = function(self) return "runbook.runlock (" .. self.key .. ", " .. self.owner .. ")" end
+
+return M

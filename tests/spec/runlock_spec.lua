@@ -1,0 +1,151 @@
+-- runbook.runlock: the run lock behind `runbook exec --lock`, in process
+-- and between two real runbook processes contending for one Redis lock.
+local runlock = require "runbook.runlock"
+local host = require "runbook._host"
+local fs = require "runbook._fs"
+local json = require "runbook._json"
+local redisserver = require "redisserver"
+local rbtest = require "rbtest"
+
+local BOOK = [[
+local runlock = require "runbook.runlock"
+local wait = require "runbook.wait"
+runbook "contend" {
+  params = { url = {}, dir = {}, ttl = { default = 2 } },
+}
+step "hold" {
+  title = "hold the shared lock until told to let go",
+  run = function(ctx)
+    local h, holder = runlock.acquire(ctx.params.url, "shared-book", { ttl = ctx.params.ttl, run = ctx.run_id })
+    if not h then error("locked by " .. holder, 0) end
+    local f = assert(io.open(ctx.params.dir .. "/held-" .. ctx.run_id, "w"))
+    f:write(h.owner)
+    f:close()
+    wait(function()
+      local r = io.open(ctx.params.dir .. "/release")
+      if r then r:close() return true end
+      return false
+    end, { timeout = 30, interval = 0.05, what = "the release file" })
+    h:check()
+    assert(h:release(), "the lock was lost before release")
+  end,
+}
+]]
+
+local function held_files(dir)
+  local out = {}
+  for _, n in ipairs(fs.listdir(dir) or {}) do
+    if n:match("^held%-") then out[#out + 1] = n end
+  end
+  return out
+end
+
+local function wait_held(dir, count)
+  local deadline = host.monotime() + 15
+  while host.monotime() < deadline do
+    if #held_files(dir) >= count then return true end
+    host.sleep(0.05)
+  end
+  return false
+end
+
+describe("runbook.runlock", function()
+  local srv
+
+  setup(function() srv = redisserver.start() end)
+  teardown(function() if srv then srv:stop() end end)
+  before_each(function() srv:cli("FLUSHALL") end)
+
+  it("takes the lock on runbook:lock:<name>, naming user@host, pid and run", function()
+    local h = assert(runlock.acquire(srv.url, "first-deploy", { ttl = 10, run = "first-deploy-1" }))
+    local want = string.format("%s@%s pid %d run first-deploy-1", host.user(), host.hostname(), host.pid())
+    assert.are.equal("runbook:lock:first-deploy", h.key)
+    assert.are.equal(want, h.owner)
+    assert.are.equal(want, json.decode(srv:cli("GET", "runbook:lock:first-deploy")).owner)
+
+    local none, holder = runlock.acquire(srv.url, "first-deploy", { run = "first-deploy-2" })
+    assert.is_nil(none)
+    assert.matches("^" .. want:gsub("%p", "%%%0") .. " since %d%d%d%d%-", holder)
+
+    assert.is_true(h:check())
+    assert.is_true(h:renew())
+    assert.is_true(h:release())
+    assert.is_false(h:release())
+    assert.are.equal("", srv:cli("GET", "runbook:lock:first-deploy"))
+  end)
+
+  it("keeps the lock for longer than its ttl while the run lasts", function()
+    local h = assert(runlock.acquire(srv.url, "long", { ttl = 1 }))
+    host.sleep(1.6)
+    local none, holder = runlock.acquire(srv.url, "long")
+    assert.is_nil(none)
+    assert.is_string(holder)
+    assert.is_true(h:check())
+    assert.is_true(h:release())
+  end)
+
+  it("raises one clear line when Redis is down or refuses the password", function()
+    local port = rbtest.free_port()
+    local ok, err = pcall(runlock.acquire, "redis://127.0.0.1:" .. port, "x")
+    assert.is_false(ok)
+    assert.are.equal(string.format("redis 127.0.0.1:%d: cannot connect: Connection refused", port), err.message)
+    local ok2, err2 = pcall(runlock.acquire, string.format("redis://:nope-nope@127.0.0.1:%d", srv.port), "x")
+    assert.is_false(ok2)
+    assert.are.equal("auth", err2.code)
+  end)
+
+  describe("two runbook processes", function()
+    local dir, book
+
+    before_each(function()
+      dir = rbtest.tmpdir("contend")
+      book = dir .. "/contend.lua"
+      rbtest.write(book, BOOK)
+    end)
+    after_each(function() rbtest.rmtree(dir) end)
+
+    local function args(state)
+      return { "exec", book, "--state", dir .. "/" .. state, "--param", "url=" .. srv.url, "--param", "dir=" .. dir }
+    end
+
+    it("let only one drive the runbook; the other is told who holds it", function()
+      local a = rbtest.start(args("state-a"))
+      assert.is_true(wait_held(dir, 1), "the first process never took the lock")
+      local a_run = held_files(dir)[1]:match("^held%-(.*)$")
+
+      local b = rbtest.run(args("state-b"), { timeout = 30 })
+      assert.are.equal(1, b.code)
+      local want = string.format("locked by %s@%s pid %d run %s since ", host.user(), host.hostname(), a:pid(), a_run)
+      assert.is_truthy(b.stderr:find(want, 1, true), b.stderr)
+
+      -- past the ttl (2 s) the first process still holds it: it is renewed
+      host.sleep(2.5)
+      local b2 = rbtest.run(args("state-b"), { timeout = 30 })
+      assert.are.equal(1, b2.code)
+      assert.is_truthy(b2.stderr:find(want, 1, true), b2.stderr)
+
+      rbtest.write(dir .. "/release", "")
+      local code = a:wait(20)
+      assert.are.equal(0, code)
+      assert.are.equal("", srv:cli("GET", "runbook:lock:shared-book"))
+
+      local b3 = rbtest.run(args("state-b"), { timeout = 30 })
+      assert.are.equal(0, b3.code, b3.stderr)
+      assert.are.equal(2, #held_files(dir))
+    end)
+
+    it("free the lock of a process that was killed once its ttl passes", function()
+      local a = rbtest.start(args("state-a"))
+      assert.is_true(wait_held(dir, 1), "the first process never took the lock")
+      a:kill("KILL", true)
+      a:wait(10)
+      local b = rbtest.run(args("state-b"), { timeout = 30 })
+      assert.are.equal(1, b.code)
+      assert.is_truthy(b.stderr:find("locked by ", 1, true), b.stderr)
+      host.sleep(2.2)
+      rbtest.write(dir .. "/release", "")
+      local b2 = rbtest.run(args("state-b"), { timeout = 30 })
+      assert.are.equal(0, b2.code, b2.stderr)
+    end)
+  end)
+end)
