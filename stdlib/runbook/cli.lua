@@ -32,6 +32,7 @@ local COMMANDS = {
       ["--accept-changes"] = { help = "resume even though completed steps were removed, renamed or reordered" },
       ["--output"] = { value = true, help = "json: stream events as JSON lines on stdout" },
       ["--jobs"] = { value = true, help = "how many steps of a parallel group run at once (default 4)" },
+      ["--lock"] = { value = true, help = "redis://...: hold a Redis lock on this runbook while it runs, so no other machine drives it (exit 4 if held); or RUNBOOK_LOCK" },
     },
     help = [[
 Runs FILE. When the store holds an unfinished run of this runbook, it is

@@ -443,6 +443,14 @@ function Run:execute()
   local i = 1
   while i <= #sel do
     local s = sel[i]
+    if self.runlock then
+      local held, lerr = pcall(self.runlock.check, self.runlock)
+      if not held then
+        self:append("run.interrupted", { step = s.id, reason = "run lock lost: " .. errors.message(lerr) })
+        console:finish("the run lock was lost (" .. errors.message(lerr) .. "); stopped before " .. s.id, "error")
+        return M.EXIT.locked
+      end
+    end
     if host.interrupted() then
       self:append("run.interrupted", { step = s.id })
       console:finish(string.format("interrupted before %s; run the same command again to resume", s.id), "warn")
@@ -508,16 +516,43 @@ function Run:execute()
   return M.EXIT.ok
 end
 
+-- The cross-machine lock (`--lock redis://...` or RUNBOOK_LOCK): taken
+-- before the run is opened, so two operators on two machines cannot both
+-- start or continue this runbook. Returns the handle, or nil and an exit code.
+local function take_runlock(book, opts, console)
+  local url = opts.lock or os.getenv("RUNBOOK_LOCK")
+  if url == nil or url == "" or opts.dry_run then return nil end
+  url = secret.new(url) -- its password is scrubbed wherever the URL is echoed
+  local ok, handle, holder = pcall(require("runbook.runlock").acquire, url, book.name, {})
+  if not ok then
+    console:note("cannot take the run lock: " .. errors.message(handle), "error")
+    return nil, M.EXIT.usage
+  end
+  if not handle then
+    console:note(string.format("runbook %s is locked by %s", book.name, holder), "error")
+    return nil, M.EXIT.locked
+  end
+  return handle
+end
+
 --- `runbook exec`: load, open or resume, run. Returns the exit code.
 function M.exec(opts)
   local book = loader.load(opts.file)
   local console = consolemod.new { output = opts.output }
-  local run, code = M.open_run(book, opts, console)
-  if not run then return code end
+  local runlock, lcode = take_runlock(book, opts, console)
+  if lcode then return lcode end
+  local okr, run, code = pcall(M.open_run, book, opts, console)
+  if not okr or not run then
+    if runlock then pcall(runlock.release, runlock) end
+    if not okr then error(run, 0) end
+    return code
+  end
+  run.runlock = runlock
   host.trap_signals()
   console:begin({ run = run.id, runbook = book.name, resumed = run.resumed, dry_run = run.dry_run }, book.order, run.state)
   local ok, res = pcall(run.execute, run)
   run:close()
+  if runlock then pcall(runlock.release, runlock) end
   if not ok then error(res, 0) end
   return res
 end
