@@ -1,0 +1,1113 @@
+/*
+ * runbook._pg: PostgreSQL over libpq. Every wait (connecting, a query,
+ * COPY) polls the socket in short slices so Ctrl-C and the step's timeout
+ * are noticed at once; a stopped query is cancelled on the server and its
+ * results drained before the error is raised, so the connection stays
+ * usable or is closed, never left mid-protocol.
+ *
+ * Methods that meet the outside world failing return nil and a structured
+ * error; the public module (runbook.pg, in Lua) raises by default.
+ */
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <lauxlib.h>
+#include <libpq-fe.h>
+#include <lua.h>
+
+#include "host.h"
+#include "jsonconv.h"
+#include "modules.h"
+#include "pg_internal.h"
+#include "redact.h"
+#include "secret.h"
+
+#define NOTICE_KEY "runbook.pg.notice"
+#define MAX_NOTICES 1000
+#define DEFAULT_CONNECT_TIMEOUT 10.0
+#define DRAIN_SECONDS 5.0
+
+struct conn {
+  PGconn *pg;     /* NULL once closed */
+  PGresult *res;  /* the result being converted; freed by close if a raise intervenes */
+  char label[320];
+  char **notices; /* server notices waiting to be logged */
+  int nnotices, capnotices, dropped;
+  char *buf; /* COPY TO aggregation */
+  size_t buflen, bufcap;
+};
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+static void clear_res(struct conn *c) {
+  if (c->res) {
+    PQclear(c->res);
+    c->res = NULL;
+  }
+}
+
+static void free_notices(struct conn *c) {
+  for (int i = 0; i < c->nnotices; i++)
+    free(c->notices[i]);
+  c->nnotices = 0;
+  c->dropped = 0;
+}
+
+static int conn_close(lua_State *L) {
+  struct conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
+  clear_res(c);
+  if (c->pg) {
+    PQfinish(c->pg);
+    c->pg = NULL;
+  }
+  free_notices(c);
+  free(c->notices);
+  c->notices = NULL;
+  c->capnotices = 0;
+  free(c->buf);
+  c->buf = NULL;
+  c->buflen = c->bufcap = 0;
+  return 0;
+}
+
+static struct conn *check_conn(lua_State *L, int idx) {
+  struct conn *c = luaL_checkudata(L, idx, PG_CONN_MT);
+  if (!c->pg)
+    luaL_error(L, "attempt to use a closed PostgreSQL connection");
+  return c;
+}
+
+static int conn_tostring(lua_State *L) {
+  struct conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
+  if (c->pg)
+    lua_pushfstring(L, "runbook.pg.Conn (%s)", c->label);
+  else
+    lua_pushliteral(L, "runbook.pg.Conn (closed)");
+  return 1;
+}
+
+/* ---- notices ------------------------------------------------------------------ */
+
+static void on_notice(void *arg, const PGresult *res) {
+  struct conn *c = arg;
+  if (c->nnotices >= MAX_NOTICES) {
+    c->dropped++;
+    return;
+  }
+  if (c->nnotices == c->capnotices) {
+    int cap = c->capnotices ? c->capnotices * 2 : 8;
+    char **n = realloc(c->notices, (size_t)cap * sizeof *n);
+    if (!n)
+      return;
+    c->notices = n;
+    c->capnotices = cap;
+  }
+  const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+  const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+  if (!msg)
+    return;
+  size_t len = strlen(msg) + (sev ? strlen(sev) : 6) + 16;
+  char *line = malloc(len);
+  if (!line)
+    return;
+  snprintf(line, len, "%s: %s", sev ? sev : "NOTICE", msg);
+  c->notices[c->nnotices++] = line;
+}
+
+/* Hands queued notices to the handler runbook.pg installed (it logs them
+ * through the audit hub). Called at the end of every operation, after the
+ * libpq state is settled; a failing handler is ignored. */
+static void deliver_notices(lua_State *L, struct conn *c) {
+  if (c->nnotices == 0 && c->dropped == 0)
+    return;
+  int top = lua_gettop(L);
+  int have = lua_getfield(L, LUA_REGISTRYINDEX, NOTICE_KEY) == LUA_TFUNCTION;
+  for (int i = 0; i < c->nnotices && have; i++) {
+    const char *n = c->notices[i];
+    lua_pushvalue(L, top + 1);
+    lua_pushstring(L, strncmp(n, "WARNING", 7) == 0 ? "warn" : "info");
+    lua_pushstring(L, n);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+      lua_pop(L, 1);
+  }
+  if (have && c->dropped) {
+    lua_pushvalue(L, top + 1);
+    lua_pushliteral(L, "warn");
+    lua_pushfstring(L, "%d more server notices were not logged", c->dropped);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+      lua_pop(L, 1);
+  }
+  free_notices(c);
+  lua_settop(L, top);
+}
+
+static int f_on_notice(lua_State *L) {
+  if (!lua_isnoneornil(L, 1))
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, NOTICE_KEY);
+  return 0;
+}
+
+/* ---- waiting on the socket ------------------------------------------------------- */
+
+static int stop_requested(lua_State *L) {
+  if (rb_interrupted)
+    return 1;
+  double d = rb_deadline(L);
+  return d > 0 && rb_monotime() >= d;
+}
+
+#define WAIT_STOP (-1)
+#define WAIT_ERROR (-2)
+
+/* Waits up to one slice for events on the connection's socket. Returns the
+ * revents (0 when the slice passed), WAIT_STOP on Ctrl-C or the step's
+ * deadline, WAIT_ERROR when the socket is gone. */
+static int wait_socket(lua_State *L, PGconn *pg, short events, int slice_ms) {
+  if (stop_requested(L))
+    return WAIT_STOP;
+  int fd = PQsocket(pg);
+  if (fd < 0)
+    return WAIT_ERROR;
+  struct pollfd p = {fd, events, 0};
+  int r = poll(&p, 1, slice_ms);
+  if (r < 0)
+    return errno == EINTR ? 0 : WAIT_ERROR;
+  return r == 0 ? 0 : (p.revents ? p.revents : 0);
+}
+
+/* Sends everything queued (non-blocking mode). 0 done, or a WAIT_ code. */
+static int flush_all(lua_State *L, PGconn *pg) {
+  int r;
+  while ((r = PQflush(pg)) == 1) {
+    int ev = wait_socket(L, pg, POLLOUT | POLLIN, 50);
+    if (ev < 0)
+      return ev;
+    if ((ev & POLLIN) && !PQconsumeInput(pg))
+      return WAIT_ERROR;
+  }
+  return r == 0 ? 0 : WAIT_ERROR;
+}
+
+/* The next result, or NULL when the command is complete (*why = 0), was
+ * stopped (WAIT_STOP) or the connection failed (WAIT_ERROR). */
+static PGresult *next_result(lua_State *L, PGconn *pg, int *why) {
+  *why = 0;
+  while (PQisBusy(pg)) {
+    int ev = wait_socket(L, pg, POLLIN, 50);
+    if (ev < 0) {
+      *why = ev;
+      return NULL;
+    }
+    if (ev && !PQconsumeInput(pg)) {
+      *why = WAIT_ERROR;
+      return NULL;
+    }
+  }
+  return PQgetResult(pg);
+}
+
+/* Bounded, uninterruptible drain after a cancel: reads and drops whatever
+ * the server still sends for the current command. Returns 0 when the
+ * connection is back to idle, -1 when it had to be closed. */
+static int drain(struct conn *c) {
+  double end = rb_monotime() + DRAIN_SECONDS;
+  PGconn *pg = c->pg;
+  for (;;) {
+    if (rb_monotime() > end)
+      goto lost;
+    PQflush(pg);
+    if (PQisBusy(pg)) {
+      struct pollfd p = {PQsocket(pg), POLLIN, 0};
+      if (p.fd < 0 || poll(&p, 1, 50) < 0 || (p.revents && !PQconsumeInput(pg)))
+        goto lost;
+      continue;
+    }
+    PGresult *r = PQgetResult(pg);
+    if (!r)
+      return 0;
+    ExecStatusType st = PQresultStatus(r);
+    PQclear(r);
+    if (st == PGRES_COPY_IN) {
+      if (PQputCopyEnd(pg, "interrupted by runbook") < 0)
+        goto lost;
+    } else if (st == PGRES_COPY_OUT) {
+      char *row;
+      int n;
+      while ((n = PQgetCopyData(pg, &row, 1)) != -1) {
+        if (n > 0) {
+          PQfreemem(row);
+          continue;
+        }
+        if (n == -2 || rb_monotime() > end)
+          goto lost;
+        struct pollfd p = {PQsocket(pg), POLLIN, 0};
+        if (poll(&p, 1, 50) < 0 || (p.revents && !PQconsumeInput(pg)))
+          goto lost;
+      }
+    }
+  }
+lost:
+  PQfinish(pg);
+  c->pg = NULL;
+  return -1;
+}
+
+static void cancel_and_drain(struct conn *c) {
+  if (!c->pg)
+    return;
+  char err[256];
+  PGcancel *cn = PQgetCancel(c->pg);
+  if (cn) {
+    PQcancel(cn, err, sizeof err);
+    PQfreeCancel(cn);
+  }
+  drain(c);
+}
+
+/* Raises the interrupt or timeout after a stopped wait; the caller has
+ * cancelled and drained already. */
+static int raise_stop(lua_State *L, struct conn *c) {
+  clear_res(c);
+  deliver_notices(L, c);
+  rb_check_interrupt(L);
+  rb_push_error(L, RB_ERR_INTERRUPTED, NULL, "interrupted");
+  return lua_error(L);
+}
+
+/* nil, err for a wait that failed (WAIT_ERROR) */
+static int push_lost(lua_State *L, struct conn *c) {
+  clear_res(c);
+  deliver_notices(L, c);
+  lua_pushnil(L);
+  rb_pg_push_conn_error(L, "lost the connection to", c->label, c->pg ? PQerrorMessage(c->pg) : "");
+  return 2;
+}
+
+/* nil, err for a failed result held in c->res */
+static int push_failed(lua_State *L, struct conn *c) {
+  lua_pushnil(L);
+  rb_pg_push_result_error(L, c->res, c->pg ? PQerrorMessage(c->pg) : "");
+  clear_res(c);
+  deliver_notices(L, c);
+  return 2;
+}
+
+static int is_error(ExecStatusType st) {
+  return st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE || st == PGRES_NONFATAL_ERROR;
+}
+
+/* Collects the results of the command just sent: keeps the first error,
+ * or else the last result, in c->res. Returns 0, or a WAIT_ code (the
+ * command was cancelled and drained on WAIT_STOP). COPY started by a plain
+ * query is refused by ending it at once. */
+static int collect(lua_State *L, struct conn *c) {
+  int why = flush_all(L, c->pg);
+  if (why == WAIT_STOP) {
+    cancel_and_drain(c);
+    return why;
+  }
+  if (why)
+    return why;
+  for (;;) {
+    PGresult *r = next_result(L, c->pg, &why);
+    if (!r) {
+      if (why == WAIT_STOP)
+        cancel_and_drain(c);
+      return why;
+    }
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COPY_IN) {
+      PQclear(r);
+      PQputCopyEnd(c->pg, "COPY FROM STDIN needs copy_in()");
+      if ((why = flush_all(L, c->pg)) != 0)
+        return why;
+      continue;
+    }
+    if (st == PGRES_COPY_OUT) {
+      PQclear(r);
+      drain(c);
+      rb_push_error(L, "pg", "0A000", "COPY TO STDOUT needs copy_out()");
+      return lua_error(L);
+    }
+    if (c->res && is_error(PQresultStatus(c->res))) {
+      PQclear(r); /* keep the first error */
+      continue;
+    }
+    clear_res(c);
+    c->res = r;
+  }
+}
+
+/* ---- connecting ------------------------------------------------------------------ */
+
+/* Registers the password of a postgres:// URL as it is written (percent-
+ * encoded), since libpq decodes it and the raw form would not be scrubbed. */
+static void register_url_password(lua_State *L, const char *ci) {
+  const char *p = strstr(ci, "://");
+  if (!p || strncmp(ci, "postgres", 8) != 0)
+    return;
+  p += 3;
+  const char *end = p + strcspn(p, "/?");
+  const char *at = NULL;
+  for (const char *s = p; s < end; s++)
+    if (*s == '@')
+      at = s;
+  if (!at)
+    return;
+  const char *colon = memchr(p, ':', (size_t)(at - p));
+  if (colon && at - colon - 1 >= RB_REDACT_MIN)
+    rb_redactor_add_literal(rb_host_get(L)->redactor, colon + 1, (size_t)(at - colon - 1));
+}
+
+/* libpq may quote parts of a bad connection string in its message; drop
+ * every quoted part rather than risk echoing a password */
+static void push_parse_error(lua_State *L, const char *msg) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  int inq = 0;
+  for (const char *s = msg ? msg : ""; *s && *s != '\n'; s++) {
+    if (*s == '"') {
+      luaL_addstring(&b, inq ? "\"" : "\"...");
+      inq = !inq;
+    } else if (!inq) {
+      luaL_addchar(&b, *s);
+    }
+  }
+  luaL_pushresult(&b);
+  rb_push_error(L, "pg", "08P01", "invalid PostgreSQL connection string: %s", lua_tostring(L, -1));
+  lua_remove(L, -2);
+}
+
+static void set_label(struct conn *c) {
+  const char *host = PQhost(c->pg), *port = PQport(c->pg), *db = PQdb(c->pg), *user = PQuser(c->pg);
+  snprintf(c->label, sizeof c->label, "%s:%s (database \"%s\", user \"%s\")", host && *host ? host : "localhost",
+           port && *port ? port : "5432", db ? db : "", user ? user : "");
+}
+
+/* nil, err for a connection attempt that failed; the handle is closed */
+static int connect_failed(lua_State *L, struct conn *c, const char *msg) {
+  set_label(c);
+  lua_pushnil(L);
+  rb_pg_push_conn_error(L, "cannot connect to", c->label, msg);
+  PQfinish(c->pg);
+  c->pg = NULL;
+  return 2;
+}
+
+static double opt_number(lua_State *L, int t, const char *k, double def) {
+  if (lua_type(L, t) != LUA_TTABLE)
+    return def;
+  double v = def;
+  if (lua_getfield(L, t, k) != LUA_TNIL) {
+    if (!lua_isnumber(L, -1))
+      luaL_error(L, "connect: option %s must be a number", k);
+    v = lua_tonumber(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* connect(conninfo_or_secret [, {connect_timeout=s, statement_timeout=s,
+ * application_name=}]) -> Conn | nil, err */
+static int f_connect(lua_State *L) {
+  size_t len;
+  const char *ci = rb_check_bytes(L, 1, &len, NULL);
+  if (strlen(ci) != len)
+    return luaL_argerror(L, 1, "connection string contains a NUL byte");
+  double timeout = DEFAULT_CONNECT_TIMEOUT;
+  const char *appname = NULL;
+  lua_settop(L, 2);
+  if (lua_type(L, 2) == LUA_TTABLE && lua_getfield(L, 2, "application_name") != LUA_TNIL)
+    appname = luaL_checkstring(L, 3);
+  lua_settop(L, 3);
+
+  struct conn *c = lua_newuserdatauv(L, sizeof *c, 0); /* index 4 */
+  memset(c, 0, sizeof *c);
+  luaL_setmetatable(L, PG_CONN_MT);
+
+  char *perr = NULL;
+  PQconninfoOption *opts = PQconninfoParse(ci, &perr);
+  if (!opts) {
+    lua_pushnil(L);
+    push_parse_error(L, perr);
+    PQfreemem(perr);
+    return 2;
+  }
+  for (PQconninfoOption *o = opts; o->keyword; o++) {
+    if (!o->val || !*o->val)
+      continue;
+    if (strcmp(o->keyword, "password") == 0)
+      rb_redactor_add(rb_host_get(L)->redactor, o->val, strlen(o->val));
+    else if (strcmp(o->keyword, "connect_timeout") == 0 && atof(o->val) > 0)
+      timeout = atof(o->val);
+  }
+  PQconninfoFree(opts);
+  register_url_password(L, ci);
+  timeout = opt_number(L, 2, "connect_timeout", timeout);
+  double stmt_timeout = opt_number(L, 2, "statement_timeout", 0);
+
+  /* keywords before dbname are defaults the connection string may override */
+  const char *kw[5], *val[5];
+  int k = 0;
+  kw[k] = "client_encoding", val[k++] = "UTF8";
+  kw[k] = appname ? "application_name" : "fallback_application_name", val[k++] = appname ? appname : "runbook";
+  kw[k] = "dbname", val[k++] = ci;
+  kw[k] = NULL, val[k] = NULL;
+  rb_check_interrupt(L);
+  c->pg = PQconnectStartParams(kw, val, 1);
+  if (!c->pg)
+    return luaL_error(L, "out of memory");
+  set_label(c);
+  if (PQstatus(c->pg) == CONNECTION_BAD)
+    return connect_failed(L, c, PQerrorMessage(c->pg));
+  double end = rb_monotime() + timeout;
+  PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+  while (st != PGRES_POLLING_OK) {
+    if (st == PGRES_POLLING_FAILED)
+      return connect_failed(L, c, PQerrorMessage(c->pg));
+    if (rb_monotime() >= end) {
+      char msg[64];
+      snprintf(msg, sizeof msg, "timeout after %g s (connect_timeout)", timeout);
+      return connect_failed(L, c, msg);
+    }
+    int ev = wait_socket(L, c->pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 50);
+    if (ev == WAIT_STOP) {
+      PQfinish(c->pg);
+      c->pg = NULL;
+      rb_check_interrupt(L);
+      return luaL_error(L, "interrupted");
+    }
+    if (ev != 0)
+      st = PQconnectPoll(c->pg);
+  }
+  set_label(c);
+  PQsetnonblocking(c->pg, 1);
+  PQsetNoticeReceiver(c->pg, on_notice, c);
+  if (stmt_timeout > 0) {
+    char sql[64];
+    snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)llround(stmt_timeout * 1000.0));
+    if (!PQsendQuery(c->pg, sql)) {
+      lua_pushnil(L);
+      rb_pg_push_conn_error(L, "lost the connection to", c->label, PQerrorMessage(c->pg));
+      return 2;
+    }
+    int why = collect(L, c);
+    if (why == WAIT_STOP)
+      return raise_stop(L, c);
+    if (why)
+      return push_lost(L, c);
+    if (is_error(PQresultStatus(c->res)))
+      return push_failed(L, c);
+    clear_res(c);
+  }
+  lua_settop(L, 4);
+  return 1;
+}
+
+/* conninfo_parse(conninfo) -> {keyword=value...} (password as a Secret) | nil, err */
+static int f_conninfo_parse(lua_State *L) {
+  const char *ci = rb_check_bytes(L, 1, NULL, NULL);
+  char *perr = NULL;
+  PQconninfoOption *opts = PQconninfoParse(ci, &perr);
+  if (!opts) {
+    lua_pushnil(L);
+    push_parse_error(L, perr);
+    PQfreemem(perr);
+    return 2;
+  }
+  lua_newtable(L);
+  for (PQconninfoOption *o = opts; o->keyword; o++) {
+    if (!o->val)
+      continue;
+    if (strcmp(o->keyword, "password") == 0)
+      rb_secret_push(L, o->val, strlen(o->val));
+    else
+      lua_pushstring(L, o->val);
+    lua_setfield(L, -2, o->keyword);
+  }
+  PQconninfoFree(opts);
+  register_url_password(L, ci);
+  return 1;
+}
+
+/* ---- queries ---------------------------------------------------------------------- */
+
+/* Converts the arguments from index `first` on into text (or binary, for
+ * strings holding NUL bytes) parameters. The strings stay on the stack
+ * until the query is sent. */
+static int build_params(lua_State *L, int first, const char ***values, int **lengths, int **formats) {
+  int n = lua_gettop(L) - first + 1;
+  if (n <= 0)
+    return 0;
+  if (n > 65535)
+    luaL_error(L, "too many query parameters (%d)", n);
+  luaL_checkstack(L, n + 8, "too many query parameters");
+  *values = lua_newuserdatauv(L, (size_t)n * sizeof **values, 0);
+  *lengths = lua_newuserdatauv(L, (size_t)n * sizeof **lengths, 0);
+  *formats = lua_newuserdatauv(L, (size_t)n * sizeof **formats, 0);
+  for (int i = 0; i < n; i++) {
+    int idx = first + i;
+    const char *v = NULL;
+    size_t len = 0;
+    int fmt = 0;
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      break;
+    case LUA_TBOOLEAN:
+      v = lua_toboolean(L, idx) ? "true" : "false";
+      len = strlen(v);
+      break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        v = lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, idx));
+      } else {
+        double d = lua_tonumber(L, idx);
+        char buf[40];
+        if (isnan(d))
+          strcpy(buf, "NaN");
+        else if (isinf(d))
+          strcpy(buf, d > 0 ? "Infinity" : "-Infinity");
+        else
+          snprintf(buf, sizeof buf, "%.17g", d);
+        v = lua_pushstring(L, buf);
+      }
+      len = strlen(v);
+      break;
+    case LUA_TSTRING:
+      v = lua_tolstring(L, idx, &len);
+      fmt = memchr(v, '\0', len) != NULL; /* bytea with NULs goes binary */
+      break;
+    case LUA_TTABLE: {
+      char err[200];
+      struct rb_jsonopts o = {RB_SECRETS_REVEAL, 0};
+      json_t *j = rb_lua_to_json(L, idx, &o, err, sizeof err);
+      if (!j)
+        luaL_error(L, "query parameter $%d: %s", i + 1, err);
+      char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+      json_decref(j);
+      if (!s)
+        luaL_error(L, "out of memory");
+      lua_pushstring(L, s);
+      free(s);
+      v = lua_tolstring(L, -1, &len);
+      break;
+    }
+    default:
+      if (rb_is_null(L, idx))
+        break;
+      v = rb_secret_test(L, idx, &len);
+      if (!v)
+        luaL_error(L, "query parameter $%d: %s cannot be sent to PostgreSQL", i + 1, luaL_typename(L, idx));
+    }
+    (*values)[i] = v;
+    (*lengths)[i] = (int)len;
+    (*formats)[i] = fmt;
+  }
+  return n;
+}
+
+/* common tail: the command was sent; collect and push the outcome */
+static int finish(lua_State *L, struct conn *c, int rows) {
+  int why = collect(L, c);
+  if (why == WAIT_STOP)
+    return raise_stop(L, c);
+  if (why)
+    return push_lost(L, c);
+  if (!c->res || is_error(PQresultStatus(c->res)))
+    return push_failed(L, c);
+  if (rows) {
+    rb_pg_push_rows(L, c->res);
+  } else {
+    rb_pg_push_info(L, c->res);
+  }
+  clear_res(c);
+  deliver_notices(L, c);
+  return rows ? 2 : 1;
+}
+
+/* c:_query(sql, ...) -> rows, info | nil, err (one statement, $n parameters) */
+static int m_query(lua_State *L) {
+  struct conn *c = check_conn(L, 1);
+  const char *sql = luaL_checkstring(L, 2);
+  const char **values = NULL;
+  int *lengths = NULL, *formats = NULL;
+  rb_check_interrupt(L);
+  int n = build_params(L, 3, &values, &lengths, &formats);
+  if (!PQsendQueryParams(c->pg, sql, n, NULL, values, lengths, formats, 0))
+    return push_lost(L, c);
+  return finish(L, c, 1);
+}
+
+/* c:_exec(sql) -> info | nil, err (simple protocol: several statements allowed) */
+static int m_exec(lua_State *L) {
+  struct conn *c = check_conn(L, 1);
+  const char *sql = luaL_checkstring(L, 2);
+  rb_check_interrupt(L);
+  if (!PQsendQuery(c->pg, sql))
+    return push_lost(L, c);
+  return finish(L, c, 0);
+}
+
+/* ---- COPY ------------------------------------------------------------------------- */
+
+/* Sends a COPY statement and waits for the server to enter copy state
+ * `want`. Returns 0, or leaves nil, err pushed and returns 2 (or raises on
+ * a stop). */
+static int start_copy(lua_State *L, struct conn *c, const char *sql, ExecStatusType want) {
+  if (!PQsendQuery(c->pg, sql))
+    return push_lost(L, c);
+  int why = flush_all(L, c->pg);
+  if (why == 0) {
+    clear_res(c);
+    c->res = next_result(L, c->pg, &why);
+  }
+  if (why == WAIT_STOP) {
+    cancel_and_drain(c);
+    return raise_stop(L, c);
+  }
+  if (why)
+    return push_lost(L, c);
+  if (c->res && PQresultStatus(c->res) == want) {
+    clear_res(c);
+    return 0;
+  }
+  if (c->res && !is_error(PQresultStatus(c->res))) {
+    /* not a COPY in the expected direction: finish it, then complain */
+    clear_res(c);
+    drain(c);
+    lua_pushnil(L);
+    rb_push_error(L, "pg", "0A000", "%s", want == PGRES_COPY_OUT ? "copy_out() needs a COPY ... TO STDOUT statement"
+                                                                 : "copy_in() needs a COPY ... FROM STDIN statement");
+    deliver_notices(L, c);
+    return 2;
+  }
+  /* an error: collect the remaining results (the final NULL) */
+  PGresult *err = c->res;
+  c->res = NULL;
+  collect(L, c);
+  clear_res(c);
+  c->res = err;
+  return push_failed(L, c);
+}
+
+/* waits for the final result of a COPY and pushes its row count */
+static int end_copy(lua_State *L, struct conn *c, lua_Integer bytes) {
+  int why = collect(L, c);
+  if (why == WAIT_STOP)
+    return raise_stop(L, c);
+  if (why)
+    return push_lost(L, c);
+  if (!c->res || is_error(PQresultStatus(c->res)))
+    return push_failed(L, c);
+  const char *aff = PQcmdTuples(c->res);
+  lua_pushinteger(L, (lua_Integer)strtoll(aff ? aff : "0", NULL, 10));
+  lua_pushinteger(L, bytes);
+  clear_res(c);
+  deliver_notices(L, c);
+  return 2;
+}
+
+static int buf_append(struct conn *c, const char *p, size_t n) {
+  if (c->buflen + n > c->bufcap) {
+    size_t cap = c->bufcap ? c->bufcap : 65536;
+    while (cap < c->buflen + n)
+      cap *= 2;
+    char *b = realloc(c->buf, cap);
+    if (!b)
+      return -1;
+    c->buf = b;
+    c->bufcap = cap;
+  }
+  memcpy(c->buf + c->buflen, p, n);
+  c->buflen += n;
+  return 0;
+}
+
+/* calls fn(chunk) with the aggregated rows; on an error in fn the COPY is
+ * cancelled and the error re-raised */
+static void deliver_chunk(lua_State *L, struct conn *c, int fn) {
+  if (c->buflen == 0)
+    return;
+  lua_pushvalue(L, fn);
+  lua_pushlstring(L, c->buf, c->buflen);
+  c->buflen = 0;
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    cancel_and_drain(c);
+    deliver_notices(L, c);
+    lua_error(L);
+  }
+}
+
+/* c:_copy_out(sql, fn [, chunk_bytes]) -> rows, bytes | nil, err
+ * Streams COPY ... TO STDOUT to fn in chunks of whole rows. */
+static int m_copy_out(lua_State *L) {
+  struct conn *c = check_conn(L, 1);
+  const char *sql = luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  size_t chunk = (size_t)luaL_optinteger(L, 4, 262144);
+  rb_check_interrupt(L);
+  if (start_copy(L, c, sql, PGRES_COPY_OUT))
+    return 2;
+  lua_Integer bytes = 0;
+  c->buflen = 0;
+  for (;;) {
+    char *row;
+    int n = PQgetCopyData(c->pg, &row, 1);
+    if (n > 0) {
+      int bad = buf_append(c, row, (size_t)n);
+      PQfreemem(row);
+      if (bad) {
+        cancel_and_drain(c);
+        return luaL_error(L, "out of memory");
+      }
+      bytes += n;
+      if (c->buflen >= chunk)
+        deliver_chunk(L, c, 3);
+    } else if (n == 0) {
+      int ev = wait_socket(L, c->pg, POLLIN, 50);
+      if (ev == WAIT_STOP) {
+        cancel_and_drain(c);
+        return raise_stop(L, c);
+      }
+      if (ev == WAIT_ERROR || (ev && !PQconsumeInput(c->pg)))
+        return push_lost(L, c);
+    } else {
+      break; /* -1: done (the final result says how), -2: error, ditto */
+    }
+  }
+  deliver_chunk(L, c, 3);
+  return end_copy(L, c, bytes);
+}
+
+/* queues data for COPY FROM STDIN, waiting while libpq's buffer is full.
+ * 0 ok, or a WAIT_ code */
+static int put_data(lua_State *L, PGconn *pg, const char *p, size_t n) {
+  while (n > 0) {
+    int part = n > (1 << 30) ? (1 << 30) : (int)n;
+    int r;
+    while ((r = PQputCopyData(pg, p, part)) == 0) {
+      int ev = wait_socket(L, pg, POLLOUT, 50);
+      if (ev < 0)
+        return ev;
+      if (PQflush(pg) < 0)
+        return WAIT_ERROR;
+    }
+    if (r < 0)
+      return WAIT_ERROR;
+    p += part;
+    n -= (size_t)part;
+  }
+  return 0;
+}
+
+static int end_copy_in(lua_State *L, PGconn *pg, const char *errmsg) {
+  int r;
+  while ((r = PQputCopyEnd(pg, errmsg)) == 0) {
+    int ev = wait_socket(L, pg, POLLOUT, 50);
+    if (ev < 0)
+      return ev;
+  }
+  return r < 0 ? WAIT_ERROR : 0;
+}
+
+/* c:_copy_in(sql, source) -> rows, bytes | nil, err
+ * source: a string, an array of strings, or a function returning the next
+ * chunk (nil at the end). An error in the source aborts the COPY. */
+static int m_copy_in(lua_State *L) {
+  struct conn *c = check_conn(L, 1);
+  const char *sql = luaL_checkstring(L, 2);
+  int kind = lua_type(L, 3);
+  luaL_argexpected(L, kind == LUA_TSTRING || kind == LUA_TTABLE || kind == LUA_TFUNCTION, 3,
+                   "string, table or function");
+  lua_settop(L, 3);
+  rb_check_interrupt(L);
+  if (start_copy(L, c, sql, PGRES_COPY_IN))
+    return 2;
+  lua_Integer bytes = 0, i = 0;
+  int why = 0;
+  for (;;) {
+    size_t n;
+    const char *p;
+    if (kind == LUA_TSTRING) {
+      if (i++ > 0)
+        break;
+      p = lua_tolstring(L, 3, &n);
+    } else if (kind == LUA_TTABLE) {
+      if (lua_rawgeti(L, 3, ++i) == LUA_TNIL) {
+        lua_pop(L, 1);
+        break;
+      }
+      p = lua_tolstring(L, -1, &n);
+    } else {
+      lua_pushvalue(L, 3);
+      if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        end_copy_in(L, c->pg, "the data source failed");
+        cancel_and_drain(c);
+        deliver_notices(L, c);
+        return lua_error(L);
+      }
+      if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        break;
+      }
+      p = lua_tolstring(L, -1, &n);
+    }
+    if (!p) {
+      end_copy_in(L, c->pg, "bad chunk");
+      drain(c);
+      return luaL_error(L, "copy_in: chunks must be strings");
+    }
+    why = put_data(L, c->pg, p, n);
+    if (kind != LUA_TSTRING)
+      lua_pop(L, 1);
+    if (why)
+      break;
+    bytes += (lua_Integer)n;
+  }
+  if (!why)
+    why = end_copy_in(L, c->pg, NULL);
+  if (why == WAIT_STOP) {
+    end_copy_in(L, c->pg, "interrupted by runbook");
+    cancel_and_drain(c);
+    return raise_stop(L, c);
+  }
+  if (why)
+    return push_lost(L, c);
+  return end_copy(L, c, bytes);
+}
+
+/* copy_pipe(src, out_sql, dst, in_sql) -> rows, bytes | nil, err
+ * Streams COPY ... TO STDOUT on src into COPY ... FROM STDIN on dst, row by
+ * row in C. dst's COPY is aborted (its transaction keeps nothing) when src
+ * fails. Errors say which side failed. */
+static int f_copy_pipe(lua_State *L) {
+  struct conn *src = check_conn(L, 1);
+  const char *out_sql = luaL_checkstring(L, 2);
+  struct conn *dst = check_conn(L, 3);
+  const char *in_sql = luaL_checkstring(L, 4);
+  luaL_argcheck(L, src != dst, 3, "source and target must be different connections");
+  rb_check_interrupt(L);
+  if (start_copy(L, dst, in_sql, PGRES_COPY_IN))
+    return 2;
+  if (start_copy(L, src, out_sql, PGRES_COPY_OUT)) {
+    end_copy_in(L, dst->pg, "the source failed");
+    drain(dst);
+    return 2;
+  }
+  lua_Integer bytes = 0;
+  int why = 0, src_failed = 0;
+  for (;;) {
+    char *row;
+    int n = PQgetCopyData(src->pg, &row, 1);
+    if (n > 0) {
+      why = put_data(L, dst->pg, row, (size_t)n);
+      PQfreemem(row);
+      if (why)
+        break;
+      bytes += n;
+    } else if (n == 0) {
+      if (PQflush(dst->pg) < 0) {
+        why = WAIT_ERROR;
+        break;
+      }
+      int ev = wait_socket(L, src->pg, POLLIN, 50);
+      if (ev == WAIT_STOP || ev == WAIT_ERROR) {
+        why = ev;
+        src_failed = ev == WAIT_ERROR;
+        break;
+      }
+      if (ev && !PQconsumeInput(src->pg)) {
+        why = WAIT_ERROR;
+        src_failed = 1;
+        break;
+      }
+    } else {
+      break;
+    }
+  }
+  if (why == WAIT_STOP) {
+    cancel_and_drain(src);
+    end_copy_in(L, dst->pg, "interrupted by runbook");
+    drain(dst);
+    deliver_notices(L, dst);
+    return raise_stop(L, src);
+  }
+  if (why) {
+    /* one side's connection broke: stop the other cleanly */
+    if (src_failed) {
+      end_copy_in(L, dst->pg, "the source failed");
+      drain(dst);
+      return push_lost(L, src);
+    }
+    cancel_and_drain(src);
+    return push_lost(L, dst);
+  }
+  /* the source's final result: an error there must abort the target */
+  why = collect(L, src);
+  if (why == WAIT_STOP) {
+    end_copy_in(L, dst->pg, "interrupted by runbook");
+    drain(dst);
+    return raise_stop(L, src);
+  }
+  if (why || !src->res || is_error(PQresultStatus(src->res))) {
+    end_copy_in(L, dst->pg, "the source failed");
+    drain(dst);
+    return why ? push_lost(L, src) : push_failed(L, src);
+  }
+  clear_res(src);
+  deliver_notices(L, src);
+  why = end_copy_in(L, dst->pg, NULL);
+  if (why == WAIT_STOP) {
+    cancel_and_drain(dst);
+    return raise_stop(L, dst);
+  }
+  if (why)
+    return push_lost(L, dst);
+  return end_copy(L, dst, bytes);
+}
+
+/* ---- small methods ------------------------------------------------------------------ */
+
+static int m_escape_literal(lua_State *L) {
+  struct conn *c = check_conn(L, 1);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  char *e = PQescapeLiteral(c->pg, s, len);
+  if (!e)
+    return luaL_error(L, "escape_literal: %s", PQerrorMessage(c->pg));
+  lua_pushstring(L, e);
+  PQfreemem(e);
+  return 1;
+}
+
+static int m_escape_identifier(lua_State *L) {
+  struct conn *c = check_conn(L, 1);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  char *e = PQescapeIdentifier(c->pg, s, len);
+  if (!e)
+    return luaL_error(L, "escape_identifier: %s", PQerrorMessage(c->pg));
+  lua_pushstring(L, e);
+  PQfreemem(e);
+  return 1;
+}
+
+/* c:status() -> "idle" | "active" | "transaction" | "failed-transaction" | "closed" | "broken" */
+static int m_status(lua_State *L) {
+  struct conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
+  if (!c->pg) {
+    lua_pushliteral(L, "closed");
+    return 1;
+  }
+  if (PQstatus(c->pg) != CONNECTION_OK) {
+    lua_pushliteral(L, "broken");
+    return 1;
+  }
+  switch (PQtransactionStatus(c->pg)) {
+  case PQTRANS_IDLE:
+    lua_pushliteral(L, "idle");
+    break;
+  case PQTRANS_ACTIVE:
+    lua_pushliteral(L, "active");
+    break;
+  case PQTRANS_INTRANS:
+    lua_pushliteral(L, "transaction");
+    break;
+  case PQTRANS_INERROR:
+    lua_pushliteral(L, "failed-transaction");
+    break;
+  default:
+    lua_pushliteral(L, "broken");
+  }
+  return 1;
+}
+
+/* c:info() -> {host=, port=, database=, user=, server_version=, backend_pid=} */
+static int m_info(lua_State *L) {
+  struct conn *c = check_conn(L, 1);
+  lua_createtable(L, 0, 6);
+  lua_pushstring(L, PQhost(c->pg));
+  lua_setfield(L, -2, "host");
+  lua_pushstring(L, PQport(c->pg));
+  lua_setfield(L, -2, "port");
+  lua_pushstring(L, PQdb(c->pg));
+  lua_setfield(L, -2, "database");
+  lua_pushstring(L, PQuser(c->pg));
+  lua_setfield(L, -2, "user");
+  lua_pushinteger(L, PQserverVersion(c->pg));
+  lua_setfield(L, -2, "server_version");
+  lua_pushinteger(L, PQbackendPID(c->pg));
+  lua_setfield(L, -2, "backend_pid");
+  lua_pushstring(L, c->label);
+  lua_setfield(L, -2, "label");
+  return 1;
+}
+
+static int m_is_closed(lua_State *L) {
+  struct conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
+  lua_pushboolean(L, c->pg == NULL);
+  return 1;
+}
+
+static int f_is_conn(lua_State *L) {
+  lua_pushboolean(L, luaL_testudata(L, 1, PG_CONN_MT) != NULL);
+  return 1;
+}
+
+static const luaL_Reg methods[] = {
+  {"_query", m_query},
+  {"_exec", m_exec},
+  {"_copy_out", m_copy_out},
+  {"_copy_in", m_copy_in},
+  {"escape_literal", m_escape_literal},
+  {"escape_identifier", m_escape_identifier},
+  {"status", m_status},
+  {"info", m_info},
+  {"is_closed", m_is_closed},
+  {"close", conn_close},
+  {NULL, NULL},
+};
+
+static const luaL_Reg meta[] = {
+  {"__gc", conn_close},
+  {"__close", conn_close},
+  {"__tostring", conn_tostring},
+  {NULL, NULL},
+};
+
+static const luaL_Reg funcs[] = {
+  {"connect", f_connect},
+  {"conninfo_parse", f_conninfo_parse},
+  {"copy_pipe", f_copy_pipe},
+  {"is_conn", f_is_conn},
+  {"on_notice", f_on_notice},
+  {NULL, NULL},
+};
+
+int luaopen_runbook__pg(lua_State *L) {
+  /* backups pipe into pg_dump/pg_restore, which may close their end early
+   * (pg_restore --list reads only the table of contents): a write there
+   * must fail with EPIPE, not kill the process */
+  signal(SIGPIPE, SIG_IGN);
+  luaL_newmetatable(L, PG_CONN_MT);
+  luaL_setfuncs(L, meta, 0);
+  luaL_newlib(L, methods);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__index");
+  lua_remove(L, -2);
+  luaL_newlib(L, funcs);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "methods"); /* runbook.pg adds its Lua methods here */
+  lua_pushinteger(L, PQlibVersion());
+  lua_setfield(L, -2, "libpq_version");
+  rb_pg_open_sink(L);
+  return 1;
+}
