@@ -17,6 +17,7 @@ local crypto = require "runbook._crypto"
 local host = require "runbook._host"
 local audit = require "runbook.audit"
 local errors = require "runbook.errors"
+local sqlsplit = require "runbook.pg.sqlsplit"
 
 local M = {}
 
@@ -296,17 +297,47 @@ local function line_of(text, position)
   return n
 end
 
--- the message for a migration whose SQL failed
-local function failure(m, section, first_line, err, tx)
-  local where = ""
+-- Runs one section. A transactional section runs statement by statement
+-- (inside the caller's transaction), so a failure names its statement even
+-- when the server gives no position; a transaction:false section goes as
+-- one query, as dbmate sends it. Returns nil, or the error and the line
+-- (in the file) it points at, when known.
+local function run_section(db, section, first_line, tx)
+  local stmts, whole = sqlsplit.split(section)
+  if tx and not whole then
+    for _, s in ipairs(stmts) do
+      local ok, err = db:_exec(s.sql)
+      if not ok then
+        local pos = type(err.details) == "table" and err.details.position
+        return err, first_line + (pos and (s.line + line_of(s.sql, pos)) or s.content_line)
+      end
+    end
+    return nil
+  end
+  local ok, err = db:_exec(section)
+  if ok then return nil end
   local pos = type(err.details) == "table" and err.details.position
-  if pos then where = string.format(" at line %d", first_line + line_of(section, pos)) end
+  if pos then return err, first_line + line_of(section, pos) end
+  if #stmts == 1 then return err, first_line + stmts[1].content_line end
+  return err, nil
+end
+
+-- the message for a migration whose SQL failed
+local function failure(m, err, line, tx)
+  local where = line and string.format(" at line %d", line) or ""
   local tail = tx and "nothing was recorded, fix the file and run the same command again"
     or "the version was not recorded; it ran outside a transaction (transaction:false), so statements before the failing one may have taken effect: check them, fix the file and run the same command again"
   return errors.new {
     kind = "migration", code = err.code, details = err.details,
     message = string.format("%s failed%s: %s; %s", m.file, where, errors.message(err), tail),
   }
+end
+
+-- runs a plain statement of ours; returns nil or the error
+local function run_sql(db, sql)
+  local ok, err = db:_exec(sql)
+  if ok then return nil end
+  return err
 end
 
 local function record(db, names, m, who)
@@ -363,22 +394,21 @@ function M.migrate(opts)
       audit.progress(i - 1, #pending, m.file)
       local t0 = host.monotime()
       local p = m.parsed
-      local err
       if p.up_tx then
-        err = run_sql(db, "BEGIN")
-        if not err then
-          err = run_sql(db, p.up)
-          if err then
-            db:_exec("ROLLBACK")
-            error(failure(m, p.up, p.up_line, err, true), 0)
-          end
-          record(db, names, m, w)
-          err = run_sql(db, "COMMIT")
+        local err = run_sql(db, "BEGIN")
+        if err then error(err, 0) end
+        local line
+        err, line = run_section(db, p.up, p.up_line, true)
+        if err then
+          db:_exec("ROLLBACK")
+          error(failure(m, err, line, true), 0)
         end
-        if err then error(failure(m, "", p.up_line, err, true), 0) end
+        record(db, names, m, w)
+        err = run_sql(db, "COMMIT")
+        if err then error(failure(m, err, nil, true), 0) end
       else
-        err = run_sql(db, p.up)
-        if err then error(failure(m, p.up, p.up_line, err, false), 0) end
+        local err, line = run_section(db, p.up, p.up_line, false)
+        if err then error(failure(m, err, line, false), 0) end
         db:tx(function() record(db, names, m, w) end)
       end
       local ms = math.floor((host.monotime() - t0) * 1000 + 0.5)
@@ -414,8 +444,8 @@ function M._dry_run(db, names, pending, out)
       local note
       if tried and not p.up_tx then tried = false end
       if tried then
-        local e = run_sql(db, p.up)
-        if e then error(failure(m, p.up, p.up_line, e, true), 0) end
+        local e, line = run_section(db, p.up, p.up_line, true)
+        if e then error(failure(m, e, line, true), 0) end
         record(db, names, m, who())
         note = "ran inside a transaction that was rolled back"
       else
@@ -477,32 +507,41 @@ function M.rollback(opts)
     end
     local out = { rolled_back = {}, dry_run = dry }
     if dry then run_sql(db, "BEGIN") end
+    local tried = true
     for i, v in ipairs(chosen) do
       local m = by_version[v]
       local p = m.parsed
       audit.progress(i - 1, #chosen, m.file)
-      if not p.down:find("[^%s]", (p.down:find("\n") or #p.down) + 1) then
-        audit.log("warn", m.file .. ": the down section is empty; only the ledger row is removed")
-      end
-      local t0 = host.monotime()
-      local function body()
-        local e = run_sql(db, p.down)
-        if e then error(failure(m, p.down, p.down_line, e, p.down_tx or dry), 0) end
-        db:query("DELETE FROM " .. names.ledger .. " WHERE version = $1", v)
-        if exists(db, names.sums) then db:query("DELETE FROM " .. names.sums .. " WHERE version = $1", v) end
-      end
-      if dry or not p.down_tx then
-        body()
+      if dry and not p.down_tx then tried = false end
+      if not tried then
+        local note = "not tried: transaction:false sections, and those after one, cannot run inside the dry-run transaction"
+        out.rolled_back[#out.rolled_back + 1] = { version = v, file = m.file, note = note }
+        audit.action { kind = "migration", verb = "down", database = db:info().database, version = v, file = m.file,
+          sha256 = m.sha256, summary = string.format("would roll back %s (%s)", m.file, note) }
       else
-        db:tx(body)
+        if not p.down:find("[^%s]", (p.down:find("\n") or #p.down) + 1) then
+          audit.log("warn", m.file .. ": the down section is empty; only the ledger row is removed")
+        end
+        local t0 = host.monotime()
+        local function body()
+          local e, line = run_section(db, p.down, p.down_line, p.down_tx)
+          if e then error(failure(m, e, line, p.down_tx), 0) end
+          db:query("DELETE FROM " .. names.ledger .. " WHERE version = $1", v)
+          if exists(db, names.sums) then db:query("DELETE FROM " .. names.sums .. " WHERE version = $1", v) end
+        end
+        if dry or not p.down_tx then
+          body()
+        else
+          db:tx(body)
+        end
+        local ms = math.floor((host.monotime() - t0) * 1000 + 0.5)
+        out.rolled_back[#out.rolled_back + 1] = { version = v, file = m.file, ms = ms }
+        audit.action {
+          kind = "migration", verb = "down", database = db:info().database, version = v, file = m.file,
+          sha256 = m.sha256, ms = ms,
+          summary = string.format("%s %s (%d ms)", dry and "would roll back" or "rolled back", m.file, ms),
+        }
       end
-      local ms = math.floor((host.monotime() - t0) * 1000 + 0.5)
-      out.rolled_back[#out.rolled_back + 1] = { version = v, file = m.file, ms = ms }
-      audit.action {
-        kind = "migration", verb = "down", database = db:info().database, version = v, file = m.file,
-        sha256 = m.sha256, ms = ms,
-        summary = string.format("%s %s (%d ms)", dry and "would roll back" or "rolled back", m.file, ms),
-      }
     end
     if dry then run_sql(db, "ROLLBACK") end
     return out
