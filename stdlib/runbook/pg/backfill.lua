@@ -161,22 +161,32 @@ function M.backfill(opts)
       audit.log("info", string.format("%s: already complete (%d rows in %d batches)", name, row.rows, row.batches))
       return out
     end
-    local after = cursor and (" WHERE " .. k .. " > $1") or ""
+    -- statements are built by concatenation: set and where are the
+    -- caller's SQL and may hold '%'
+    local function after() return cursor and (" WHERE " .. k .. " > $1") or "" end
     local function args(...) if cursor then return cursor, ... end return ... end
-    local remaining = opts.count ~= false and db:value("SELECT count(*) FROM " .. t .. after, args()) or nil
-    local bound_sql = "SELECT " .. k .. " AS k FROM " .. t .. "%s ORDER BY " .. k .. " OFFSET %s LIMIT 1"
-    local update_sql = "UPDATE " .. t .. " SET " .. opts.set .. " WHERE %s" .. k .. " <= $%d" .. filter
+    local remaining = opts.count ~= false and db:value("SELECT count(*) FROM " .. t .. after(), args()) or nil
+    -- the batch's upper key, and whether it is the last batch
+    local function upper()
+      local rows = db:query("SELECT " .. k .. " AS k FROM " .. t .. after() .. " ORDER BY " .. k
+        .. " OFFSET " .. (batch - 1) .. " LIMIT 2", args())
+      if rows[2] then return rows[1].k, false end
+      if rows[1] then return rows[1].k, true end
+      return db:value("SELECT max(" .. k .. ") FROM " .. t .. after(), args()), true
+    end
+    local function update(hi)
+      local lo = cursor and (k .. " > $1 AND ") or ""
+      local _, info = db:query("UPDATE " .. t .. " SET " .. opts.set .. " WHERE " .. lo .. k .. " <= $"
+        .. (cursor and 2 or 1) .. filter, args(hi))
+      return info.affected or 0
+    end
     local save = save_sql(cpt)
 
     if dry then
       -- the first batch runs and is rolled back, so a wrong SET fails here
-      local hi = db:value(string.format(bound_sql, after, cursor and "$2" or "$1"), args(batch - 1))
-      if is_null(hi) then hi = db:value("SELECT max(" .. k .. ") FROM " .. t .. after, args()) end
+      local hi = upper()
       if not is_null(hi) then
-        rolled_back(db, function()
-          local _, info = db:query(string.format(update_sql, cursor and (k .. " > $1 AND ") or "", cursor and 2 or 1), args(hi))
-          out.first_batch_rows = info.affected
-        end)
+        rolled_back(db, function() out.first_batch_rows = update(hi) end)
       end
       local batches = remaining and math.ceil(remaining / batch) or nil
       out.planned_batches, out.remaining, out.dry_run = batches, remaining, true
@@ -195,15 +205,12 @@ function M.backfill(opts)
     local total_rows, total_batches = row and row.rows or 0, row and row.batches or 0
     local t0 = host.monotime()
     while true do
-      local hi = db:value(string.format(bound_sql, after, cursor and "$2" or "$1"), args(batch - 1))
-      local last = is_null(hi)
-      if last then
-        hi = db:value("SELECT max(" .. k .. ") FROM " .. t .. after, args())
-      end
+      local hi, last = upper()
       if is_null(hi) then
-        -- nothing left after the cursor: close the backfill
+        -- nothing after the cursor: close the backfill
         db:query("INSERT INTO " .. cpt .. [[ (name, cursor, done) VALUES ($1, $2, true)
           ON CONFLICT (name) DO UPDATE SET done = true, updated_at = now()]], name, cursor)
+        mirror(jkey, cursor, total_rows, total_batches, true)
         break
       end
       local n = 0
@@ -213,13 +220,11 @@ function M.backfill(opts)
           if opts.statement_timeout then
             db:query("SET LOCAL statement_timeout = " .. math.floor(opts.statement_timeout * 1000))
           end
-          local _, info = db:query(string.format(update_sql, cursor and (k .. " > $1 AND ") or "", cursor and 2 or 1), args(hi))
-          n = info.affected or 0
+          n = update(hi)
           db:query(save, name, tostring(hi), n, last)
         end)
       end)
       cursor = tostring(hi)
-      after = " WHERE " .. k .. " > $1"
       total_rows, total_batches = total_rows + n, total_batches + 1
       out.rows, out.batches = out.rows + n, out.batches + 1
       keys_done = last and (remaining or keys_done) or keys_done + batch
@@ -301,8 +306,10 @@ function M.copy_rows(opts)
       return "COPY (SELECT " .. collist .. " FROM " .. from .. " WHERE " .. lo .. k .. " <= " .. src:literal(tostring(hi)) .. ") TO STDOUT"
     end
     local function upper()
-      local hi = src:value("SELECT " .. k .. " FROM " .. from .. after() .. " ORDER BY " .. k .. " OFFSET " .. (batch - 1) .. " LIMIT 1")
-      if not is_null(hi) then return hi, false end
+      local rows = src:query("SELECT " .. k .. " AS k FROM " .. from .. after() .. " ORDER BY " .. k
+        .. " OFFSET " .. (batch - 1) .. " LIMIT 2")
+      if rows[2] then return rows[1].k, false end
+      if rows[1] then return rows[1].k, true end
       return src:value("SELECT max(" .. k .. ") FROM " .. from .. after()), true
     end
 
@@ -333,6 +340,7 @@ function M.copy_rows(opts)
       if is_null(hi) then
         dst:query("INSERT INTO " .. cpt .. [[ (name, cursor, done) VALUES ($1, $2, true)
           ON CONFLICT (name) DO UPDATE SET done = true, updated_at = now()]], name, cursor)
+        mirror(jkey, cursor, total_rows, total_batches, true)
         break
       end
       local n, bytes
