@@ -45,12 +45,15 @@ end
 
 local function mb(n) return string.format("%.1f MB", n / 1048576) end
 
-local function last_line(s)
-  local out
+-- the line of a tool's output that says what went wrong: its first
+-- "error:" line (pg_restore follows it with the failing SQL), else the last
+local function error_line(s)
+  local last
   for line in tostring(s or ""):gmatch("[^\n]+") do
-    if not line:match("^%s*$") then out = line end
+    if line:match("error: ") then return line end
+    if not line:match("^%s*$") then last = line end
   end
-  return out or ""
+  return last or ""
 end
 
 local function default_name(prefix, db)
@@ -127,7 +130,7 @@ function M.backup(opts)
     w:abort()
     if r.interrupted then host.check_interrupt() end
     fail("pg_dump", "pg_dump of %s failed (%s): %s; nothing was kept at %s", db,
-      r.code and ("exit " .. r.code) or ("signal " .. tostring(r.signal)), host.scrub(last_line(r.stderr)), location)
+      r.code and ("exit " .. r.code) or ("signal " .. tostring(r.signal)), host.scrub(error_line(r.stderr)), location)
   end
   local res = w:finish()
   local secs = host.monotime() - t0
@@ -225,7 +228,7 @@ function M.verify(opts)
   local location = source_of("pg.verify_backup", opts)
   local r, sha = run_on_backup({ opts.pg_restore or "pg_restore", "--list" }, nil, opts, opts.sha256 ~= nil)
   if r.code ~= 0 then
-    fail("invalid", "%s is not a readable pg_dump archive: %s", location, last_line(r.stdout))
+    fail("invalid", "%s is not a readable pg_dump archive: %s", location, error_line(r.stdout))
   end
   local res = { entries = 0, tables = 0, table_data = 0, location = location, sha256 = sha }
   for line in r.stdout:gmatch("[^\n]+") do
@@ -276,7 +279,7 @@ function M.restore(opts)
   if r.interrupted then host.check_interrupt() end
   if r.code ~= 0 then
     fail("pg_restore", "restore of %s into %s failed (%s): %s", location, db,
-      r.code and ("exit " .. r.code) or ("signal " .. tostring(r.signal)), host.scrub(last_line(r.stdout)))
+      r.code and ("exit " .. r.code) or ("signal " .. tostring(r.signal)), host.scrub(error_line(r.stdout)))
   end
   local secs = host.monotime() - t0
   audit.action {
@@ -302,10 +305,13 @@ function M.retention(opts)
   local cutoff = now - opts.keep_days * 86400
   local objs = opts.store:list(opts.prefix or "")
   table.sort(objs, function(a, b) return a.mtime > b.mtime end) -- newest first
+  local newest = {}
+  for i = 1, math.min(keep_min, #objs) do newest[objs[i].name] = true end
+  table.sort(objs, function(a, b) return a.mtime < b.mtime end) -- delete oldest first
   local out = { deleted = {}, kept = {} }
   local dry = audit.dry_run()
-  for i, o in ipairs(objs) do
-    if i > keep_min and o.mtime < cutoff then
+  for _, o in ipairs(objs) do
+    if not newest[o.name] and o.mtime < cutoff then
       if not dry then opts.store:delete(o.name) end
       out.deleted[#out.deleted + 1] = o.name
       audit.action {
