@@ -19,6 +19,7 @@ M.null = json.decode("null")
 
 ---@class runbook.pg.Conn
 local Conn = core.methods
+local close = Conn.close -- the C close, before the Lua one below wraps it
 
 -- per connection: transaction depth, dry-run wrapping
 local state = setmetatable({}, { __mode = "k" })
@@ -174,11 +175,14 @@ function Conn:tx(fn, opts)
   local r = table.pack(pcall(fn, self))
   st.depth = st.depth - 1
   if not r[1] then
-    local rolled = self:is_closed() == false and self:_exec(sp and ("ROLLBACK TO SAVEPOINT " .. sp) or "ROLLBACK")
-    if not rolled and not self:is_closed() and not sp then
-      -- the rollback itself failed (interrupted): never leave a half
-      -- transaction on a connection someone may use again
-      self:close()
+    local ok_call, rolled = false, nil
+    if not self:is_closed() then
+      ok_call, rolled = pcall(self._exec, self, sp and ("ROLLBACK TO SAVEPOINT " .. sp) or "ROLLBACK")
+    end
+    if not (ok_call and rolled) and not sp then
+      -- the rollback itself failed (interrupted, connection lost): never
+      -- leave a half transaction on a connection someone may use again
+      close(self)
     end
     error(r[2], 0)
   end
@@ -216,7 +220,6 @@ end
 function Conn:literal(s) return self:escape_literal(tostring(s)) end
 function Conn:ident(s) return self:escape_identifier(s) end
 
-local close = Conn.close
 --- Closes the connection (a dry-run connection rolls back first). Safe to
 --- call twice; `local db <close> = pg.connect(url)` closes it on scope exit.
 function Conn:close()
