@@ -175,6 +175,13 @@ describe("runbook.pg backups", function()
       dir, res.sha256, string.rep("0", 64)), err2.message)
   end)
 
+  it("backs up and verifies an empty database", function()
+    local empty = srv:createdb("empty")
+    local res = pg.backup { url = empty, store = store, name = "empty.dump" }
+    local v = pg.verify_backup { store = store, name = "empty.dump", sha256 = res.sha256 }
+    assert.are.same({ 0, 0, "empty", "CUSTOM" }, { v.tables, v.table_data, v.database, v.format })
+  end)
+
   it("verifies and restores by streaming from a store without local paths", function()
     local res = pg.backup { url = url, store = store, name = "s.dump" }
     -- the same store with no path(): as object storage would be

@@ -231,9 +231,11 @@ function M.verify(opts)
     fail("invalid", "%s is not a readable pg_dump archive: %s", location, error_line(r.stdout))
   end
   local res = { entries = 0, tables = 0, table_data = 0, location = location, sha256 = sha }
+  local format
   for line in r.stdout:gmatch("[^\n]+") do
-    local db = line:match("^;%s+dbname: (.+)$") or line:match("^;%s+Dbname: (.+)$")
+    local db = line:match("^;%s+dbname: (.+)$")
     if db then res.database = db end
+    format = format or line:match("^;%s+Format: (%u+)")
     if line:match("^%d+;") then
       res.entries = res.entries + 1
       if line:match("^%d+; %d+ %d+ TABLE DATA ") then
@@ -243,7 +245,9 @@ function M.verify(opts)
       end
     end
   end
-  if res.entries == 0 then fail("invalid", "%s lists no entries", location) end
+  -- an empty database lists no entries, but every archive has its header
+  if not format then fail("invalid", "%s is not a readable pg_dump archive: pg_restore --list printed no header", location) end
+  res.format = format
   if opts.sha256 and sha ~= opts.sha256 then
     fail("checksum", "%s has sha256 %s, expected %s: the backup was altered or damaged", location, sha, opts.sha256)
   end
