@@ -143,7 +143,7 @@ static void set_command(lua_State *L, const PGresult *res) {
 }
 
 void rb_pg_push_info(lua_State *L, const PGresult *res) {
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 4);
   set_command(L, res);
   int nf = PQnfields(res);
   lua_createtable(L, nf, 0);
@@ -153,6 +153,13 @@ void rb_pg_push_info(lua_State *L, const PGresult *res) {
   }
   rb_mark_array(L, -1);
   lua_setfield(L, -2, "fields");
+  lua_createtable(L, nf, 0);
+  for (int i = 0; i < nf; i++) {
+    lua_pushinteger(L, (lua_Integer)PQftype(res, i));
+    lua_rawseti(L, -2, i + 1);
+  }
+  rb_mark_array(L, -1);
+  lua_setfield(L, -2, "types");
 }
 
 void rb_pg_push_rows(lua_State *L, const PGresult *res) {

@@ -208,7 +208,7 @@ describe("runbook.pg backfills", function()
       local res, seen = with_step(function()
         return pg.copy_rows { from = url, to = url2, table = "items", batch = 2500 }
       end)
-      assert.are.same({ 10000, 4, true }, { res.rows, res.batches, res.done })
+      assert.are.same({ 10000, 4, true, "binary" }, { res.rows, res.batches, res.done, res.format })
       assert.is_true(res.bytes > 10000 * 6)
       assert.are.equal(digest(db), digest(other))
       local cp = other:query_one("SELECT * FROM runbook_backfill_checkpoints")
@@ -230,6 +230,21 @@ describe("runbook.pg backfills", function()
         target_table = "summary", batch = 300 }
       assert.are.same({ 1000, 4 }, { res.rows, res.batches })
       assert.are.equal(2 * (9001 + 10000) * 1000 // 2, other:value("SELECT sum(doubled) FROM summary"))
+    end)
+
+    it("uses COPY's binary format only when the column types match exactly", function()
+      other:exec("DROP TABLE items; CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, new_col int)")
+      local res = pg.copy_rows { from = url, to = url2, table = "items", batch = 4000, name = "widen" }
+      assert.are.equal("text", res.format)
+      assert.are.equal(10000, res.rows)
+      assert.are.equal(digest(db), digest(other))
+      local ok, err = pcall(pg.copy_rows, { from = url, to = url2, table = "items", format = "binary", name = "widen2" })
+      assert.is_false(ok)
+      assert.are.equal("pg.copy_rows: format binary needs the same built-in column types on both sides", err.message)
+      other:exec("TRUNCATE items")
+      local t = pg.copy_rows { from = url, to = url2, table = "items", format = "text", name = "as-text" }
+      assert.are.equal("text", t.format)
+      assert.are.equal(digest(db), digest(other))
     end)
 
     it("resumes after the last committed batch", function()

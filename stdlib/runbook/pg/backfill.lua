@@ -251,17 +251,48 @@ end
 -- ---------------------------------------------------------------------------
 -- between databases
 
+-- First OID of user-defined objects: below it, types are built in and have
+-- the same OID and binary form in every database of a server version.
+local FIRST_USER_OID = 16384
+
+-- COPY's binary format skips text formatting and parsing on both servers
+-- (much faster for timestamps and numerics) but needs every column to
+-- have exactly the same built-in type on both sides; "auto" checks that.
+local function binary_ok(choice, shape, cols, dst, target)
+  if choice == "text" then return false end
+  local src_type = {}
+  for i, f in ipairs(shape.fields) do src_type[f] = shape.types[i] end
+  local dst_type = {}
+  for _, r in ipairs(dst:query([[SELECT attname, atttypid::int8 AS oid FROM pg_attribute
+    WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped]], target)) do
+    dst_type[r.attname] = r.oid
+  end
+  local same = true
+  for _, c in ipairs(cols) do
+    local t = src_type[c]
+    if not t or t ~= dst_type[c] or t >= FIRST_USER_OID then same = false end
+  end
+  if choice == "binary" and not same then
+    errors.raise { kind = "backfill", code = "format",
+      message = "pg.copy_rows: format binary needs the same built-in column types on both sides" }
+  end
+  return same
+end
+
 --- Copies rows from one database into a table of another with COPY,
 --- streamed, in batches of key ranges; each batch and its cursor commit
 --- together in the target.
----@param opts {from:string|userdata|runbook.pg.Conn, to:string|userdata|runbook.pg.Conn, table:string|nil, query:string|nil, key:string|nil, batch:integer|nil, target_table:string|nil, columns:string[]|nil, name:string|nil, restart:boolean|nil, throttle:number|nil, count:boolean|nil, checkpoint_table:string|nil}
----@return {name:string, rows:integer, batches:integer, bytes:integer, done:boolean, already_done:boolean, seconds:number, rows_per_second:number}
+---@param opts {from:string|userdata|runbook.pg.Conn, to:string|userdata|runbook.pg.Conn, table:string|nil, query:string|nil, key:string|nil, batch:integer|nil, target_table:string|nil, columns:string[]|nil, name:string|nil, restart:boolean|nil, throttle:number|nil, count:boolean|nil, checkpoint_table:string|nil, format:"auto"|"text"|"binary"|nil}
+---@return {name:string, rows:integer, batches:integer, bytes:integer, done:boolean, already_done:boolean, seconds:number, rows_per_second:number, format:string}
 function M.copy_rows(opts)
   if type(opts) ~= "table" then error("pg.copy_rows: options table expected", 2) end
   if opts.table == nil and opts.query == nil then error("pg.copy_rows: table or query required", 2) end
   if opts.table ~= nil and opts.query ~= nil then error("pg.copy_rows: give table or query, not both", 2) end
   local target_name = opts.target_table or opts.table
   if type(target_name) ~= "string" then error("pg.copy_rows: target_table required with query", 2) end
+  if opts.format ~= nil and opts.format ~= "auto" and opts.format ~= "text" and opts.format ~= "binary" then
+    error("pg.copy_rows: format must be auto, text or binary", 2)
+  end
   local key = opts.key or "id"
   local batch = opts.batch or 50000
   if math.type(batch) ~= "integer" or batch < 1 then error("pg.copy_rows: batch must be a positive integer", 2) end
@@ -273,15 +304,14 @@ function M.copy_rows(opts)
     local name = opts.name or ("copy:" .. target_name .. ":" .. crypto.sha256(q):sub(1, 12))
     local jkey = "pg.backfill:" .. name
     local k = src:ident(key)
-    local cols = opts.columns
-    if not cols then
-      local _, info = src:query("SELECT * FROM (" .. q .. ") s LIMIT 0")
-      cols = info.fields
-    end
+    local _, shape = src:query("SELECT * FROM (" .. q .. ") s LIMIT 0")
+    local cols = opts.columns or shape.fields
     local qcols = {}
     for i, c in ipairs(cols) do qcols[i] = src:ident(c) end
     local collist = table.concat(qcols, ", ")
     local target = qualified(dst, target_name)
+    local format = binary_ok(opts.format, shape, cols, dst, target) and "binary" or "text"
+    local with = format == "binary" and " WITH (FORMAT binary)" or ""
     local cpt = qualified(dst, opts.checkpoint_table or M.CHECKPOINT_TABLE)
     local dry = audit.dry_run()
     if not dry then ensure_checkpoints(dst, cpt) end
@@ -291,7 +321,7 @@ function M.copy_rows(opts)
     else
       row, cursor = start_state(dst, cpt, name, opts.restart and not dry, jkey)
     end
-    local out = { name = name, rows = 0, batches = 0, bytes = 0, done = false, already_done = false }
+    local out = { name = name, rows = 0, batches = 0, bytes = 0, done = false, already_done = false, format = format }
     if row and row.done then
       out.rows, out.batches, out.done, out.already_done = row.rows, row.batches, true, true
       audit.log("info", string.format("%s: already complete (%d rows in %d batches)", name, row.rows, row.batches))
@@ -300,10 +330,10 @@ function M.copy_rows(opts)
     local from = "(" .. q .. ") s"
     local function after() return cursor and (" WHERE " .. k .. " > " .. src:literal(cursor)) or "" end
     local remaining = opts.count ~= false and src:value("SELECT count(*) FROM " .. from .. after()) or nil
-    local in_sql = "COPY " .. target .. " (" .. collist .. ") FROM STDIN"
+    local in_sql = "COPY " .. target .. " (" .. collist .. ") FROM STDIN" .. with
     local function out_sql(hi)
       local lo = cursor and (k .. " > " .. src:literal(cursor) .. " AND ") or ""
-      return "COPY (SELECT " .. collist .. " FROM " .. from .. " WHERE " .. lo .. k .. " <= " .. src:literal(tostring(hi)) .. ") TO STDOUT"
+      return "COPY (SELECT " .. collist .. " FROM " .. from .. " WHERE " .. lo .. k .. " <= " .. src:literal(tostring(hi)) .. ") TO STDOUT" .. with
     end
     local function upper()
       local rows = src:query("SELECT " .. k .. " AS k FROM " .. from .. after() .. " ORDER BY " .. k
