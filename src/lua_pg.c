@@ -7,6 +7,9 @@
  *
  * Methods that meet the outside world failing return nil and a structured
  * error; the public module (runbook.pg, in Lua) raises by default.
+ *
+ * This file: the connection's lifecycle, notices, connecting, queries and
+ * the module table. Waiting is in pg_io.c, COPY in pg_copy.c.
  */
 #include <errno.h>
 #include <math.h>
@@ -31,28 +34,10 @@
 #define NOTICE_KEY "runbook.pg.notice"
 #define MAX_NOTICES 1000
 #define DEFAULT_CONNECT_TIMEOUT 10.0
-#define DRAIN_SECONDS 5.0
-
-struct conn {
-  PGconn *pg;     /* NULL once closed */
-  PGresult *res;  /* the result being converted; freed by close if a raise intervenes */
-  char label[320];
-  char **notices; /* server notices waiting to be logged */
-  int nnotices, capnotices, dropped;
-  char *buf; /* COPY TO aggregation */
-  size_t buflen, bufcap;
-};
 
 /* ---- lifecycle ------------------------------------------------------------- */
 
-static void clear_res(struct conn *c) {
-  if (c->res) {
-    PQclear(c->res);
-    c->res = NULL;
-  }
-}
-
-static void free_notices(struct conn *c) {
+static void free_notices(struct rb_pg_conn *c) {
   for (int i = 0; i < c->nnotices; i++)
     free(c->notices[i]);
   c->nnotices = 0;
@@ -60,8 +45,8 @@ static void free_notices(struct conn *c) {
 }
 
 static int conn_close(lua_State *L) {
-  struct conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
-  clear_res(c);
+  struct rb_pg_conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
+  rb_pg_clear_res(c);
   if (c->pg) {
     PQfinish(c->pg);
     c->pg = NULL;
@@ -76,15 +61,15 @@ static int conn_close(lua_State *L) {
   return 0;
 }
 
-static struct conn *check_conn(lua_State *L, int idx) {
-  struct conn *c = luaL_checkudata(L, idx, PG_CONN_MT);
+struct rb_pg_conn *rb_pg_check_conn(lua_State *L, int idx) {
+  struct rb_pg_conn *c = luaL_checkudata(L, idx, PG_CONN_MT);
   if (!c->pg)
     luaL_error(L, "attempt to use a closed PostgreSQL connection");
   return c;
 }
 
 static int conn_tostring(lua_State *L) {
-  struct conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
+  struct rb_pg_conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
   if (c->pg)
     lua_pushfstring(L, "runbook.pg.Conn (%s)", c->label);
   else
@@ -95,7 +80,7 @@ static int conn_tostring(lua_State *L) {
 /* ---- notices ------------------------------------------------------------------ */
 
 static void on_notice(void *arg, const PGresult *res) {
-  struct conn *c = arg;
+  struct rb_pg_conn *c = arg;
   if (c->nnotices >= MAX_NOTICES) {
     c->dropped++;
     return;
@@ -123,7 +108,7 @@ static void on_notice(void *arg, const PGresult *res) {
 /* Hands queued notices to the handler runbook.pg installed (it logs them
  * through the audit hub). Called at the end of every operation, after the
  * libpq state is settled; a failing handler is ignored. */
-static void deliver_notices(lua_State *L, struct conn *c) {
+void rb_pg_deliver_notices(lua_State *L, struct rb_pg_conn *c) {
   if (c->nnotices == 0 && c->dropped == 0)
     return;
   int top = lua_gettop(L);
@@ -153,197 +138,6 @@ static int f_on_notice(lua_State *L) {
   lua_settop(L, 1);
   lua_setfield(L, LUA_REGISTRYINDEX, NOTICE_KEY);
   return 0;
-}
-
-/* ---- waiting on the socket ------------------------------------------------------- */
-
-static int stop_requested(lua_State *L) {
-  if (rb_interrupted)
-    return 1;
-  double d = rb_deadline(L);
-  return d > 0 && rb_monotime() >= d;
-}
-
-#define WAIT_STOP (-1)
-#define WAIT_ERROR (-2)
-
-/* Waits up to one slice for events on the connection's socket. Returns the
- * revents (0 when the slice passed), WAIT_STOP on Ctrl-C or the step's
- * deadline, WAIT_ERROR when the socket is gone. */
-static int wait_socket(lua_State *L, PGconn *pg, short events, int slice_ms) {
-  if (stop_requested(L))
-    return WAIT_STOP;
-  int fd = PQsocket(pg);
-  if (fd < 0)
-    return WAIT_ERROR;
-  struct pollfd p = {fd, events, 0};
-  int r = poll(&p, 1, slice_ms);
-  if (r < 0)
-    return errno == EINTR ? 0 : WAIT_ERROR;
-  return r == 0 ? 0 : (p.revents ? p.revents : 0);
-}
-
-/* Sends everything queued (non-blocking mode). 0 done, or a WAIT_ code. */
-static int flush_all(lua_State *L, PGconn *pg) {
-  int r;
-  while ((r = PQflush(pg)) == 1) {
-    int ev = wait_socket(L, pg, POLLOUT | POLLIN, 50);
-    if (ev < 0)
-      return ev;
-    if ((ev & POLLIN) && !PQconsumeInput(pg))
-      return WAIT_ERROR;
-  }
-  return r == 0 ? 0 : WAIT_ERROR;
-}
-
-/* The next result, or NULL when the command is complete (*why = 0), was
- * stopped (WAIT_STOP) or the connection failed (WAIT_ERROR). */
-static PGresult *next_result(lua_State *L, PGconn *pg, int *why) {
-  *why = 0;
-  while (PQisBusy(pg)) {
-    int ev = wait_socket(L, pg, POLLIN, 50);
-    if (ev < 0) {
-      *why = ev;
-      return NULL;
-    }
-    if (ev && !PQconsumeInput(pg)) {
-      *why = WAIT_ERROR;
-      return NULL;
-    }
-  }
-  return PQgetResult(pg);
-}
-
-/* Bounded, uninterruptible drain after a cancel: reads and drops whatever
- * the server still sends for the current command. Returns 0 when the
- * connection is back to idle, -1 when it had to be closed. */
-static int drain(struct conn *c) {
-  double end = rb_monotime() + DRAIN_SECONDS;
-  PGconn *pg = c->pg;
-  for (;;) {
-    if (rb_monotime() > end)
-      goto lost;
-    PQflush(pg);
-    if (PQisBusy(pg)) {
-      struct pollfd p = {PQsocket(pg), POLLIN, 0};
-      if (p.fd < 0 || poll(&p, 1, 50) < 0 || (p.revents && !PQconsumeInput(pg)))
-        goto lost;
-      continue;
-    }
-    PGresult *r = PQgetResult(pg);
-    if (!r)
-      return 0;
-    ExecStatusType st = PQresultStatus(r);
-    PQclear(r);
-    if (st == PGRES_COPY_IN) {
-      if (PQputCopyEnd(pg, "interrupted by runbook") < 0)
-        goto lost;
-    } else if (st == PGRES_COPY_OUT) {
-      char *row;
-      int n;
-      while ((n = PQgetCopyData(pg, &row, 1)) != -1) {
-        if (n > 0) {
-          PQfreemem(row);
-          continue;
-        }
-        if (n == -2 || rb_monotime() > end)
-          goto lost;
-        struct pollfd p = {PQsocket(pg), POLLIN, 0};
-        if (poll(&p, 1, 50) < 0 || (p.revents && !PQconsumeInput(pg)))
-          goto lost;
-      }
-    }
-  }
-lost:
-  PQfinish(pg);
-  c->pg = NULL;
-  return -1;
-}
-
-static void cancel_and_drain(struct conn *c) {
-  if (!c->pg)
-    return;
-  char err[256];
-  PGcancel *cn = PQgetCancel(c->pg);
-  if (cn) {
-    PQcancel(cn, err, sizeof err);
-    PQfreeCancel(cn);
-  }
-  drain(c);
-}
-
-/* Raises the interrupt or timeout after a stopped wait; the caller has
- * cancelled and drained already. */
-static int raise_stop(lua_State *L, struct conn *c) {
-  clear_res(c);
-  deliver_notices(L, c);
-  rb_check_interrupt(L);
-  rb_push_error(L, RB_ERR_INTERRUPTED, NULL, "interrupted");
-  return lua_error(L);
-}
-
-/* nil, err for a wait that failed (WAIT_ERROR) */
-static int push_lost(lua_State *L, struct conn *c) {
-  clear_res(c);
-  deliver_notices(L, c);
-  lua_pushnil(L);
-  rb_pg_push_conn_error(L, "lost the connection to", c->label, c->pg ? PQerrorMessage(c->pg) : "");
-  return 2;
-}
-
-/* nil, err for a failed result held in c->res */
-static int push_failed(lua_State *L, struct conn *c) {
-  lua_pushnil(L);
-  rb_pg_push_result_error(L, c->res, c->pg ? PQerrorMessage(c->pg) : "");
-  clear_res(c);
-  deliver_notices(L, c);
-  return 2;
-}
-
-static int is_error(ExecStatusType st) {
-  return st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE || st == PGRES_NONFATAL_ERROR;
-}
-
-/* Collects the results of the command just sent: keeps the first error,
- * or else the last result, in c->res. Returns 0, or a WAIT_ code (the
- * command was cancelled and drained on WAIT_STOP). COPY started by a plain
- * query is refused by ending it at once. */
-static int collect(lua_State *L, struct conn *c) {
-  int why = flush_all(L, c->pg);
-  if (why == WAIT_STOP) {
-    cancel_and_drain(c);
-    return why;
-  }
-  if (why)
-    return why;
-  for (;;) {
-    PGresult *r = next_result(L, c->pg, &why);
-    if (!r) {
-      if (why == WAIT_STOP)
-        cancel_and_drain(c);
-      return why;
-    }
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_COPY_IN) {
-      PQclear(r);
-      PQputCopyEnd(c->pg, "COPY FROM STDIN needs copy_in()");
-      if ((why = flush_all(L, c->pg)) != 0)
-        return why;
-      continue;
-    }
-    if (st == PGRES_COPY_OUT) {
-      PQclear(r);
-      drain(c);
-      rb_push_error(L, "pg", "0A000", "COPY TO STDOUT needs copy_out()");
-      return lua_error(L);
-    }
-    if (c->res && is_error(PQresultStatus(c->res))) {
-      PQclear(r); /* keep the first error */
-      continue;
-    }
-    clear_res(c);
-    c->res = r;
-  }
 }
 
 /* ---- connecting ------------------------------------------------------------------ */
@@ -386,14 +180,14 @@ static void push_parse_error(lua_State *L, const char *msg) {
   lua_remove(L, -2);
 }
 
-static void set_label(struct conn *c) {
+static void set_label(struct rb_pg_conn *c) {
   const char *host = PQhost(c->pg), *port = PQport(c->pg), *db = PQdb(c->pg), *user = PQuser(c->pg);
   snprintf(c->label, sizeof c->label, "%s:%s (database \"%s\", user \"%s\")", host && *host ? host : "localhost",
            port && *port ? port : "5432", db ? db : "", user ? user : "");
 }
 
 /* nil, err for a connection attempt that failed; the handle is closed */
-static int connect_failed(lua_State *L, struct conn *c, const char *msg) {
+static int connect_failed(lua_State *L, struct rb_pg_conn *c, const char *msg) {
   set_label(c);
   lua_pushnil(L);
   rb_pg_push_conn_error(L, "cannot connect to", c->label, msg);
@@ -429,7 +223,7 @@ static int f_connect(lua_State *L) {
     appname = luaL_checkstring(L, 3);
   lua_settop(L, 3);
 
-  struct conn *c = lua_newuserdatauv(L, sizeof *c, 0); /* index 4 */
+  struct rb_pg_conn *c = lua_newuserdatauv(L, sizeof *c, 0); /* index 4 */
   memset(c, 0, sizeof *c);
   luaL_setmetatable(L, PG_CONN_MT);
 
@@ -478,8 +272,8 @@ static int f_connect(lua_State *L) {
       snprintf(msg, sizeof msg, "timeout after %g s (connect_timeout)", timeout);
       return connect_failed(L, c, msg);
     }
-    int ev = wait_socket(L, c->pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 50);
-    if (ev == WAIT_STOP) {
+    int ev = rb_pg_wait(L, c->pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 50);
+    if (ev == RB_PG_STOP) {
       PQfinish(c->pg);
       c->pg = NULL;
       rb_check_interrupt(L);
@@ -499,14 +293,14 @@ static int f_connect(lua_State *L) {
       rb_pg_push_conn_error(L, "lost the connection to", c->label, PQerrorMessage(c->pg));
       return 2;
     }
-    int why = collect(L, c);
-    if (why == WAIT_STOP)
-      return raise_stop(L, c);
+    int why = rb_pg_collect(L, c);
+    if (why == RB_PG_STOP)
+      return rb_pg_raise_stop(L, c);
     if (why)
-      return push_lost(L, c);
-    if (is_error(PQresultStatus(c->res)))
-      return push_failed(L, c);
-    clear_res(c);
+      return rb_pg_push_lost(L, c);
+    if (rb_pg_is_error(PQresultStatus(c->res)))
+      return rb_pg_push_failed(L, c);
+    rb_pg_clear_res(c);
   }
   lua_settop(L, 4);
   return 1;
@@ -614,370 +408,52 @@ static int build_params(lua_State *L, int first, const char ***values, int **len
   return n;
 }
 
-/* common tail: the command was sent; collect and push the outcome */
-static int finish(lua_State *L, struct conn *c, int rows) {
-  int why = collect(L, c);
-  if (why == WAIT_STOP)
-    return raise_stop(L, c);
+/* common tail: the command was sent; rb_pg_collect and push the outcome */
+static int finish(lua_State *L, struct rb_pg_conn *c, int rows) {
+  int why = rb_pg_collect(L, c);
+  if (why == RB_PG_STOP)
+    return rb_pg_raise_stop(L, c);
   if (why)
-    return push_lost(L, c);
-  if (!c->res || is_error(PQresultStatus(c->res)))
-    return push_failed(L, c);
+    return rb_pg_push_lost(L, c);
+  if (!c->res || rb_pg_is_error(PQresultStatus(c->res)))
+    return rb_pg_push_failed(L, c);
   if (rows) {
     rb_pg_push_rows(L, c->res);
   } else {
     rb_pg_push_info(L, c->res);
   }
-  clear_res(c);
-  deliver_notices(L, c);
+  rb_pg_clear_res(c);
+  rb_pg_deliver_notices(L, c);
   return rows ? 2 : 1;
 }
 
 /* c:_query(sql, ...) -> rows, info | nil, err (one statement, $n parameters) */
 static int m_query(lua_State *L) {
-  struct conn *c = check_conn(L, 1);
+  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
   const char *sql = luaL_checkstring(L, 2);
   const char **values = NULL;
   int *lengths = NULL, *formats = NULL;
   rb_check_interrupt(L);
   int n = build_params(L, 3, &values, &lengths, &formats);
   if (!PQsendQueryParams(c->pg, sql, n, NULL, values, lengths, formats, 0))
-    return push_lost(L, c);
+    return rb_pg_push_lost(L, c);
   return finish(L, c, 1);
 }
 
 /* c:_exec(sql) -> info | nil, err (simple protocol: several statements allowed) */
 static int m_exec(lua_State *L) {
-  struct conn *c = check_conn(L, 1);
+  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
   const char *sql = luaL_checkstring(L, 2);
   rb_check_interrupt(L);
   if (!PQsendQuery(c->pg, sql))
-    return push_lost(L, c);
+    return rb_pg_push_lost(L, c);
   return finish(L, c, 0);
-}
-
-/* ---- COPY ------------------------------------------------------------------------- */
-
-/* Sends a COPY statement and waits for the server to enter copy state
- * `want`. Returns 0, or leaves nil, err pushed and returns 2 (or raises on
- * a stop). */
-static int start_copy(lua_State *L, struct conn *c, const char *sql, ExecStatusType want) {
-  if (!PQsendQuery(c->pg, sql))
-    return push_lost(L, c);
-  int why = flush_all(L, c->pg);
-  if (why == 0) {
-    clear_res(c);
-    c->res = next_result(L, c->pg, &why);
-  }
-  if (why == WAIT_STOP) {
-    cancel_and_drain(c);
-    return raise_stop(L, c);
-  }
-  if (why)
-    return push_lost(L, c);
-  if (c->res && PQresultStatus(c->res) == want) {
-    clear_res(c);
-    return 0;
-  }
-  if (c->res && !is_error(PQresultStatus(c->res))) {
-    /* not a COPY in the expected direction: finish it, then complain */
-    clear_res(c);
-    drain(c);
-    lua_pushnil(L);
-    rb_push_error(L, "pg", "0A000", "%s", want == PGRES_COPY_OUT ? "copy_out() needs a COPY ... TO STDOUT statement"
-                                                                 : "copy_in() needs a COPY ... FROM STDIN statement");
-    deliver_notices(L, c);
-    return 2;
-  }
-  /* an error: collect the remaining results (the final NULL) */
-  PGresult *err = c->res;
-  c->res = NULL;
-  collect(L, c);
-  clear_res(c);
-  c->res = err;
-  return push_failed(L, c);
-}
-
-/* waits for the final result of a COPY and pushes its row count */
-static int end_copy(lua_State *L, struct conn *c, lua_Integer bytes) {
-  int why = collect(L, c);
-  if (why == WAIT_STOP)
-    return raise_stop(L, c);
-  if (why)
-    return push_lost(L, c);
-  if (!c->res || is_error(PQresultStatus(c->res)))
-    return push_failed(L, c);
-  const char *aff = PQcmdTuples(c->res);
-  lua_pushinteger(L, (lua_Integer)strtoll(aff ? aff : "0", NULL, 10));
-  lua_pushinteger(L, bytes);
-  clear_res(c);
-  deliver_notices(L, c);
-  return 2;
-}
-
-static int buf_append(struct conn *c, const char *p, size_t n) {
-  if (c->buflen + n > c->bufcap) {
-    size_t cap = c->bufcap ? c->bufcap : 65536;
-    while (cap < c->buflen + n)
-      cap *= 2;
-    char *b = realloc(c->buf, cap);
-    if (!b)
-      return -1;
-    c->buf = b;
-    c->bufcap = cap;
-  }
-  memcpy(c->buf + c->buflen, p, n);
-  c->buflen += n;
-  return 0;
-}
-
-/* calls fn(chunk) with the aggregated rows; on an error in fn the COPY is
- * cancelled and the error re-raised */
-static void deliver_chunk(lua_State *L, struct conn *c, int fn) {
-  if (c->buflen == 0)
-    return;
-  lua_pushvalue(L, fn);
-  lua_pushlstring(L, c->buf, c->buflen);
-  c->buflen = 0;
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    cancel_and_drain(c);
-    deliver_notices(L, c);
-    lua_error(L);
-  }
-}
-
-/* c:_copy_out(sql, fn [, chunk_bytes]) -> rows, bytes | nil, err
- * Streams COPY ... TO STDOUT to fn in chunks of whole rows. */
-static int m_copy_out(lua_State *L) {
-  struct conn *c = check_conn(L, 1);
-  const char *sql = luaL_checkstring(L, 2);
-  luaL_checktype(L, 3, LUA_TFUNCTION);
-  size_t chunk = (size_t)luaL_optinteger(L, 4, 262144);
-  rb_check_interrupt(L);
-  if (start_copy(L, c, sql, PGRES_COPY_OUT))
-    return 2;
-  lua_Integer bytes = 0;
-  c->buflen = 0;
-  for (;;) {
-    char *row;
-    int n = PQgetCopyData(c->pg, &row, 1);
-    if (n > 0) {
-      int bad = buf_append(c, row, (size_t)n);
-      PQfreemem(row);
-      if (bad) {
-        cancel_and_drain(c);
-        return luaL_error(L, "out of memory");
-      }
-      bytes += n;
-      if (c->buflen >= chunk)
-        deliver_chunk(L, c, 3);
-    } else if (n == 0) {
-      int ev = wait_socket(L, c->pg, POLLIN, 50);
-      if (ev == WAIT_STOP) {
-        cancel_and_drain(c);
-        return raise_stop(L, c);
-      }
-      if (ev == WAIT_ERROR || (ev && !PQconsumeInput(c->pg)))
-        return push_lost(L, c);
-    } else {
-      break; /* -1: done (the final result says how), -2: error, ditto */
-    }
-  }
-  deliver_chunk(L, c, 3);
-  return end_copy(L, c, bytes);
-}
-
-/* queues data for COPY FROM STDIN, waiting while libpq's buffer is full.
- * 0 ok, or a WAIT_ code */
-static int put_data(lua_State *L, PGconn *pg, const char *p, size_t n) {
-  while (n > 0) {
-    int part = n > (1 << 30) ? (1 << 30) : (int)n;
-    int r;
-    while ((r = PQputCopyData(pg, p, part)) == 0) {
-      int ev = wait_socket(L, pg, POLLOUT, 50);
-      if (ev < 0)
-        return ev;
-      if (PQflush(pg) < 0)
-        return WAIT_ERROR;
-    }
-    if (r < 0)
-      return WAIT_ERROR;
-    p += part;
-    n -= (size_t)part;
-  }
-  return 0;
-}
-
-static int end_copy_in(lua_State *L, PGconn *pg, const char *errmsg) {
-  int r;
-  while ((r = PQputCopyEnd(pg, errmsg)) == 0) {
-    int ev = wait_socket(L, pg, POLLOUT, 50);
-    if (ev < 0)
-      return ev;
-  }
-  return r < 0 ? WAIT_ERROR : 0;
-}
-
-/* c:_copy_in(sql, source) -> rows, bytes | nil, err
- * source: a string, an array of strings, or a function returning the next
- * chunk (nil at the end). An error in the source aborts the COPY. */
-static int m_copy_in(lua_State *L) {
-  struct conn *c = check_conn(L, 1);
-  const char *sql = luaL_checkstring(L, 2);
-  int kind = lua_type(L, 3);
-  luaL_argexpected(L, kind == LUA_TSTRING || kind == LUA_TTABLE || kind == LUA_TFUNCTION, 3,
-                   "string, table or function");
-  lua_settop(L, 3);
-  rb_check_interrupt(L);
-  if (start_copy(L, c, sql, PGRES_COPY_IN))
-    return 2;
-  lua_Integer bytes = 0, i = 0;
-  int why = 0;
-  for (;;) {
-    size_t n;
-    const char *p;
-    if (kind == LUA_TSTRING) {
-      if (i++ > 0)
-        break;
-      p = lua_tolstring(L, 3, &n);
-    } else if (kind == LUA_TTABLE) {
-      if (lua_rawgeti(L, 3, ++i) == LUA_TNIL) {
-        lua_pop(L, 1);
-        break;
-      }
-      p = lua_tolstring(L, -1, &n);
-    } else {
-      lua_pushvalue(L, 3);
-      if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
-        end_copy_in(L, c->pg, "the data source failed");
-        cancel_and_drain(c);
-        deliver_notices(L, c);
-        return lua_error(L);
-      }
-      if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        break;
-      }
-      p = lua_tolstring(L, -1, &n);
-    }
-    if (!p) {
-      end_copy_in(L, c->pg, "bad chunk");
-      drain(c);
-      return luaL_error(L, "copy_in: chunks must be strings");
-    }
-    why = put_data(L, c->pg, p, n);
-    if (kind != LUA_TSTRING)
-      lua_pop(L, 1);
-    if (why)
-      break;
-    bytes += (lua_Integer)n;
-  }
-  if (!why)
-    why = end_copy_in(L, c->pg, NULL);
-  if (why == WAIT_STOP) {
-    end_copy_in(L, c->pg, "interrupted by runbook");
-    cancel_and_drain(c);
-    return raise_stop(L, c);
-  }
-  if (why)
-    return push_lost(L, c);
-  return end_copy(L, c, bytes);
-}
-
-/* copy_pipe(src, out_sql, dst, in_sql) -> rows, bytes | nil, err
- * Streams COPY ... TO STDOUT on src into COPY ... FROM STDIN on dst, row by
- * row in C. dst's COPY is aborted (its transaction keeps nothing) when src
- * fails. Errors say which side failed. */
-static int f_copy_pipe(lua_State *L) {
-  struct conn *src = check_conn(L, 1);
-  const char *out_sql = luaL_checkstring(L, 2);
-  struct conn *dst = check_conn(L, 3);
-  const char *in_sql = luaL_checkstring(L, 4);
-  luaL_argcheck(L, src != dst, 3, "source and target must be different connections");
-  rb_check_interrupt(L);
-  if (start_copy(L, dst, in_sql, PGRES_COPY_IN))
-    return 2;
-  if (start_copy(L, src, out_sql, PGRES_COPY_OUT)) {
-    end_copy_in(L, dst->pg, "the source failed");
-    drain(dst);
-    return 2;
-  }
-  lua_Integer bytes = 0;
-  int why = 0, src_failed = 0;
-  for (;;) {
-    char *row;
-    int n = PQgetCopyData(src->pg, &row, 1);
-    if (n > 0) {
-      why = put_data(L, dst->pg, row, (size_t)n);
-      PQfreemem(row);
-      if (why)
-        break;
-      bytes += n;
-    } else if (n == 0) {
-      if (PQflush(dst->pg) < 0) {
-        why = WAIT_ERROR;
-        break;
-      }
-      int ev = wait_socket(L, src->pg, POLLIN, 50);
-      if (ev == WAIT_STOP || ev == WAIT_ERROR) {
-        why = ev;
-        src_failed = ev == WAIT_ERROR;
-        break;
-      }
-      if (ev && !PQconsumeInput(src->pg)) {
-        why = WAIT_ERROR;
-        src_failed = 1;
-        break;
-      }
-    } else {
-      break;
-    }
-  }
-  if (why == WAIT_STOP) {
-    cancel_and_drain(src);
-    end_copy_in(L, dst->pg, "interrupted by runbook");
-    drain(dst);
-    deliver_notices(L, dst);
-    return raise_stop(L, src);
-  }
-  if (why) {
-    /* one side's connection broke: stop the other cleanly */
-    if (src_failed) {
-      end_copy_in(L, dst->pg, "the source failed");
-      drain(dst);
-      return push_lost(L, src);
-    }
-    cancel_and_drain(src);
-    return push_lost(L, dst);
-  }
-  /* the source's final result: an error there must abort the target */
-  why = collect(L, src);
-  if (why == WAIT_STOP) {
-    end_copy_in(L, dst->pg, "interrupted by runbook");
-    drain(dst);
-    return raise_stop(L, src);
-  }
-  if (why || !src->res || is_error(PQresultStatus(src->res))) {
-    end_copy_in(L, dst->pg, "the source failed");
-    drain(dst);
-    return why ? push_lost(L, src) : push_failed(L, src);
-  }
-  clear_res(src);
-  deliver_notices(L, src);
-  why = end_copy_in(L, dst->pg, NULL);
-  if (why == WAIT_STOP) {
-    cancel_and_drain(dst);
-    return raise_stop(L, dst);
-  }
-  if (why)
-    return push_lost(L, dst);
-  return end_copy(L, dst, bytes);
 }
 
 /* ---- small methods ------------------------------------------------------------------ */
 
 static int m_escape_literal(lua_State *L) {
-  struct conn *c = check_conn(L, 1);
+  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
   size_t len;
   const char *s = luaL_checklstring(L, 2, &len);
   char *e = PQescapeLiteral(c->pg, s, len);
@@ -989,7 +465,7 @@ static int m_escape_literal(lua_State *L) {
 }
 
 static int m_escape_identifier(lua_State *L) {
-  struct conn *c = check_conn(L, 1);
+  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
   size_t len;
   const char *s = luaL_checklstring(L, 2, &len);
   char *e = PQescapeIdentifier(c->pg, s, len);
@@ -1002,7 +478,7 @@ static int m_escape_identifier(lua_State *L) {
 
 /* c:status() -> "idle" | "active" | "transaction" | "failed-transaction" | "closed" | "broken" */
 static int m_status(lua_State *L) {
-  struct conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
+  struct rb_pg_conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
   if (!c->pg) {
     lua_pushliteral(L, "closed");
     return 1;
@@ -1032,7 +508,7 @@ static int m_status(lua_State *L) {
 
 /* c:info() -> {host=, port=, database=, user=, server_version=, backend_pid=} */
 static int m_info(lua_State *L) {
-  struct conn *c = check_conn(L, 1);
+  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
   lua_createtable(L, 0, 6);
   lua_pushstring(L, PQhost(c->pg));
   lua_setfield(L, -2, "host");
@@ -1052,7 +528,7 @@ static int m_info(lua_State *L) {
 }
 
 static int m_is_closed(lua_State *L) {
-  struct conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
+  struct rb_pg_conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
   lua_pushboolean(L, c->pg == NULL);
   return 1;
 }
@@ -1065,8 +541,8 @@ static int f_is_conn(lua_State *L) {
 static const luaL_Reg methods[] = {
   {"_query", m_query},
   {"_exec", m_exec},
-  {"_copy_out", m_copy_out},
-  {"_copy_in", m_copy_in},
+  {"_copy_out", rb_pg_copy_out},
+  {"_copy_in", rb_pg_copy_in},
   {"escape_literal", m_escape_literal},
   {"escape_identifier", m_escape_identifier},
   {"status", m_status},
@@ -1086,7 +562,7 @@ static const luaL_Reg meta[] = {
 static const luaL_Reg funcs[] = {
   {"connect", f_connect},
   {"conninfo_parse", f_conninfo_parse},
-  {"copy_pipe", f_copy_pipe},
+  {"copy_pipe", rb_pg_copy_pipe},
   {"is_conn", f_is_conn},
   {"on_notice", f_on_notice},
   {NULL, NULL},
