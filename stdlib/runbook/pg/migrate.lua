@@ -101,7 +101,7 @@ end
 ---@return {file:string, path:string, version:string}[]
 function M.files(dir)
   local names, err = fs.listdir(dir)
-  if not names then fail("no-directory", "migrations directory %s: %s", dir, err) end
+  if not names then fail("no-directory", "cannot read migrations directory %s: %s", dir, (tostring(err):gsub("^.*: ", ""))) end
   local out = {}
   for _, name in ipairs(names) do
     local version = name:match("^(%d+).*%.sql$")
@@ -366,6 +366,8 @@ end
 function M.migrate(opts)
   opts = check_common("pg.migrate", opts)
   local files = M.files(opts.dir)
+  -- as dbmate: an empty folder is more likely a wrong path than nothing to do
+  if #files == 0 then fail("no-files", "no migration files (VERSION_name.sql) in %s", opts.dir) end
   for _, m in ipairs(files) do m.parsed = M.parse(read_file(m), m.file) end
   local dry = audit.dry_run()
   local db, own = connect(opts)
