@@ -85,6 +85,29 @@ step "M7" { title = "migrate", run = function() return #pg.migrate { url = %q, d
     assert.are.same({ "20260101000000_laws.sql", "20260102000000_slow.sql", "20260103000000_articles.sql" }, applied)
   end)
 
+  it("cancels a running statement on Ctrl-C and exits resumable", function()
+    local url = srv:createdb("intr")
+    local path = book(string.format([[
+step "Q1" { title = "long query", run = function()
+  local db <close> = pg.connect(%q)
+  db:query("SELECT pg_sleep(60)")
+end }
+]], url))
+    local p = exec(path)
+    local db <close> = pg.connect(url)
+    local active = "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'"
+    wait_for(function() return db:value(active) > 0 end, "the long query")
+    local t0 = host.monotime()
+    p:kill("INT")
+    local code = p:wait(10)
+    assert.are.equal(130, code)
+    -- cancelled on the server, not left sleeping behind a closed socket
+    wait_for(function() return db:value(active) == 0 end, "the cancel", 3)
+    assert.is_true(host.monotime() - t0 < 3)
+    local interrupted = events_of_type("step.interrupted")
+    assert.are.equal(1, #interrupted)
+  end)
+
   it("does not apply a migration twice when killed right after recording it", function()
     local url = srv:createdb("mig2")
     local mdir = dir .. "/migrations"
@@ -136,6 +159,11 @@ step "M7" { title = "migrate", run = function() return #pg.migrate { url = %q, d
       end
       p:kill("KILL")
       p:wait()
+      -- killed after the run had recorded its end: nothing left to resume
+      if #events_of_type("run.finished") > 0 then
+        finished = true
+        break
+      end
     end
     if not finished then
       local code, r = finish(path)
