@@ -42,6 +42,7 @@ describe("pg docs examples", function()
       it(doc .. ":" .. b.line, function()
         n = n + 1
         local dir = rbtest.tmpdir("pgdoc")
+        finally(function() rbtest.rmtree(dir) end)
         assert(require("runbook._fs").mkdir_p(dir .. "/db/migrations", 448))
         for name, text in pairs(MIGRATIONS) do rbtest.write(dir .. "/db/migrations/" .. name, text) end
         rbtest.write(dir .. "/book.lua", b.code)
@@ -55,7 +56,6 @@ describe("pg docs examples", function()
           assert.are.equal(0, r.code, string.format("round %d:\n%s%s", round, r.stdout, r.stderr))
           assert.is_nil((r.stdout .. r.stderr):find(pgserver.PASSWORD, 1, true))
         end
-        rbtest.rmtree(dir)
       end)
     end
   end
