@@ -147,8 +147,8 @@ describe("runbook.pg backups", function()
     assert.are.equal("upload failed: connection reset", err.message)
     assert.is_true(aborted)
     assert.are.same({}, files_under(dir .. "/store"))
-    -- no pg_dump left behind
-    local p = assert(proc.spawn { argv = { "pgrep", "-f", "pg_dump --format=custom" } })
+    -- no pg_dump of this server left behind
+    local p = assert(proc.spawn { argv = { "pgrep", "-f", "pg_dump --format=custom .*port='" .. srv.port .. "'" } })
     assert.are.equal("", p:communicate {}.stdout)
   end)
 
