@@ -284,7 +284,7 @@ end
 
 M.migrate = lazy("runbook.pg.migrate", "migrate")
 M.migration_status = lazy("runbook.pg.migrate", "status")
-M.rollback = lazy("runbook.pg.migrate", "rollback")
+M.migrate_down = lazy("runbook.pg.migrate", "down")
 M.backfill = lazy("runbook.pg.backfill", "backfill")
 M.copy_rows = lazy("runbook.pg.backfill", "copy_rows")
 M.backup = lazy("runbook.pg.backup", "backup")

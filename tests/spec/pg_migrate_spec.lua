@@ -212,7 +212,7 @@ describe("runbook.pg migrations", function()
       local res = pg.migrate { url = url, dir = dir }
       assert.is_false(res.applied[2].transaction)
       assert.are.equal("laws_name_idx", srv:psql("SELECT indexname FROM pg_indexes WHERE indexname = 'laws_name_idx'", "m" .. n))
-      pg.rollback { url = url, dir = dir }
+      pg.migrate_down { url = url, dir = dir }
       assert.are.equal("", srv:psql("SELECT indexname FROM pg_indexes WHERE indexname = 'laws_name_idx'", "m" .. n))
       file("20260103000000_bad_nontx.sql", "-- migrate:up transaction:false\ncreate index concurrently on nope (x);\n-- migrate:down\n")
       local _, err = pcall(pg.migrate, { url = url, dir = dir })
@@ -264,11 +264,11 @@ describe("runbook.pg migrations", function()
       file("20260102000000_create_articles.sql", ARTICLES)
       file("20260103000000_index.sql", INDEX_CONCURRENTLY)
       pg.migrate { url = url, dir = dir }
-      local one = pg.rollback { url = url, dir = dir }
+      local one = pg.migrate_down { url = url, dir = dir }
       assert.are.equal("20260103000000_index.sql", one.rolled_back[1].file)
       assert.are.equal("20260101000000,20260102000000", ledger("m" .. n))
       pg.migrate { url = url, dir = dir }
-      local res = pg.rollback { url = url, dir = dir, to = "20260101000000" }
+      local res = pg.migrate_down { url = url, dir = dir, to = "20260101000000" }
       assert.are.same({ "20260103000000", "20260102000000" }, { res.rolled_back[1].version, res.rolled_back[2].version })
       assert.are.equal("20260101000000", ledger("m" .. n))
       assert.are.equal("20260101000000", srv:psql("SELECT string_agg(version, ',') FROM runbook_migration_checksums", "m" .. n))
@@ -276,12 +276,12 @@ describe("runbook.pg migrations", function()
       local downs = 0
       for _, a in ipairs(audit.recorded) do if a.kind == "migration" and a.verb == "down" then downs = downs + 1 end end
       assert.are.equal(3, downs)
-      pg.rollback { url = url, dir = dir, to = "0" }
+      pg.migrate_down { url = url, dir = dir, to = "0" }
       assert.are.equal("", ledger("m" .. n))
       -- a failing down section keeps the ledger row
       pg.migrate { url = url, dir = dir }
       file("20260103000000_index.sql", "-- migrate:up\nselect 1;\n-- migrate:down\ndrop index nonexistent_idx;\n")
-      local ok, err = pcall(pg.rollback, { url = url, dir = dir })
+      local ok, err = pcall(pg.migrate_down, { url = url, dir = dir })
       assert.is_false(ok)
       assert.are.equal('20260103000000_index.sql failed at line 4: index "nonexistent_idx" does not exist (SQLSTATE 42704); nothing was recorded, fix the file and run the same command again', err.message)
       assert.are.equal("20260101000000,20260102000000,20260103000000", ledger("m" .. n))
@@ -319,7 +319,7 @@ describe("runbook.pg migrations", function()
       file("20260103000000_index.sql", INDEX_CONCURRENTLY)
       pg.migrate { url = url, dir = dir }
       audit.set_sink { dry_run = true, action = function() end, log = function() end, progress = function() end }
-      local ok, res = pcall(pg.rollback, { url = url, dir = dir, to = "20260101000000" })
+      local ok, res = pcall(pg.migrate_down, { url = url, dir = dir, to = "20260101000000" })
       audit.set_sink(nil)
       assert.is_true(ok, tostring(res))
       assert.are.equal("not tried: transaction:false sections, and those after one, cannot run inside the dry-run transaction", res.rolled_back[1].note)
@@ -409,7 +409,7 @@ end }
       assert.is_nil(r.stdout:find("20260101000000_create_laws", 1, true))
       assert.are.equal("20260101000000,20260102000000,20260103000000", ledger("m" .. n))
       -- runbook rolls back what dbmate applied, and sees the rest applied
-      local res = pg.rollback { url = url, dir = dir }
+      local res = pg.migrate_down { url = url, dir = dir }
       assert.are.equal("20260103000000", res.rolled_back[1].version)
       local st = pg.migration_status { url = url, dir = dir }
       assert.are.equal(2, st.applied)

@@ -10,7 +10,7 @@
 -- and in a side table `runbook_migration_checksums` next to the ledger, so
 -- an applied file edited later is reported (the side table travels with
 -- the database, whoever runs the next migration and from which run);
--- `status`; `rollback` to a version; a --dry-run that applies the pending
+-- `status`; `down` to a version; a --dry-run that applies the pending
 -- migrations inside one transaction and rolls it back.
 local fs = require "runbook._fs"
 local crypto = require "runbook._crypto"
@@ -472,9 +472,9 @@ end
 --- commit together.
 ---@param opts {url:string|userdata|nil, conn:runbook.pg.Conn|nil, dir:string|nil, table:string|nil, to:string|nil, steps:integer|nil, lock_timeout:number|nil}
 ---@return {rolled_back:table[], dry_run:boolean}
-function M.rollback(opts)
-  opts = check_common("pg.rollback", opts)
-  if opts.to ~= nil and type(opts.to) ~= "string" then error("pg.rollback: to must be a version string", 2) end
+function M.down(opts)
+  opts = check_common("pg.migrate_down", opts)
+  if opts.to ~= nil and type(opts.to) ~= "string" then error("pg.migrate_down: to must be a version string", 2) end
   local files = M.files(opts.dir)
   local by_version = {}
   for _, m in ipairs(files) do by_version[m.version] = m end
