@@ -19,6 +19,7 @@ static const luaL_Reg cores[] = {
   {"runbook._thread", luaopen_runbook__thread},
   {"runbook._redis", luaopen_runbook__redis},
   {"runbook._net", luaopen_runbook__net},
+  {"runbook._pg", luaopen_runbook__pg},
   {NULL, NULL},
 };
 

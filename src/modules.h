@@ -36,5 +36,6 @@ int luaopen_runbook__proc(lua_State *L);    /* src/lua_proc.c */
 int luaopen_runbook__thread(lua_State *L);  /* src/lua_thread.c */
 int luaopen_runbook__redis(lua_State *L);   /* src/lua_redis.c */
 int luaopen_runbook__net(lua_State *L);     /* src/lua_net.c */
+int luaopen_runbook__pg(lua_State *L);      /* src/lua_pg.c */
 
 #endif

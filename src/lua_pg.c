@@ -1,0 +1,589 @@
+/*
+ * runbook._pg: PostgreSQL over libpq. Every wait (connecting, a query,
+ * COPY) polls the socket in short slices so Ctrl-C and the step's timeout
+ * are noticed at once; a stopped query is cancelled on the server and its
+ * results drained before the error is raised, so the connection stays
+ * usable or is closed, never left mid-protocol.
+ *
+ * Methods that meet the outside world failing return nil and a structured
+ * error; the public module (runbook.pg, in Lua) raises by default.
+ *
+ * This file: the connection's lifecycle, notices, connecting, queries and
+ * the module table. Waiting is in pg_io.c, COPY in pg_copy.c.
+ */
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <lauxlib.h>
+#include <libpq-fe.h>
+#include <lua.h>
+
+#include "host.h"
+#include "jsonconv.h"
+#include "modules.h"
+#include "pg_internal.h"
+#include "redact.h"
+#include "secret.h"
+
+#define NOTICE_KEY "runbook.pg.notice"
+#define MAX_NOTICES 1000
+#define DEFAULT_CONNECT_TIMEOUT 10.0
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+static void free_notices(struct rb_pg_conn *c) {
+  for (int i = 0; i < c->nnotices; i++)
+    free(c->notices[i]);
+  c->nnotices = 0;
+  c->dropped = 0;
+}
+
+static int conn_close(lua_State *L) {
+  struct rb_pg_conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
+  rb_pg_clear_res(c);
+  if (c->pg) {
+    PQfinish(c->pg);
+    c->pg = NULL;
+  }
+  free_notices(c);
+  free(c->notices);
+  c->notices = NULL;
+  c->capnotices = 0;
+  free(c->buf);
+  c->buf = NULL;
+  c->buflen = c->bufcap = 0;
+  return 0;
+}
+
+struct rb_pg_conn *rb_pg_check_conn(lua_State *L, int idx) {
+  struct rb_pg_conn *c = luaL_checkudata(L, idx, PG_CONN_MT);
+  if (!c->pg)
+    luaL_error(L, "attempt to use a closed PostgreSQL connection");
+  return c;
+}
+
+static int conn_tostring(lua_State *L) {
+  struct rb_pg_conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
+  if (c->pg)
+    lua_pushfstring(L, "runbook.pg.Conn (%s)", c->label);
+  else
+    lua_pushliteral(L, "runbook.pg.Conn (closed)");
+  return 1;
+}
+
+/* ---- notices ------------------------------------------------------------------ */
+
+static void on_notice(void *arg, const PGresult *res) {
+  struct rb_pg_conn *c = arg;
+  if (c->nnotices >= MAX_NOTICES) {
+    c->dropped++;
+    return;
+  }
+  if (c->nnotices == c->capnotices) {
+    int cap = c->capnotices ? c->capnotices * 2 : 8;
+    char **n = realloc(c->notices, (size_t)cap * sizeof *n);
+    if (!n)
+      return;
+    c->notices = n;
+    c->capnotices = cap;
+  }
+  const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+  const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+  if (!msg)
+    return;
+  size_t len = strlen(msg) + (sev ? strlen(sev) : 6) + 16;
+  char *line = malloc(len);
+  if (!line)
+    return;
+  snprintf(line, len, "%s: %s", sev ? sev : "NOTICE", msg);
+  c->notices[c->nnotices++] = line;
+}
+
+/* Hands queued notices to the handler runbook.pg installed (it logs them
+ * through the audit hub). Called at the end of every operation, after the
+ * libpq state is settled; a failing handler is ignored. */
+void rb_pg_deliver_notices(lua_State *L, struct rb_pg_conn *c) {
+  if (c->nnotices == 0 && c->dropped == 0)
+    return;
+  int top = lua_gettop(L);
+  int have = lua_getfield(L, LUA_REGISTRYINDEX, NOTICE_KEY) == LUA_TFUNCTION;
+  for (int i = 0; i < c->nnotices && have; i++) {
+    const char *n = c->notices[i];
+    lua_pushvalue(L, top + 1);
+    lua_pushstring(L, strncmp(n, "WARNING", 7) == 0 ? "warn" : "info");
+    lua_pushstring(L, n);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+      lua_pop(L, 1);
+  }
+  if (have && c->dropped) {
+    lua_pushvalue(L, top + 1);
+    lua_pushliteral(L, "warn");
+    lua_pushfstring(L, "%d more server notices were not logged", c->dropped);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+      lua_pop(L, 1);
+  }
+  free_notices(c);
+  lua_settop(L, top);
+}
+
+static int f_on_notice(lua_State *L) {
+  if (!lua_isnoneornil(L, 1))
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, NOTICE_KEY);
+  return 0;
+}
+
+/* ---- connecting ------------------------------------------------------------------ */
+
+/* Registers the password of a postgres:// URL as it is written (percent-
+ * encoded), since libpq decodes it and the raw form would not be scrubbed. */
+static void register_url_password(lua_State *L, const char *ci) {
+  const char *p = strstr(ci, "://");
+  if (!p || strncmp(ci, "postgres", 8) != 0)
+    return;
+  p += 3;
+  const char *end = p + strcspn(p, "/?");
+  const char *at = NULL;
+  for (const char *s = p; s < end; s++)
+    if (*s == '@')
+      at = s;
+  if (!at)
+    return;
+  const char *colon = memchr(p, ':', (size_t)(at - p));
+  if (colon && at - colon - 1 >= RB_REDACT_MIN)
+    rb_redactor_add_literal(rb_host_get(L)->redactor, colon + 1, (size_t)(at - colon - 1));
+}
+
+/* libpq may quote parts of a bad connection string in its message; drop
+ * every quoted part rather than risk echoing a password */
+static void push_parse_error(lua_State *L, const char *msg) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  int inq = 0;
+  for (const char *s = msg ? msg : ""; *s && *s != '\n'; s++) {
+    if (*s == '"') {
+      luaL_addstring(&b, inq ? "\"" : "\"...");
+      inq = !inq;
+    } else if (!inq) {
+      luaL_addchar(&b, *s);
+    }
+  }
+  luaL_pushresult(&b);
+  rb_push_error(L, "pg", "08P01", "invalid PostgreSQL connection string: %s", lua_tostring(L, -1));
+  lua_remove(L, -2);
+}
+
+static void set_label(struct rb_pg_conn *c) {
+  const char *host = PQhost(c->pg), *port = PQport(c->pg), *db = PQdb(c->pg), *user = PQuser(c->pg);
+  snprintf(c->label, sizeof c->label, "%s:%s (database \"%s\", user \"%s\")", host && *host ? host : "localhost",
+           port && *port ? port : "5432", db ? db : "", user ? user : "");
+}
+
+/* nil, err for a connection attempt that failed; the handle is closed */
+static int connect_failed(lua_State *L, struct rb_pg_conn *c, const char *msg) {
+  set_label(c);
+  lua_pushnil(L);
+  rb_pg_push_conn_error(L, "cannot connect to", c->label, msg);
+  PQfinish(c->pg);
+  c->pg = NULL;
+  return 2;
+}
+
+static double opt_number(lua_State *L, int t, const char *k, double def) {
+  if (lua_type(L, t) != LUA_TTABLE)
+    return def;
+  double v = def;
+  if (lua_getfield(L, t, k) != LUA_TNIL) {
+    if (!lua_isnumber(L, -1))
+      luaL_error(L, "connect: option %s must be a number", k);
+    v = lua_tonumber(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* connect(conninfo_or_secret [, {connect_timeout=s, statement_timeout=s,
+ * application_name=}]) -> Conn | nil, err */
+static int f_connect(lua_State *L) {
+  size_t len;
+  const char *ci = rb_check_bytes(L, 1, &len, NULL);
+  if (strlen(ci) != len)
+    return luaL_argerror(L, 1, "connection string contains a NUL byte");
+  double timeout = DEFAULT_CONNECT_TIMEOUT;
+  const char *appname = NULL;
+  lua_settop(L, 2);
+  if (lua_type(L, 2) == LUA_TTABLE && lua_getfield(L, 2, "application_name") != LUA_TNIL)
+    appname = luaL_checkstring(L, 3);
+  lua_settop(L, 3);
+
+  struct rb_pg_conn *c = lua_newuserdatauv(L, sizeof *c, 0); /* index 4 */
+  memset(c, 0, sizeof *c);
+  luaL_setmetatable(L, PG_CONN_MT);
+
+  char *perr = NULL;
+  PQconninfoOption *opts = PQconninfoParse(ci, &perr);
+  if (!opts) {
+    lua_pushnil(L);
+    push_parse_error(L, perr);
+    PQfreemem(perr);
+    return 2;
+  }
+  for (PQconninfoOption *o = opts; o->keyword; o++) {
+    if (!o->val || !*o->val)
+      continue;
+    if (strcmp(o->keyword, "password") == 0)
+      rb_redactor_add(rb_host_get(L)->redactor, o->val, strlen(o->val));
+    else if (strcmp(o->keyword, "connect_timeout") == 0 && atof(o->val) > 0)
+      timeout = atof(o->val);
+  }
+  PQconninfoFree(opts);
+  register_url_password(L, ci);
+  timeout = opt_number(L, 2, "connect_timeout", timeout);
+  double stmt_timeout = opt_number(L, 2, "statement_timeout", 0);
+
+  /* keywords before dbname are defaults the connection string may override */
+  const char *kw[5], *val[5];
+  int k = 0;
+  kw[k] = "client_encoding", val[k++] = "UTF8";
+  kw[k] = appname ? "application_name" : "fallback_application_name", val[k++] = appname ? appname : "runbook";
+  kw[k] = "dbname", val[k++] = ci;
+  kw[k] = NULL, val[k] = NULL;
+  rb_check_interrupt(L);
+  c->pg = PQconnectStartParams(kw, val, 1);
+  if (!c->pg)
+    return luaL_error(L, "out of memory");
+  set_label(c);
+  if (PQstatus(c->pg) == CONNECTION_BAD)
+    return connect_failed(L, c, PQerrorMessage(c->pg));
+  double end = rb_monotime() + timeout;
+  PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+  while (st != PGRES_POLLING_OK) {
+    if (st == PGRES_POLLING_FAILED)
+      return connect_failed(L, c, PQerrorMessage(c->pg));
+    if (rb_monotime() >= end) {
+      char msg[64];
+      snprintf(msg, sizeof msg, "timeout after %g s (connect_timeout)", timeout);
+      return connect_failed(L, c, msg);
+    }
+    int ev = rb_pg_wait(L, c->pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 50);
+    if (ev == RB_PG_STOP) {
+      PQfinish(c->pg);
+      c->pg = NULL;
+      rb_check_interrupt(L);
+      return luaL_error(L, "interrupted");
+    }
+    if (ev != 0)
+      st = PQconnectPoll(c->pg);
+  }
+  set_label(c);
+  PQsetnonblocking(c->pg, 1);
+  PQsetNoticeReceiver(c->pg, on_notice, c);
+  if (stmt_timeout > 0) {
+    char sql[64];
+    snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)llround(stmt_timeout * 1000.0));
+    if (!PQsendQuery(c->pg, sql)) {
+      lua_pushnil(L);
+      rb_pg_push_conn_error(L, "lost the connection to", c->label, PQerrorMessage(c->pg));
+      return 2;
+    }
+    int why = rb_pg_collect(L, c);
+    if (why == RB_PG_STOP)
+      return rb_pg_raise_stop(L, c);
+    if (why)
+      return rb_pg_push_lost(L, c);
+    if (rb_pg_is_error(PQresultStatus(c->res)))
+      return rb_pg_push_failed(L, c);
+    rb_pg_clear_res(c);
+  }
+  lua_settop(L, 4);
+  return 1;
+}
+
+/* conninfo_parse(conninfo) -> {keyword=value...} (password as a Secret) | nil, err */
+static int f_conninfo_parse(lua_State *L) {
+  const char *ci = rb_check_bytes(L, 1, NULL, NULL);
+  char *perr = NULL;
+  PQconninfoOption *opts = PQconninfoParse(ci, &perr);
+  if (!opts) {
+    lua_pushnil(L);
+    push_parse_error(L, perr);
+    PQfreemem(perr);
+    return 2;
+  }
+  lua_newtable(L);
+  for (PQconninfoOption *o = opts; o->keyword; o++) {
+    if (!o->val)
+      continue;
+    if (strcmp(o->keyword, "password") == 0)
+      rb_secret_push(L, o->val, strlen(o->val));
+    else
+      lua_pushstring(L, o->val);
+    lua_setfield(L, -2, o->keyword);
+  }
+  PQconninfoFree(opts);
+  register_url_password(L, ci);
+  return 1;
+}
+
+/* ---- queries ---------------------------------------------------------------------- */
+
+/* Converts the arguments from index `first` on into text (or binary, for
+ * strings holding NUL bytes) parameters. The strings stay on the stack
+ * until the query is sent. */
+static int build_params(lua_State *L, int first, const char ***values, int **lengths, int **formats) {
+  int n = lua_gettop(L) - first + 1;
+  if (n <= 0)
+    return 0;
+  if (n > 65535)
+    luaL_error(L, "too many query parameters (%d)", n);
+  luaL_checkstack(L, n + 8, "too many query parameters");
+  *values = lua_newuserdatauv(L, (size_t)n * sizeof **values, 0);
+  *lengths = lua_newuserdatauv(L, (size_t)n * sizeof **lengths, 0);
+  *formats = lua_newuserdatauv(L, (size_t)n * sizeof **formats, 0);
+  for (int i = 0; i < n; i++) {
+    int idx = first + i;
+    const char *v = NULL;
+    size_t len = 0;
+    int fmt = 0;
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      break;
+    case LUA_TBOOLEAN:
+      v = lua_toboolean(L, idx) ? "true" : "false";
+      len = strlen(v);
+      break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        v = lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, idx));
+      } else {
+        double d = lua_tonumber(L, idx);
+        char buf[40];
+        if (isnan(d))
+          strcpy(buf, "NaN");
+        else if (isinf(d))
+          strcpy(buf, d > 0 ? "Infinity" : "-Infinity");
+        else
+          snprintf(buf, sizeof buf, "%.17g", d);
+        v = lua_pushstring(L, buf);
+      }
+      len = strlen(v);
+      break;
+    case LUA_TSTRING:
+      v = lua_tolstring(L, idx, &len);
+      fmt = memchr(v, '\0', len) != NULL; /* bytea with NULs goes binary */
+      break;
+    case LUA_TTABLE: {
+      char err[200];
+      struct rb_jsonopts o = {RB_SECRETS_REVEAL, 0};
+      json_t *j = rb_lua_to_json(L, idx, &o, err, sizeof err);
+      if (!j)
+        luaL_error(L, "query parameter $%d: %s", i + 1, err);
+      char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+      json_decref(j);
+      if (!s)
+        luaL_error(L, "out of memory");
+      lua_pushstring(L, s);
+      free(s);
+      v = lua_tolstring(L, -1, &len);
+      break;
+    }
+    default:
+      if (rb_is_null(L, idx))
+        break;
+      v = rb_secret_test(L, idx, &len);
+      if (!v)
+        luaL_error(L, "query parameter $%d: %s cannot be sent to PostgreSQL", i + 1, luaL_typename(L, idx));
+    }
+    (*values)[i] = v;
+    (*lengths)[i] = (int)len;
+    (*formats)[i] = fmt;
+  }
+  return n;
+}
+
+/* common tail: the command was sent; rb_pg_collect and push the outcome */
+static int finish(lua_State *L, struct rb_pg_conn *c, int rows) {
+  int why = rb_pg_collect(L, c);
+  if (why == RB_PG_STOP)
+    return rb_pg_raise_stop(L, c);
+  if (why)
+    return rb_pg_push_lost(L, c);
+  if (!c->res || rb_pg_is_error(PQresultStatus(c->res)))
+    return rb_pg_push_failed(L, c);
+  if (rows) {
+    rb_pg_push_rows(L, c->res);
+  } else {
+    rb_pg_push_info(L, c->res);
+  }
+  rb_pg_clear_res(c);
+  rb_pg_deliver_notices(L, c);
+  return rows ? 2 : 1;
+}
+
+/* c:_query(sql, ...) -> rows, info | nil, err (one statement, $n parameters) */
+static int m_query(lua_State *L) {
+  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
+  const char *sql = luaL_checkstring(L, 2);
+  const char **values = NULL;
+  int *lengths = NULL, *formats = NULL;
+  rb_check_interrupt(L);
+  int n = build_params(L, 3, &values, &lengths, &formats);
+  if (!PQsendQueryParams(c->pg, sql, n, NULL, values, lengths, formats, 0))
+    return rb_pg_push_lost(L, c);
+  return finish(L, c, 1);
+}
+
+/* c:_exec(sql) -> info | nil, err (simple protocol: several statements allowed) */
+static int m_exec(lua_State *L) {
+  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
+  const char *sql = luaL_checkstring(L, 2);
+  rb_check_interrupt(L);
+  if (!PQsendQuery(c->pg, sql))
+    return rb_pg_push_lost(L, c);
+  return finish(L, c, 0);
+}
+
+/* ---- small methods ------------------------------------------------------------------ */
+
+static int m_escape_literal(lua_State *L) {
+  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  char *e = PQescapeLiteral(c->pg, s, len);
+  if (!e)
+    return luaL_error(L, "escape_literal: %s", PQerrorMessage(c->pg));
+  lua_pushstring(L, e);
+  PQfreemem(e);
+  return 1;
+}
+
+static int m_escape_identifier(lua_State *L) {
+  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  char *e = PQescapeIdentifier(c->pg, s, len);
+  if (!e)
+    return luaL_error(L, "escape_identifier: %s", PQerrorMessage(c->pg));
+  lua_pushstring(L, e);
+  PQfreemem(e);
+  return 1;
+}
+
+/* c:status() -> "idle" | "active" | "transaction" | "failed-transaction" | "closed" | "broken" */
+static int m_status(lua_State *L) {
+  struct rb_pg_conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
+  if (!c->pg) {
+    lua_pushliteral(L, "closed");
+    return 1;
+  }
+  if (PQstatus(c->pg) != CONNECTION_OK) {
+    lua_pushliteral(L, "broken");
+    return 1;
+  }
+  switch (PQtransactionStatus(c->pg)) {
+  case PQTRANS_IDLE:
+    lua_pushliteral(L, "idle");
+    break;
+  case PQTRANS_ACTIVE:
+    lua_pushliteral(L, "active");
+    break;
+  case PQTRANS_INTRANS:
+    lua_pushliteral(L, "transaction");
+    break;
+  case PQTRANS_INERROR:
+    lua_pushliteral(L, "failed-transaction");
+    break;
+  default:
+    lua_pushliteral(L, "broken");
+  }
+  return 1;
+}
+
+/* c:info() -> {host=, port=, database=, user=, server_version=, backend_pid=} */
+static int m_info(lua_State *L) {
+  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
+  lua_createtable(L, 0, 6);
+  lua_pushstring(L, PQhost(c->pg));
+  lua_setfield(L, -2, "host");
+  lua_pushstring(L, PQport(c->pg));
+  lua_setfield(L, -2, "port");
+  lua_pushstring(L, PQdb(c->pg));
+  lua_setfield(L, -2, "database");
+  lua_pushstring(L, PQuser(c->pg));
+  lua_setfield(L, -2, "user");
+  lua_pushinteger(L, PQserverVersion(c->pg));
+  lua_setfield(L, -2, "server_version");
+  lua_pushinteger(L, PQbackendPID(c->pg));
+  lua_setfield(L, -2, "backend_pid");
+  lua_pushstring(L, c->label);
+  lua_setfield(L, -2, "label");
+  return 1;
+}
+
+static int m_is_closed(lua_State *L) {
+  struct rb_pg_conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
+  lua_pushboolean(L, c->pg == NULL);
+  return 1;
+}
+
+static int f_is_conn(lua_State *L) {
+  lua_pushboolean(L, luaL_testudata(L, 1, PG_CONN_MT) != NULL);
+  return 1;
+}
+
+static const luaL_Reg methods[] = {
+  {"_query", m_query},
+  {"_exec", m_exec},
+  {"_copy_out", rb_pg_copy_out},
+  {"_copy_in", rb_pg_copy_in},
+  {"escape_literal", m_escape_literal},
+  {"escape_identifier", m_escape_identifier},
+  {"status", m_status},
+  {"info", m_info},
+  {"is_closed", m_is_closed},
+  {"close", conn_close},
+  {NULL, NULL},
+};
+
+static const luaL_Reg meta[] = {
+  {"__gc", conn_close},
+  {"__close", conn_close},
+  {"__tostring", conn_tostring},
+  {NULL, NULL},
+};
+
+static const luaL_Reg funcs[] = {
+  {"connect", f_connect},
+  {"conninfo_parse", f_conninfo_parse},
+  {"copy_pipe", rb_pg_copy_pipe},
+  {"is_conn", f_is_conn},
+  {"on_notice", f_on_notice},
+  {NULL, NULL},
+};
+
+int luaopen_runbook__pg(lua_State *L) {
+  /* backups pipe into pg_dump/pg_restore, which may close their end early
+   * (pg_restore --list reads only the table of contents): a write there
+   * must fail with EPIPE, not kill the process */
+  signal(SIGPIPE, SIG_IGN);
+  luaL_newmetatable(L, PG_CONN_MT);
+  luaL_setfuncs(L, meta, 0);
+  luaL_newlib(L, methods);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__index");
+  lua_remove(L, -2);
+  luaL_newlib(L, funcs);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "methods"); /* runbook.pg adds its Lua methods here */
+  lua_pushinteger(L, PQlibVersion());
+  lua_setfield(L, -2, "libpq_version");
+  rb_pg_open_sink(L);
+  return 1;
+}

@@ -1,0 +1,336 @@
+-- Backups with pg_dump -Fc streamed straight into a writer (no temporary
+-- file), hashed on the way, recorded with size and sha256; a check with
+-- pg_restore --list; restore into a database (the restore drill); and
+-- retention by age under a prefix. Destinations are writers and stores
+-- (runbook.pg.store): a local directory now, object storage through the
+-- same interface.
+--
+-- The password never appears in argv (where `ps` would show it): the
+-- tools get a connection string without it and PGPASSWORD in their
+-- environment.
+local core = require "runbook._pg"
+local proc = require "runbook._proc"
+local host = require "runbook._host"
+local audit = require "runbook.audit"
+local errors = require "runbook.errors"
+local storemod = require "runbook.pg.store"
+
+local M = {}
+
+local CHUNK = 1048576
+
+local function fail(code, fmt, ...)
+  errors.raise { kind = "backup", code = code, message = string.format(fmt, ...) }
+end
+
+local function quote(v)
+  return "'" .. tostring(v):gsub("\\", "\\\\"):gsub("'", "\\'") .. "'"
+end
+
+-- conninfo without the password, and the environment that carries it
+local function tool_target(url)
+  if url == nil then error("url required", 4) end
+  local o, err = core.conninfo_parse(url)
+  if not o then error(err, 0) end
+  local parts, env = {}, {}
+  local keys = {}
+  for k in pairs(o) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if k ~= "password" and o[k] ~= "" then parts[#parts + 1] = k .. "=" .. quote(o[k]) end
+  end
+  if o.password then env.PGPASSWORD = o.password end
+  return table.concat(parts, " "), env, o.dbname or o.user or "postgres"
+end
+
+local function mb(n) return string.format("%.1f MB", n / 1048576) end
+
+-- the line of a tool's output that says what went wrong: its first
+-- "error:" line (pg_restore follows it with the failing SQL), else the last
+local function error_line(s)
+  local last
+  for line in tostring(s or ""):gmatch("[^\n]+") do
+    if line:match("error: ") then return line end
+    if not line:match("^%s*$") then last = line end
+  end
+  return last or ""
+end
+
+local function default_name(prefix, db)
+  return (prefix or "") .. db .. "-" .. os.date("!%Y%m%dT%H%M%SZ") .. ".dump"
+end
+
+local function check(fname, opts)
+  if type(opts) ~= "table" then error(fname .. ": options table expected", 3) end
+  return opts
+end
+
+-- ---------------------------------------------------------------------------
+-- backup
+
+--- Streams `pg_dump -Fc` of a database into a writer: opts.to (any
+--- writer), or opts.store with opts.name (default
+--- "<prefix><db>-<UTC time>.dump"), or opts.path (a local file). Records
+--- an action with size and sha256. A failed dump aborts the writer, so
+--- nothing is left that looks like a complete backup.
+---@param opts {url:string|userdata, to:runbook.pg.Writer|nil, store:runbook.pg.Store|nil, name:string|nil, prefix:string|nil, path:string|nil, args:string[]|nil, pg_dump:string|nil}
+---@return {location:string, size:integer, sha256:string, name:string|nil, database:string, seconds:number}
+function M.backup(opts)
+  check("pg.backup", opts)
+  local target, env, db = tool_target(opts.url)
+  local name, location
+  if opts.to then
+    location = opts.to.location or "(writer)"
+  elseif opts.store then
+    name = opts.name or default_name(opts.prefix, db)
+    location = opts.store:location(name)
+  elseif opts.path then
+    location = opts.path
+  else
+    error("pg.backup: give to (a writer), store (with name or prefix) or path", 2)
+  end
+  local argv = { opts.pg_dump or "pg_dump", "--format=custom", "--no-password", "--dbname=" .. target }
+  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+
+  if audit.dry_run() then
+    audit.log("info", string.format("dry run: would stream pg_dump -Fc of %s to %s", db, location))
+    audit.action { kind = "backup", verb = "pg_dump", database = db, location = location,
+      summary = string.format("would back up %s to %s", db, location) }
+    return { dry_run = true, location = location, name = name, database = db }
+  end
+
+  local t0 = host.monotime()
+  local p, perr = proc.spawn { argv = argv, env = env, stdin = "null", stdout = "pipe", stderr = "pipe" }
+  if not p then fail("spawn", "cannot run %s: %s", argv[1], perr) end
+  local w = opts.to or (opts.store and opts.store:writer(name)) or storemod.file_writer(opts.path)
+  local bytes, next_report = 0, 0
+  local ok, err = pcall(function()
+    while true do
+      local chunk = p:read(CHUNK)
+      if chunk == nil then break end
+      if #chunk > 0 then
+        w:write(chunk)
+        bytes = bytes + #chunk
+        if bytes >= next_report then
+          local el = host.monotime() - t0
+          audit.progress(bytes, nil, string.format("%s of %s, %s/s", mb(bytes), db, mb(el > 0 and bytes / el or 0)))
+          next_report = bytes + 16 * CHUNK
+        end
+      end
+    end
+  end)
+  if not ok then
+    w:abort()
+    p:kill("TERM", true)
+    p:communicate { timeout = 10 }
+    error(err, 0)
+  end
+  local r = p:communicate { timeout = 60 }
+  if r.code ~= 0 then
+    w:abort()
+    if r.interrupted then host.check_interrupt() end
+    fail("pg_dump", "pg_dump of %s failed (%s): %s; nothing was kept at %s", db,
+      r.code and ("exit " .. r.code) or ("signal " .. tostring(r.signal)), host.scrub(error_line(r.stderr)), location)
+  end
+  local res = w:finish()
+  local secs = host.monotime() - t0
+  res.name, res.database, res.seconds = name, db, secs
+  audit.action {
+    kind = "backup", verb = "pg_dump", database = db, location = res.location, size = res.size,
+    sha256 = res.sha256, ms = math.floor(secs * 1000 + 0.5),
+    summary = string.format("backed up %s to %s: %s, sha256 %s…", db, res.location, mb(res.size), res.sha256:sub(1, 12)),
+  }
+  return res
+end
+
+-- ---------------------------------------------------------------------------
+-- reading a backup into a tool
+
+-- Runs a pg_restore command on a backup: the file path when the store has
+-- one, else the object streamed into its stdin. stdout and stderr are
+-- merged and drained between chunks so the tool never blocks on output
+-- while we block on its input. Returns the communicate result and, when
+-- hashing, the sha256 of what was streamed.
+local function hash_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then fail("not-found", "cannot open %s: %s", path, err) end
+  local h = core.hasher()
+  while true do
+    local chunk = f:read(CHUNK)
+    if not chunk then break end
+    h:update(chunk)
+  end
+  f:close()
+  return h:hex()
+end
+
+local function run_on_backup(argv, env, opts, want_hash)
+  local path = opts.path or (opts.store and opts.store.path and opts.store:path(opts.name))
+  if path then
+    local sha = want_hash and hash_file(path) or nil
+    argv[#argv + 1] = path
+    local p, err = proc.spawn { argv = argv, env = env, stdin = "null", stdout = "pipe", stderr = "stdout" }
+    if not p then fail("spawn", "cannot run %s: %s", argv[1], err) end
+    return p:communicate {}, sha
+  end
+  local reader = opts.store:open(opts.name)
+  local hasher = want_hash and core.hasher() or nil
+  local p, err = proc.spawn { argv = argv, env = env, stdin = "pipe", stdout = "pipe", stderr = "stdout" }
+  if not p then
+    reader:close()
+    fail("spawn", "cannot run %s: %s", argv[1], err)
+  end
+  local out = {}
+  local ok, e = pcall(function()
+    local feeding = true
+    while true do
+      local chunk = reader:read(65536)
+      if chunk == nil then break end
+      if hasher then hasher:update(chunk) end
+      if feeding then
+        -- a tool that has read all it needs (pg_restore --list stops after
+        -- the table of contents) closes its input: its exit code says how
+        -- it went, and the rest is only read for the hash
+        feeding = p:write(chunk) ~= nil
+        local o = p:read(65536, 0)
+        while o and #o > 0 do
+          out[#out + 1] = o
+          o = p:read(65536, 0)
+        end
+        if not feeding and not hasher then break end
+      end
+    end
+  end)
+  reader:close()
+  if not ok then
+    p:kill("TERM", true)
+    p:communicate { timeout = 10 }
+    error(e, 0)
+  end
+  local r = p:communicate {}
+  r.stdout = table.concat(out) .. (r.stdout or "")
+  return r, hasher and hasher:hex()
+end
+
+local function source_of(fname, opts)
+  check(fname, opts)
+  if opts.path then return opts.path end
+  if not (opts.store and opts.name) then error(fname .. ": give path, or store and name", 3) end
+  return opts.store:location(opts.name)
+end
+
+--- Checks a backup with `pg_restore --list`: it must be a readable
+--- custom-format archive. With opts.sha256, the bytes must also hash to
+--- it. Returns what the archive holds.
+---@param opts {path:string|nil, store:runbook.pg.Store|nil, name:string|nil, sha256:string|nil, pg_restore:string|nil}
+---@return {entries:integer, tables:integer, table_data:integer, database:string|nil, location:string, sha256:string|nil}
+function M.verify(opts)
+  local location = source_of("pg.verify_backup", opts)
+  local r, sha = run_on_backup({ opts.pg_restore or "pg_restore", "--list" }, nil, opts, opts.sha256 ~= nil)
+  if r.code ~= 0 then
+    fail("invalid", "%s is not a readable pg_dump archive: %s", location, error_line(r.stdout))
+  end
+  local res = { entries = 0, tables = 0, table_data = 0, location = location, sha256 = sha }
+  local format
+  for line in r.stdout:gmatch("[^\n]+") do
+    local db = line:match("^;%s+dbname: (.+)$")
+    if db then res.database = db end
+    format = format or line:match("^;%s+Format: (%u+)")
+    if line:match("^%d+;") then
+      res.entries = res.entries + 1
+      if line:match("^%d+; %d+ %d+ TABLE DATA ") then
+        res.table_data = res.table_data + 1
+      elseif line:match("^%d+; %d+ %d+ TABLE ") then
+        res.tables = res.tables + 1
+      end
+    end
+  end
+  -- an empty database lists no entries, but every archive has its header
+  if not format then fail("invalid", "%s is not a readable pg_dump archive: pg_restore --list printed no header", location) end
+  res.format = format
+  if opts.sha256 and sha ~= opts.sha256 then
+    fail("checksum", "%s has sha256 %s, expected %s: the backup was altered or damaged", location, sha, opts.sha256)
+  end
+  audit.action {
+    kind = "backup", verb = "verify", location = location, entries = res.entries, tables = res.tables, sha256 = sha,
+    summary = string.format("verified %s: %d entries, %d tables%s", location, res.entries, res.tables,
+      sha and ", sha256 matches" or ""),
+  }
+  return res
+end
+
+--- Restores a backup into a database with pg_restore (the restore drill).
+--- By default objects are restored without owners, and the first error
+--- stops it; clean drops existing objects first.
+---@param opts {url:string|userdata, path:string|nil, store:runbook.pg.Store|nil, name:string|nil, clean:boolean|nil, no_owner:boolean|nil, jobs:integer|nil, single_transaction:boolean|nil, args:string[]|nil, pg_restore:string|nil}
+---@return {location:string, database:string, seconds:number}
+function M.restore(opts)
+  local location = source_of("pg.restore", opts)
+  local target, env, db = tool_target(opts.url)
+  local argv = { opts.pg_restore or "pg_restore", "--no-password", "--exit-on-error", "--dbname=" .. target }
+  if opts.clean then argv[#argv + 1] = "--clean" argv[#argv + 1] = "--if-exists" end
+  if opts.no_owner ~= false then argv[#argv + 1] = "--no-owner" end
+  if opts.single_transaction then argv[#argv + 1] = "--single-transaction" end
+  if opts.jobs then argv[#argv + 1] = "--jobs=" .. math.floor(opts.jobs) end
+  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+  if audit.dry_run() then
+    audit.action { kind = "backup", verb = "restore", database = db, location = location,
+      summary = string.format("would restore %s into %s", location, db) }
+    return { dry_run = true, location = location, database = db }
+  end
+  local t0 = host.monotime()
+  local r = run_on_backup(argv, env, opts, false)
+  if r.interrupted then host.check_interrupt() end
+  if r.code ~= 0 then
+    fail("pg_restore", "restore of %s into %s failed (%s): %s", location, db,
+      r.code and ("exit " .. r.code) or ("signal " .. tostring(r.signal)), host.scrub(error_line(r.stdout)))
+  end
+  local secs = host.monotime() - t0
+  audit.action {
+    kind = "backup", verb = "restore", database = db, location = location, ms = math.floor(secs * 1000 + 0.5),
+    summary = string.format("restored %s into %s (%.1f s)", location, db, secs),
+  }
+  return { location = location, database = db, seconds = secs }
+end
+
+-- ---------------------------------------------------------------------------
+-- retention
+
+--- Deletes the backups under prefix older than keep_days (by modification
+--- time), never the newest keep_min (default 1) of them.
+---@param opts {store:runbook.pg.Store, prefix:string|nil, keep_days:number, keep_min:integer|nil, now:number|nil}
+---@return {deleted:string[], kept:string[]}
+function M.retention(opts)
+  check("pg.retention", opts)
+  if not opts.store then error("pg.retention: store required", 2) end
+  if type(opts.keep_days) ~= "number" or opts.keep_days < 0 then error("pg.retention: keep_days must be a number >= 0", 2) end
+  local keep_min = opts.keep_min or 1
+  local now = opts.now or host.now()
+  local cutoff = now - opts.keep_days * 86400
+  local objs = opts.store:list(opts.prefix or "")
+  table.sort(objs, function(a, b) return a.mtime > b.mtime end) -- newest first
+  local newest = {}
+  for i = 1, math.min(keep_min, #objs) do newest[objs[i].name] = true end
+  table.sort(objs, function(a, b) return a.mtime < b.mtime end) -- delete oldest first
+  local out = { deleted = {}, kept = {} }
+  local dry = audit.dry_run()
+  for _, o in ipairs(objs) do
+    if not newest[o.name] and o.mtime < cutoff then
+      if not dry then opts.store:delete(o.name) end
+      out.deleted[#out.deleted + 1] = o.name
+      audit.action {
+        kind = "backup", verb = "delete", location = opts.store:location(o.name), size = o.size,
+        age_days = math.floor((now - o.mtime) / 86400),
+        summary = string.format("%s %s (%d days old)", dry and "would delete" or "deleted",
+          opts.store:location(o.name), math.floor((now - o.mtime) / 86400)),
+      }
+    else
+      out.kept[#out.kept + 1] = o.name
+    end
+  end
+  table.sort(out.deleted)
+  table.sort(out.kept)
+  return out
+end
+
+return M
