@@ -275,8 +275,14 @@ static void raise_guard(lua_State *L, struct guard *g) {
   lua_error(L);
 }
 
+/* True when the running function is the standard library's. */
+static int in_stdlib(lua_State *L, lua_Debug *ar) {
+  if (!lua_getinfo(L, "S", ar) || !ar->source)
+    return 0;
+  return strncmp(ar->source, "@runbook/", 9) == 0 || strstr(ar->source, "/stdlib/runbook/") != NULL;
+}
+
 static void guard_hook(lua_State *L, lua_Debug *ar) {
-  (void)ar;
   struct guard *g = get_guard(L);
   if (!g->armed)
     return;
@@ -290,6 +296,10 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
     /* From now on raise at every line, so a pcall in the runbook cannot
      * swallow the stop and carry on. */
     lua_sethook(L, guard_hook, LUA_MASKLINE | LUA_MASKCOUNT, 1);
+  } else if (in_stdlib(L, ar)) {
+    /* the library's own cleanup (a rollback, closing a connection) may
+     * run; the stop is raised again at the runbook's next line */
+    return;
   }
   raise_guard(L, g);
 }
