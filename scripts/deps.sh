@@ -6,7 +6,7 @@ what=${1:-test}
 
 build_pkgs="build-essential cmake ninja-build pkg-config liblua5.4-dev lua5.4 lua-busted
   libcurl4-openssl-dev libjansson-dev libyaml-dev libpq-dev libhiredis-dev libssl-dev"
-test_pkgs="postgresql postgresql-client redis-server redis-tools openssl python3 ca-certificates"
+test_pkgs="postgresql postgresql-client redis-server redis-tools openssl python3 ca-certificates procps iproute2 util-linux"
 
 pkgs=$build_pkgs
 [ "$what" = test ] && pkgs="$pkgs $test_pkgs"
@@ -23,4 +23,9 @@ if [ -n "$missing" ]; then
   $SUDO apt-get update -qq || true
   # lua5.4 goes in the same transaction as lua-busted, or busted pulls in Lua 5.2
   $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+# the dbmate compatibility tests install the real dbmate from the npm registry
+if [ "$what" = test ] && ! command -v npm >/dev/null; then
+  echo "deps: installing npm"
+  ${SUDO:-} apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
