@@ -11,14 +11,14 @@ test_pkgs="postgresql postgresql-client redis-server redis-tools openssl python3
 pkgs=$build_pkgs
 [ "$what" = test ] && pkgs="$pkgs $test_pkgs"
 
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
   echo "deps: installing$missing"
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq || true
   # lua5.4 goes in the same transaction as lua-busted, or busted pulls in Lua 5.2
@@ -27,5 +27,5 @@ fi
 # the dbmate compatibility tests install the real dbmate from the npm registry
 if [ "$what" = test ] && ! command -v npm >/dev/null; then
   echo "deps: installing npm"
-  ${SUDO:-} apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
