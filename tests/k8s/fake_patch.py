@@ -349,6 +349,11 @@ def _reorder(items, order, path):
 
 ITEM = object()  # the value recorded for a keyed list item node
 
+# map[string]string fields: the real schema makes them granular maps, so the
+# map itself is owned too and FieldsV1 shows a "." entry under it.
+GRANULAR_MAPS = {"labels", "annotations", "data", "stringData", "binaryData", "matchLabels",
+                 "nodeSelector", "limits", "requests"}
+
 # metadata fields the server owns; never tracked (fieldmanager's stripMeta).
 SYSTEM_META = ("name", "namespace", "uid", "resourceVersion", "generation",
                "creationTimestamp", "managedFields", "selfLink",
@@ -383,6 +388,8 @@ def flatten(value, custom=False, path=(), out=None):
     if isinstance(value, dict):
         if not value and path:
             out[path] = {}
+        elif path and path[-1][2:] in GRANULAR_MAPS:
+            out[path] = ITEM  # the map itself is a member: "." in FieldsV1
         for key, child in value.items():
             if child is None:
                 continue
