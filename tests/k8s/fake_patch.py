@@ -511,6 +511,12 @@ def _resolve(obj, path):
     return node
 
 
+def _set_path(obj, path, value):
+    parent = _resolve(obj, path[:-1])
+    if isinstance(parent, dict) and path[-1].startswith("f:"):
+        parent[path[-1][2:]] = value
+
+
 def _merge_applied(base, applied, path, custom):
     if isinstance(applied, dict):
         out = clone(base) if isinstance(base, dict) else {}
@@ -628,17 +634,26 @@ def parse_sets(entries):
     return [parse_fields_v1(e.get("fieldsV1")) for e in entries]
 
 
-def server_side_apply(live, applied, manager, force, api_version, now, scope, custom):
+def server_side_apply(live, applied, manager, force, api_version, now, scope, custom, defaulter=None):
     """Merge an applied configuration into the live object.
 
     Returns (merged object, managedFields). Raises ApplyConflict when another
     manager owns a field the configuration sets to a different value and
     force is off. Fields this manager applied before and now omits are
-    removed unless another manager still owns them.
+    removed unless another manager still owns them. `defaulter` fills
+    server defaults into a copy of the configuration: an atomic list (say
+    volumeClaimTemplates) is compared and stored as the server would store
+    it, so re-applying the same manifest is not a change or a conflict.
     """
     entries = [e for e in ((live or {}).get("metadata", {}).get("managedFields") or []) if isinstance(e, dict)]
     applied_t = trackable(applied, scope)
     wanted = flatten(applied_t, custom)
+    if defaulter is not None:
+        defaulted = flatten(trackable(defaulter(clone(applied)), scope), custom)
+        for p, v in list(wanted.items()):
+            if isinstance(v, list) and isinstance(defaulted.get(p), list) and not json_equal(v, defaulted[p]):
+                wanted[p] = defaulted[p]
+                _set_path(applied_t, p, clone(defaulted[p]))
     live_flat = flatten(trackable(live, scope), custom) if live else {}
     sets = parse_sets(entries)
     prev = set()

@@ -1320,12 +1320,18 @@ class Store:
             raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
         scope = "status" if subresource == "status" else rt.scope
         now = now_rfc3339()
+
+        def defaulter(obj):
+            obj.setdefault("metadata", {}).update(uid="", name=name)
+            self.defaults.apply(rt, obj, old or obj)
+            return obj
         if old is None:
             if subresource:
                 raise not_found(rt.group, rt.plural, name)
             base = {"apiVersion": rt.api_version, "kind": rt.kind, "metadata": {"name": name}}
             try:
-                merged, managed = server_side_apply(base, applied, manager, force, rt.api_version, now, scope, rt.custom)
+                merged, managed = server_side_apply(base, applied, manager, force, rt.api_version, now, scope, rt.custom,
+                                                    defaulter)
             except ApplyConflict as c:  # cannot happen without a live object
                 raise _apply_conflict(c)
             merged["apiVersion"], merged["kind"] = rt.api_version, rt.kind
@@ -1336,7 +1342,8 @@ class Store:
         if meta.get("resourceVersion") and meta["resourceVersion"] != old["metadata"]["resourceVersion"]:
             raise conflict(rt, name)
         try:
-            merged, managed = server_side_apply(old, applied, manager, force, rt.api_version, now, scope, rt.custom)
+            merged, managed = server_side_apply(old, applied, manager, force, rt.api_version, now, scope, rt.custom,
+                                                defaulter)
         except ApplyConflict as c:
             raise _apply_conflict(c)
         merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
