@@ -417,10 +417,11 @@ def parse_label_selector(text):
             else:
                 raise bad_request("unable to parse requirement: found '%s', expected: identifier" % part)
         if not _LABEL_KEY.match(key):
-            raise bad_request('unable to parse requirement: <nil>: Invalid value: "%s": name part must consist of '
-                              "alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric "
-                              "character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is "
-                              "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')" % key)
+            raise bad_request('unable to parse requirement: <nil>: Invalid value: "%s": %s' % (key, QUALIFIED_NAME_MSG))
+        for i, v in enumerate(vals):
+            if not LABEL_VALUE.match(v) or len(v) > 63:
+                raise bad_request('unable to parse requirement: values[%d][%s]: Invalid value: "%s": %s'
+                                  % (i, key, v, LABEL_VALUE_MSG))
         reqs.append((key, op, vals))
     return reqs
 
