@@ -32,6 +32,15 @@ def clone(value):
     return value
 
 
+def prune_nulls(value):
+    """Drop null members, as decoding into a typed Go object does."""
+    if isinstance(value, dict):
+        return {k: prune_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [prune_nulls(v) for v in value]
+    return value
+
+
 def json_equal(a, b):
     """Equality with JSON semantics: true is not 1, 1 equals 1.0."""
     if isinstance(a, bool) or isinstance(b, bool):

@@ -18,7 +18,7 @@ import time
 import uuid
 
 from fake_patch import (ApplyConflict, PatchBadRequest, PatchFailed, clone,
-                        conflict_message, describe_manager, json_equal,
+                        conflict_message, describe_manager, json_equal, prune_nulls,
                         json_patch, merge_patch, path_string,
                         server_side_apply, strategic_merge_patch, track_update)
 
@@ -1053,7 +1053,9 @@ class Store:
         """Check a request body is an object of this kind; handle unknown fields."""
         if not isinstance(body, dict):
             raise bad_request("the object provided is unrecognized (must be of type %s)" % rt.kind)
-        obj = clone(body)
+        # Built-in kinds go through typed decoding, where null means absent
+        # (an undo's template "creationTimestamp": null must not change its hash).
+        obj = clone(body) if rt.custom else prune_nulls(body)
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
         if not kind:
             raise bad_request("Object 'Kind' is missing in '%s'" % json.dumps(body, separators=(",", ":"))[:200])
