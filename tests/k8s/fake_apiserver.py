@@ -76,12 +76,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fake_patch import clone, json_equal  # noqa: E402
+from fake_patch import clone, json_equal, json_patch, merge_patch, strategic_merge_patch  # noqa: E402
 from fake_store import (ApiError, FieldError, Store, api_group_list, bad_request,  # noqa: E402
-                        forbidden, invalid, label_selector_to_reqs, method_not_allowed,
+                        fields_match, forbidden, invalid, labels_match, method_not_allowed,
                         not_found, now_rfc3339, openapi_v3_doc, openapi_v3_index,
-                        parse_field_selector, parse_label_selector, labels_match,
-                        fields_match, resource_list, short_hash, unsupported_media_type)
+                        parse_field_selector, parse_label_selector, resource_list, short_hash,
+                        unsupported_media_type)
 
 LOGS_ANNOTATION = "fake.runbook.dev/logs"
 EXIT_ANNOTATION = "fake.runbook.dev/exit-code"
@@ -119,9 +119,9 @@ class Faults:
         self.forbids = []       # [(user, verb, resource, namespace)]
         self.frozen = set()     # uids controllers leave alone
 
-    def clear(self):
+    def clear(self, forbids=()):
         with self.lock:
-            self.rules, self.failing_jobs, self.forbids = [], [], []
+            self.rules, self.failing_jobs, self.forbids = [], [], list(forbids)
             self.stuck, self.frozen = set(), set()
 
     def add(self, spec):
@@ -294,7 +294,7 @@ class Controllers(threading.Thread):
 
     def reconcile(self, group, plural, ns, name):
         with self.store.lock:
-            rt = next((t for t in self.store.types.by_path.values() if (t.group, t.plural) == (group, plural)), None)
+            rt = self.store.types.for_key((group, plural))
             if rt is None:
                 return
             obj = self.store._get(rt, ns, name)
@@ -1016,7 +1016,7 @@ class Handler(BaseHTTPRequestHandler):
         if verb == "patch":
             ptype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
             if ptype not in rt.patch_types:
-                raise unsupported(rt.patch_types)
+                raise unsupported_media_type(rt.patch_types)
             patch = self.decode_json(body, req, apply=ptype == "application/apply-patch+yaml")
             obj, code = store.patch(rt, ns or "", name, ptype, patch, manager,
                                     "status" if sub == "status" else None, dry, truthy(p.get("force", "")),
@@ -1065,12 +1065,12 @@ class Handler(BaseHTTPRequestHandler):
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
         if not apply and self.command in ("POST", "PUT") and ctype not in ("application/json", "application/yaml", "*/*"):
             # kubectl >= 1.32 sends protobuf bodies from its typed clients; this fake speaks JSON only.
-            raise unsupported(["application/json", "application/yaml"])
+            raise unsupported_media_type(["application/json", "application/yaml"])
         try:
             return json.loads(body.decode("utf-8") or "null")
         except (ValueError, UnicodeDecodeError) as e:
             if apply or ctype == "application/yaml":
-                raise unsupported(["application/json (YAML bodies must be JSON documents in this fake)"])
+                raise unsupported_media_type(["application/json (YAML bodies must be JSON documents in this fake)"])
             raise bad_request("couldn't get version/kind; json parse error: %s" % e)
 
     def delete_options(self, body, params):
@@ -1107,7 +1107,6 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "PUT":
             obj = self.decode_json(body, req)
             return lambda current: obj
-        from fake_patch import json_patch, merge_patch, strategic_merge_patch
         ptype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         patch = self.decode_json(body, req)
         if ptype == "application/json-patch+json":
@@ -1116,7 +1115,7 @@ class Handler(BaseHTTPRequestHandler):
             return lambda current: strategic_merge_patch(current, patch)
         if ptype == "application/merge-patch+json":
             return lambda current: merge_patch(current, patch)
-        raise unsupported(["application/json-patch+json", "application/merge-patch+json",
+        raise unsupported_media_type(["application/json-patch+json", "application/merge-patch+json",
                            "application/strategic-merge-patch+json"])
 
     # -- watch ------------------------------------------------------------
@@ -1328,10 +1327,6 @@ def generic_not_found():
     return ApiError(404, "NotFound", "the server could not find the requested resource", {})
 
 
-def unsupported(accepted):
-    return unsupported_media_type(accepted)
-
-
 def fault_error(rule):
     code = int(rule["code"])
     reason, message = {
@@ -1373,7 +1368,7 @@ class Fake:
             if len(parts) not in (3, 4):
                 raise SystemExit("--forbid wants USER:VERB:RESOURCE[:NAMESPACE], got %r" % spec)
             self.cli_forbids.append(tuple(parts) + (("*",) if len(parts) == 3 else ()))
-        self.faults.forbids = list(self.cli_forbids)
+        self.faults.clear(self.cli_forbids)
         self.requests = []
         self.requests_lock = threading.Lock()
         self.request_seq = 0
@@ -1400,8 +1395,7 @@ class Fake:
         if (method, name) == ("GET", "health"):
             return {"ok": True, "resourceVersion": store.rv}
         if (method, name) == ("POST", "reset"):
-            faults.clear()
-            faults.forbids = list(self.cli_forbids)
+            faults.clear(self.cli_forbids)
             with self.requests_lock:
                 self.requests = []
             self.config = dict(self.defaults)
@@ -1420,16 +1414,18 @@ class Fake:
                 return {"ok": True}
         if (method, name) == ("POST", "stuck"):
             key = (data.get("kind", "Deployment"), data.get("namespace", ""), data.get("name", ""))
-            with store.lock:
+            with faults.lock:
                 faults.stuck.add(key)
-                self.kick_named(key)
+            self.kick_named(key)
             return {"ok": True}
         if (method, name) == ("POST", "fail-job"):
-            faults.failing_jobs.append({"namespace": data.get("namespace"), "name": data.get("name")})
+            with faults.lock:
+                faults.failing_jobs.append({"namespace": data.get("namespace"), "name": data.get("name")})
             return {"ok": True}
         if (method, name) == ("POST", "forbid"):
-            faults.forbids.append((data.get("user", "*"), data.get("verb", "*"), data.get("resource", "*"),
-                                   data.get("namespace", "*")))
+            with faults.lock:
+                faults.forbids.append((data.get("user", "*"), data.get("verb", "*"), data.get("resource", "*"),
+                                       data.get("namespace", "*")))
             return {"ok": True}
         if name == "requests":
             with self.requests_lock:
@@ -1452,7 +1448,8 @@ class Fake:
                         raise bad_request('namespace "%s" does not exist; seed it first' % ns)
                     created = store.create(rt, ns, clone(obj), "fake-seed", seed=True)
                     if isinstance(data, dict) and data.get("reconcile") is False:
-                        faults.frozen.add(created["metadata"]["uid"])
+                        with faults.lock:
+                            faults.frozen.add(created["metadata"]["uid"])
                 out.append(created)
             return {"objects": out}
         if (method, name) == ("POST", "status"):
@@ -1464,9 +1461,9 @@ class Fake:
                 if obj is None:
                     raise not_found(rt.group, rt.plural, data.get("name", ""))
                 if data.get("freeze", True):
-                    faults.frozen.add(obj["metadata"]["uid"])
+                    with faults.lock:
+                        faults.frozen.add(obj["metadata"]["uid"])
                 new = clone(obj)
-                from fake_patch import merge_patch
                 new["status"] = merge_patch(obj.get("status") or {}, data.get("status") or {}) \
                     if data.get("merge") else clone(data.get("status") or {})
                 return {"object": store.write(rt, new)}

@@ -10,7 +10,6 @@ import base64
 import http.client
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
