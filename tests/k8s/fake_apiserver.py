@@ -982,6 +982,10 @@ class Handler(BaseHTTPRequestHandler):
                 (sub == "log" and method != "GET") or (verb == "deletecollection" and verb not in rt.verbs) or \
                 (method == "DELETE" and sub):
             raise method_not_allowed()
+        if method == "PATCH" and sub != "scale":
+            ptype = self.content_type()
+            if ptype not in rt.patch_types:
+                raise unsupported_media_type(rt.patch_types)
         self.authorize(req, verb, rt, ns, name, sub)
         self.check_options(req, method)
         store = self.fake.store
@@ -1014,9 +1018,7 @@ class Handler(BaseHTTPRequestHandler):
                                                     "status" if sub == "status" else None, dry, validation,
                                                     req.warnings))
         if verb == "patch":
-            ptype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-            if ptype not in rt.patch_types:
-                raise unsupported_media_type(rt.patch_types)
+            ptype = self.content_type()
             patch = self.decode_json(body, req, apply=ptype == "application/apply-patch+yaml")
             obj, code = store.patch(rt, ns or "", name, ptype, patch, manager,
                                     "status" if sub == "status" else None, dry, truthy(p.get("force", "")),
@@ -1029,6 +1031,9 @@ class Handler(BaseHTTPRequestHandler):
         return self.send_json(200, store.delete_collection(rt, ns, options, p.get("labelSelector", ""),
                                                            p.get("fieldSelector", ""),
                                                            dry or options.get("dryRun") == ["All"]))
+
+    def content_type(self):
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip()
 
     def user_agent_manager(self):
         """Without fieldManager the server names the manager after the user agent's program."""
@@ -1052,7 +1057,7 @@ class Handler(BaseHTTPRequestHandler):
             errs.append(FieldError("NotSupported", "fieldValidation",
                                    'supported values: "Ignore", "Strict", "Warn"', p["fieldValidation"]))
         if method == "PATCH":
-            ptype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+            ptype = self.content_type()
             if ptype == "application/apply-patch+yaml":
                 if not manager:
                     errs.insert(0, FieldError("Required", "fieldManager", "is required for apply patch"))
@@ -1062,7 +1067,7 @@ class Handler(BaseHTTPRequestHandler):
             raise _options_error(kind, errs)
 
     def decode_json(self, body, req, apply=False):
-        ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        ctype = self.content_type() or "application/json"
         if not apply and self.command in ("POST", "PUT") and ctype not in ("application/json", "application/yaml", "*/*"):
             # kubectl >= 1.32 sends protobuf bodies from its typed clients; this fake speaks JSON only.
             raise unsupported_media_type(["application/json", "application/yaml"])
@@ -1107,7 +1112,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "PUT":
             obj = self.decode_json(body, req)
             return lambda current: obj
-        ptype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+        ptype = self.content_type()
         patch = self.decode_json(body, req)
         if ptype == "application/json-patch+json":
             return lambda current: json_patch(current, patch)
