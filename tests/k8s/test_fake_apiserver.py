@@ -273,6 +273,23 @@ class TestAuthAndDiscovery(Base):
                           "the server could not find the requested resource")
         self.assertStatus(call("GET", "/apis/nope/v1"), 404, "NotFound")
 
+    def test_expect_continue_and_chunked_request_bodies(self):
+        body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"},
+                           "data": {"k": "x" * 200000}})
+        r = call("POST", NS + "/demo/configmaps", body, headers={"Expect": "100-continue"})
+        self.assertEqual(r.status, 201, r)
+        conn = connect()
+        conn.request("POST", NS + "/demo/configmaps", body=iter([b'{"apiVersion":"v1","kind":"ConfigMap",',
+                                                                 b'"metadata":{"name":"chunked"}}']),
+                     headers={"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"},
+                     encode_chunked=True)
+        first = conn.getresponse()
+        self.assertEqual((first.status, json.loads(first.read())["metadata"]["name"]), (201, "chunked"))
+        conn.request("GET", NS + "/demo/configmaps/chunked", headers={"Authorization": "Bearer " + TOKEN})
+        second = conn.getresponse()  # same connection: keep-alive
+        self.assertEqual((second.status, json.loads(second.read())["metadata"]["name"]), (200, "chunked"))
+        conn.close()
+
     def test_method_not_allowed(self):
         r = call("POST", NS + "/demo/secrets/x", secret("x"))
         self.assertStatus(r, 405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
@@ -945,6 +962,33 @@ class TestWatch(Base):
             self.assertEqual((ev["type"], ev["object"]["metadata"]["name"]), ("DELETED", "x"))
         finally:
             w.close()
+
+    def test_concurrent_writers_every_event_once_in_order(self):
+        import threading
+        w = Watch(self.CM + "?watch=1&resourceVersion=%s&timeoutSeconds=20" % ok("GET", self.CM)["metadata"]["resourceVersion"])
+        errors = []
+
+        def writer(n):
+            try:
+                for i in range(10):
+                    ok("POST", self.CM, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "w%d-%d" % (n, i)}})
+                    ok("PATCH", self.CM + "/w%d-%d" % (n, i), {"data": {"i": str(i)}}, ctype="application/merge-patch+json")
+            except AssertionError as e:
+                errors.append(e)
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        try:
+            events = [w.next() for _ in range(80)]
+        finally:
+            w.close()
+        rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+        self.assertEqual(rvs, sorted(set(rvs)))
+        self.assertEqual(sum(1 for e in events if e["type"] == "ADDED"), 40)
+        self.assertEqual(sum(1 for e in events if e["type"] == "MODIFIED"), 40)
 
     def test_watch_is_logged_as_watch(self):
         r = call("GET", self.CM + "?watch=1&timeoutSeconds=0")
