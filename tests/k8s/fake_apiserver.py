@@ -271,6 +271,7 @@ class Controllers(threading.Thread):
 
     def run(self):
         while not self.fake.stopping.is_set():
+            self.wake.clear()  # before looking, so a kick from now on ends the wait below
             with self.lock:
                 wait = self.heap[0][0] - time.time() if self.heap else 0.5
                 item = None
@@ -281,7 +282,6 @@ class Controllers(threading.Thread):
                         item = key
             if item is None:
                 self.wake.wait(max(0.0, min(wait, 0.5)))
-                self.wake.clear()
                 continue
             try:
                 self.reconcile(*item)
@@ -729,6 +729,7 @@ class Request:
 
     def __init__(self, method, path, query, params):
         self.method, self.path, self.query, self.params = method, path, query, params
+        self.watch = truthy(params.get("watch", "")) or "/watch/" in path
         self.warnings = []
         self.user = None
         self.groups = []
@@ -852,7 +853,6 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/_fake/") or path == "/_fake":
             return self.control(path, params, body)
         req = Request(self.command, path, url.query, params)
-        req.watch = truthy(params.get("watch", "")) or "/watch/" in path
         entry = {"seq": 0, "time": time.time(), "method": self.command, "path": path, "query": url.query,
                  "params": params, "status": None, "user": None, "watch": req.watch,
                  "contentType": self.headers.get("Content-Type"), "fault": None}
@@ -997,8 +997,11 @@ class Handler(BaseHTTPRequestHandler):
         if verb == "watch":
             return self.serve_watch(req, rt, ns)
         if verb == "list":
+            limit = p.get("limit") or "0"
+            if not limit.isdigit():
+                raise bad_request('limit: Invalid value: "%s": must be a non-negative integer' % limit)
             return self.send_json(200, store.list(rt, ns, p.get("labelSelector", ""), p.get("fieldSelector", ""),
-                                                  int(p.get("limit") or 0), p.get("continue", "")))
+                                                  int(limit), p.get("continue", "")))
         if sub == "log":
             return self.serve_log(req, rt, ns, name)
         if sub == "scale":
@@ -1148,7 +1151,10 @@ class Handler(BaseHTTPRequestHandler):
             raise _options_error("ListOptions", errs)
         initial_events = truthy(send_initial) if send_initial is not None else None
         bookmarks = truthy(p.get("allowWatchBookmarks", ""))
-        timeout = float(p.get("timeoutSeconds") or 1800)
+        try:
+            timeout = float(p.get("timeoutSeconds") or 1800)
+        except ValueError:
+            raise bad_request('timeoutSeconds: Invalid value: "%s"' % p["timeoutSeconds"])
         rv_text = p.get("resourceVersion", "")
         if rv_text not in ("", "0") and not rv_text.isdigit():
             raise bad_request('invalid resource version "%s"' % rv_text)
