@@ -116,6 +116,7 @@ static int s_concat(lua_State *L) {
     return luaL_error(L, "out of memory");
   memcpy(buf, a, la);
   memcpy(buf + la, b, lb);
+  buf[la + lb] = '\0'; /* as every secret's bytes are: C APIs take them */
   /* the joined value is registered as one literal: each part already is */
   struct secret *s = lua_newuserdatauv(L, sizeof *s, 0);
   s->data = buf;

@@ -165,9 +165,12 @@ function Conn:pipeline(fn)
     if is_write(cmd) then writes[#writes + 1] = describe(cmd) end
   end
   local what = string.format("pipeline of %d command%s", n, n == 1 and "" or "s")
+  -- name the first few writes; a long pipeline would flood the trail
+  local shown = table.concat(writes, ", ", 1, math.min(#writes, 5))
+  if #writes > 5 then shown = shown .. string.format(", … and %d more", #writes - 5) end
   if #writes > 0 and audit.dry_run() then
-    audit.action { kind = "redis", command = "PIPELINE", count = n,
-      summary = "would send a " .. what .. ": " .. table.concat(writes, ", ") }
+    audit.action { kind = "redis", command = "PIPELINE", count = n, writes = #writes,
+      summary = "would send a " .. what .. ": " .. shown }
     local out = { n = n }
     for i = 1, n do out[i] = false end
     return out
@@ -175,7 +178,7 @@ function Conn:pipeline(fn)
   local res, err = self:_pipeline(p.cmds)
   if not res then error(err, 0) end
   if #writes > 0 then
-    audit.action { kind = "redis", command = "PIPELINE", count = n, summary = what .. ": " .. table.concat(writes, ", ") }
+    audit.action { kind = "redis", command = "PIPELINE", count = n, writes = #writes, summary = what .. ": " .. shown }
   end
   for i = 1, n do
     if p.raising[i] and errors.is(res[i], "redis") then

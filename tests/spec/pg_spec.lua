@@ -46,6 +46,17 @@ describe("runbook.pg", function()
       assert.are.equal("pw is [REDACTED]", host.scrub("pw is " .. pgserver.PASSWORD))
     end)
 
+    it("connects from a URL built by joining strings and a secret password", function()
+      -- secret .. string makes a new secret; its bytes must end like a C string
+      for _ = 1, 50 do
+        local pw = secret.wrap(pgserver.PASSWORD)
+        local u = "postgres://" .. pgserver.ROLE .. ":" .. pw .. "@127.0.0.1:" .. srv.port .. "/app"
+        assert.is_true(secret.is(u))
+        local db <close> = pg.connect(u)
+        assert.are.equal(1, db:value("SELECT 1"))
+      end
+    end)
+
     it("scrubs a percent-encoded password in both forms", function()
       srv:psql([[CREATE ROLE odd LOGIN PASSWORD 'p@ss:w/rd%42x']])
       local u = string.format("postgres://odd:p%%40ss%%3Aw%%2Frd%%2542x@127.0.0.1:%d/app", srv.port)
