@@ -67,8 +67,13 @@ $RB confirm last M7 --note "announced in #shop-launch"
 say "   ... and the same command finishes the run"
 $RB exec shop.lua --yes
 
-say "4. the audit trail: runbook log last (the generated password never appears)"
-$RB log last
+say "4. the audit trail: who did what (runbook log last --step D2, D3, M7)"
+$RB log last --step D2
+$RB log last --step D3
+$RB log last --step M7
+echo "... $($RB log last | wc -l) events in all. The generated password is in none in clear: the"
+echo "D1 memo and output are sealed with AES-256-GCM ($(grep -o '"\$secret"' .runbook/runs/*/journal.jsonl | wc -l) sealed values), and the SQL that set it reads"
+grep -o "PASSWORD '[^']*'" .runbook/runs/*/journal.jsonl | head -1
 
 say "runbook audit verify last"
 $RB audit verify last
