@@ -16,6 +16,7 @@ static const luaL_Reg cores[] = {
   {"runbook._secret", luaopen_runbook__secret},
   {"runbook._journal", luaopen_runbook__journal},
   {"runbook._proc", luaopen_runbook__proc},
+  {"runbook._curl", luaopen_runbook__curl},
   {NULL, NULL},
 };
 

@@ -33,5 +33,6 @@ int luaopen_runbook__crypto(lua_State *L);  /* src/lua_crypto.c */
 int luaopen_runbook__secret(lua_State *L);  /* src/lua_secret.c */
 int luaopen_runbook__journal(lua_State *L); /* src/lua_journal.c */
 int luaopen_runbook__proc(lua_State *L);    /* src/lua_proc.c */
+int luaopen_runbook__curl(lua_State *L);    /* src/lua_curl.c */
 
 #endif
