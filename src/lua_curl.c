@@ -279,14 +279,17 @@ static int req_close(lua_State *L) {
 
 /* ---- curl callbacks ------------------------------------------------------------- */
 
-/* Runs under lua_pcall from write_cb with (on_data, pointer, length):
- * on_data(chunk) -> continue? (only false stops) */
+/* Runs under lua_pcall from write_cb with (on_data, pointer, length, status):
+ * on_data(chunk, status) -> continue? (only false stops). The status lets a
+ * caller keep an error body out of the file it is writing. */
 static int call_on_data(lua_State *L) {
   const char *p = lua_touserdata(L, 2);
   size_t n = (size_t)lua_tointeger(L, 3);
-  lua_settop(L, 1);
+  lua_settop(L, 4);
+  lua_pushvalue(L, 1);
   lua_pushlstring(L, p, n);
-  lua_call(L, 1, 1);
+  lua_pushvalue(L, 4);
+  lua_call(L, 2, 1);
   lua_pushboolean(L, !(lua_isboolean(L, -1) && !lua_toboolean(L, -1)));
   return 1;
 }
@@ -305,7 +308,10 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud) {
     lua_pushvalue(L, r->on_data_idx);
     lua_pushlightuserdata(L, p);
     lua_pushinteger(L, (lua_Integer)n);
-    if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
+    long status = 0;
+    curl_easy_getinfo(r->c->easy, CURLINFO_RESPONSE_CODE, &status);
+    lua_pushinteger(L, (lua_Integer)status);
+    if (lua_pcall(L, 4, 1, 0) != LUA_OK) {
       lua_replace(L, r->err_idx);
       r->lua_failed = 1;
       return CURL_WRITEFUNC_ERROR;
@@ -732,7 +738,7 @@ static int debug_enabled(void) {
 
 /* c:request{method=, url=, display_url=, headers=, body=, upload=, upload_size=, on_data=,
  *           timeout=, connect_timeout=, follow=, max_redirs=, low_speed_time=,
- *           low_speed_limit=} -> res | nil, err */
+ *           low_speed_limit=, path_as_is=} -> res | nil, err */
 static int m_request(lua_State *L) {
   struct client *c = check_client(L, 1);
   luaL_checktype(L, ARG_REQ, LUA_TTABLE);
@@ -812,6 +818,7 @@ static int m_request(lua_State *L) {
   double low_time = opt_number_field(L, ARG_REQ, "low_speed_time", 0, "request");
   double low_limit = opt_number_field(L, ARG_REQ, "low_speed_limit", 1, "request");
   int follow = opt_bool_field(L, ARG_REQ, "follow", 0);
+  int path_as_is = opt_bool_field(L, ARG_REQ, "path_as_is", 0);
   lua_Integer max_redirs = 5;
   if (lua_getfield(L, ARG_REQ, "max_redirs") != LUA_TNIL)
     max_redirs = luaL_checkinteger(L, -1);
@@ -857,6 +864,8 @@ static int m_request(lua_State *L) {
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(ctimeout * 1000));
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, follow ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)max_redirs);
+  if (path_as_is)
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L); /* signed paths must go out unchanged */
   if (low_time > 0) {
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)(low_time + 0.5));
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, (long)(low_limit > 0 ? low_limit : 1));
