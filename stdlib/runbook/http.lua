@@ -63,6 +63,11 @@ end
 local Response = {}
 
 local function decode_json(res)
+  if res.dry_run then
+    errors.raise { kind = "http", code = "dry-run",
+      message = string.format("%s %s: the request was not sent (dry run), so there is no body; check res.dry_run before reading it",
+        res.method, res.url), details = { url = res.url } }
+  end
   local body = res.body or ""
   local v, err
   if body:match("^%s*$") then

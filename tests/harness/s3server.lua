@@ -44,11 +44,21 @@ function Server:stop()
   end
 end
 
+-- moto_server from PATH, else where pyenv puts its shims
+local function moto_bin()
+  for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
+    if rbtest.exists(dir .. "/moto_server") then return dir .. "/moto_server" end
+  end
+  local home = os.getenv("HOME") or "/root"
+  if rbtest.exists(home .. "/.pyenv/shims/moto_server") then return home .. "/.pyenv/shims/moto_server" end
+  error("moto_server is not on PATH (it comes with the Python package moto)")
+end
+
 --- Starts moto_server and makes credentials it checks.
 function M.start()
   local port = rbtest.free_port()
   local base = "http://127.0.0.1:" .. port
-  local p = assert(proc.spawn { argv = { "moto_server", "-H", "127.0.0.1", "-p", tostring(port) },
+  local p = assert(proc.spawn { argv = { moto_bin(), "-H", "127.0.0.1", "-p", tostring(port) },
     env = { INITIAL_NO_AUTH_ACTION_COUNT = "3", S3_UPLOAD_PART_MIN_SIZE = "1024",
       MOTO_S3_DEFAULT_KEY_BUFFER_SIZE = "1048576" },
     stdout = "null", stderr = "null" })
