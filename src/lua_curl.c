@@ -241,7 +241,7 @@ struct req {
   size_t pending_off;
   int on_data_idx;
   int err_idx; /* stack slot holding a Lua error raised by a callback */
-  int lua_failed, aborted, oom;
+  int lua_failed, aborted, oom, short_upload;
   enum stop_reason stop;
   double deadline;
   struct growbuf resp, hdr;
@@ -406,6 +406,12 @@ static size_t read_cb(char *buf, size_t size, size_t nitems, void *ud) {
       r->lua_failed = 1;
       return CURL_READFUNC_ABORT;
     }
+  }
+  if (r->pending_off >= r->pending.len && r->upload_done && r->upload_size >= 0 &&
+      r->uploaded < r->upload_size) {
+    /* the server would wait for bytes that never come: stop now */
+    r->short_upload = 1;
+    return CURL_READFUNC_ABORT;
   }
   if (r->pending_off < r->pending.len) {
     n = r->pending.len - r->pending_off;
@@ -912,6 +918,18 @@ static int m_request(lua_State *L) {
   curl_off_t total_us = 0;
   curl_easy_getinfo(e, CURLINFO_TOTAL_TIME_T, &total_us);
 
+  if (r->short_upload || (rc == CURLE_OK && r->upload_idx && r->upload_size >= 0 &&
+                          r->uploaded != r->upload_size)) {
+    char detail[160];
+    snprintf(detail, sizeof detail, "the upload function gave %lld bytes, upload_size said %lld",
+             (long long)r->uploaded, (long long)r->upload_size);
+    if (debug)
+      debug_line(L, "http< %s %s: %s\n", method, display, detail);
+    push_request_error(L, "http", "protocol", rc, method, display, detail);
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+  }
   if (rc != CURLE_OK) {
     const char *kind = "http", *code = code_of(rc);
     char detail[CURL_ERROR_SIZE + 128];
@@ -937,15 +955,6 @@ static int m_request(lua_State *L) {
     if (debug)
       debug_line(L, "http< %s %s: %s\n", method, display, detail);
     push_request_error(L, kind, code, rc, method, display, detail);
-    lua_pushnil(L);
-    lua_insert(L, -2);
-    return 2;
-  }
-  if (r->upload_idx && r->upload_size >= 0 && r->uploaded != r->upload_size) {
-    char detail[160];
-    snprintf(detail, sizeof detail, "the upload function gave %lld bytes, upload_size said %lld",
-             (long long)r->uploaded, (long long)r->upload_size);
-    push_request_error(L, "http", "protocol", rc, method, display, detail);
     lua_pushnil(L);
     lua_insert(L, -2);
     return 2;

@@ -168,6 +168,20 @@ describe("runbook._curl", function()
       assert.is_false(u.chunked)
     end)
 
+    it("stops at once when the upload function ends before upload_size", function()
+      local t0 = host.monotime()
+      local done = false
+      local res, err = c:request { url = srv:url("/upload"), method = "PUT", upload_size = 1000, upload = function()
+        if done then return nil end
+        done = true
+        return "short"
+      end }
+      assert.is_nil(res)
+      assert.are.equal("protocol", err.code)
+      assert.are.equal("PUT " .. srv:url("/upload") .. ": the upload function gave 5 bytes, upload_size said 1000", err.message)
+      assert.is_true(host.monotime() - t0 < 2)
+    end)
+
     it("raises when the upload function returns something else", function()
       local ok, err = pcall(c.request, c, { url = srv:url("/upload"), method = "PUT", upload = function() return 42 end })
       assert.is_false(ok)

@@ -74,6 +74,26 @@ describe("runbook.http", function()
       assert.matches("http.request: url must start with http:// or https:// (got ftp://example/)", err, 1, true)
     end)
 
+    it("has a function per method, streams bodies both ways", function()
+      assert.are.equal("PATCH", http.patch(srv:url("/echo"), { ca_file = srv.ca_file, body = "p" }).json.method)
+      assert.are.equal("OPTIONS", http.options(srv:url("/echo"), { ca_file = srv.ca_file }).json.method)
+      local head = http.head { url = srv:url("/json"), ca_file = srv.ca_file }
+      assert.are.equal(200, head.status)
+      assert.are.equal("", head.body)
+      local n = 0
+      local res = get("/big?n=300000", { on_data = function(chunk) n = n + #chunk end })
+      assert.is_nil(res.body)
+      assert.are.equal(300000, n)
+      local sent = false
+      res = http.put(srv:url("/upload"), { ca_file = srv.ca_file, upload_size = 5, upload = function()
+        if sent then return nil end
+        sent = true
+        return "12345"
+      end })
+      assert.are.equal(5, res.json.size)
+      assert.is_false(res.json.chunked)
+    end)
+
     it("does not follow redirects unless asked", function()
       local res = get("/redirect")
       assert.are.equal(302, res.status)

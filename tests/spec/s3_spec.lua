@@ -271,6 +271,20 @@ describe("runbook.s3", function()
       assert.are.equal("no/such/key", err.details.key)
     end)
 
+    it("fails a sized stream that delivers fewer bytes than promised", function()
+      local given = false
+      local ok, err = pcall(store.put, store, { bucket = "runbook-tests", key = "stream/short", size = 100, source = function()
+        if given then return nil end
+        given = true
+        return string.rep("s", 40)
+      end })
+      assert.is_false(ok)
+      assert.are.equal("s3", err.kind)
+      assert.are.equal("protocol", err.code)
+      assert.are.equal("s3: PUT " .. srv.endpoint .. "/runbook-tests/stream/short: the upload function gave 40 bytes, upload_size said 100", err.message)
+      assert.is_nil(store:head { bucket = "runbook-tests", key = "stream/short" })
+    end)
+
     it("leaves no file behind when a download fails", function()
       local dst = dir .. "/missing.out"
       local ok, err = pcall(store.get, store, { bucket = "runbook-tests", key = "no/such/key", file = dst })
