@@ -460,9 +460,11 @@ function S3:list(o)
 end
 
 -- ---- multipart ------------------------------------------------------------------------
+-- The writer (runbook.s3.writer) drives these and records one action for
+-- the whole object; called directly, they record their own and honour a
+-- dry run.
 
---- Starts a multipart upload; returns its upload id.
-function S3:create_multipart(o)
+function S3:_create_multipart(o)
   local res = self:_must { verb = "create-multipart", method = "POST", bucket = o.bucket, key = o.key,
     query = { uploads = "" }, headers = object_headers(o), body = "" }
   local id = xml.text(res.body, "UploadId")
@@ -470,16 +472,14 @@ function S3:create_multipart(o)
   return id
 end
 
---- Uploads part number `part_number` (from 1) of an upload; returns its ETag.
-function S3:upload_part(o)
+function S3:_upload_part(o)
   local res = self:_must { verb = "upload-part", method = "PUT", bucket = o.bucket, key = o.key,
     query = { partNumber = o.part_number, uploadId = o.upload_id }, body = o.body, retry = true,
     timeout = o.timeout or 0, low_speed_time = 60 }
   return res.headers.etag
 end
 
---- Completes an upload from its parts ({ {part_number, etag}, ... } in order).
-function S3:complete_multipart(o)
+function S3:_complete_multipart(o)
   local b = { '<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">' }
   for _, p in ipairs(o.parts) do
     b[#b + 1] = string.format("<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>", p[1], xml.escape(p[2]))
@@ -491,10 +491,50 @@ function S3:complete_multipart(o)
   return (xml.text(res.body, "ETag") or ""):gsub('"', "")
 end
 
---- Aborts an upload: its parts are discarded and no object appears.
-function S3:abort_multipart(o)
+function S3:_abort_multipart(o)
   self:_must { verb = "abort-multipart", method = "DELETE", bucket = o.bucket, key = o.key,
     query = { uploadId = o.upload_id }, retry = true, ok = { [200] = true, [204] = true, [404] = true } }
+end
+
+--- Starts a multipart upload; returns its upload id ("dry-run" in a dry run).
+function S3:create_multipart(o)
+  check_name(o.bucket, "bucket", "s3:create_multipart")
+  check_name(o.key, "key", "s3:create_multipart")
+  if audit.dry_run() then
+    record { kind = "s3", verb = "create-multipart", bucket = o.bucket, key = o.key, dry_run = true,
+      summary = "would start a multipart upload of " .. target(o.bucket, o.key) }
+    return "dry-run"
+  end
+  return self:_create_multipart(o)
+end
+
+--- Uploads part number `part_number` (from 1) of an upload; returns its ETag.
+function S3:upload_part(o)
+  if audit.dry_run() then return '"dry-run"' end
+  return self:_upload_part(o)
+end
+
+--- Completes an upload from its parts ({ {part_number, etag}, ... } in order);
+--- returns the object's ETag.
+function S3:complete_multipart(o)
+  local where = target(o.bucket, o.key)
+  if audit.dry_run() then
+    record { kind = "s3", verb = "complete-multipart", bucket = o.bucket, key = o.key, parts = #o.parts, dry_run = true,
+      summary = string.format("would complete %s from %d parts", where, #o.parts) }
+    return ""
+  end
+  local etag = self:_complete_multipart(o)
+  record { kind = "s3", verb = "complete-multipart", bucket = o.bucket, key = o.key, parts = #o.parts, etag = etag,
+    summary = string.format("completed %s from %d parts", where, #o.parts) }
+  return etag
+end
+
+--- Aborts an upload: its parts are discarded and no object appears.
+function S3:abort_multipart(o)
+  if audit.dry_run() then return end
+  self:_abort_multipart(o)
+  record { kind = "s3", verb = "abort-multipart", bucket = o.bucket, key = o.key,
+    summary = "aborted a multipart upload of " .. target(o.bucket, o.key) }
 end
 
 --- Multipart uploads in progress in a bucket: { {key, upload_id}, ... }.

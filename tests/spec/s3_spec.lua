@@ -243,6 +243,33 @@ describe("runbook.s3", function()
     end)
   end)
 
+  describe("multipart calls", function()
+    it("create, upload parts, complete; each call audited", function()
+      local id = store:create_multipart { bucket = "runbook-tests", key = "manual/mp", content_type = "application/octet-stream" }
+      local a, b = pattern_bytes(1500, "a"), pattern_bytes(700, "b")
+      local parts = {
+        { 1, store:upload_part { bucket = "runbook-tests", key = "manual/mp", upload_id = id, part_number = 1, body = a } },
+        { 2, store:upload_part { bucket = "runbook-tests", key = "manual/mp", upload_id = id, part_number = 2, body = b } },
+      }
+      local etag = store:complete_multipart { bucket = "runbook-tests", key = "manual/mp", upload_id = id, parts = parts }
+      assert.matches("%-2$", etag)
+      assert.are.equal(a .. b, (store:get { bucket = "runbook-tests", key = "manual/mp" }))
+      local last = audit.recorded[#audit.recorded]
+      assert.are.equal("complete-multipart", last.verb)
+      assert.are.equal(2, last.parts)
+      assert.are.equal("completed s3://runbook-tests/manual/mp from 2 parts", last.summary)
+    end)
+
+    it("abort discards the parts", function()
+      local id = store:create_multipart { bucket = "runbook-tests", key = "manual/aborted" }
+      store:upload_part { bucket = "runbook-tests", key = "manual/aborted", upload_id = id, part_number = 1, body = pattern_bytes(2000) }
+      store:abort_multipart { bucket = "runbook-tests", key = "manual/aborted", upload_id = id }
+      assert.are.same({}, store:list_multipart { bucket = "runbook-tests" })
+      assert.is_nil(store:head { bucket = "runbook-tests", key = "manual/aborted" })
+      assert.are.equal("abort-multipart", audit.recorded[#audit.recorded].verb)
+    end)
+  end)
+
   describe("errors", function()
     it("rejects a wrong secret with SignatureDoesNotMatch", function()
       local bad <close> = s3.connect { endpoint = srv.endpoint, access_key = srv.access_key, secret_key = secret.wrap("not-the-secret-key") }

@@ -54,10 +54,10 @@ end
 function W:_upload_part(data)
   local s3 = self.s3
   if not self.upload_id then
-    self.upload_id = s3:create_multipart { bucket = self.bucket, key = self.key, content_type = self.content_type, metadata = self.metadata }
+    self.upload_id = s3:_create_multipart { bucket = self.bucket, key = self.key, content_type = self.content_type, metadata = self.metadata }
   end
   local n = #self.parts + 1
-  local etag = s3:upload_part { bucket = self.bucket, key = self.key, upload_id = self.upload_id, part_number = n, body = data }
+  local etag = s3:_upload_part { bucket = self.bucket, key = self.key, upload_id = self.upload_id, part_number = n, body = data }
   self.parts[n] = { n, etag }
   audit.progress(self.size, nil, string.format("%s: %d parts uploaded", where(self), n))
 end
@@ -114,7 +114,7 @@ function W:finish()
     info.parts = 1
   else
     if #data > 0 then self:_guard(self._upload_part, self, data) end
-    info.etag = self:_guard(self.s3.complete_multipart, self.s3,
+    info.etag = self:_guard(self.s3._complete_multipart, self.s3,
       { bucket = self.bucket, key = self.key, upload_id = self.upload_id, parts = self.parts })
     info.parts = #self.parts
   end
@@ -133,7 +133,7 @@ function W:abort()
   self.state = "aborted"
   self.buf, self.buflen = {}, 0
   if self.upload_id then
-    local ok, err = pcall(self.s3.abort_multipart, self.s3, { bucket = self.bucket, key = self.key, upload_id = self.upload_id })
+    local ok, err = pcall(self.s3._abort_multipart, self.s3, { bucket = self.bucket, key = self.key, upload_id = self.upload_id })
     audit.action { kind = "s3", verb = "abort-multipart", bucket = self.bucket, key = self.key, size = self.size,
       parts = #self.parts, error = not ok and errors.message(err) or nil,
       summary = string.format("aborted the upload of %s after %d parts%s", where(self), #self.parts,
