@@ -16,7 +16,7 @@ accepts connections. Paths:
   /hits?key=K             how many requests a key has seen
   /status/CODE            answers CODE with {"status": CODE}
   /redirect, /redirect-loop   302 to /json, or to itself
-  /echo                   the request as JSON: method, path, query, headers, body
+  /echo                   the request as JSON: method, path, query, headers, body, client_port
   /upload                 size and sha256 of the body (chunked or not)
   /admin                  401 unless "Authorization: Bearer <token>"
   /clientcert             200 with the client certificate's CN, 403 without one
@@ -135,6 +135,7 @@ class Handler(BaseHTTPRequestHandler):
                 "method": self.command, "path": u.path, "query": u.query,
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": body.decode("latin-1"),
+                "client_port": self.client_address[1],
             })
         if path == "/upload":
             return self.send(200, {"size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
