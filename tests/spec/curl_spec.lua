@@ -366,6 +366,35 @@ describe("runbook._curl", function()
     end)
   end)
 
+  describe("HTTP/2", function()
+    local h2server = require "h2server"
+
+    it("is used when the server offers it, and not asked for when http2 = false", function()
+      if not h2server.available() then
+        pending("nghttpd is not installed (Debian package nghttp2-server)")
+        return
+      end
+      local h2 = h2server.start { files = { ["hello.json"] = '{"hello":"h2"}' } }
+      local ok, err = pcall(function()
+        local k <close> = curl.client { ca_file = h2.ca_file }
+        local res = assert(k:request { url = h2:url("/hello.json") })
+        assert.are.equal(200, res.status)
+        assert.are.equal("2", res.http_version)
+        assert.are.same({ hello = "h2" }, json.decode(res.body))
+        res = assert(k:request { url = h2:url("/missing") })
+        assert.are.equal(404, res.status)
+        assert.are.equal("2", res.http_version)
+        -- nghttpd speaks only HTTP/2: a client told to stay on 1.1 gets nothing back
+        local old <close> = curl.client { ca_file = h2.ca_file, http2 = false }
+        local none, e = old:request { url = h2:url("/hello.json") }
+        assert.is_nil(none)
+        assert.are.equal("reset", e.code)
+      end)
+      h2:stop()
+      assert(ok, err)
+    end)
+  end)
+
   describe("debug output", function()
     it("prints request lines and statuses only, scrubbed", function()
       local dir = rbtest.tmpdir("curldebug")
