@@ -385,7 +385,8 @@ end
 --- string (and the info table). With file = path, writes it there (through
 --- a temporary file renamed at the end); with on_data = function(chunk),
 --- streams it. Then returns {size, sha256, etag}. Raises NoSuchKey and the
---- like as structured errors (kind "s3").
+--- like as structured errors (kind "s3"). In a dry run a file is not
+--- written: the object is read and hashed, and the result has dry_run = true.
 function S3:get(o)
   check_name(o.bucket, "bucket", "s3:get")
   check_name(o.key, "key", "s3:get")
@@ -396,7 +397,11 @@ function S3:get(o)
   end
   local f, tmp
   local sink = o.on_data
-  if o.file then
+  local dry_file = o.file and audit.dry_run()
+  if dry_file then
+    -- a dry run writes no file: the object is read and hashed only
+    sink = function() end
+  elseif o.file then
     tmp = o.file .. ".part"
     local err
     f, err = io.open(tmp, "wb")
@@ -419,6 +424,10 @@ function S3:get(o)
   if tmp then
     local moved, merr = os.rename(tmp, o.file)
     if not moved then os.remove(tmp); errors.raise { kind = "s3", code = "file", message = "s3:get: " .. tostring(merr) } end
+  end
+  if dry_file then
+    audit.log("info", string.format("s3: dry run: would write %s (%d bytes) to %s", target(o.bucket, o.key), size, o.file))
+    return { size = size, sha256 = h:hex(), etag = etag_of(res), dry_run = true }
   end
   return { size = size, sha256 = h:hex(), etag = etag_of(res) }
 end

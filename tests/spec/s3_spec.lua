@@ -358,8 +358,13 @@ describe("runbook.s3", function()
         assert.are.equal(5000, winfo.size)
         assert.are.equal(crypto.sha256(pattern_bytes(5000)), winfo.sha256)
         store:delete { bucket = "runbook-tests", key = "dir/hello world.txt" }
-        -- reads still happen
+        -- reads still happen, but a download writes no file
         assert.are.equal("hello, object storage", (store:get { bucket = "runbook-tests", key = "dir/hello world.txt" }))
+        local got = store:get { bucket = "runbook-tests", key = "dir/hello world.txt", file = dir .. "/dry.out" }
+        assert.is_true(got.dry_run)
+        assert.are.equal(crypto.sha256("hello, object storage"), got.sha256)
+        assert.is_false(rbtest.exists(dir .. "/dry.out"))
+        assert.is_false(rbtest.exists(dir .. "/dry.out.part"))
       end)
       audit.set_sink(nil)
       assert(ok, err)
