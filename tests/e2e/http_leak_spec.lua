@@ -71,8 +71,7 @@ describe("e2e: secrets through runbook.http and runbook.s3", function()
       "--param", "base=" .. srv.base, "--param", "ca=" .. srv.ca_file,
       "--param", "s3_endpoint=" .. s3srv.endpoint, "--param", "s3_key=" .. s3srv.access_key }
     for _, a in ipairs(extra or {}) do args[#args + 1] = a end
-    return rbtest.run(args, { cwd = dir, env = { E2E_TOKEN = SECRET, E2E_S3_SECRET = s3srv.secret_key,
-      ASAN_OPTIONS = "detect_leaks=0" }, timeout = 120 })
+    return rbtest.run(args, { cwd = dir, env = { E2E_TOKEN = SECRET, E2E_S3_SECRET = s3srv.secret_key }, timeout = 120 })
   end
 
   local function assert_no_leak(text, what)

@@ -410,9 +410,7 @@ describe("runbook._curl", function()
         end)
       ]])
       local r = rbtest.run({ "test", dir .. "/debug_spec.lua" },
-        -- the child's own exit leaks the host (not this core); keep ASan's
-        -- leak report out of its exit code under the sanitizer build
-        { env = { RUNBOOK_HTTP_DEBUG = "1", CA = srv.ca_file, BASE = srv.base, ASAN_OPTIONS = "detect_leaks=0" } })
+        { env = { RUNBOOK_HTTP_DEBUG = "1", CA = srv.ca_file, BASE = srv.base } })
       rbtest.rmtree(dir)
       assert.are.equal(0, r.code, r.stdout .. r.stderr)
       assert.truthy(r.stderr:find("http> POST " .. srv.base .. "/echo?t=[REDACTED]\n", 1, true))
