@@ -203,6 +203,8 @@ end
 -- ---- buckets ------------------------------------------------------------------
 
 --- True when the bucket exists (and these credentials may see it).
+---@param bucket string
+---@return boolean
 function S3:bucket_exists(bucket)
   check_name(bucket, "bucket", "s3:bucket_exists")
   local res, err = self:_send { verb = "head", method = "HEAD", bucket = bucket, retry = true, ok = { [200] = true, [404] = true } }
@@ -240,6 +242,7 @@ function S3:ensure_bucket(bucket)
 end
 
 --- Deletes an empty bucket.
+---@param bucket string
 function S3:delete_bucket(bucket)
   check_name(bucket, "bucket", "s3:delete_bucket")
   if audit.dry_run() then
@@ -256,6 +259,8 @@ local function etag_of(res) return res.headers.etag and res.headers.etag:gsub('"
 
 --- Object metadata, or nil when there is no such object:
 --- {size, etag, content_type, last_modified, metadata = {x-amz-meta-* without the prefix}}.
+---@param o {bucket:string, key:string}
+---@return table|nil
 function S3:head(o)
   check_name(o.bucket, "bucket", "s3:head")
   check_name(o.key, "key", "s3:head")
@@ -387,6 +392,8 @@ end
 --- streams it. Then returns {size, sha256, etag}. Raises NoSuchKey and the
 --- like as structured errors (kind "s3"). In a dry run a file is not
 --- written: the object is read and hashed, and the result has dry_run = true.
+---@param o {bucket:string, key:string, file:string|nil, on_data:fun(chunk:string)|nil, timeout:number|nil}
+---@return string|table body_or_info, table|nil info
 function S3:get(o)
   check_name(o.bucket, "bucket", "s3:get")
   check_name(o.key, "key", "s3:get")
@@ -433,6 +440,7 @@ function S3:get(o)
 end
 
 --- Deletes an object (deleting one that does not exist succeeds, as in S3).
+---@param o {bucket:string, key:string}
 function S3:delete(o)
   check_name(o.bucket, "bucket", "s3:delete")
   check_name(o.key, "key", "s3:delete")
@@ -449,6 +457,7 @@ end
 --- the end (or `limit` objects). o: bucket, prefix, delimiter, max_keys
 --- (page size, 1000), limit. Returns the objects ({key, size, etag,
 --- last_modified}) and the common prefixes (with a delimiter).
+---@param o {bucket:string, prefix:string|nil, delimiter:string|nil, max_keys:integer|nil, limit:integer|nil}
 ---@return table[] objects, string[] prefixes
 function S3:list(o)
   check_name(o.bucket, "bucket", "s3:list")
@@ -558,6 +567,8 @@ end
 
 --- A streaming writer for one object (see runbook.s3.writer):
 --- w:write(chunk), w:finish() -> {size, sha256, location}, w:abort().
+---@param o {bucket:string, key:string, part_size:integer|nil, content_type:string|nil, metadata:table|nil}
+---@return runbook.s3.Writer
 function S3:writer(o)
   return require("runbook.s3.writer").new(self, o)
 end
