@@ -24,6 +24,7 @@ accepts connections. Paths:
 import argparse
 import hashlib
 import json
+import os
 import socket
 import ssl
 import struct
@@ -182,6 +183,15 @@ def main():
         # the handshake happens in the handler's thread, on its first read,
         # so a client that fails it cannot stall the accept loop
         srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+    # exit with the test run that started us, even when it dies without a teardown
+    parent = os.getppid()
+
+    def watch_parent():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
     print("READY %d" % srv.server_address[1], flush=True)
     try:
         srv.serve_forever(poll_interval=0.1)
