@@ -20,6 +20,8 @@ static const luaL_Reg cores[] = {
   {"runbook._redis", luaopen_runbook__redis},
   {"runbook._net", luaopen_runbook__net},
   {"runbook._pg", luaopen_runbook__pg},
+  {"runbook._curl", luaopen_runbook__curl},
+  {"runbook._hash", luaopen_runbook__hash},
   {NULL, NULL},
 };
 

@@ -37,5 +37,7 @@ int luaopen_runbook__thread(lua_State *L);  /* src/lua_thread.c */
 int luaopen_runbook__redis(lua_State *L);   /* src/lua_redis.c */
 int luaopen_runbook__net(lua_State *L);     /* src/lua_net.c */
 int luaopen_runbook__pg(lua_State *L);      /* src/lua_pg.c */
+int luaopen_runbook__curl(lua_State *L);    /* src/lua_curl.c */
+int luaopen_runbook__hash(lua_State *L);    /* src/lua_hash.c */
 
 #endif

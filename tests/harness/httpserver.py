@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""A real HTTPS server for the HTTP specs (stdlib http.server + ssl only).
+
+    httpserver.py --cert server.pem --key server.key [--client-ca ca.pem] [--token T] [--plain]
+
+Binds 127.0.0.1 on a free port and prints "READY <port>" on stdout once it
+accepts connections. Paths:
+
+  /json, /health          JSON bodies
+  /text                   a non-JSON body (HTML)
+  /big?n=N                N bytes of 'x'
+  /sleep?s=S              answers after S seconds
+  /reset?key=K&times=N    resets the connection the first N times per key (all times without key)
+  /flaky?key=K&fail=N&status=S   answers S (503) the first N times per key, then 200
+  /retry-after?key=K&after=S     answers 429 with Retry-After: S the first time per key
+  /hits?key=K             how many requests a key has seen
+  /status/CODE            answers CODE with {"status": CODE}
+  /redirect, /redirect-loop   302 to /json, or to itself
+  /echo                   the request as JSON: method, path, query, headers, body, client_port
+  /upload                 size and sha256 of the body (chunked or not)
+  /admin                  401 unless "Authorization: Bearer <token>"
+  /clientcert             200 with the client certificate's CN, 403 without one
+"""
+import argparse
+import hashlib
+import json
+import os
+import socket
+import ssl
+import struct
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+COUNTS = {}
+LOCK = threading.Lock()
+
+
+def bump(key):
+    with LOCK:
+        COUNTS[key] = COUNTS.get(key, 0) + 1
+        return COUNTS[key]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "rbtest/1"
+
+    def log_message(self, fmt, *args):  # quiet
+        pass
+
+    def send(self, status, body=b"", ctype="application/json", headers=()):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        elif isinstance(body, str):
+            body = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers:
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def read_body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = b""
+            while True:
+                line = self.rfile.readline()
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return out
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def reset(self):
+        # SO_LINGER 0 makes close() send RST instead of FIN
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        try:
+            self.connection.unwrap()
+        except Exception:
+            pass
+        self.connection.close()
+        self.close_connection = True
+
+    def handle_any(self):
+        u = urlsplit(self.path)
+        q = {k: v[-1] for k, v in parse_qs(u.query, keep_blank_values=True).items()}
+        path = u.path
+        body = self.read_body()
+        key = q.get("key")
+        if key:
+            hits = bump(key)
+        if path in ("/json", "/"):
+            return self.send(200, {"status": "ok", "items": [1, 2, 3], "nested": {"name": "tezca"}})
+        if path == "/health":
+            return self.send(200, {"status": "healthy", "database": "connected"})
+        if path == "/text":
+            return self.send(200, "<html><body>Bad gateway from the proxy</body></html>", "text/html")
+        if path == "/big":
+            return self.send(200, b"x" * int(q.get("n", "1000")), "application/octet-stream")
+        if path == "/sleep":
+            time.sleep(float(q.get("s", "2")))
+            return self.send(200, {"slept": float(q.get("s", "2"))})
+        if path == "/reset":
+            if not key or hits <= int(q.get("times", "1")):
+                return self.reset()
+            return self.send(200, {"status": "ok", "attempt": hits})
+        if path == "/flaky":
+            if hits <= int(q.get("fail", "2")):
+                return self.send(int(q.get("status", "503")), {"error": "try again", "attempt": hits})
+            return self.send(200, {"status": "ok", "attempt": hits})
+        if path == "/retry-after":
+            if hits <= 1:
+                return self.send(429, {"error": "slow down"}, headers=[("Retry-After", q.get("after", "1"))])
+            return self.send(200, {"status": "ok", "attempt": hits})
+        if path == "/hits":
+            with LOCK:
+                return self.send(200, {"hits": COUNTS.get(q.get("of", ""), 0)})
+        if path.startswith("/status/"):
+            code = int(path.rsplit("/", 1)[1])
+            return self.send(code, {"status": code})
+        if path == "/redirect":
+            return self.send(302, "", "text/plain", [("Location", "/json")])
+        if path == "/redirect-loop":
+            return self.send(302, "", "text/plain", [("Location", "/redirect-loop")])
+        if path == "/echo":
+            return self.send(200, {
+                "method": self.command, "path": u.path, "query": u.query,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": body.decode("latin-1"),
+                "client_port": self.client_address[1],
+            })
+        if path == "/upload":
+            return self.send(200, {"size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                                   "chunked": self.headers.get("Transfer-Encoding", "") == "chunked"})
+        if path == "/admin":
+            if self.headers.get("Authorization") == "Bearer " + self.server.token:
+                return self.send(200, {"metrics": {"requests": 42}})
+            return self.send(401, {"detail": "Authentication credentials were not provided."},
+                             headers=[("WWW-Authenticate", "Bearer")])
+        if path == "/clientcert":
+            cert = self.connection.getpeercert() if hasattr(self.connection, "getpeercert") else None
+            if not cert:
+                return self.send(403, {"error": "client certificate required"})
+            cn = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+            return self.send(200, {"cn": cn[0] if cn else None})
+        return self.send(404, {"error": "not found", "path": path})
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = handle_any
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # failed handshakes and resets are part of the tests
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
+    ap.add_argument("--client-ca")
+    ap.add_argument("--token", default="test-token")
+    ap.add_argument("--plain", action="store_true")
+    a = ap.parse_args()
+    srv = Server(("127.0.0.1", 0), Handler)
+    srv.token = a.token
+    if not a.plain:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.cert, a.key)
+        if a.client_ca:
+            ctx.load_verify_locations(a.client_ca)
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+        # the handshake happens in the handler's thread, on its first read,
+        # so a client that fails it cannot stall the accept loop
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+    # exit with the test run that started us, even when it dies without a teardown
+    parent = os.getppid()
+
+    def watch_parent():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    print("READY %d" % srv.server_address[1], flush=True)
+    try:
+        srv.serve_forever(poll_interval=0.1)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
