@@ -92,16 +92,22 @@ static const char *excerpt(const char *s, size_t len, char *buf, size_t size) {
   return buf;
 }
 
-/* libyaml's reader reports a byte offset, not a line: count it ourselves */
-static int reader_error(struct loader *ld) {
-  yaml_mark_t m = {0, 0, 0};
-  const yaml_parser_t *p = &ld->parser;
-  for (size_t i = 0; i < p->problem_offset && i < ld->len; i++) {
+/* The mark of a byte offset: libyaml's reader reports only the offset, and
+ * at the end of text without a final newline its marks run one line past. */
+static yaml_mark_t mark_at(const struct loader *ld, size_t offset) {
+  yaml_mark_t m = {offset, 0, 0};
+  for (size_t i = 0; i < offset && i < ld->len; i++) {
     if (ld->text[i] == '\n')
       m.line++, m.column = 0;
     else if (((unsigned char)ld->text[i] & 0xC0) != 0x80)
       m.column++;
   }
+  return m;
+}
+
+static int reader_error(struct loader *ld) {
+  const yaml_parser_t *p = &ld->parser;
+  yaml_mark_t m = mark_at(ld, p->problem_offset);
   if (p->problem_value >= 0)
     return fail_at(ld, m, "%s (#x%02X)", p->problem, (unsigned)p->problem_value);
   return fail_at(ld, m, "%s", p->problem);
@@ -121,10 +127,12 @@ static int next(struct loader *ld) {
   case YAML_READER_ERROR:
     return reader_error(ld);
   case YAML_SCANNER_ERROR:
-  case YAML_PARSER_ERROR:
+  case YAML_PARSER_ERROR: {
+    yaml_mark_t m = p->problem_mark.index >= ld->len ? mark_at(ld, ld->len) : p->problem_mark;
     if (p->context)
-      return fail_at(ld, p->problem_mark, "%s (%s)", p->problem, p->context);
-    return fail_at(ld, p->problem_mark, "%s", p->problem ? p->problem : "syntax error");
+      return fail_at(ld, m, "%s (%s)", p->problem, p->context);
+    return fail_at(ld, m, "%s", p->problem ? p->problem : "syntax error");
+  }
   default:
     snprintf(ld->err, sizeof ld->err, "out of memory");
     return -1;
