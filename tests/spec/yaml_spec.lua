@@ -380,4 +380,206 @@ m:
       assert.are.equal("yaml.load_file: /nonexistent/values.yaml: No such file or directory", err.message)
     end)
   end)
+
+  describe("real files", function()
+    it("a Kubernetes multi-document manifest", function()
+      local docs = yaml.load_all([[
+# tezca api: Deployment, Service and its Secret
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+  namespace: tezca
+  labels: &labels
+    app.kubernetes.io/name: api
+    app.kubernetes.io/part-of: tezca
+spec:
+  replicas: 2
+  revisionHistoryLimit: 0
+  selector:
+    matchLabels: *labels
+  template:
+    metadata:
+      labels: *labels
+      annotations: {}
+    spec:
+      containers:
+        - name: api
+          image: ghcr.io/tezca/api:1.4.2
+          args: ["--port", "8000"]
+          ports:
+            - containerPort: 8000
+              protocol: TCP
+          env:
+            - name: DEBUG
+              value: "false"
+            - name: WORKERS
+              value: "4"
+          envFrom:
+            - secretRef:
+                name: tezca-secrets
+          resources:
+            limits: {cpu: 500m, memory: 512Mi}
+          readinessProbe:
+            httpGet: {path: /health/, port: 8000}
+            initialDelaySeconds: 5
+      volumes: []
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: api
+  namespace: tezca
+spec:
+  type: ClusterIP
+  selector:
+    app.kubernetes.io/name: api
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8000
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: tezca-secrets
+  namespace: tezca
+type: Opaque
+stringData:
+  DJANGO_SECRET_KEY: "change-me"
+  DB_PORT: "5432"
+  ENABLE_SEARCH: "true"
+  DATABASE_URL: postgres://tezca@db:5432/tezca
+  CA_CERT: |
+    -----BEGIN CERTIFICATE-----
+    MIIB
+    -----END CERTIFICATE-----
+...
+]], "tezca.yaml")
+      assert.are.equal(3, #docs)
+      local labels = { ["app.kubernetes.io/name"] = "api", ["app.kubernetes.io/part-of"] = "tezca" }
+      assert_identical({
+        apiVersion = "apps/v1", kind = "Deployment",
+        metadata = { name = "api", namespace = "tezca", labels = labels },
+        spec = {
+          replicas = 2, revisionHistoryLimit = 0,
+          selector = { matchLabels = labels },
+          template = {
+            metadata = { labels = labels, annotations = {} },
+            spec = {
+              containers = { {
+                name = "api", image = "ghcr.io/tezca/api:1.4.2", args = { "--port", "8000" },
+                ports = { { containerPort = 8000, protocol = "TCP" } },
+                env = { { name = "DEBUG", value = "false" }, { name = "WORKERS", value = "4" } },
+                envFrom = { { secretRef = { name = "tezca-secrets" } } },
+                resources = { limits = { cpu = "500m", memory = "512Mi" } },
+                readinessProbe = { httpGet = { path = "/health/", port = 8000 }, initialDelaySeconds = 5 },
+              } },
+              volumes = json.array {},
+            },
+          },
+        },
+      }, docs[1])
+      assert_identical({
+        apiVersion = "v1", kind = "Service",
+        metadata = { name = "api", namespace = "tezca" },
+        spec = {
+          type = "ClusterIP", selector = { ["app.kubernetes.io/name"] = "api" },
+          ports = { { name = "http", port = 80, targetPort = 8000 } },
+        },
+      }, docs[2])
+      assert_identical({
+        apiVersion = "v1", kind = "Secret", type = "Opaque",
+        metadata = { name = "tezca-secrets", namespace = "tezca" },
+        stringData = {
+          DJANGO_SECRET_KEY = "change-me", DB_PORT = "5432", ENABLE_SEARCH = "true",
+          DATABASE_URL = "postgres://tezca@db:5432/tezca",
+          CA_CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        },
+      }, docs[3])
+      -- what goes to the API server: the JSON body keeps [] and {} and "4"
+      assert.are.equal('{"apiVersion":"v1","kind":"Service","metadata":{"name":"api","namespace":"tezca"},'
+        .. '"spec":{"ports":[{"name":"http","port":80,"targetPort":8000}],"selector":{"app.kubernetes.io/name":"api"},'
+        .. '"type":"ClusterIP"}}', json.encode(docs[2]))
+      assert.is_truthy(json.encode(docs[1]):find('"annotations":{}', 1, true))
+      assert.is_truthy(json.encode(docs[1]):find('"volumes":[]', 1, true))
+    end)
+
+    it("a docker-compose file with extension fields and merge keys", function()
+      local c = yaml.load([[
+version: "3.9"
+x-common: &common
+  restart: unless-stopped
+  env_file: .env
+  logging:
+    driver: json-file
+    options: {max-size: 10m}
+services:
+  db:
+    image: postgres:15
+    environment:
+      POSTGRES_PASSWORD: example
+      POSTGRES_DB: tessera
+    ports:
+      - 5432:5432
+    volumes:
+      - db-data:/var/lib/postgresql/data
+    healthcheck:
+      test: ["CMD-SHELL", "pg_isready -U postgres"]
+      interval: 5s
+      retries: 5
+  api:
+    <<: *common
+    build: .
+    ports:
+      - "8000:8000"
+    depends_on:
+      db:
+        condition: service_healthy
+    command: >
+      uvicorn app.main:app
+      --host 0.0.0.0 --port 8000
+    environment:
+      - DATABASE_URL=postgresql://postgres:example@db/tessera
+      - LOG_LEVEL
+  worker:
+    <<: *common
+    restart: "no"
+    command: ["python", "-m", "worker"]
+    deploy:
+      replicas: 2
+volumes:
+  db-data: {}
+]], "compose.yaml")
+      local logging = { driver = "json-file", options = { ["max-size"] = "10m" } }
+      assert_identical({
+        version = "3.9",
+        ["x-common"] = { restart = "unless-stopped", env_file = ".env", logging = logging },
+        services = {
+          db = {
+            image = "postgres:15",
+            environment = { POSTGRES_PASSWORD = "example", POSTGRES_DB = "tessera" },
+            ports = { "5432:5432" },
+            volumes = { "db-data:/var/lib/postgresql/data" },
+            healthcheck = { test = { "CMD-SHELL", "pg_isready -U postgres" }, interval = "5s", retries = 5 },
+          },
+          api = {
+            restart = "unless-stopped", env_file = ".env", logging = logging,
+            build = ".", ports = { "8000:8000" },
+            depends_on = { db = { condition = "service_healthy" } },
+            command = "uvicorn app.main:app --host 0.0.0.0 --port 8000\n",
+            environment = { "DATABASE_URL=postgresql://postgres:example@db/tessera", "LOG_LEVEL" },
+          },
+          worker = {
+            restart = "no", env_file = ".env", logging = logging,
+            command = { "python", "-m", "worker" }, deploy = { replicas = 2 },
+          },
+        },
+        volumes = { ["db-data"] = {} },
+      }, c)
+      -- merged values are shared with the anchor, not copied
+      assert.are.equal(c["x-common"].logging, c.services.api.logging)
+      assert.are.equal(c.services.api.logging, c.services.worker.logging)
+    end)
+  end)
 end)
