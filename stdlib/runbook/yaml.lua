@@ -49,7 +49,7 @@ local function load_all(fn, text, name)
   if docs then return docs end
   local line, column = err:match("^line (%d+) column (%d+): ")
   local where = name and (name .. ": ") or ""
-  return nil, new_error(fn .. ": " .. where .. err, "parse",
+  return nil, new_error(fn .. ": " .. where .. err, "syntax",
     { line = tonumber(line), column = tonumber(column), name = name })
 end
 
@@ -64,7 +64,7 @@ end
 
 --- Loads the first document of a YAML stream (nil when the stream has no
 --- document at all, json.null when the document is empty or `null`).
---- Raises a runbook.Error {kind="yaml", code="parse", message=, details={line=, column=, name=}};
+--- Raises a runbook.Error {kind="yaml", code="syntax", message=, details={line=, column=, name=}};
 --- `name` (a file name) goes into the message.
 ---@param text string
 ---@param name string|nil  what the text is, for error messages
@@ -105,7 +105,7 @@ function M.pload(text, name)
 end
 
 --- Reads a YAML file and loads its first document. Raises a runbook.Error
---- naming the file: code "io" when it cannot be read, "parse" when it is not YAML.
+--- naming the file: code "io" when it cannot be read, "syntax" when it is not YAML.
 ---@param path string
 ---@return any value
 function M.load_file(path)

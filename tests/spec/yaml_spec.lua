@@ -328,7 +328,7 @@ m:
     end)
     it("name the text and keep the position in details", function()
       local err = raised(yaml.load, "a: b: c", "values.yaml")
-      assert.are.equal("parse", err.code)
+      assert.are.equal("syntax", err.code)
       assert.are.equal("yaml.load: values.yaml: line 1 column 5: mapping values are not allowed in this context", err.message)
       assert.are.same({ line = 1, column = 5, name = "values.yaml" }, err.details)
       assert.are.equal(err.message, tostring(err))
