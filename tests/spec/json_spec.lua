@@ -111,6 +111,12 @@ describe("runbook.json", function()
       assert.are.equal(s, json.decode(json.encode(s)))
       assert.are.equal('"a\\u0000b"', json.encode("a\0b"))
     end)
+    it("are binary-safe as object keys", function()
+      assert.are.equal('{"a":1,"a\\u0000b":2,"ab":3}', json.encode({ ["a\0b"] = 2, a = 1, ab = 3 }))
+      -- jansson itself refuses such keys when decoding
+      assert.are.equal([[json.decode: line 1 column 11: NUL byte in object key not supported near '"k\u0000x"']],
+        raised(json.decode, '{"k\\u0000x": 1}').message)
+    end)
     it("refuse invalid UTF-8 when encoding", function()
       assert.has_error(function() json.encode("\255") end,
         "json.encode: string is not valid UTF-8 (encode binary data as base64 or hex)")
