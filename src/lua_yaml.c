@@ -134,8 +134,7 @@ static int next(struct loader *ld) {
 
 static int count(struct loader *ld, lua_Integer n, yaml_mark_t m) {
   if (ld->nodes > MAX_NODES - n)
-    return fail_at(ld, m, "the document expands to more than %d nodes (aliases nested too deeply: an alias bomb?)",
-                   MAX_NODES);
+    return fail_at(ld, m, "aliases expand this YAML to more than %d nodes (an alias bomb?)", MAX_NODES);
   ld->nodes += n;
   return 0;
 }

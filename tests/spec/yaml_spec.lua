@@ -260,7 +260,7 @@ t: !!str true
       local text = table.concat(lines, "\n") .. "\n"
       local t0 = os.clock()
       assert.are.equal(
-        "yaml.load: line 7 column 29: the document expands to more than 10000000 nodes (aliases nested too deeply: an alias bomb?)",
+        "yaml.load: line 7 column 29: aliases expand this YAML to more than 10000000 nodes (an alias bomb?)",
         load_error(text))
       assert.is_true(os.clock() - t0 < 1)
       -- five levels (111111 nodes once expanded) are fine
