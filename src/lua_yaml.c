@@ -331,11 +331,13 @@ static int apply_merges(struct loader *ld, lua_State *L, int t, int merges, yaml
   return count(ld, added, m);
 }
 
+/* Only a plain << is the merge key ("<<" quoted is an ordinary key). */
 static int is_merge_key(const yaml_event_t *e) {
+  if (e->type != YAML_SCALAR_EVENT || e->data.scalar.style != YAML_PLAIN_SCALAR_STYLE ||
+      e->data.scalar.length != 2 || memcmp(e->data.scalar.value, "<<", 2) != 0)
+    return 0;
   const char *tag = (const char *)e->data.scalar.tag;
-  return e->type == YAML_SCALAR_EVENT && e->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
-         e->data.scalar.length == 2 && memcmp(e->data.scalar.value, "<<", 2) == 0 &&
-         (!tag || strcmp(tag, RB_YAML_TAG_PREFIX "merge") == 0);
+  return !tag || strcmp(tag, RB_YAML_TAG_PREFIX "merge") == 0;
 }
 
 /* Adds the value on top (a mapping, or a sequence of mappings) to the list
