@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include <curl/curl.h>
+#include "dl_curl.h"
 #include <lua.h>
 
 /* A growing byte buffer, always NUL-terminated. */

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
+#include "dl_curl.h"
 #include <lauxlib.h>
 #include <lua.h>
 #include <openssl/crypto.h>
@@ -724,6 +724,9 @@ static int curl_init_rc;
 static void curl_init(void) { curl_init_rc = (int)curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 int luaopen_runbook__curl(lua_State *L) {
+  char err[300];
+  if (rb_dl_curl(err, sizeof err) != 0)
+    return luaL_error(L, "runbook._curl: %s", err);
   pthread_once(&curl_once, curl_init);
   if (curl_init_rc != CURLE_OK)
     return luaL_error(L, "cannot initialise libcurl (code %d)", curl_init_rc);

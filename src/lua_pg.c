@@ -21,7 +21,7 @@
 
 #include <jansson.h>
 #include <lauxlib.h>
-#include <libpq-fe.h>
+#include "dl_pq.h"
 #include <lua.h>
 
 #include "host.h"
@@ -569,6 +569,9 @@ static const luaL_Reg funcs[] = {
 };
 
 int luaopen_runbook__pg(lua_State *L) {
+  char err[300];
+  if (rb_dl_pq(err, sizeof err) != 0)
+    return luaL_error(L, "runbook.pg: %s", err);
   /* backups pipe into pg_dump/pg_restore, which may close their end early
    * (pg_restore --list reads only the table of contents): a write there
    * must fail with EPIPE, not kill the process */

@@ -18,7 +18,7 @@
 #include <sys/time.h>
 #include <time.h>
 
-#include <hiredis/hiredis.h>
+#include "dl_redis.h"
 #include <lauxlib.h>
 #include <lua.h>
 #include <openssl/crypto.h>
@@ -669,6 +669,9 @@ static const luaL_Reg funcs[] = {
 };
 
 int luaopen_runbook__redis(lua_State *L) {
+  char err[300];
+  if (rb_dl_redis(err, sizeof err) != 0)
+    return luaL_error(L, "runbook.redis: %s", err);
   luaL_newmetatable(L, BOX_MT);
   lua_pushcfunction(L, box_gc);
   lua_setfield(L, -2, "__gc");

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include <lauxlib.h>
-#include <libpq-fe.h>
+#include "dl_pq.h"
 #include <lua.h>
 #include <poll.h>
 

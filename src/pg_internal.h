@@ -8,7 +8,7 @@
 #ifndef RUNBOOK_PG_INTERNAL_H
 #define RUNBOOK_PG_INTERNAL_H
 
-#include <libpq-fe.h>
+#include "dl_pq.h"
 #include <lua.h>
 
 #define PG_CONN_MT "runbook.pg.Conn"

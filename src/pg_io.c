@@ -8,7 +8,7 @@
 #include <poll.h>
 
 #include <lauxlib.h>
-#include <libpq-fe.h>
+#include "dl_pq.h"
 #include <lua.h>
 
 #include "host.h"

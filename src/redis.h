@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <sys/time.h>
 
-#include <hiredis/hiredis.h>
+#include "dl_redis.h"
 
 /* Compare-and-PEXPIRE and compare-and-DEL on a lock key (KEYS[1]) holding
  * a value (ARGV[1]); the renewal takes the ttl in ms as ARGV[2]. */
