@@ -298,15 +298,24 @@ function Cluster:patch(x, patch, opts)
   return out
 end
 
--- Compare two versions of an object, ignoring what every write changes.
-local function same_content(a, b)
-  local function strip(o)
-    o = copy(o)
-    o.metadata = o.metadata or {}
-    o.metadata.resourceVersion, o.metadata.managedFields = nil, nil
-    return o
+-- The fields a manager owns through apply, as the server recorded them.
+local function applied_fields(obj, manager)
+  for _, mf in ipairs(v(meta(obj).managedFields) or {}) do
+    if mf.manager == manager and mf.operation == "Apply" and v(mf.subresource) == nil then return v(mf.fieldsV1) end
   end
-  return equal(strip(a), strip(b))
+  return nil
+end
+
+-- An apply changed nothing when the resourceVersion stayed, or when the
+-- object already held every value sent and the set of fields this manager
+-- owns is the same (controllers write status and annotations at any
+-- moment, also between our read and our apply, so the version alone would
+-- call such an apply "configured").
+local function unchanged(before, after, sent, manager)
+  if v(meta(before).resourceVersion) == v(meta(after).resourceVersion) then return true end
+  local s = decode_object(copy(sent))
+  s.metadata.resourceVersion = nil
+  return subset(s, before) and equal(applied_fields(before, manager) or {}, applied_fields(after, manager) or {})
 end
 
 -- The conflicts of a failed apply: {field=, manager=, message=}.
@@ -344,17 +353,16 @@ function Cluster:apply_one(obj, opts, r)
         err.hint = "fields owned by another manager: " .. table.concat(parts, ", ") .. "; apply with force = true to take them"
       end
     end
-    self:record("apply", r, err.status, "failed", dry, { error = err.code })
     error(err, 0)
   end
   local out = decode_object(res.json)
   local result
   if not before then
     result = "created"
-  elseif dry then
-    result = same_content(before, out) and "unchanged" or "configured"
+  elseif unchanged(before, out, body, q.fieldManager) then
+    result = "unchanged"
   else
-    result = (v(meta(before).resourceVersion) == v(meta(out).resourceVersion)) and "unchanged" or "configured"
+    result = "configured"
   end
   self:record("apply", r, res.status, result, dry, opts.record)
   return out, result
