@@ -140,6 +140,37 @@ function Fake:matching(method, pattern, since)
   return out
 end
 
+-- Runs control calls from another process, each after its delay (seconds
+-- since the previous one), while the spec's own call is blocked in a wait.
+-- Prints "AT <epoch seconds>" after each call, for timing measurements.
+local LATER = [[
+import json, ssl, sys, time, urllib.request
+base, ca, steps = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+ctx = ssl.create_default_context(cafile=ca)
+for s in steps:
+    time.sleep(s.get("delay", 0))
+    body = json.dumps(s["body"]).encode() if "body" in s else None
+    req = urllib.request.Request(base + s["path"], data=body, method=s.get("method", "POST"),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, context=ctx).read()
+    print("AT %.6f" % time.time(), flush=True)
+]]
+
+--- Starts the steps {{delay=, method=, path=, body=}, ...} in a child
+--- process; returns it (p:communicate{} collects the "AT" lines).
+function Fake:later(steps)
+  return assert(proc.spawn { argv = { "python3", "-c", LATER, self.server, self.ca_file, json.encode(steps) } })
+end
+
+--- The epoch times the steps of a `later` child ran at.
+function M.times(p)
+  local r = p:communicate { timeout = 60 }
+  assert(r.code == 0, "later: " .. tostring(r.stderr))
+  local out = {}
+  for t in r.stdout:gmatch("AT ([%d%.]+)") do out[#out + 1] = tonumber(t) end
+  return out
+end
+
 function Fake:clear_requests() self:control("DELETE", "/_fake/requests") end
 function Fake:reset() self:control("POST", "/_fake/reset") end
 function Fake:faults(rules) return self:control("POST", "/_fake/faults", rules) end

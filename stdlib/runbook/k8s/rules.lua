@@ -224,9 +224,11 @@ function M.summary(obj)
     parts[#parts + 1] = string.format("generation %s, observedGeneration %s", tostring(m.generation), tostring(v(st.observedGeneration) or "none"))
   end
   if v(st.phase) then parts[#parts + 1] = "phase " .. tostring(st.phase) end
+  local counts = {}
   for _, f in ipairs { "replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "active", "succeeded", "failed" } do
-    if v(st[f]) ~= nil then parts[#parts + 1] = f .. " " .. tostring(st[f]) end
+    if v(st[f]) ~= nil then counts[#counts + 1] = f .. " " .. tostring(st[f]) end
   end
+  if #counts > 0 then parts[#parts + 1] = table.concat(counts, ", ") end
   local conds = {}
   for _, c in ipairs(v(st.conditions) or {}) do
     if type(c) == "table" then

@@ -44,7 +44,9 @@ end
 
 --- Watches one object (or a selection) until judge says "done" or "fail".
 --- judge(obj|nil, event_type) -> "done"|"fail"|"wait", message[, code].
---- opts: timeout (seconds, default 300), label_selector, on_event.
+--- opts: timeout (seconds, default 300), label_selector, on_event,
+--- watch_timeout (the longest one watch request lasts before the server ends
+--- it and it is made again from the last version seen; 300).
 --- Returns the last object and the judge's message; raises on failure and timeout.
 function Cluster:watch_until(r, judge, opts)
   opts = opts or {}
@@ -130,7 +132,7 @@ function Cluster:watch_until(r, judge, opts)
     local feed = line_reader(on_line)
     local q = { watch = "true", resourceVersion = rv, allowWatchBookmarks = "true", fieldSelector = fsel,
       labelSelector = opts.label_selector and objects.selector(opts.label_selector) or nil,
-      timeoutSeconds = math.max(1, math.min(math.ceil(remaining) + 1, 600)) }
+      timeoutSeconds = math.max(1, math.min(math.ceil(remaining) + 1, opts.watch_timeout or 300)) }
     local res, err = self.client:try {
       method = "GET", path = client.path(r.info, r.namespace), query = q, on_data = feed,
       timeout = remaining, policy = "none", raw = true, verb = "watch", resource = r.info.plural, namespace = r.namespace,
@@ -245,7 +247,8 @@ function Cluster:wait(opts)
     what = string.format("%s %s matching %s (%s)", r.api_version, r.kind, objects.selector(opts.label_selector), what_for)
   end
   if self:dry(opts) then return dry_wait(self, r, judge, what) end
-  return self:watch_until(r, judge, { timeout = opts.timeout, what = what, label_selector = opts.label_selector })
+  return self:watch_until(r, judge, { timeout = opts.timeout, what = what, label_selector = opts.label_selector,
+    watch_timeout = opts.watch_timeout })
 end
 
 --- kubectl rollout status for a Deployment, StatefulSet or DaemonSet.
@@ -264,7 +267,7 @@ function Cluster:rollout_status(opts)
     local _, msg = dry_wait(self, r, judge, what)
     return msg
   end
-  local _, msg = self:watch_until(r, judge, { timeout = opts.timeout, what = what })
+  local _, msg = self:watch_until(r, judge, { timeout = opts.timeout, what = what, watch_timeout = opts.watch_timeout })
   audit.log("info", msg)
   return msg
 end
