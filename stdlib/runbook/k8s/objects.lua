@@ -73,9 +73,9 @@ local function decode_object(obj)
   if type(obj) ~= "table" then return obj end
   if obj.kind == "Secret" and type(obj.data) == "table" then
     for k, val in pairs(obj.data) do
-      if type(val) == "string" then
+      if type(val) == "string" or secret.is(val) then
         local raw = crypto.base64_decode(val)
-        obj.data[k] = secret.wrap(raw or val)
+        obj.data[k] = secret.is(raw) and raw or secret.wrap(raw or val)
       end
     end
   end
