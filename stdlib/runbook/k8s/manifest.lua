@@ -191,7 +191,7 @@ function M.load(source, opts)
       error("manifests: expected a table, YAML text or a path, got " .. type(src), 3)
     end
   end
-  walk(source, "manifest table")
+  walk(source, type(source) == "string" and "manifest text" or "manifest table")
   for _, d in ipairs(out) do M.check(d) end
   return out
 end
