@@ -11,7 +11,8 @@
  * callbacks: an error never longjmps through libcurl. It is kept, the
  * transfer is aborted, and it is raised again once curl has returned and
  * everything the request holds has been released (the request state is a
- * to-be-closed userdata, so that happens on every path).
+ * to-be-closed userdata, so that happens on every path). The transfer
+ * itself (state and callbacks) is in curl_xfer.c.
  */
 #include <ctype.h>
 #include <stdarg.h>
@@ -23,6 +24,7 @@
 #include <lua.h>
 #include <openssl/crypto.h>
 
+#include "curl_xfer.h"
 #include "host.h"
 #include "modules.h"
 #include "secret.h"
@@ -193,68 +195,13 @@ static int f_client(lua_State *L) {
   return 1;
 }
 
-/* ---- the request state -------------------------------------------------------- */
+/* ---- the request state ---------------------------------------------------------- */
 
-struct growbuf {
-  char *data;
-  size_t len, cap;
-};
-
-static int growbuf_add(struct growbuf *b, const char *p, size_t n) {
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    char *d = realloc(b->data, cap);
-    if (!d)
-      return -1;
-    b->data = d;
-    b->cap = cap;
-  }
-  memcpy(b->data + b->len, p, n);
-  b->len += n;
-  b->data[b->len] = '\0';
-  return 0;
-}
-
-static void growbuf_free(struct growbuf *b, int cleanse) {
-  if (b->data && cleanse)
-    OPENSSL_cleanse(b->data, b->cap);
-  free(b->data);
-  b->data = NULL;
-  b->len = b->cap = 0;
-}
-
-enum stop_reason { STOP_NONE, STOP_INTERRUPTED, STOP_DEADLINE };
-
+/* A request: the transfer, and the client it runs on (NULL once closed). */
 struct req {
-  struct client *c; /* NULL once closed */
-  lua_State *L;
-  struct curl_slist *headers;
-  char *url;
-  /* request body: bytes held by a Lua value on the stack, or a Lua function */
-  const char *body;
-  size_t body_len, body_off;
-  int upload_idx, upload_done;
-  curl_off_t upload_size, uploaded;
-  struct growbuf pending; /* what the upload function gave beyond curl's buffer */
-  size_t pending_off;
-  int on_data_idx;
-  int err_idx; /* stack slot holding a Lua error raised by a callback */
-  int lua_failed, aborted, oom;
-  enum stop_reason stop;
-  double deadline;
-  struct growbuf resp, hdr;
-  char errbuf[CURL_ERROR_SIZE];
+  struct client *c;
+  struct rb_xfer x;
 };
-
-/* Wipes header lines before freeing them: they may hold revealed secrets. */
-static void free_headers(struct curl_slist *h) {
-  for (struct curl_slist *p = h; p; p = p->next)
-    if (p->data)
-      OPENSSL_cleanse(p->data, strlen(p->data));
-  curl_slist_free_all(h);
-}
 
 static int req_close(lua_State *L) {
   struct req *r = luaL_checkudata(L, 1, REQ_MT);
@@ -264,174 +211,7 @@ static int req_close(lua_State *L) {
     r->c->busy = 0;
     r->c = NULL;
   }
-  free_headers(r->headers);
-  r->headers = NULL;
-  if (r->url) {
-    OPENSSL_cleanse(r->url, strlen(r->url));
-    free(r->url);
-    r->url = NULL;
-  }
-  growbuf_free(&r->pending, 1);
-  growbuf_free(&r->resp, 0);
-  growbuf_free(&r->hdr, 0);
-  return 0;
-}
-
-/* ---- curl callbacks ------------------------------------------------------------- */
-
-/* Runs under lua_pcall from write_cb with (on_data, pointer, length):
- * on_data(chunk) -> continue? (only false stops) */
-static int call_on_data(lua_State *L) {
-  const char *p = lua_touserdata(L, 2);
-  size_t n = (size_t)lua_tointeger(L, 3);
-  lua_settop(L, 1);
-  lua_pushlstring(L, p, n);
-  lua_call(L, 1, 1);
-  lua_pushboolean(L, !(lua_isboolean(L, -1) && !lua_toboolean(L, -1)));
-  return 1;
-}
-
-static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud) {
-  struct req *r = ud;
-  size_t n = size * nmemb;
-  if (r->on_data_idx) {
-    lua_State *L = r->L;
-    if (!lua_checkstack(L, 6)) {
-      r->oom = 1;
-      return CURL_WRITEFUNC_ERROR;
-    }
-    /* write_cb runs inside m_request's frame: its stack indexes hold */
-    lua_pushcfunction(L, call_on_data);
-    lua_pushvalue(L, r->on_data_idx);
-    lua_pushlightuserdata(L, p);
-    lua_pushinteger(L, (lua_Integer)n);
-    if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
-      lua_replace(L, r->err_idx);
-      r->lua_failed = 1;
-      return CURL_WRITEFUNC_ERROR;
-    }
-    int go_on = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (!go_on) {
-      r->aborted = 1;
-      return CURL_WRITEFUNC_ERROR;
-    }
-    return n;
-  }
-  if (growbuf_add(&r->resp, p, n) != 0) {
-    r->oom = 1;
-    return CURL_WRITEFUNC_ERROR;
-  }
-  return n;
-}
-
-/* Keeps the header block of the last response only (after redirects and
- * 100 Continue, a new status line starts a new block). */
-static size_t header_cb(char *p, size_t size, size_t nmemb, void *ud) {
-  struct req *r = ud;
-  size_t n = size * nmemb;
-  if (n >= 5 && memcmp(p, "HTTP/", 5) == 0)
-    r->hdr.len = 0;
-  if (growbuf_add(&r->hdr, p, n) != 0) {
-    r->oom = 1;
-    return 0;
-  }
-  return n;
-}
-
-/* Runs under lua_pcall from read_cb with (request, upload, max):
- * upload(max) -> chunk | nil; an empty chunk asks again */
-static int call_upload(lua_State *L) {
-  struct req *r = lua_touserdata(L, 1);
-  lua_Integer max = lua_tointeger(L, 3);
-  for (;;) {
-    lua_settop(L, 3);
-    lua_pushvalue(L, 2);
-    lua_pushinteger(L, max);
-    lua_call(L, 1, 1);
-    if (lua_isnil(L, -1)) {
-      r->upload_done = 1;
-      return 0;
-    }
-    size_t n;
-    const char *s = rb_secret_test(L, -1, &n);
-    if (!s) {
-      if (lua_type(L, -1) != LUA_TSTRING)
-        return luaL_error(L, "upload function must return a string, a secret or nil, got %s",
-                          luaL_typename(L, -1));
-      s = lua_tolstring(L, -1, &n);
-    }
-    if (n > 0) {
-      r->pending.len = 0;
-      r->pending_off = 0;
-      if (growbuf_add(&r->pending, s, n) != 0)
-        return luaL_error(L, "out of memory");
-      return 0;
-    }
-    lua_pop(L, 1);
-    if (rb_interrupted)
-      return 0; /* the progress callback stops the transfer */
-  }
-}
-
-static size_t read_cb(char *buf, size_t size, size_t nitems, void *ud) {
-  struct req *r = ud;
-  size_t max = size * nitems, n = 0;
-  if (!r->upload_idx) {
-    n = r->body_len - r->body_off;
-    if (n > max)
-      n = max;
-    memcpy(buf, r->body + r->body_off, n);
-    r->body_off += n;
-    return n;
-  }
-  if (r->pending_off >= r->pending.len && !r->upload_done) {
-    lua_State *L = r->L;
-    if (!lua_checkstack(L, 6)) {
-      r->oom = 1;
-      return CURL_READFUNC_ABORT;
-    }
-    lua_pushcfunction(L, call_upload);
-    lua_pushlightuserdata(L, r);
-    lua_pushvalue(L, r->upload_idx);
-    lua_pushinteger(L, (lua_Integer)max);
-    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
-      lua_replace(L, r->err_idx);
-      r->lua_failed = 1;
-      return CURL_READFUNC_ABORT;
-    }
-  }
-  if (r->pending_off < r->pending.len) {
-    n = r->pending.len - r->pending_off;
-    if (n > max)
-      n = max;
-    memcpy(buf, r->pending.data + r->pending_off, n);
-    r->pending_off += n;
-  }
-  r->uploaded += (curl_off_t)n;
-  return n;
-}
-
-/* Only a string body can be sent again (curl rewinds for redirects and auth). */
-static int seek_cb(void *ud, curl_off_t offset, int origin) {
-  struct req *r = ud;
-  if (r->upload_idx || origin != SEEK_SET || offset < 0 || (size_t)offset > r->body_len)
-    return CURL_SEEKFUNC_CANTSEEK;
-  r->body_off = (size_t)offset;
-  return CURL_SEEKFUNC_OK;
-}
-
-static int xferinfo_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-                       curl_off_t ulnow) {
-  struct req *r = ud;
-  if (rb_interrupted) {
-    r->stop = STOP_INTERRUPTED;
-    return 1;
-  }
-  if (r->deadline > 0 && rb_monotime() >= r->deadline) {
-    r->stop = STOP_DEADLINE;
-    return 1;
-  }
+  rb_xfer_release(&r->x);
   return 0;
 }
 
@@ -449,7 +229,7 @@ static int valid_token(const char *s, size_t n) {
 }
 
 /* Appends "Name: value" for the pair at stack -2 (name) and -1 (value). */
-static void add_header(lua_State *L, struct req *r, int *has_expect) {
+static void add_header(lua_State *L, struct rb_xfer *r, int *has_expect) {
   size_t nlen, vlen;
   if (lua_type(L, -2) != LUA_TSTRING)
     luaL_error(L, "request: header names must be strings");
@@ -489,7 +269,7 @@ static void add_header(lua_State *L, struct req *r, int *has_expect) {
 }
 
 /* headers = { {"Name", "value"}, ... } or { Name = "value" } */
-static void build_headers(lua_State *L, int t, struct req *r) {
+static void build_headers(lua_State *L, int t, struct rb_xfer *r) {
   int has_expect = 0;
   if (lua_getfield(L, t, "headers") != LUA_TNIL) {
     int h = lua_gettop(L);
@@ -566,56 +346,6 @@ static void apply_client(struct client *c, CURL *e) {
 
 /* ---- results and errors ------------------------------------------------------------ */
 
-static const char *code_of(CURLcode rc) {
-  switch (rc) {
-  case CURLE_OPERATION_TIMEDOUT:
-    return "timeout";
-  case CURLE_COULDNT_CONNECT:
-    return "connect";
-  case CURLE_COULDNT_RESOLVE_HOST:
-  case CURLE_COULDNT_RESOLVE_PROXY:
-    return "resolve";
-  case CURLE_SSL_CONNECT_ERROR:
-  case CURLE_PEER_FAILED_VERIFICATION:
-  case CURLE_SSL_CERTPROBLEM:
-  case CURLE_SSL_CIPHER:
-  case CURLE_SSL_CACERT_BADFILE:
-  case CURLE_SSL_ISSUER_ERROR:
-  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-  case CURLE_SSL_CRL_BADFILE:
-  case CURLE_SSL_INVALIDCERTSTATUS:
-  case CURLE_SSL_CLIENTCERT:
-  case CURLE_SSL_ENGINE_NOTFOUND:
-  case CURLE_SSL_ENGINE_SETFAILED:
-  case CURLE_SSL_ENGINE_INITFAILED:
-  case CURLE_SSL_SHUTDOWN_FAILED:
-  case CURLE_USE_SSL_FAILED:
-    return "tls";
-  case CURLE_RECV_ERROR:
-  case CURLE_SEND_ERROR:
-  case CURLE_GOT_NOTHING:
-  case CURLE_PARTIAL_FILE:
-  case CURLE_HTTP2_STREAM:
-    return "reset";
-  default:
-    return "protocol";
-  }
-}
-
-static const char *what_of(const char *code) {
-  if (strcmp(code, "timeout") == 0)
-    return "timed out";
-  if (strcmp(code, "connect") == 0)
-    return "could not connect";
-  if (strcmp(code, "resolve") == 0)
-    return "could not resolve the host";
-  if (strcmp(code, "tls") == 0)
-    return "TLS failure";
-  if (strcmp(code, "reset") == 0)
-    return "the connection was reset or closed early";
-  return "protocol error";
-}
-
 /* Pushes the structured error {kind, code, message, details={curl_code, url}}.
  * The message is scrubbed of every registered secret. */
 static void push_request_error(lua_State *L, const char *kind, const char *code, CURLcode rc,
@@ -623,7 +353,7 @@ static void push_request_error(lua_State *L, const char *kind, const char *code,
   if (detail && *detail)
     lua_pushfstring(L, "%s %s: %s", method, url, detail);
   else
-    lua_pushfstring(L, "%s %s: %s", method, url, what_of(code));
+    lua_pushfstring(L, "%s %s: %s", method, url, rb_curl_what(code));
   size_t n;
   const char *m = lua_tolstring(L, -1, &n);
   rb_push_scrubbed(L, m, n);
@@ -648,7 +378,7 @@ static void trim_line(const char **s, size_t *n) {
 }
 
 /* Fills res.headers (lowercased names, last wins) and res.header_list. */
-static void push_headers(lua_State *L, int res, struct growbuf *h) {
+static void push_headers(lua_State *L, int res, struct rb_growbuf *h) {
   lua_newtable(L);
   int map = lua_gettop(L);
   lua_newtable(L);
@@ -690,21 +420,6 @@ static void push_headers(lua_State *L, int res, struct growbuf *h) {
   lua_setfield(L, res, "headers");
 }
 
-static const char *version_of(long v) {
-  switch (v) {
-  case CURL_HTTP_VERSION_1_0:
-    return "1.0";
-  case CURL_HTTP_VERSION_1_1:
-    return "1.1";
-  case CURL_HTTP_VERSION_2_0:
-    return "2";
-  case CURL_HTTP_VERSION_3:
-    return "3";
-  default:
-    return "unknown";
-  }
-}
-
 static void debug_line(lua_State *L, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -732,7 +447,7 @@ static int debug_enabled(void) {
 
 /* c:request{method=, url=, display_url=, headers=, body=, upload=, upload_size=, on_data=,
  *           timeout=, connect_timeout=, follow=, max_redirs=, low_speed_time=,
- *           low_speed_limit=} -> res | nil, err */
+ *           low_speed_limit=, path_as_is=} -> res | nil, err */
 static int m_request(lua_State *L) {
   struct client *c = check_client(L, 1);
   luaL_checktype(L, ARG_REQ, LUA_TTABLE);
@@ -745,8 +460,9 @@ static int m_request(lua_State *L) {
   memset(r, 0, sizeof *r);
   luaL_setmetatable(L, REQ_MT);
   lua_toclose(L, SLOT_REQ);
-  r->L = L;
-  r->err_idx = SLOT_ERR;
+  struct rb_xfer *x = &r->x;
+  x->L = L;
+  x->err_idx = SLOT_ERR;
 
   /* method and url */
   lua_getfield(L, ARG_REQ, "url"); /* SLOT_URL */
@@ -755,12 +471,12 @@ static int m_request(lua_State *L) {
   if (ulen == 0 || memchr(url, '\0', ulen))
     return luaL_error(L, "request: url must be a non-empty string without NUL bytes");
   /* a Secret's bytes need not end in NUL: curl gets its own copy */
-  r->url = malloc(ulen + 1);
-  if (!r->url)
+  x->url = malloc(ulen + 1);
+  if (!x->url)
     return luaL_error(L, "out of memory");
-  memcpy(r->url, url, ulen);
-  r->url[ulen] = '\0';
-  url = r->url;
+  memcpy(x->url, url, ulen);
+  x->url[ulen] = '\0';
+  url = x->url;
   int mty = lua_getfield(L, ARG_REQ, "method");
   const char *method = mty == LUA_TNIL ? "GET" : mty == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   if (!method || !valid_token(method, strlen(method)))
@@ -778,50 +494,51 @@ static int m_request(lua_State *L) {
   int display_idx = lua_gettop(L);
   const char *display = lua_tostring(L, display_idx);
 
-  build_headers(L, ARG_REQ, r);
+  build_headers(L, ARG_REQ, x);
 
   /* body: string | Secret | nil; upload: function */
   lua_getfield(L, ARG_REQ, "body");
   int body_idx = lua_gettop(L);
   int has_body = !lua_isnil(L, body_idx);
   if (has_body)
-    r->body = rb_check_bytes(L, body_idx, &r->body_len, NULL);
+    x->body = rb_check_bytes(L, body_idx, &x->body_len, NULL);
   lua_getfield(L, ARG_REQ, "upload");
   if (!lua_isnil(L, -1)) {
     luaL_argexpected(L, lua_isfunction(L, -1), ARG_REQ, "upload as a function");
     if (has_body)
       return luaL_error(L, "request: give either body or upload, not both");
-    r->upload_idx = lua_gettop(L);
+    x->upload_idx = lua_gettop(L);
     has_body = 1;
   }
-  r->upload_size = -1;
+  x->upload_size = -1;
   if (lua_getfield(L, ARG_REQ, "upload_size") != LUA_TNIL) {
     int isint;
     lua_Integer sz = lua_tointegerx(L, -1, &isint);
     if (!isint || sz < 0)
       return luaL_error(L, "request: upload_size must be an integer >= 0");
-    r->upload_size = (curl_off_t)sz;
+    x->upload_size = (curl_off_t)sz;
   }
   lua_getfield(L, ARG_REQ, "on_data");
   if (!lua_isnil(L, -1)) {
     luaL_argexpected(L, lua_isfunction(L, -1), ARG_REQ, "on_data as a function");
-    r->on_data_idx = lua_gettop(L);
+    x->on_data_idx = lua_gettop(L);
   }
   double timeout = opt_number_field(L, ARG_REQ, "timeout", c->timeout, "request");
   double ctimeout = opt_number_field(L, ARG_REQ, "connect_timeout", c->connect_timeout, "request");
   double low_time = opt_number_field(L, ARG_REQ, "low_speed_time", 0, "request");
   double low_limit = opt_number_field(L, ARG_REQ, "low_speed_limit", 1, "request");
   int follow = opt_bool_field(L, ARG_REQ, "follow", 0);
+  int path_as_is = opt_bool_field(L, ARG_REQ, "path_as_is", 0);
   lua_Integer max_redirs = 5;
   if (lua_getfield(L, ARG_REQ, "max_redirs") != LUA_TNIL)
     max_redirs = luaL_checkinteger(L, -1);
   lua_pop(L, 1);
 
   /* the step's deadline bounds the transfer too */
-  r->deadline = rb_deadline(L);
+  x->deadline = rb_deadline(L);
   int deadline_bound = 0;
-  if (r->deadline > 0) {
-    double left = r->deadline - rb_monotime();
+  if (x->deadline > 0) {
+    double left = x->deadline - rb_monotime();
     if (rb_interrupted || left <= 0) {
       int intr = rb_interrupted != 0;
       push_request_error(L, intr ? RB_ERR_INTERRUPTED : RB_ERR_TIMEOUT,
@@ -841,22 +558,17 @@ static int m_request(lua_State *L) {
   CURL *e = c->easy;
   c->busy = 1;
   r->c = c;
+  x->easy = e;
   curl_easy_reset(e);
   apply_client(c, e);
   curl_easy_setopt(e, CURLOPT_URL, url);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
-  curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
-  curl_easy_setopt(e, CURLOPT_XFERINFODATA, r);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000 + (timeout > 0 ? 1 : 0)));
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(ctimeout * 1000));
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, follow ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)max_redirs);
+  if (path_as_is)
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L); /* signed paths must go out unchanged */
   if (low_time > 0) {
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)(low_time + 0.5));
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, (long)(low_limit > 0 ? low_limit : 1));
@@ -865,24 +577,22 @@ static int m_request(lua_State *L) {
   /* POST, PUT and PATCH without a body still send Content-Length: 0 */
   if (!has_body && (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
                     strcmp(method, "PATCH") == 0)) {
-    r->body = "";
-    r->body_len = 0;
+    x->body = "";
+    x->body_len = 0;
     has_body = 1;
   }
   if (is_head) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else if (has_body) {
     curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
-    curl_easy_setopt(e, CURLOPT_READDATA, r);
-    curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
-    curl_easy_setopt(e, CURLOPT_SEEKDATA, r);
-    curl_off_t size = r->upload_idx ? r->upload_size : (curl_off_t)r->body_len;
+    curl_off_t size = x->upload_idx ? x->upload_size : (curl_off_t)x->body_len;
     curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, size);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
   } else if (strcmp(method, "GET") != 0) {
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
   }
+
+  rb_xfer_setup(x, e, has_body && !is_head);
 
   int debug = debug_enabled();
   if (debug)
@@ -890,11 +600,11 @@ static int m_request(lua_State *L) {
 
   CURLcode rc = curl_easy_perform(e);
 
-  if (r->lua_failed) {
+  if (x->lua_failed) {
     lua_pushvalue(L, SLOT_ERR);
     return lua_error(L); /* req_close runs first: it is to-be-closed */
   }
-  if (r->oom)
+  if (x->oom)
     return luaL_error(L, "out of memory during %s %s", method, display);
 
   long status = 0, version = 0;
@@ -903,27 +613,39 @@ static int m_request(lua_State *L) {
   curl_off_t total_us = 0;
   curl_easy_getinfo(e, CURLINFO_TOTAL_TIME_T, &total_us);
 
+  if (x->short_upload || (rc == CURLE_OK && x->upload_idx && x->upload_size >= 0 &&
+                          x->uploaded != x->upload_size)) {
+    char detail[160];
+    snprintf(detail, sizeof detail, "the upload function gave %lld bytes, upload_size said %lld",
+             (long long)x->uploaded, (long long)x->upload_size);
+    if (debug)
+      debug_line(L, "http< %s %s: %s\n", method, display, detail);
+    push_request_error(L, "http", "protocol", rc, method, display, detail);
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+  }
   if (rc != CURLE_OK) {
-    const char *kind = "http", *code = code_of(rc);
+    const char *kind = "http", *code = rb_curl_code(rc);
     char detail[CURL_ERROR_SIZE + 128];
-    const char *why = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
-    if (r->stop == STOP_INTERRUPTED) {
+    const char *why = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+    if (x->stop == RB_XFER_INTERRUPTED) {
       kind = RB_ERR_INTERRUPTED;
       code = "interrupted";
       snprintf(detail, sizeof detail, "interrupted");
-    } else if (r->stop == STOP_DEADLINE ||
+    } else if (x->stop == RB_XFER_DEADLINE ||
                (rc == CURLE_OPERATION_TIMEDOUT && deadline_bound &&
-                rb_monotime() >= r->deadline - 0.05)) {
+                rb_monotime() >= x->deadline - 0.05)) {
       kind = RB_ERR_TIMEOUT;
       code = "timeout";
       snprintf(detail, sizeof detail, "the step's time limit ran out (%s)", why);
-    } else if (r->aborted) {
+    } else if (x->aborted) {
       code = "aborted";
       snprintf(detail, sizeof detail, "aborted: on_data returned false");
     } else if (rc == CURLE_OPERATION_TIMEDOUT) {
       snprintf(detail, sizeof detail, "timed out after %g s (%s)", timeout, why);
     } else {
-      snprintf(detail, sizeof detail, "%s: %s", what_of(code), why);
+      snprintf(detail, sizeof detail, "%s: %s", rb_curl_what(code), why);
     }
     if (debug)
       debug_line(L, "http< %s %s: %s\n", method, display, detail);
@@ -932,17 +654,8 @@ static int m_request(lua_State *L) {
     lua_insert(L, -2);
     return 2;
   }
-  if (r->upload_idx && r->upload_size >= 0 && r->uploaded != r->upload_size) {
-    char detail[160];
-    snprintf(detail, sizeof detail, "the upload function gave %lld bytes, upload_size said %lld",
-             (long long)r->uploaded, (long long)r->upload_size);
-    push_request_error(L, "http", "protocol", rc, method, display, detail);
-    lua_pushnil(L);
-    lua_insert(L, -2);
-    return 2;
-  }
 
-  const char *vname = version_of(version);
+  const char *vname = rb_http_version(version);
   if (debug) {
     char secs[32];
     snprintf(secs, sizeof secs, "%.3f", (double)total_us / 1e6);
@@ -953,9 +666,9 @@ static int m_request(lua_State *L) {
   int res = lua_gettop(L);
   lua_pushinteger(L, status);
   lua_setfield(L, res, "status");
-  push_headers(L, res, &r->hdr);
-  if (!r->on_data_idx) {
-    lua_pushlstring(L, r->resp.data ? r->resp.data : "", r->resp.len);
+  push_headers(L, res, &x->hdr);
+  if (!x->on_data_idx) {
+    lua_pushlstring(L, x->resp.data ? x->resp.data : "", x->resp.len);
     lua_setfield(L, res, "body");
   }
   lua_pushstring(L, vname);

@@ -17,6 +17,7 @@ static const luaL_Reg cores[] = {
   {"runbook._journal", luaopen_runbook__journal},
   {"runbook._proc", luaopen_runbook__proc},
   {"runbook._curl", luaopen_runbook__curl},
+  {"runbook._hash", luaopen_runbook__hash},
   {NULL, NULL},
 };
 

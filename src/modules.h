@@ -34,5 +34,6 @@ int luaopen_runbook__secret(lua_State *L);  /* src/lua_secret.c */
 int luaopen_runbook__journal(lua_State *L); /* src/lua_journal.c */
 int luaopen_runbook__proc(lua_State *L);    /* src/lua_proc.c */
 int luaopen_runbook__curl(lua_State *L);    /* src/lua_curl.c */
+int luaopen_runbook__hash(lua_State *L);    /* src/lua_hash.c */
 
 #endif

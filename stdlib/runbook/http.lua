@@ -63,6 +63,11 @@ end
 local Response = {}
 
 local function decode_json(res)
+  if res.dry_run then
+    errors.raise { kind = "http", code = "dry-run",
+      message = string.format("%s %s: the request was not sent (dry run), so there is no body; check res.dry_run before reading it",
+        res.method, res.url), details = { url = res.url } }
+  end
   local body = res.body or ""
   local v, err
   if body:match("^%s*$") then
@@ -370,18 +375,33 @@ local function verb(method)
 end
 
 --- http.get(url [, opts]) and friends: M.request with the method set.
+--- Each also takes a single request table: http.get{url = ..., query = ...}.
+---@alias runbook.http.Verb fun(url: string|userdata|table, opts: table|nil): runbook.http.Response
+---@type runbook.http.Verb
 M.get = verb("GET")
+---@type runbook.http.Verb
 M.head = verb("HEAD")
+---@type runbook.http.Verb
 M.post = verb("POST")
+---@type runbook.http.Verb
 M.put = verb("PUT")
+---@type runbook.http.Verb
 M.patch = verb("PATCH")
+---@type runbook.http.Verb
 M.delete = verb("DELETE")
+---@type runbook.http.Verb
 M.options = verb("OPTIONS")
 
 --- Smoke check: see runbook.http.check.
+---@param target string|table
+---@param spec {status:integer|integer[]|nil, json:table|nil, body:string|nil}|nil
+---@return runbook.http.Response
 function M.expect(target, spec) return require("runbook.http.check").expect(target, spec) end
 
 --- A verification checklist: see runbook.http.check.
+---@param rows table[]
+---@param opts table|nil
+---@return table[]
 function M.check(rows, opts) return require("runbook.http.check").check(rows, opts) end
 
 return M

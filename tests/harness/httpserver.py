@@ -16,7 +16,7 @@ accepts connections. Paths:
   /hits?key=K             how many requests a key has seen
   /status/CODE            answers CODE with {"status": CODE}
   /redirect, /redirect-loop   302 to /json, or to itself
-  /echo                   the request as JSON: method, path, query, headers, body
+  /echo                   the request as JSON: method, path, query, headers, body, client_port
   /upload                 size and sha256 of the body (chunked or not)
   /admin                  401 unless "Authorization: Bearer <token>"
   /clientcert             200 with the client certificate's CN, 403 without one
@@ -24,6 +24,7 @@ accepts connections. Paths:
 import argparse
 import hashlib
 import json
+import os
 import socket
 import ssl
 import struct
@@ -135,6 +136,7 @@ class Handler(BaseHTTPRequestHandler):
                 "method": self.command, "path": u.path, "query": u.query,
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": body.decode("latin-1"),
+                "client_port": self.client_address[1],
             })
         if path == "/upload":
             return self.send(200, {"size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
@@ -181,6 +183,15 @@ def main():
         # the handshake happens in the handler's thread, on its first read,
         # so a client that fails it cannot stall the accept loop
         srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+    # exit with the test run that started us, even when it dies without a teardown
+    parent = os.getppid()
+
+    def watch_parent():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
     print("READY %d" % srv.server_address[1], flush=True)
     try:
         srv.serve_forever(poll_interval=0.1)

@@ -74,6 +74,26 @@ describe("runbook.http", function()
       assert.matches("http.request: url must start with http:// or https:// (got ftp://example/)", err, 1, true)
     end)
 
+    it("has a function per method, streams bodies both ways", function()
+      assert.are.equal("PATCH", http.patch(srv:url("/echo"), { ca_file = srv.ca_file, body = "p" }).json.method)
+      assert.are.equal("OPTIONS", http.options(srv:url("/echo"), { ca_file = srv.ca_file }).json.method)
+      local head = http.head { url = srv:url("/json"), ca_file = srv.ca_file }
+      assert.are.equal(200, head.status)
+      assert.are.equal("", head.body)
+      local n = 0
+      local res = get("/big?n=300000", { on_data = function(chunk) n = n + #chunk end })
+      assert.is_nil(res.body)
+      assert.are.equal(300000, n)
+      local sent = false
+      res = http.put(srv:url("/upload"), { ca_file = srv.ca_file, upload_size = 5, upload = function()
+        if sent then return nil end
+        sent = true
+        return "12345"
+      end })
+      assert.are.equal(5, res.json.size)
+      assert.is_false(res.json.chunked)
+    end)
+
     it("does not follow redirects unless asked", function()
       local res = get("/redirect")
       assert.are.equal(302, res.status)
@@ -221,6 +241,10 @@ describe("runbook.http", function()
         local res = http.post(srv:url("/echo"), { ca_file = srv.ca_file, query = { key = "dry-1" }, json = { a = 1 } })
         assert.is_true(res.dry_run)
         assert.is_nil(res.status)
+        local ok2, e2 = pcall(function() return res.json end)
+        assert.is_false(ok2)
+        assert.are.equal("dry-run", e2.code)
+        assert.are.equal("POST " .. srv:url("/echo") .. "?key=dry-1: the request was not sent (dry run), so there is no body; check res.dry_run before reading it", e2.message)
         assert.are.equal(200, get("/json").status) -- reads still go out
         local sent = http.post(srv:url("/echo"), { ca_file = srv.ca_file, query = { key = "dry-2" }, read_only = true })
         assert.are.equal(200, sent.status)
