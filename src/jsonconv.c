@@ -133,6 +133,17 @@ static lua_Integer sequence_length(lua_State *L, int idx, int *has_string_keys) 
 
 static json_t *convert(struct conv *c, int idx, int depth);
 
+struct key {
+  const char *s;
+  size_t len;
+};
+
+static int cmp_keys(const void *a, const void *b) {
+  const struct key *x = a, *y = b;
+  int d = memcmp(x->s, y->s, x->len < y->len ? x->len : y->len);
+  return d ? d : (x->len > y->len) - (x->len < y->len);
+}
+
 static json_t *convert_table(struct conv *c, int idx, int depth) {
   lua_State *L = c->L;
   int strkeys;
@@ -164,43 +175,39 @@ static json_t *convert_table(struct conv *c, int idx, int depth) {
     lua_pop(L, 1);
     count++;
   }
-  const char **keys = malloc(sizeof *keys * (size_t)(count ? count : 1));
-  if (!keys)
-    return fail(c, "out of memory");
+  /* scratch owned by Lua, so an out-of-memory error cannot leak it */
+  struct key *keys = lua_newuserdatauv(L, sizeof *keys * (size_t)(count ? count : 1), 0);
   int k = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     lua_pop(L, 1);
-    keys[k++] = lua_tostring(L, -1); /* strings are anchored by the table */
+    /* strings are anchored by the table; lengths keep keys binary-safe */
+    keys[k].s = lua_tolstring(L, -1, &keys[k].len);
+    k++;
   }
-  for (int i = 1; i < count; i++) { /* insertion sort: objects are small */
-    const char *key = keys[i];
-    int j = i - 1;
-    for (; j >= 0 && strcmp(keys[j], key) > 0; j--)
-      keys[j + 1] = keys[j];
-    keys[j + 1] = key;
-  }
+  qsort(keys, (size_t)count, sizeof *keys, cmp_keys);
   json_t *o = json_object();
   for (int i = 0; i < count; i++) {
-    lua_getfield(L, idx, keys[i]);
+    lua_pushlstring(L, keys[i].s, keys[i].len);
+    lua_rawget(L, idx);
     json_t *v = convert(c, lua_gettop(L), depth + 1);
     lua_pop(L, 1);
     if (!v) {
       json_decref(o);
-      free(keys);
+      lua_pop(L, 1);
       return NULL;
     }
-    size_t klen = strlen(keys[i]);
-    char *scrubbed = c->redactor ? rb_redactor_scrub(c->redactor, keys[i], klen, &klen) : NULL;
-    if (json_object_setn_new(o, scrubbed ? scrubbed : keys[i], klen, v) != 0) {
+    size_t klen = keys[i].len;
+    char *scrubbed = c->redactor ? rb_redactor_scrub(c->redactor, keys[i].s, klen, &klen) : NULL;
+    if (json_object_setn_new(o, scrubbed ? scrubbed : keys[i].s, klen, v) != 0) {
       free(scrubbed);
       json_decref(o);
-      free(keys);
+      lua_pop(L, 1);
       return fail(c, "object key is not valid UTF-8");
     }
     free(scrubbed);
   }
-  free(keys);
+  lua_pop(L, 1);
   return o;
 }
 

@@ -63,6 +63,7 @@ struct rb_host *rb_host_attach(lua_State *L, struct rb_host *shared) {
     if (!h || !(h->redactor = rb_redactor_new())) {
       free(h);
       luaL_error(L, "out of memory");
+      return NULL; /* not reached: luaL_error raises */
     }
     pthread_mutex_init(&h->console_lock, NULL);
     pthread_mutex_init(&h->refs_lock, NULL);

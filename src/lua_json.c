@@ -68,7 +68,7 @@ static int f_decode(lua_State *L) {
 /* array([t]) -> t marked as a JSON array (so {} encodes as []) */
 static int f_array(lua_State *L) {
   if (lua_isnoneornil(L, 1)) {
-    lua_settop(L, 0); /* array(nil) as well as array() */
+    lua_settop(L, 0);
     lua_newtable(L);
   }
   luaL_checktype(L, 1, LUA_TTABLE);

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "yaml_scalar.h"
+#include "yamlconv.h"
 
 static int eq(const char *s, size_t len, const char *word) {
   return strlen(word) == len && memcmp(s, word, len) == 0;

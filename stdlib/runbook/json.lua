@@ -84,7 +84,7 @@ end
 local function parse_error(fn, err, name)
   local line, column = err:match("^line (%d+) column (%d+): ")
   local where = name and (name .. ": ") or ""
-  return new_error(fn .. ": " .. where .. err, "parse",
+  return new_error(fn .. ": " .. where .. err, "syntax",
     { line = tonumber(line), column = tonumber(column), name = name })
 end
 
@@ -95,7 +95,7 @@ local function decode(fn, text, name)
 end
 
 --- Decodes JSON text (any JSON value, not only objects and arrays).
---- Raises a runbook.Error {kind="json", code="parse", message=, details={line=, column=, name=}}
+--- Raises a runbook.Error {kind="json", code="syntax", message=, details={line=, column=, name=}}
 --- when the text is not JSON; `name` (a file name, "response body") goes into the message.
 ---@param text string
 ---@param name string|nil  what the text is, for the error message
@@ -120,7 +120,7 @@ function M.pdecode(text, name)
 end
 
 --- Reads and decodes a JSON file. Raises a runbook.Error naming the file:
---- code "io" when it cannot be read, "parse" when it is not JSON.
+--- code "io" when it cannot be read, "syntax" when it is not JSON.
 ---@param path string
 ---@return any value
 function M.read_file(path)

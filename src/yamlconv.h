@@ -1,13 +1,22 @@
 /*
- * YAML scalars without Lua: the YAML 1.2 core schema's resolution of plain
- * scalars, number parsing and the text runbook.yaml writes for numbers.
- * Shared by the loader and the dumper in lua_yaml.c, so what dump writes
+ * What the YAML loader (lua_yaml.c) and dumper (yaml_dump.c) share: the
+ * YAML 1.2 core schema's resolution of plain scalars, number parsing and
+ * the text written for numbers (yaml_scalar.c, no Lua), so what dump writes
  * is exactly what load reads back.
  */
-#ifndef RUNBOOK_YAML_SCALAR_H
-#define RUNBOOK_YAML_SCALAR_H
+#ifndef RUNBOOK_YAMLCONV_H
+#define RUNBOOK_YAMLCONV_H
 
 #include <stddef.h>
+
+#include <lua.h>
+
+#define RB_YAML_MAX_DEPTH 512 /* nested collections, loading and dumping */
+#define RB_YAML_TAG_PREFIX "tag:yaml.org,2002:"
+
+/* runbook._yaml.dump(value [, {indent=, secrets=}]) -> text; raises
+ * "yaml.dump: ..." on a value YAML cannot hold. */
+int rb_yaml_dump(lua_State *L);
 
 enum rb_ytype {
   RB_Y_STR,   /* anything the core schema does not claim */
