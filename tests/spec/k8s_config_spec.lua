@@ -392,6 +392,14 @@ printf '{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredent
     assert.are.equal(200, gets[#gets].status)
   end)
 
+  it("refuses an interactive-only exec plugin without a terminal", function()
+    local kc = fake:write_kubeconfig { path = fake.dir .. "/tty.kubeconfig", user = { exec = {
+      apiVersion = "client.authentication.k8s.io/v1", command = "/bin/true", interactiveMode = "Always" } } }
+    local ok, e = pcall(can_read, k8s.connect { kubeconfig = kc })
+    assert.is_false(ok)
+    assert.are.equal("kubeconfig " .. kc .. ': users["fake-user"].user.exec: exec plugin /bin/true needs a terminal (interactiveMode: Always) and there is none', e.message)
+  end)
+
   it("reports a failing exec plugin with its stderr and the kubeconfig field", function()
     local plugin = fake.dir .. "/bad.sh"
     rbtest.write(plugin, "#!/bin/sh\necho 'login expired, run: sso login' >&2\nexit 3\n", 448)

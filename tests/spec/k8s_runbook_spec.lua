@@ -96,6 +96,39 @@ describe("runbook.k8s in runbook exec", function()
     assert.is_nil(c:get { kind = "Deployment", name = "server" })
   end)
 
+  it("stays interruptible while it waits (Ctrl-C), and within the step's time limit", function()
+    rb.write(dir .. "/wait.lua", [[
+local k8s = require "runbook.k8s"
+runbook "k8s-wait" { params = { kubeconfig = {}, limit = { default = "600" } } }
+step "W" { title = "wait for a rollout that never ends", timeout = 600, run = function(ctx)
+  local c = k8s.connect { kubeconfig = ctx.params.kubeconfig }
+  c:rollout_status { kind = "Deployment", name = "never", timeout = 600 }
+end }
+step "T" { title = "the same under a 1 s step limit", timeout = 1, run = function(ctx)
+  local c = k8s.connect { kubeconfig = ctx.params.kubeconfig }
+  c:rollout_status { kind = "Deployment", name = "never", timeout = 600 }
+end }
+]])
+    fake:seed { { apiVersion = "apps/v1", kind = "Deployment", metadata = { name = "never", generation = 1 },
+      spec = { replicas = 1, selector = { matchLabels = { app = "n" } }, template = { metadata = { labels = { app = "n" } },
+        spec = { containers = { { name = "c", image = "x" } } } } },
+      status = { observedGeneration = 1, replicas = 1, updatedReplicas = 1, availableReplicas = 0 } } }
+    fake:control("POST", "/_fake/status", { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "never",
+      freeze = true, status = { observedGeneration = 1, replicas = 1, updatedReplicas = 1, availableReplicas = 0 } })
+    local p = rb.start({ "exec", "wait.lua", "--only", "W", "--param", "kubeconfig=" .. fake.kubeconfig }, { cwd = dir })
+    -- once it watches, Ctrl-C
+    local deadline = os.time() + 20
+    while #fake:matching("GET", "deployments$") < 2 and os.time() < deadline do require("runbook._host").sleep(0.05) end
+    local t0 = require("runbook._host").monotime()
+    p:kill("INT")
+    local code = p:wait(10)
+    assert.is_true(require("runbook._host").monotime() - t0 < 3)
+    assert.are.equal(130, code)
+    local r = rb.run({ "exec", "wait.lua", "--new", "--only", "T", "--param", "kubeconfig=" .. fake.kubeconfig }, { cwd = dir, timeout = 20 })
+    assert.are.equal(1, r.code)
+    assert.truthy(r.stderr:find("timed out after 1 s", 1, true), r.stderr)
+  end)
+
   it("fails the step with a config error naming the kubeconfig field", function()
     local r = rb.run({ "exec", "deploy.lua", "--param", "kubeconfig=" .. fake.kubeconfig, "--param", "context=nowhere" }, { cwd = dir })
     assert.are_not.equal(0, r.code)

@@ -233,6 +233,17 @@ describe("k8s verbs", function()
     assert.are.equal("unknown kind Gizmo in apiVersion v1 (not served by " .. fake.server .. ")", e.message)
   end)
 
+  it("guesses the plural when discovery is forbidden", function()
+    fake:faults { fail = { code = 403 }, count = -1, method = "GET", path = "^/apis/networking.k8s.io/v1$" }
+    local ing = { apiVersion = "networking.k8s.io/v1", kind = "Ingress", metadata = { name = "web" },
+      spec = { rules = { { host = "tezca.mx", http = { paths = { { path = "/", pathType = "Prefix",
+        backend = { service = { name = "web", port = { number = 80 } } } } } } } } } }
+    local _, r = c:apply(ing)
+    assert.are.equal("created", r)
+    assert.are.equal(1, #fake:matching("PATCH", "^/apis/networking.k8s.io/v1/namespaces/default/ingresses/web$"))
+    assert.is_true(c:resource("networking.k8s.io/v1", "Ingress").guessed)
+  end)
+
   it("finds kinds without an apiVersion, by kind, plural or short name", function()
     c:apply(deployment("short", 1))
     assert.are.equal("short", c:get({ kind = "deploy", name = "short" }).metadata.name)

@@ -131,6 +131,13 @@ describe("k8s waits", function()
     assert.is_nil(c:wait { kind = "PersistentVolumeClaim", name = "data", deleted = true, timeout = 20 })
   end)
 
+  it("waits for every object a label selector picks", function()
+    c:apply(deployment("sel", 3))
+    local pods = c:wait { kind = "Pod", label_selector = { app = "sel" }, condition = "Ready", timeout = 20 }
+    assert.are.equal(3, #pods)
+    for _, p in ipairs(pods) do assert.is_true(k8s.rules.condition_met(p, "Ready")) end
+  end)
+
   it("a predicate that raises ends the wait with its error", function()
     c:apply(deployment("boom", 1))
     local e = err_of(c.wait, c, { kind = "Deployment", name = "boom", timeout = 20, predicate = function() error("bad state", 0) end })
