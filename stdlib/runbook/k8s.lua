@@ -60,12 +60,17 @@ function Cluster:__tostring()
 end
 
 --- The server's version (GET /version): {major=, minor=, gitVersion=, ...}.
+---@return table version
 function Cluster:version()
   return self.client:request { method = "GET", path = "/version", verb = "get version" }.json
 end
 
 --- Discovery: the resource of an apiVersion and kind, {api_version, kind,
 --- plural, namespaced, verbs, subresources}, or nil and a message.
+---@param api_version string|nil
+---@param kind string
+---@return table|nil info
+---@return string|nil message
 function Cluster:resource(api_version, kind)
   return self.client:resource(api_version, kind)
 end
@@ -90,6 +95,10 @@ end
 --- "configured" or "unchanged". With manifests (YAML text, a file, a
 --- folder, a list): applies them in order and returns the report.
 --- opts: force, field_manager, dry_run, vars (${VAR} substitution), recursive.
+---@param source table|string  an object, a list, YAML text, a file or a folder
+---@param opts {force:boolean|nil, field_manager:string|nil, dry_run:boolean|nil, vars:table|function|nil, recursive:boolean|nil}|nil
+---@return table object_or_report
+---@return string|nil result
 function Cluster:apply(source, opts)
   opts = opts or {}
   if is_object(source) then
@@ -104,6 +113,9 @@ end
 --- configured or unchanged. Returns a list of {api_version, kind, namespace,
 --- name, result, file, index, object} with counts report.created,
 --- report.configured, report.unchanged.
+---@param source table|string
+---@param opts {force:boolean|nil, field_manager:string|nil, dry_run:boolean|nil, vars:table|function|nil, recursive:boolean|nil, crd_timeout:number|nil}|nil
+---@return table report
 function Cluster:apply_manifests(source, opts)
   opts = opts or {}
   local docs = manifest.load(source, opts)

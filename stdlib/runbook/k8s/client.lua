@@ -336,6 +336,8 @@ M.CLUSTER_SCOPED = {
 
 --- The plural resource name guessed from a kind, as apimachinery's
 --- UnsafeGuessKindToResource: lowercase, then s -> ses, y -> ies, else +s.
+---@param kind string
+---@return string
 function M.guess_plural(kind)
   local k = kind:lower()
   if k == "" then return k end

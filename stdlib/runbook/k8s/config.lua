@@ -314,6 +314,7 @@ end
 --- opts: kubeconfig (path or list), context, namespace, cluster, user,
 --- in_cluster (true, or {dir=} for tests), getenv (for tests).
 ---@return table cfg
+---@param opts table|nil
 function M.load(opts)
   opts = opts or {}
   local getenv = opts.getenv or os.getenv

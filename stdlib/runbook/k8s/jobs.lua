@@ -17,11 +17,24 @@ local objects = require "runbook.k8s.objects"
 local rules = require "runbook.k8s.rules"
 
 local M = {}
+---@class runbook.k8s.Cluster
 local Cluster = {}
 M.methods = Cluster
 
 local v = objects.value
 local TAIL = 20
+
+---@class runbook.k8s.JobOutcome
+---@field name string
+---@field namespace string
+---@field status "Complete"|"Failed"|nil
+---@field succeeded integer
+---@field failed integer
+---@field reason string|nil     the terminal condition's reason (BackoffLimitExceeded, ...)
+---@field message string|nil
+---@field logs_tail string      the last 20 log lines
+---@field pods string[]         the pods whose logs were read, oldest first
+---@field dry_run boolean|nil
 
 local function usage(fmt, ...) error(string.format(fmt, ...), 3) end
 
@@ -54,6 +67,8 @@ end
 --- each line goes to the run log, redacted; default when following),
 --- prefix (for those log lines), timeout (600, for follow).
 --- Returns the text read (at most its last MiB when following).
+---@param opts string|{pod:string, namespace:string|nil, container:string|nil, follow:boolean|nil, tail_lines:integer|nil, since_seconds:integer|nil, timestamps:boolean|nil, previous:boolean|nil, limit_bytes:integer|nil, on_line:fun(line:string)|nil, log:boolean|nil, prefix:string|nil, timeout:number|nil}
+---@return string text
 function Cluster:logs(opts)
   if type(opts) == "string" then opts = { pod = opts } end
   local name = opts.pod or opts.name
@@ -220,6 +235,8 @@ end
 
 --- Creates a Job from a CronJob (kubectl create job NAME --from=cronjob/X).
 --- opts: cronjob, name, namespace. Returns the Job.
+---@param opts {cronjob:string, name:string, namespace:string|nil, dry_run:boolean|nil}
+---@return table job
 function Cluster:create_job_from_cronjob(opts)
   if type(opts.cronjob) ~= "string" then usage("create_job_from_cronjob: cronjob is required") end
   if type(opts.name) ~= "string" then usage("create_job_from_cronjob: name is required") end
@@ -257,6 +274,8 @@ end
 --- (default true: a failed Job raises). Returns the outcome {name=,
 --- namespace=, status="Complete"|"Failed", succeeded=, failed=, reason=,
 --- message=, logs_tail=, pods=}.
+---@param opts {name:string, namespace:string|nil, follow:boolean|nil, timeout:number|nil, check:boolean|nil}
+---@return runbook.k8s.JobOutcome outcome
 function Cluster:wait_job(opts)
   local r = self:ref { kind = "Job", api_version = "batch/v1", name = opts.name, namespace = opts.namespace }
   local deadline = host.monotime() + (opts.timeout or 3600)
@@ -356,6 +375,8 @@ end
 --- (true), follow (true: logs into the run log), timeout (3600), check (true),
 --- delete (true: delete the Job after it completed). Returns the outcome
 --- (see wait_job); an existing Job of that name is followed, not re-created.
+---@param opts table  see docs/api/k8s.md
+---@return runbook.k8s.JobOutcome outcome
 function Cluster:run_job(opts)
   if type(opts) ~= "table" then usage("run_job: options table expected") end
   if type(opts.name) ~= "string" or opts.name == "" then usage("run_job: name is required") end

@@ -32,6 +32,10 @@ end
 
 --- Replaces ${VAR} and ${VAR:-default} in text; $${ stays a literal ${.
 --- vars: a table or a function(name). where: for messages ("k8s/a.yaml").
+---@param text string
+---@param vars table|fun(name:string):any
+---@param where string
+---@return string
 function M.substitute(text, vars, where)
   local out = {}
   local pos, line = 1, 1
@@ -171,6 +175,9 @@ end
 --- opts.recursive for subfolders). opts.vars (table or function) turns on
 --- ${VAR} substitution. Returns a list of {obj=, file=, index=}; each is
 --- checked for apiVersion, kind and metadata.name.
+---@param source table|string
+---@param opts {vars:table|function|nil, recursive:boolean|nil}|nil
+---@return {obj:table, file:string, index:integer}[]
 function M.load(source, opts)
   opts = opts or {}
   local out = {}
@@ -247,6 +254,8 @@ function M.tier(obj)
 end
 
 --- Sorts documents by tier, keeping their given order within a tier.
+---@param docs {obj:table}[]
+---@return {obj:table}[]
 function M.order(docs)
   for i, d in ipairs(docs) do d.pos = i end
   table.sort(docs, function(a, b)

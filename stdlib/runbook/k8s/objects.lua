@@ -10,6 +10,7 @@ local secret = require "runbook.secret"
 local client = require "runbook.k8s.client"
 
 local M = {}
+---@class runbook.k8s.Cluster
 local Cluster = {}
 M.methods = Cluster
 
@@ -93,6 +94,9 @@ M.meta = meta
 
 --- Resolves a reference or an object to {info, namespace, name, api_version, kind}.
 --- Raises a "k8s" error with code "UnknownKind" for a kind the server lacks.
+---@param x table  a {kind=, name=, namespace=, api_version=} reference or an object
+---@param need_name boolean|nil
+---@return table ref
 function Cluster:ref(x, need_name)
   if type(x) ~= "table" then usage("expected an object or a {kind=, name=} table, got %s", type(x)) end
   local m = meta(x)
@@ -157,6 +161,8 @@ end
 -- reading
 
 --- The object, or nil when it does not exist.
+---@param x table  a {kind=, name=, namespace=, api_version=} reference or an object
+---@return table|nil object
 function Cluster:get(x)
   local r = self:ref(x, true)
   local req = req_for(r, "get", { method = "GET", path = client.path(r.info, r.namespace, r.name), expect = { [404] = true } })
@@ -182,6 +188,9 @@ M.selector = selector
 --- = true for every namespace), label_selector, field_selector (strings or
 --- tables), limit (page size, 500), resource_version.
 --- Returns items (each with kind and apiVersion) and {resource_version=}.
+---@param opts {kind:string, api_version:string|nil, namespace:string|nil, all_namespaces:boolean|nil, label_selector:string|table|nil, field_selector:string|table|nil, limit:integer|nil, resource_version:string|nil}
+---@return table[] items
+---@return {resource_version:string} meta
 function Cluster:list(opts)
   local r = self:ref(opts)
   local ns = (opts.all_namespaces or opts.namespace == "*") and nil or r.namespace
@@ -227,6 +236,9 @@ end
 --- Creates an object (POST). A create whose first attempt may have landed
 --- (dropped connection, 5xx) and whose retry meets AlreadyExists counts as
 --- created when the stored object holds everything that was sent.
+---@param obj table  the object (apiVersion, kind, metadata.name or generateName)
+---@param opts {dry_run:boolean|nil, field_manager:string|nil}|nil
+---@return table object
 function Cluster:create(obj, opts)
   opts = opts or {}
   local m = meta(obj)
@@ -257,6 +269,9 @@ end
 
 --- Replaces an object (PUT). With metadata.resourceVersion the update is
 --- conditional (409 Conflict when stale); without, unconditional.
+---@param obj table
+---@param opts {dry_run:boolean|nil, field_manager:string|nil}|nil
+---@return table object
 function Cluster:replace(obj, opts)
   opts = opts or {}
   local r = self:ref(obj, true)
@@ -279,6 +294,10 @@ local PATCH_TYPES = {
 
 --- Patches an object. patch: a table or JSON text; opts.type: "merge"
 --- (default), "json" or "strategic"; opts.subresource ("status", "scale").
+---@param x table  a reference or an object
+---@param patch table|string
+---@param opts {type:"merge"|"json"|"strategic"|nil, subresource:string|nil, dry_run:boolean|nil, field_manager:string|nil}|nil
+---@return table object
 function Cluster:patch(x, patch, opts)
   opts = opts or {}
   local ptype = opts.type or "merge"
@@ -333,6 +352,10 @@ M.conflicts = conflicts
 --- Server-side apply of one object (field manager "runbook" unless
 --- opts.field_manager; opts.force takes fields other managers own).
 --- Returns the object and "created" | "configured" | "unchanged".
+---@param obj table
+---@param opts {force:boolean|nil, field_manager:string|nil, dry_run:boolean|nil}|nil
+---@return table object
+---@return "created"|"configured"|"unchanged" result
 function Cluster:apply_one(obj, opts, r)
   opts = opts or {}
   r = r or self:ref(obj, true)
@@ -372,6 +395,9 @@ end
 --- "Orphan"), grace_period, wait (until it is gone, through a watch),
 --- timeout (for wait, 120), must_exist (a missing object is an error).
 --- Returns "deleted" or "absent".
+---@param x table  a reference or an object
+---@param opts {propagation:"Background"|"Foreground"|"Orphan"|nil, grace_period:integer|nil, wait:boolean|nil, timeout:number|nil, must_exist:boolean|nil, dry_run:boolean|nil}|nil
+---@return "deleted"|"absent" result
 function Cluster:delete(x, opts)
   opts = opts or {}
   local r = self:ref(x, true)

@@ -36,6 +36,10 @@ end
 local REVISION = "deployment.kubernetes.io/revision"
 
 --- Deployment rollout (opts.revision: the revision that must be running).
+---@param d table
+---@param opts {revision:integer|nil}|nil
+---@return "done"|"wait"|"fail" state
+---@return string message
 function M.deployment(d, opts)
   local name, st, spec, m = meta_of(d).name, status_of(d), spec_of(d), meta_of(d)
   local want = opts and opts.revision
@@ -73,6 +77,9 @@ function M.deployment(d, opts)
 end
 
 --- StatefulSet rollout.
+---@param s table
+---@return "done"|"wait"|"fail" state
+---@return string message
 function M.statefulset(s)
   local st, spec, m = status_of(s), spec_of(s), meta_of(s)
   local strategy = v(spec.updateStrategy) or {}
@@ -106,6 +113,9 @@ function M.statefulset(s)
 end
 
 --- DaemonSet rollout.
+---@param d table
+---@return "done"|"wait"|"fail" state
+---@return string message
 function M.daemonset(d)
   local st, spec, m = status_of(d), spec_of(d), meta_of(d)
   local strategy = v(spec.updateStrategy) or {}
@@ -133,6 +143,10 @@ M.ROLLOUT = { Deployment = M.deployment, StatefulSet = M.statefulset, DaemonSet 
 
 --- --for=condition=TYPE[=STATUS]: met when the condition has that status
 --- (case-insensitive) and is not about an older generation.
+---@param obj table
+---@param ctype string
+---@param want string|nil  default "True"
+---@return boolean
 function M.condition_met(obj, ctype, want)
   want = (want or "True"):lower()
   local c = M.condition(obj, ctype)
@@ -167,6 +181,11 @@ end
 
 --- --for=jsonpath=PATH=VALUE: the path resolves to one scalar equal to value
 --- (compared as trimmed text); without value, the path exists.
+---@param obj table
+---@param path string
+---@param value any
+---@return boolean|nil met  nil when the path gives a map or a list
+---@return string|nil note
 function M.jsonpath_met(obj, path, value)
   local got = M.jsonpath(obj, path)
   if got == nil then return false, "the path " .. path .. " does not exist" end
@@ -183,6 +202,10 @@ end
 
 --- A reason the object will not reach what is waited for, or nil.
 --- waiting_for: the condition type (lowercase) being waited for, if any.
+---@param obj table
+---@param waiting_for string|nil
+---@return string|nil reason
+---@return string|nil code
 function M.failure(obj, waiting_for)
   local kind = obj.kind
   local m = meta_of(obj)
@@ -217,6 +240,8 @@ function M.failure(obj, waiting_for)
 end
 
 --- What an object looks like now, in one line (for progress and timeouts).
+---@param obj table|nil
+---@return string
 function M.summary(obj)
   if obj == nil then return "the object does not exist" end
   local st, m, parts = status_of(obj), meta_of(obj), {}

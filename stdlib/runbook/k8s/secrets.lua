@@ -10,6 +10,7 @@ local audit = require "runbook.audit"
 local objects = require "runbook.k8s.objects"
 
 local M = {}
+---@class runbook.k8s.Cluster
 local Cluster = {}
 M.methods = Cluster
 
@@ -64,6 +65,8 @@ local function differing(have, want)
 end
 
 --- Reads a Secret: the object with data values as secrets, or nil.
+---@param opts string|{name:string, namespace:string|nil}
+---@return table|nil secret
 function Cluster:get_secret(opts)
   if type(opts) == "string" then opts = { name = opts } end
   return self:get { kind = "Secret", api_version = "v1", name = opts.name, namespace = opts.namespace }
@@ -75,6 +78,9 @@ end
 --- it is) | "replace" (exactly these keys) | "merge" (these keys over the
 --- existing ones). Returns the Secret (values as secrets) and the result:
 --- "created", "configured", "unchanged" or "kept".
+---@param opts {name:string, namespace:string|nil, data:table<string, string|userdata>|nil, string_data:table<string, string|userdata>|nil, type:string|nil, labels:table|nil, annotations:table|nil, if_exists:"keep"|"replace"|"merge"|nil, dry_run:boolean|nil}
+---@return table secret
+---@return "created"|"configured"|"unchanged"|"kept" result
 function Cluster:secret(opts)
   if type(opts) ~= "table" then usage("secret: options table expected") end
   if type(opts.name) ~= "string" or opts.name == "" then usage("secret: name is required") end

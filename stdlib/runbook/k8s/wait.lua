@@ -13,6 +13,7 @@ local objects = require "runbook.k8s.objects"
 local rules = require "runbook.k8s.rules"
 
 local M = {}
+---@class runbook.k8s.Cluster
 local Cluster = {}
 M.methods = Cluster
 
@@ -180,6 +181,8 @@ end
 --- Waits until an object meets a condition, a jsonpath value, a match
 --- table, a predicate, or is deleted. Ends at once on a failure (a Job's
 --- Failed condition, ProgressDeadlineExceeded, a failed Pod).
+---@param opts {kind:string, name:string|nil, namespace:string|nil, api_version:string|nil, label_selector:string|table|nil, condition:string|nil, status:string|nil, jsonpath:string|nil, value:any, match:table|nil, predicate:(fun(obj:table):boolean, string?)|nil, fail:(fun(obj:table):string?)|nil, deleted:boolean|nil, timeout:number|nil, watch_timeout:number|nil}
+---@return table|table[]|nil object
 function Cluster:wait(opts)
   if type(opts) ~= "table" then usage("wait: options table expected") end
   local r = self:ref(opts, opts.label_selector == nil)
@@ -254,6 +257,8 @@ end
 --- kubectl rollout status for a Deployment, StatefulSet or DaemonSet.
 --- opts: kind, name, namespace, timeout (300), revision.
 --- Returns kubectl's closing message.
+---@param opts {kind:"Deployment"|"StatefulSet"|"DaemonSet", name:string, namespace:string|nil, timeout:number|nil, revision:integer|nil, watch_timeout:number|nil}
+---@return string message
 function Cluster:rollout_status(opts)
   local r = self:ref(opts, true)
   local rule = rules.ROLLOUT[r.kind]
@@ -277,6 +282,8 @@ local RESTARTABLE = { Deployment = true, StatefulSet = true, DaemonSet = true }
 --- kubectl rollout restart: a strategic merge patch of the pod template's
 --- kubectl.kubernetes.io/restartedAt annotation (field manager
 --- "runbook-rollout"). opts.wait = true then waits for the rollout.
+---@param opts {kind:"Deployment"|"StatefulSet"|"DaemonSet", name:string, namespace:string|nil, wait:boolean|nil, timeout:number|nil, field_manager:string|nil}
+---@return table object
 function Cluster:rollout_restart(opts)
   local r = self:ref(opts, true)
   if not RESTARTABLE[r.kind] then usage("rollout_restart: %s cannot be restarted (Deployment, StatefulSet or DaemonSet)", r.kind) end
@@ -304,6 +311,8 @@ end
 --- Sets the replicas of a Deployment, StatefulSet, ReplicaSet (anything
 --- with a scale subresource). opts: kind, name, namespace, replicas, wait.
 --- Returns "scaled" or "unchanged".
+---@param opts {kind:string, name:string, namespace:string|nil, replicas:integer, wait:boolean|nil, timeout:number|nil}
+---@return "scaled"|"unchanged" result
 function Cluster:scale(opts)
   local r = self:ref(opts, true)
   local n = opts.replicas
