@@ -290,6 +290,23 @@ describe("credentials against the fake API server", function()
     assert.is_true(can_read(c))
   end)
 
+  it("connects in-cluster with the service account's token and CA", function()
+    local sa = fake.dir .. "/sa"
+    require("runbook._fs").mkdir_p(sa)
+    rbtest.write(sa .. "/token", k8sfake.TOKEN .. "\n")
+    rbtest.write(sa .. "/ca.crt", rbtest.read(fake.ca_file))
+    rbtest.write(sa .. "/namespace", "kube-system\n")
+    local c = k8s.connect { in_cluster = { dir = sa }, getenv = env { KUBERNETES_SERVICE_HOST = "127.0.0.1", KUBERNETES_SERVICE_PORT = tostring(fake.port) } }
+    assert.are.equal("kube-system", c.namespace)
+    assert.is_true(can_read(c))
+    -- the token is read again when the file changes (service account tokens rotate)
+    rbtest.write(sa .. "/token", "rotated-but-wrong-token-000\n")
+    local ok, e = pcall(can_read, c)
+    assert.is_false(ok)
+    assert.are.equal(401, e.status)
+    assert.matches("the pod's service account %(service account token from " .. sa:gsub("%p", "%%%0") .. "/token%)", e.message)
+  end)
+
   it("says who could not do what where on 403", function()
     local kc = fake:write_kubeconfig { path = fake.dir .. "/limited.kubeconfig", token = k8sfake.OTHER_TOKEN, user_name = "limited-user", namespace = "tezca" }
     fake:control("POST", "/_fake/forbid", { user = "limited", verb = "create", resource = "secrets", namespace = "*" })

@@ -375,9 +375,12 @@ end
 
 --- Forgets discovery (after CRDs change); api_version limits it to one group version.
 function Client:invalidate(api_version)
+  if not api_version then
+    discovery_cache[self.server] = nil
+    return
+  end
   local d = self:disc()
-  if api_version then d.gv[api_version] = nil else discovery_cache[self.server] = nil end
-  if not api_version then return end
+  d.gv[api_version] = nil
   d.groups = nil
 end
 

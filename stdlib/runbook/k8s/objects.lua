@@ -44,7 +44,7 @@ local function subset(a, b)
     return a == b
   end
   if type(b) ~= "table" then return false end
-  if #a ~= #b and json.is_array(a) then return false end
+  if (#a > 0 or json.is_array(a)) and #a ~= #b then return false end -- lists are compared whole
   for k, val in pairs(a) do
     if not subset(val, b[k]) then return false end
   end

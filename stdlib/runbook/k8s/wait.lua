@@ -163,9 +163,10 @@ function Cluster:watch_until(r, judge, opts)
   end
   errors.raise {
     kind = "k8s", code = "WaitTimeout",
-    message = string.format("timed out after %g s waiting for %s; last seen: %s%s", timeout, what,
-      last_msg and (last_msg .. " ") or "", "(" .. rules.summary(opts.label_selector and nil or last_obj) .. ")"),
-    details = { last_seen = rules.summary(last_obj), events = events }, object = last_obj,
+    message = string.format("timed out after %g s waiting for %s; last seen: %s", timeout, what,
+      opts.label_selector and (last_msg or "nothing")
+        or ((last_msg and (last_msg .. " ") or "") .. "(" .. rules.summary(last_obj) .. ")")),
+    details = { last_seen = opts.label_selector and last_msg or rules.summary(last_obj), events = events }, object = last_obj,
   }
 end
 
