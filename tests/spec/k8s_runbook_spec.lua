@@ -129,6 +129,16 @@ end }
     assert.truthy(r.stderr:find("timed out after 1 s", 1, true), r.stderr)
   end)
 
+  it("keeps raw requests and credential plugins away from runbooks", function()
+    rb.write(dir .. "/raw.lua", [[
+runbook "raw" {}
+step "R" { run = function() require "runbook.k8s.exec" end }
+]])
+    local r = rb.run({ "exec", "raw.lua" }, { cwd = dir })
+    assert.are_not.equal(0, r.code)
+    assert.truthy(r.stderr:find("module 'runbook.k8s.exec' is not available to runbooks", 1, true), r.stderr)
+  end)
+
   it("fails the step with a config error naming the kubeconfig field", function()
     local r = rb.run({ "exec", "deploy.lua", "--param", "kubeconfig=" .. fake.kubeconfig, "--param", "context=nowhere" }, { cwd = dir })
     assert.are_not.equal(0, r.code)

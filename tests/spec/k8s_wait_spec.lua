@@ -199,6 +199,23 @@ describe("k8s waits", function()
     assert.is_true(tonumber(watches[2].params.resourceVersion) > tonumber(watches[1].params.resourceVersion))
   end)
 
+  it("waits out a 429 on the watch as Retry-After says", function()
+    c:apply(deployment("throttled", 1))
+    c:rollout_status { kind = "Deployment", name = "throttled", timeout = 20 }
+    fake:faults { throttle = { retry_after = 1 }, watch = true, path = "deployments$" }
+    c:patch({ kind = "Deployment", name = "throttled" }, { spec = { replicas = 2 } })
+    fake:clear_requests()
+    c:rollout_status { kind = "Deployment", name = "throttled", timeout = 20 }
+    local _, watches = traffic(fake, DEPLOYS)
+    assert.are.equal(429, watches[1].status)
+    assert.is_true(watches[2].time - watches[1].time >= 0.95)
+    local warned
+    for _, l in ipairs(audit.logs) do
+      if l.message:match("watch answered 429; watching again in 1 s") then warned = true end
+    end
+    assert.is_true(warned)
+  end)
+
   it("watches again when the stream breaks", function()
     c:apply(deployment("flaky"))
     fake:faults { drop = {}, watch = true, path = "deployments$" }

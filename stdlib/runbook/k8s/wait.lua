@@ -147,8 +147,9 @@ function Cluster:watch_until(r, judge, opts)
       local e = self.client:status_error({ status = res.status, headers = res.headers, body = status_body }, {
         method = "GET", path = client.path(r.info, r.namespace), verb = "watch", resource = r.info.plural, namespace = r.namespace })
       if res.status ~= 429 and res.status < 500 then error(e, 0) end
-      audit.log("warn", string.format("%s: watch answered %d; watching again", what, res.status))
-      host.sleep(math.min(backoff, math.max(0, deadline - host.monotime())))
+      local delay = require("runbook.http").retry_after(res.headers["retry-after"]) or backoff
+      audit.log("warn", string.format("%s: watch answered %d; watching again in %g s", what, res.status, delay))
+      host.sleep(math.min(delay, math.max(0, deadline - host.monotime())))
       backoff = math.min(backoff * 2, 2)
     elseif err then
       if err.kind == "interrupted" or err.kind == "timeout" then error(err, 0) end
