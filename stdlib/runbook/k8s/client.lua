@@ -233,7 +233,9 @@ end
 
 --- Sends one request with credentials and retries.
 --- req: method, path, query, body (string, Secret or table), content_type,
---- accept, on_data (streaming), timeout, policy ("safe" default for GET,
+--- accept, on_data (streaming; on_retry is called before a request is sent
+--- again, to drop what on_data got), timeout, raw (return any status),
+--- policy ("safe" default for GET,
 --- else "none"), verb, resource, subresource, namespace, name (for messages),
 --- expect (a status, or a set of statuses that are not errors).
 --- Returns res (res.json decoded when JSON, res.ambiguous when an earlier
@@ -260,6 +262,7 @@ function Client:try(req)
     }
     if res and res.status == 401 and refreshable and not refreshed then
       refreshed = "now" -- run the exec plugin again / re-read the token file, once
+      if req.on_retry then req.on_retry() end
     else
       if refreshed == "now" then refreshed = true end
       local status = res and res.status
@@ -298,6 +301,7 @@ function Client:try(req)
       audit.log("warn", string.format("%s %s%s: %s; retrying in %g s (attempt %d of %d)",
         req.method, self.server, req.path, why, delay, attempt + 1, attempts))
       host.sleep(delay)
+      if req.on_retry then req.on_retry() end -- a streamed body starts again
     end
   end
 end

@@ -90,16 +90,28 @@ function Cluster:logs(opts)
   local to_log = opts.log
   if to_log == nil then to_log = opts.follow == true end
   local prefix = opts.prefix or string.format("[pod/%s] ", name)
-  local chunks, size = {}, 0
-  local partial = ""
   local function emit(line)
     if opts.on_line then opts.on_line(line) end
     if to_log then audit.log("info", prefix .. line) end
   end
-  -- an error answer (a Status body) arrives through the same callback as
-  -- the log text: hold back text that starts like one until the status is known
-  local held
-  local function on_data(chunk)
+  local path = client.path(r.info, r.namespace, name, "log")
+  local q = { container = container, follow = opts.follow and "true" or nil, tailLines = opts.tail_lines,
+    sinceSeconds = opts.since_seconds, timestamps = opts.timestamps and "true" or nil,
+    previous = opts.previous and "true" or nil, limitBytes = opts.limit_bytes }
+  local req = { method = "GET", path = path, query = q, accept = "*/*",
+    verb = "get", resource = "pods", subresource = "log", namespace = r.namespace, name = name }
+  if not opts.follow then
+    local text = self.client:request(req).body or ""
+    for line in text:gmatch("([^\n]*)\n") do emit(line) end
+    local last = text:match("[^\n]+$")
+    if last then emit(last) end
+    return text
+  end
+  -- following: lines are emitted as they arrive. An error answer (a Status
+  -- body) comes through the same callback as log text, so text that starts
+  -- like one is held back until the status is known.
+  local chunks, size, partial, held = {}, 0, "", nil
+  req.on_data = function(chunk)
     chunks[#chunks + 1] = chunk
     size = size + #chunk
     if size > 2 * 1048576 then
@@ -113,20 +125,12 @@ function Cluster:logs(opts)
     partial = partial:match("[^\n]*$")
     return true
   end
-  local q = { container = container, follow = opts.follow and "true" or nil, tailLines = opts.tail_lines,
-    sinceSeconds = opts.since_seconds, timestamps = opts.timestamps and "true" or nil,
-    previous = opts.previous and "true" or nil, limitBytes = opts.limit_bytes }
-  local res, err = self.client:try {
-    method = "GET", path = client.path(r.info, r.namespace, name, "log"), query = q, accept = "*/*",
-    on_data = on_data, raw = true, policy = opts.follow and "none" or "safe",
-    timeout = opts.follow and (opts.timeout or 600) or nil,
-    verb = "get", resource = "pods", subresource = "log", namespace = r.namespace, name = name,
-  }
+  req.on_retry = function() chunks, size, partial, held = {}, 0, "", nil end
+  req.raw, req.policy, req.timeout = true, "none", opts.timeout or 600
+  local res, err = self.client:try(req)
   if not res then error(err, 0) end
   if res.status ~= 200 then
-    error(self.client:status_error({ status = res.status, headers = res.headers, body = table.concat(chunks) },
-      { method = "GET", path = client.path(r.info, r.namespace, name, "log"), verb = "get", resource = "pods",
-        subresource = "log", namespace = r.namespace, name = name }), 0)
+    error(self.client:status_error({ status = res.status, headers = res.headers, body = table.concat(chunks) }, req), 0)
   end
   if held then
     for line in partial:gmatch("([^\n]*)\n") do emit(line) end

@@ -131,11 +131,13 @@ function Cluster:watch_until(r, judge, opts)
       return true
     end
     local feed = line_reader(on_line)
+    local function restart() feed, status_body = line_reader(on_line), nil end
     local q = { watch = "true", resourceVersion = rv, allowWatchBookmarks = "true", fieldSelector = fsel,
       labelSelector = opts.label_selector and objects.selector(opts.label_selector) or nil,
       timeoutSeconds = math.max(1, math.min(math.ceil(remaining) + 1, opts.watch_timeout or 300)) }
     local res, err = self.client:try {
-      method = "GET", path = client.path(r.info, r.namespace), query = q, on_data = feed,
+      method = "GET", path = client.path(r.info, r.namespace), query = q,
+      on_data = function(chunk) return feed(chunk) end, on_retry = restart,
       timeout = remaining, policy = "none", raw = true, verb = "watch", resource = r.info.plural, namespace = r.namespace,
     }
     if outcome then return finish(table.unpack(outcome)) end
