@@ -30,6 +30,8 @@ local INTERNAL = {
   ["runbook.state"] = true, ["runbook.store"] = true, ["runbook.console"] = true,
   ["runbook.testing"] = true, ["runbook.test_output"] = true, ["runbook.ctx"] = true,
   ["runbook.params"] = true, ["runbook.parallel"] = true, ["runbook.commands"] = true,
+  -- raw requests and credential plugins, without the audit of runbook.k8s
+  ["runbook.k8s.client"] = true, ["runbook.k8s.exec"] = true,
 }
 
 local function fail(site, fmt, ...)

@@ -1508,6 +1508,9 @@ class TLSServer(ThreadingHTTPServer):
 
     def get_request(self):
         sock, addr = self.socket.accept()
+        # as Go's net/http (so the real apiserver) does: without it, Nagle holds a
+        # response body written after its headers until the client's delayed ACK (40 ms)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # The handshake runs later in the handler thread, so a slow or
         # failing client never blocks the accept loop.
         return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr

@@ -1,0 +1,210 @@
+-- runbook.k8s.exec: exec credential plugins (client.authentication.k8s.io
+-- v1 and v1beta1), as client-go runs them: the parent's environment plus
+-- the plugin's env plus KUBERNETES_EXEC_INFO, stdout read as an
+-- ExecCredential, the result cached until its expirationTimestamp and the
+-- plugin run again when the server answers 401.
+local json = require "runbook._json"
+local proc = require "runbook._proc"
+local host = require "runbook._host"
+local crypto = require "runbook._crypto"
+local errors = require "runbook.errors"
+local secret = require "runbook.secret"
+
+local M = {}
+
+local API_VERSIONS = {
+  ["client.authentication.k8s.io/v1"] = true,
+  ["client.authentication.k8s.io/v1beta1"] = true,
+}
+local MODES = { Never = true, IfAvailable = true, Always = true }
+
+local function v(x)
+  if x == nil or json.is_null(x) then return nil end
+  return x
+end
+
+local function config_error(fmt, ...)
+  errors.raise { kind = "config", code = "kubeconfig", message = string.format(fmt, ...) }
+end
+
+local function plugin_error(code, fmt, ...)
+  errors.raise { kind = "k8s", code = code, message = string.format(fmt, ...) }
+end
+
+--- Checks users[].user.exec as client-go's validation does; entry is the
+--- kubeconfig entry ({file=, dir=}). Returns the normalized plugin config.
+function M.validate(exec, entry, user)
+  local where = string.format("kubeconfig %s: users[\"%s\"].user.exec", entry.file, user)
+  if type(exec) ~= "table" then config_error("%s must be a mapping", where) end
+  local api = v(exec.apiVersion)
+  if not API_VERSIONS[api] then
+    config_error("%s.apiVersion must be client.authentication.k8s.io/v1 or v1beta1, got %s", where, tostring(api))
+  end
+  local command = v(exec.command)
+  if type(command) ~= "string" or command == "" then config_error("%s.command is missing", where) end
+  -- a command with a slash is relative to the kubeconfig's folder
+  if command:find("/", 1, true) and command:sub(1, 1) ~= "/" then
+    command = entry.dir .. "/" .. command
+  end
+  local args = {}
+  for i, a in ipairs(v(exec.args) or {}) do
+    if type(a) ~= "string" then config_error("%s.args[%d] must be a string", where, i - 1) end
+    args[#args + 1] = a
+  end
+  local env = {}
+  for i, e in ipairs(v(exec.env) or {}) do
+    if type(e) ~= "table" or type(v(e.name)) ~= "string" then
+      config_error("%s.env[%d].name is missing", where, i - 1)
+    end
+    env[e.name] = tostring(v(e.value) or "")
+  end
+  local mode = v(exec.interactiveMode)
+  if mode == nil then
+    if api == "client.authentication.k8s.io/v1" then
+      config_error("%s.interactiveMode must be specified for %s (Never, IfAvailable or Always)", where, api)
+    end
+    mode = "IfAvailable"
+  elseif not MODES[mode] then
+    config_error("%s.interactiveMode must be Never, IfAvailable or Always, got %s", where, tostring(mode))
+  end
+  return {
+    api_version = api, command = command, args = args, env = env, interactive_mode = mode,
+    provide_cluster_info = v(exec.provideClusterInfo) == true,
+    install_hint = v(exec.installHint), where = where,
+  }
+end
+
+-- RFC 3339 (UTC "Z" or an offset, optional fraction) to epoch seconds.
+function M.parse_time(s)
+  if type(s) ~= "string" then return nil end
+  local y, mo, d, h, mi, sec, rest = s:match("^(%d%d%d%d)-(%d%d)-(%d%d)[Tt](%d%d):(%d%d):(%d%d)(.*)$")
+  if not y then return nil end
+  rest = rest:gsub("^%.%d+", "")
+  local offset = 0
+  if rest == "Z" or rest == "z" then
+    offset = 0
+  else
+    local sign, oh, om = rest:match("^([+-])(%d%d):(%d%d)$")
+    if not sign then return nil end
+    offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "+" and 1 or -1)
+  end
+  -- days from civil (Howard Hinnant's algorithm), so no local time zone is involved
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  if mo <= 2 then y = y - 1 end
+  local era = (y >= 0 and y or y - 399) // 400
+  local yoe = y - era * 400
+  local mp = (mo + 9) % 12
+  local doy = (153 * mp + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  local days = era * 146097 + doe - 719468
+  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec) - offset
+end
+
+local cache = {} -- key -> {cred=, expires=}
+
+local function cache_key(p, cfg)
+  return crypto.sha256(table.concat({ p.api_version, p.command, table.concat(p.args, "\0"),
+    json.encode(p.env), cfg.server or "" }, "\n"))
+end
+
+local function exec_info(p, cfg, interactive)
+  local spec = { interactive = interactive }
+  if p.provide_cluster_info then
+    local cl = { server = cfg.server }
+    if cfg.ca_data then cl["certificate-authority-data"] = crypto.base64_encode(cfg.ca_data) end
+    if cfg.insecure then cl["insecure-skip-tls-verify"] = true end
+    if cfg.tls_server_name then cl["tls-server-name"] = cfg.tls_server_name end
+    if cfg.proxy then cl["proxy-url"] = cfg.proxy end
+    if cfg.exec_cluster_config ~= nil then cl.config = cfg.exec_cluster_config end
+    spec.cluster = cl
+  end
+  return json.encode { kind = "ExecCredential", apiVersion = p.api_version, spec = spec }
+end
+
+local function snippet(s)
+  s = host.scrub(s or ""):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
+  if #s > 300 then s = s:sub(1, 300) .. "..." end
+  return s
+end
+
+-- Runs the plugin and returns {token=Secret|nil, cert=string|nil, key=Secret|nil, expires=epoch|nil}.
+local function run(p, cfg)
+  local interactive = p.interactive_mode == "Always"
+    or (p.interactive_mode == "IfAvailable" and host.isatty(0))
+  if p.interactive_mode == "Always" and not host.isatty(0) then
+    plugin_error("exec-plugin", "%s: exec plugin %s needs a terminal (interactiveMode: Always) and there is none",
+      p.where, p.command)
+  end
+  local env = {}
+  for k, val in pairs(p.env) do env[k] = val end
+  env.KUBERNETES_EXEC_INFO = exec_info(p, cfg, interactive)
+  local argv = { p.command }
+  for _, a in ipairs(p.args) do argv[#argv + 1] = a end
+  local child, err = proc.spawn { argv = argv, env = env, stdin = interactive and "inherit" or "null",
+    stdout = "pipe", stderr = interactive and "inherit" or "pipe" }
+  if not child then
+    local hint = p.install_hint and (" (" .. p.install_hint:gsub("%s+", " ") .. ")") or ""
+    plugin_error("exec-plugin", "%s: cannot run exec plugin %s: %s%s", p.where, p.command, err, hint)
+  end
+  local r = child:communicate { timeout = 120, grace = 2 }
+  if r.interrupted then errors.raise { kind = "interrupted", message = "interrupted" } end
+  if r.timed_out then
+    plugin_error("exec-plugin", "%s: exec plugin %s did not finish within 120 s", p.where, p.command)
+  end
+  if r.code ~= 0 then
+    plugin_error("exec-plugin", "%s: exec plugin %s failed (exit %s): %s", p.where, p.command,
+      tostring(r.code or ("signal " .. tostring(r.signal))), snippet(r.stderr))
+  end
+  local cred, jerr = json.decode(r.stdout or "")
+  if type(cred) ~= "table" then
+    plugin_error("exec-plugin", "%s: exec plugin %s printed no ExecCredential JSON (%s)", p.where, p.command, tostring(jerr))
+  end
+  if v(cred.kind) ~= "ExecCredential" or v(cred.apiVersion) ~= p.api_version then
+    plugin_error("exec-plugin", "%s: exec plugin %s answered %s %s, expected ExecCredential %s", p.where, p.command,
+      tostring(v(cred.apiVersion)), tostring(v(cred.kind)), p.api_version)
+  end
+  local status = v(cred.status)
+  if type(status) ~= "table" then
+    plugin_error("exec-plugin", "%s: exec plugin %s returned no status", p.where, p.command)
+  end
+  local out = {}
+  local tok = v(status.token)
+  if type(tok) == "string" and tok ~= "" then out.token = secret.wrap(tok) end
+  local cert, key = v(status.clientCertificateData), v(status.clientKeyData)
+  if (cert ~= nil) ~= (key ~= nil) then
+    plugin_error("exec-plugin", "%s: exec plugin %s returned only one of clientCertificateData and clientKeyData", p.where, p.command)
+  end
+  if cert then
+    out.cert = tostring(cert)
+    out.key = secret.wrap(tostring(key))
+  end
+  if not out.token and not out.cert then
+    plugin_error("exec-plugin", "%s: exec plugin %s returned neither a token nor a client certificate and key", p.where, p.command)
+  end
+  local exp = v(status.expirationTimestamp)
+  if exp ~= nil then
+    out.expires = M.parse_time(exp)
+    if not out.expires then
+      plugin_error("exec-plugin", "%s: exec plugin %s returned an expirationTimestamp that is not RFC 3339: %s", p.where, p.command, tostring(exp))
+    end
+  end
+  return out
+end
+
+--- The plugin's credential, from the cache while it has not expired.
+--- refresh = true runs the plugin again (after a 401).
+function M.credential(p, cfg, refresh)
+  local key = cache_key(p, cfg)
+  local c = cache[key]
+  if c and not refresh and (c.expires == nil or c.expires > host.now() + 5) then
+    return c, false
+  end
+  c = run(p, cfg)
+  cache[key] = c
+  return c, true
+end
+
+--- Forgets every cached credential (for tests).
+function M.clear_cache() cache = {} end
+
+return M

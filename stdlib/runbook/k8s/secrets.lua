@@ -1,0 +1,177 @@
+-- runbook.k8s.secrets: ensuring a Secret from values that stay opaque, and
+-- reading one as secret values. The values go to the server base64-encoded
+-- inside the request body and nowhere else: action records name the keys,
+-- never the values; values read back are registered with the redactor.
+local json = require "runbook._json"
+local crypto = require "runbook._crypto"
+local errors = require "runbook.errors"
+local secret = require "runbook.secret"
+local audit = require "runbook.audit"
+local objects = require "runbook.k8s.objects"
+
+local M = {}
+---@class runbook.k8s.Cluster
+local Cluster = {}
+M.methods = Cluster
+
+local v = objects.value
+local IF_EXISTS = { keep = true, replace = true, merge = true }
+local KEY = "^[%-%._%w]+$"
+
+local function usage(fmt, ...) error(string.format(fmt, ...), 3) end
+
+local function sorted_keys(t)
+  local out = {}
+  for k in pairs(t or {}) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+-- The declared values as {key = Secret|string}: data and string_data both
+-- hold the plain value (the base64 the API wants is made when sending).
+local function declared(opts)
+  local out = {}
+  for _, field in ipairs { "data", "string_data" } do
+    local t = opts[field]
+    if t ~= nil and type(t) ~= "table" then usage("secret: %s must be a table of key = value", field) end
+    for k, val in pairs(t or {}) do
+      if type(k) ~= "string" or not k:match(KEY) then
+        usage("secret: key %s is not valid (letters, digits, '-', '_' and '.')", tostring(k))
+      end
+      if type(val) == "number" then val = tostring(val) end
+      if type(val) ~= "string" and not secret.is(val) then
+        usage("secret: value of %s must be a string or a secret, got %s", k, type(val))
+      end
+      out[k] = val
+    end
+  end
+  return out
+end
+
+local function same_value(a, b)
+  return crypto.equal(a, b)
+end
+
+local function differing(have, want)
+  local keys = {}
+  for k, val in pairs(want) do
+    if have[k] == nil or not same_value(have[k], val) then keys[#keys + 1] = k end
+  end
+  for k in pairs(have) do
+    if want[k] == nil then keys[#keys + 1] = k end
+  end
+  table.sort(keys)
+  return keys
+end
+
+--- Reads a Secret: the object with data values as secrets, or nil.
+---@param opts string|{name:string, namespace:string|nil}
+---@return table|nil secret
+function Cluster:get_secret(opts)
+  if type(opts) == "string" then opts = { name = opts } end
+  return self:get { kind = "Secret", api_version = "v1", name = opts.name, namespace = opts.namespace }
+end
+
+--- Ensures a Secret holds values. opts: namespace, name, data = {KEY =
+--- string|Secret}, string_data (the same, merged), type ("Opaque"), labels,
+--- annotations, if_exists = "keep" (default: an existing Secret is left as
+--- it is) | "replace" (exactly these keys) | "merge" (these keys over the
+--- existing ones). Returns the Secret (values as secrets) and the result:
+--- "created", "configured", "unchanged" or "kept".
+---@param opts {name:string, namespace:string|nil, data:table<string, string|userdata>|nil, string_data:table<string, string|userdata>|nil, type:string|nil, labels:table|nil, annotations:table|nil, if_exists:"keep"|"replace"|"merge"|nil, dry_run:boolean|nil}
+---@return table secret
+---@return "created"|"configured"|"unchanged"|"kept" result
+function Cluster:secret(opts)
+  if type(opts) ~= "table" then usage("secret: options table expected") end
+  if type(opts.name) ~= "string" or opts.name == "" then usage("secret: name is required") end
+  local mode = opts.if_exists or "keep"
+  if not IF_EXISTS[mode] then usage("secret: if_exists must be keep, replace or merge, got %s", tostring(mode)) end
+  local want = declared(opts)
+  local stype = opts.type or "Opaque"
+  local r = self:ref { kind = "Secret", api_version = "v1", name = opts.name, namespace = opts.namespace }
+  local dry = self:dry(opts)
+  local function record(verb, code, result, extra)
+    local t = { keys = json.array(sorted_keys(extra and extra.keys_map or want)), type = stype, if_exists = mode }
+    if extra and extra.changed then t.changed_keys = json.array(extra.changed) end
+    self:record(verb, r, code, result, dry, t)
+  end
+  local function body(data_map, existing)
+    local data = {}
+    for k, val in pairs(data_map) do data[k] = crypto.base64_encode(val) end
+    local m = { name = opts.name, namespace = r.namespace, labels = opts.labels, annotations = opts.annotations }
+    if existing then
+      m.resourceVersion = existing.metadata.resourceVersion
+      m.labels = opts.labels or v(existing.metadata.labels)
+      m.annotations = opts.annotations or v(existing.metadata.annotations)
+    end
+    return { apiVersion = "v1", kind = "Secret", metadata = m, type = stype, data = data }
+  end
+
+  local maybe_created = false
+  for _ = 1, 5 do
+    local existing = self:get(r)
+    if not existing then
+      local res, err = self.client:try {
+        method = "POST", path = require("runbook.k8s.client").path(r.info, r.namespace),
+        query = { fieldManager = opts.field_manager or self.field_manager, dryRun = dry and "All" or nil },
+        body = body(want), policy = "create", verb = "create", resource = "secrets", namespace = r.namespace, name = r.name,
+      }
+      if res then
+        record("create", res.status, "created")
+        return objects.decode_object(res.json) or existing, "created"
+      end
+      if err.code ~= "AlreadyExists" then error(err, 0) end
+      maybe_created = err.ambiguous == true
+      -- created meanwhile (or by an attempt whose answer was lost): look again
+    else
+      local have = {}
+      for k, val in pairs(v(existing.data) or {}) do have[k] = val end
+      if maybe_created and #differing(have, want) == 0 then
+        record("create", 201, "created")
+        return existing, "created"
+      end
+      if mode == "keep" then
+        local diff = differing(have, want)
+        if #diff > 0 then
+          audit.log("info", string.format("Secret %s/%s exists and is kept as it is (if_exists = \"keep\"); keys that differ from the declared ones: %s",
+            r.namespace, r.name, table.concat(diff, ", ")))
+        end
+        record("ensure", 200, "kept", { keys_map = have })
+        return existing, "kept"
+      end
+      local target = want
+      if mode == "merge" then
+        target = {}
+        for k, val in pairs(have) do target[k] = val end
+        for k, val in pairs(want) do target[k] = val end
+      end
+      local old_type = v(existing.type) or "Opaque"
+      if old_type ~= stype then
+        errors.raise { kind = "k8s", code = "Invalid", message = string.format(
+          "Secret %s/%s has type %s, not %s; a Secret's type cannot change: delete it first", r.namespace, r.name, old_type, stype) }
+      end
+      local changed = differing(have, target)
+      if #changed == 0 and (opts.labels == nil or objects.subset(opts.labels, v(existing.metadata.labels) or {}))
+        and (opts.annotations == nil or objects.subset(opts.annotations, v(existing.metadata.annotations) or {})) then
+        record("ensure", 200, "unchanged", { keys_map = target })
+        return existing, "unchanged"
+      end
+      local res, err = self.client:try {
+        method = "PUT", path = require("runbook.k8s.client").path(r.info, r.namespace, r.name),
+        query = { fieldManager = opts.field_manager or self.field_manager, dryRun = dry and "All" or nil },
+        body = body(target, existing), policy = "idempotent", verb = "update", resource = "secrets",
+        namespace = r.namespace, name = r.name,
+      }
+      if res then
+        record("replace", res.status, "configured", { keys_map = target, changed = changed })
+        return objects.decode_object(res.json), "configured"
+      end
+      if err.code ~= "Conflict" then error(err, 0) end
+      -- changed by someone else since we read it: read again and redo
+    end
+  end
+  errors.raise { kind = "k8s", code = "Conflict", message = string.format(
+    "Secret %s/%s kept changing while it was being written (5 attempts)", r.namespace, r.name) }
+end
+
+return M
