@@ -177,7 +177,10 @@ function Run:run_step(s)
     end
     if err.kind == "interrupted" then return self:interrupted(s, attempt, ms) end
     if err.traceback then self:log(s.id, "debug", err.traceback) end
-    local final = i == s.retry.attempts
+    -- a configuration error (a kubeconfig naming an unknown context) will
+    -- not fix itself: no retry, and the run ends as a usage error (exit 2)
+    local config = err.kind == "config" or err.kind == "usage"
+    local final = i == s.retry.attempts or config
     local delay = not final and backoff_delay(s.retry, i) or nil
     self:append("step.failed", { step = s.id, attempt = attempt, ms = ms, error = error_fields(err, s), final = final, retry_in = delay })
     if final then return "failed" end
@@ -483,6 +486,11 @@ function Run:execute()
     end
     if outcome == "failed" then
       self:append("run.failed", { step = failed_step.id })
+      local last = state.step(self.state, failed_step.id).error
+      if type(last) == "table" and (last.kind == "config" or last.kind == "usage") then
+        console:finish(string.format("%s: configuration error: %s. Fix it and run the same command again.", failed_step.id, tostring(last.message)), "error")
+        return M.EXIT.usage
+      end
       console:finish(string.format("%s failed. Fix the cause and run the same command again to resume at %s.", failed_step.id, failed_step.id), "error")
       return M.EXIT.failed
     elseif outcome == "interrupted" then

@@ -15,7 +15,7 @@ runbook "k8s-deploy" {
   params = { kubeconfig = { doc = "kubeconfig" }, context = { default = "fake" } },
 }
 
-step "M3" { title = "Create the postgres Secret", run = function(ctx)
+step "M3" { title = "Create the postgres Secret", retry = { attempts = 3, delay = 0.1 }, run = function(ctx)
   local c = k8s.connect { kubeconfig = ctx.params.kubeconfig, context = ctx.params.context }
   local pw = ctx:once("pg-password", function() return secret.random { bytes = 32, encoding = "hex" } end)
   local _, result = c:secret { name = "postgres", data = { user = "bowmark", password = pw, host = "postgres" } }
@@ -139,16 +139,20 @@ step "R" { run = function() require "runbook.k8s.exec" end }
     assert.truthy(r.stderr:find("module 'runbook.k8s.exec' is not available to runbooks", 1, true), r.stderr)
   end)
 
-  it("fails the step with a config error naming the kubeconfig field", function()
+  it("fails the step with a config error naming the kubeconfig field, exit 2, without retrying", function()
     local r = rb.run({ "exec", "deploy.lua", "--param", "kubeconfig=" .. fake.kubeconfig, "--param", "context=nowhere" }, { cwd = dir })
-    assert.are_not.equal(0, r.code)
+    assert.are.equal(2, r.code)
+    assert.truthy(r.stderr:find("configuration error: ", 1, true), r.stderr)
     local msg = "kubeconfig " .. fake.kubeconfig .. ': context "nowhere" not found (contexts: fake)'
     assert.truthy(r.stderr:find(msg, 1, true), r.stderr)
-    local failed
+    local failed, attempts = nil, 0
     for _, e in ipairs(rb.journal(dir .. "/.runbook")) do
       if e.type == "step.failed" then failed = e end
+      if e.type == "step.started" and e.step == "M3" then attempts = attempts + 1 end
     end
     assert.are.same({ "M3", "config", msg }, { failed.step, failed.error.kind, failed.error.message })
+    assert.are.equal(1, attempts)
+    assert.is_true(failed.final)
     assert.are.equal(0, #fake:matching(nil, "^/api"))
   end)
 end)
