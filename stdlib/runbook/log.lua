@@ -6,7 +6,7 @@ local audit = require "runbook.audit"
 local M = {}
 
 local function fmt(first, ...)
-  if select("#", ...) > 0 and type(first) == "string" then return string.format(first, ...) end
+  if select("#", ...) > 0 and type(first) == "string" and first:find("%", 1, true) then return string.format(first, ...) end
   local parts = table.pack(first, ...)
   for i = 1, parts.n do parts[i] = tostring(parts[i]) end
   return table.concat(parts, " ", 1, parts.n)
