@@ -30,6 +30,10 @@ local INTERNAL = {
   ["runbook.state"] = true, ["runbook.store"] = true, ["runbook.console"] = true,
   ["runbook.testing"] = true, ["runbook.test_output"] = true, ["runbook.ctx"] = true,
   ["runbook.params"] = true, ["runbook.parallel"] = true, ["runbook.commands"] = true,
+  ["runbook.rollback"] = true, ["runbook.memo"] = true,
+  -- the hub between primitives and the journal: a runbook redirecting it
+  -- could do things off the record (ctx:action and runbook.log are its face)
+  ["runbook.audit"] = true,
   -- raw requests and credential plugins, without the audit of runbook.k8s
   ["runbook.k8s.client"] = true, ["runbook.k8s.exec"] = true,
 }
