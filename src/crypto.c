@@ -71,7 +71,7 @@ void rb_hex(const uint8_t *in, size_t len, char *out, int upper) {
   out[2 * len] = '\0';
 }
 
-static int hexval(char c) {
+int rb_hexval(int c) {
   if (c >= '0' && c <= '9')
     return c - '0';
   if (c >= 'a' && c <= 'f')
@@ -85,7 +85,7 @@ long rb_unhex(const char *in, size_t len, uint8_t *out) {
   if (len % 2)
     return -1;
   for (size_t i = 0; i < len; i += 2) {
-    int hi = hexval(in[i]), lo = hexval(in[i + 1]);
+    int hi = rb_hexval((unsigned char)in[i]), lo = rb_hexval((unsigned char)in[i + 1]);
     if (hi < 0 || lo < 0)
       return -1;
     out[i / 2] = (uint8_t)(hi << 4 | lo);

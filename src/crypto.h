@@ -20,6 +20,8 @@ int rb_random(void *buf, size_t len);
 
 /* hex: out must hold 2*len+1 bytes; lowercase unless upper */
 void rb_hex(const uint8_t *in, size_t len, char *out, int upper);
+/* the value of one hex digit, or -1 */
+int rb_hexval(int c);
 /* returns decoded length or -1 */
 long rb_unhex(const char *in, size_t len, uint8_t *out);
 

@@ -12,6 +12,7 @@
 
 #include <lauxlib.h>
 
+#include "crypto.h"
 #include "jsonconv.h"
 #include "jsonscan.h"
 
@@ -29,22 +30,12 @@ static void skip_ws(struct reader *r) {
     r->p++;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 static int read_hex4(struct reader *r, unsigned *out) {
   if (r->end - r->p < 4)
     return -1;
   unsigned v = 0;
   for (int i = 0; i < 4; i++) {
-    int h = hexval(r->p[i]);
+    int h = rb_hexval((unsigned char)r->p[i]);
     if (h < 0)
       return -1;
     v = v << 4 | (unsigned)h;

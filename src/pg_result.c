@@ -12,6 +12,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "crypto.h"
 #include "host.h"
 #include "jsonconv.h"
 #include "pg_internal.h"
@@ -41,16 +42,6 @@ static int json_guard_gc(lua_State *L) {
   return 0;
 }
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* bytea in the text protocol is "\x" followed by hex (bytea_output=hex, the
  * default since 9.0); anything else is passed through unchanged */
 static void push_bytea(lua_State *L, const char *v, size_t len) {
@@ -62,7 +53,7 @@ static void push_bytea(lua_State *L, const char *v, size_t len) {
   luaL_Buffer b;
   char *dst = luaL_buffinitsize(L, &b, n);
   for (size_t i = 0; i < n; i++) {
-    int hi = hexval((unsigned char)v[2 + 2 * i]), lo = hexval((unsigned char)v[3 + 2 * i]);
+    int hi = rb_hexval((unsigned char)v[2 + 2 * i]), lo = rb_hexval((unsigned char)v[3 + 2 * i]);
     if (hi < 0 || lo < 0) {
       luaL_pushresultsize(&b, 0);
       lua_pop(L, 1);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crypto.h"
 #include "yamlconv.h"
 
 static int eq(const char *s, size_t len, const char *word) {
@@ -35,16 +36,6 @@ int rb_yaml_bool(const char *s, size_t len, int *b) {
   return 1;
 }
 
-static int hexval(char c) {
-  if (digit(c))
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* Integers are accumulated as unsigned magnitudes so the overflow check is
  * exact, including -9223372036854775808. */
 enum rb_ytype rb_yaml_int(const char *s, size_t len, long long *out) {
@@ -63,7 +54,7 @@ enum rb_ytype rb_yaml_int(const char *s, size_t len, long long *out) {
   if (neg)
     limit++;
   for (; i < len; i++) {
-    int d = base == 16 ? hexval(s[i]) : (digit(s[i]) ? s[i] - '0' : -1);
+    int d = base == 16 ? rb_hexval((unsigned char)s[i]) : (digit(s[i]) ? s[i] - '0' : -1);
     if (d < 0 || d >= base)
       return RB_Y_STR;
     if (!range && mag > (limit - (unsigned)d) / (unsigned)base)

@@ -90,12 +90,7 @@ function Ctx:cursor(key)
     string.format("checkpoint '%s' of step %s", key, self.step))
 end
 
-local function fmt(first, ...)
-  if select("#", ...) > 0 and type(first) == "string" and first:find("%", 1, true) then return string.format(first, ...) end
-  local parts = table.pack(first, ...)
-  for i = 1, parts.n do parts[i] = tostring(parts[i]) end
-  return table.concat(parts, " ", 1, parts.n)
-end
+local fmt = require("runbook.log").format
 
 --- Logs a line to the run log and console (secrets scrubbed).
 function Ctx:log(...) audit.log("info", fmt(...)) end

@@ -126,17 +126,12 @@ function Run:run_step(s)
   if s.kind == "manual" then return self:run_manual(s) end
   local sst = state.step(self.state, s.id)
 
-  if s.verify then
-    local ctx = ctxmod.new(self, s, sst.attempts)
-    local r = self:call(s, s.verify, ctx, s.timeout)
-    if r[1] and r[2] then
-      self:append("step.skipped", { step = s.id, reason = "verify passed before run: already satisfied" })
-      return "done"
-    elseif not r[1] then
-      local err = normalize_error(r[2])
-      if err.kind == "interrupted" then return self:interrupted(s, sst.attempts, 0) end
-      self:log(s.id, "warn", "verify raised before run (taken as not satisfied): " .. errors.message(err))
-    end
+  local held = self:verify_before(s, sst, "warn", "verify raised before run (taken as not satisfied): ")
+  if held == true then
+    self:append("step.skipped", { step = s.id, reason = "verify passed before run: already satisfied" })
+    return "done"
+  elseif held then
+    return held
   end
 
   local base = sst.attempts
@@ -191,6 +186,20 @@ function Run:run_step(s)
   return "failed"
 end
 
+-- A step's verify before it runs: true when its goal already holds, the
+-- outcome "interrupted" on Ctrl-C, else nil (a verify that raises is taken
+-- as not holding, and logged).
+function Run:verify_before(s, sst, level, prefix)
+  if not s.verify then return nil end
+  local ctx = ctxmod.new(self, s, sst.attempts)
+  local r = self:call(s, s.verify, ctx, s.timeout)
+  if r[1] then return r[2] and true or nil end
+  local err = normalize_error(r[2])
+  if err.kind == "interrupted" then return self:interrupted(s, sst.attempts, 0) end
+  self:log(s.id, level, prefix .. errors.message(err))
+  return nil
+end
+
 function Run:interrupted(s, attempt, ms)
   self:append("step.interrupted", { step = s.id, attempt = attempt, ms = ms })
   return "interrupted"
@@ -198,17 +207,12 @@ end
 
 function Run:run_manual(s)
   local sst = state.step(self.state, s.id)
-  if s.verify then
-    local ctx = ctxmod.new(self, s, sst.attempts)
-    local r = self:call(s, s.verify, ctx, s.timeout)
-    if r[1] and r[2] then
-      self:append("step.confirmed", { step = s.id, via = "verify", by = host.user(), host = host.hostname() })
-      return "done"
-    elseif not r[1] then
-      local err = normalize_error(r[2])
-      if err.kind == "interrupted" then return self:interrupted(s, sst.attempts, 0) end
-      self:log(s.id, "info", "verify: " .. errors.message(err))
-    end
+  local held = self:verify_before(s, sst, "info", "verify: ")
+  if held == true then
+    self:append("step.confirmed", { step = s.id, via = "verify", by = host.user(), host = host.hostname() })
+    return "done"
+  elseif held then
+    return held
   end
   if self.dry_run then
     self.console:note(string.format("%s (manual) would wait for a person: %s", s.id, s.title))

@@ -5,12 +5,16 @@ local audit = require "runbook.audit"
 
 local M = {}
 
+--- How log calls build their line: string.format when the first argument
+--- is a format with arguments after it, else the values joined by spaces.
 local function fmt(first, ...)
   if select("#", ...) > 0 and type(first) == "string" and first:find("%", 1, true) then return string.format(first, ...) end
   local parts = table.pack(first, ...)
   for i = 1, parts.n do parts[i] = tostring(parts[i]) end
   return table.concat(parts, " ", 1, parts.n)
 end
+
+M.format = fmt
 
 --- Logs at info level: log.info("applied %d objects", n)
 function M.info(...) audit.log("info", fmt(...)) end
