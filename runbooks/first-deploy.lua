@@ -163,7 +163,8 @@ step "M3" {
   doc = [[DJANGO_SECRET_KEY (50 random bytes) and DB_PASSWORD (32) are generated once
 per run, base64 like `openssl rand -base64`; a resumed run writes the very same
 values. An existing Secret is kept as it is. The `tezca` role on the shared
-PostgreSQL cluster must be given this DB_PASSWORD.]],
+PostgreSQL cluster must be given this DB_PASSWORD (read it with
+`kubectl -n tezca get secret tezca-secrets -o jsonpath='{.data.DB_PASSWORD}' | base64 -d`).]],
   run = function(ctx)
     local p = ctx.params
     local c = cluster(ctx)
