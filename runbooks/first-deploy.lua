@@ -95,6 +95,16 @@ local function copy(x)
   return setmetatable(out, getmetatable(x))
 end
 
+-- cluster:secret, except in a dry run before M3 made the namespace: the
+-- server would refuse a Secret in a namespace that does not exist yet.
+local function ensure_secret(ctx, c, opts)
+  if ctx.dry_run and not c:get { kind = "Namespace", name = ctx.params.namespace } then
+    ctx:log("dry run: Secret %s would be created in the new namespace %s", opts.name, ctx.params.namespace)
+    return nil, "created"
+  end
+  return c:secret(opts)
+end
+
 -- `enclii exec tezca-api -- CMD` as a one-off Job: the tezca-api pod
 -- template's first container (image, env, envFrom, volumes) with CMD as its
 -- command, without probes and ports, and without the template's labels (a
@@ -103,6 +113,10 @@ end
 local function api_job(ctx, c, base, argv, opts)
   opts = opts or {}
   local dep = c:get { api_version = "apps/v1", kind = "Deployment", name = "tezca-api" }
+  if not dep and ctx.dry_run then
+    ctx:log("dry run: would run %s in a Job from tezca-api's pod template, once ArgoCD has created it", table.concat(argv, " "))
+    return { name = job_name(ctx, base), dry_run = true }
+  end
   if not dep then
     errors.raise { kind = "deploy", code = "missing", message = string.format(
       "deployment %s/tezca-api not found: ArgoCD (M6) has not synced k8s/production/ yet", ctx.params.namespace) }
@@ -169,7 +183,7 @@ PostgreSQL cluster must be given this DB_PASSWORD (read it with
     local p = ctx.params
     local c = cluster(ctx)
     c:apply { apiVersion = "v1", kind = "Namespace", metadata = { name = p.namespace } }
-    local _, result = c:secret {
+    local _, result = ensure_secret(ctx, c, {
       name = "tezca-secrets",
       data = {
         DJANGO_SECRET_KEY = ctx:once("django-secret-key", function() return secret.random { bytes = 50, encoding = "base64" } end),
@@ -181,7 +195,7 @@ PostgreSQL cluster must be given this DB_PASSWORD (read it with
         JANUA_SECRET_KEY = p.janua_secret_key,
       },
       if_exists = "keep",
-    }
+    })
     return { secret = "tezca-secrets", result = result }
   end,
 }
@@ -224,6 +238,7 @@ step "M4" {
     local res = http.post(ctx.params.janua_url .. "/api/v1/oauth/clients", {
       headers = { Authorization = "Bearer " .. ctx.params.janua_admin_token },
       json = oauth_spec(ctx), status = { 201, 409 }, ca_file = ctx.params.ca_file })
+    if res.dry_run then return { client_id = OAUTH_CLIENT, result = "created", dry_run = true } end
     return { client_id = OAUTH_CLIENT, result = res.status == 201 and "created" or "exists" }
   end,
 }
@@ -374,7 +389,7 @@ parallel "secrets" {
     owner = "DevOps",
     run = function(ctx)
       local p = ctx.params
-      local _, result = cluster(ctx):secret {
+      local _, result = ensure_secret(ctx, cluster(ctx), {
         name = "tezca-r2-credentials",
         data = {
           R2_ACCESS_KEY_ID = p.r2_access_key_id,
@@ -384,7 +399,7 @@ parallel "secrets" {
           STORAGE_BACKEND = "r2",
         },
         if_exists = "merge",
-      }
+      })
       return { result = result }
     end,
   },
@@ -393,7 +408,7 @@ parallel "secrets" {
     owner = "DevOps",
     run = function(ctx)
       local p = ctx.params
-      local _, result = cluster(ctx):secret {
+      local _, result = ensure_secret(ctx, cluster(ctx), {
         name = "tezca-sentry",
         data = {
           SENTRY_DSN = p.sentry_dsn,
@@ -401,7 +416,7 @@ parallel "secrets" {
           NEXT_PUBLIC_SENTRY_DSN = p.next_public_sentry_dsn or p.sentry_dsn,
         },
         if_exists = "merge",
-      }
+      })
       return { result = result }
     end,
   },

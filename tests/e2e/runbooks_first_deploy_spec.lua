@@ -122,6 +122,33 @@ describe("runbooks/first-deploy.lua", function()
     end
   end)
 
+  it("runs dry from nothing to the end and writes nothing anywhere", function()
+    local a = { "exec", RUNBOOK, "--dry-run" }
+    for _, x in ipairs(args) do a[#a + 1] = x end
+    local r = rb.run(a, { cwd = dir, env = env, timeout = 120 })
+    assert.are.equal(0, r.code, r.stderr)
+    for _, line in ipairs {
+      "M1 (manual) would wait for a person: Install @janua/nextjs in admin",
+      "M3       action k8s: apply v1 Namespace tezca: created (dry run)",
+      "M3       dry run: Secret tezca-secrets would be created in the new namespace tezca",
+      "M4       action http: would POST https://localhost:" .. srv.port .. "/api/v1/oauth/clients",
+      "M7       dry run: would run python apps/manage.py migrate --noinput in a Job from tezca-api's pod template, once ArgoCD has created it",
+      "M10      http.check [ok] 7 Admin API (valid JWT)",
+      "M14      dry run: would run python scripts/migrate_to_r2.py in a Job",
+      "dry run complete: 15 step(s) would run; nothing was written",
+    } do
+      assert.truthy(r.stderr:find(line, 1, true), "missing: " .. line .. "\n" .. r.stderr)
+    end
+    assert.is_nil(cluster:get { kind = "Namespace", name = "tezca" })
+    assert.is_false(rb.exists(dir .. "/state/runs"))
+    local bucket <close> = s3.connect { endpoint = store.endpoint, access_key = store.access_key, secret_key = secret.wrap(store.secret_key) }
+    assert.is_false(bucket:bucket_exists("tezca-documents"))
+    local http = curl.client { ca_file = srv.ca_file }
+    assert.are.equal(404, http:request { url = srv.base .. "/api/v1/oauth/clients/tezca-admin",
+      headers = { { "Authorization", "Bearer " .. srv.token } } }.status)
+    http:close()
+  end)
+
   it("runs M1-M14: waits for people, fails at M7, resumes there, and leaves an audit trail that verifies", function()
     -- M1, M2: people
     local r = exec()
