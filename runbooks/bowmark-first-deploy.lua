@@ -170,6 +170,7 @@ RabbitMQ the vhosts bowmark and bowmark-concrete.]],
       env = { RABBITMQ_HOST = from("rabbitmq", "host"), RABBITMQ_USER = from("rabbitmq", "user"), RABBITMQ_PASSWORD = from("rabbitmq", "password") },
       node_selector = DEFAULT_POOL,
     }
+    if ctx.dry_run then return { dry_run = true } end
     local problems = {}
     local dbs = missing(lines(pg), { DB_PAVING, DB_CONCRETE })
     if #dbs > 0 then problems[#problems + 1] = "PostgreSQL lacks database(s) " .. table.concat(dbs, ", ") end
@@ -211,6 +212,10 @@ local function backfill(ctx, app, consumer, mongo_secret, db)
   local c = cluster(ctx)
   c:rollout_status { kind = "Deployment", name = consumer, timeout = 900 }
   local server = c:get { api_version = "apps/v1", kind = "Deployment", name = "server-deployment" }
+  if not server and ctx.dry_run then
+    ctx:log("dry run: would run the %s backfill with server-deployment's image, once CI has deployed it", app)
+    return { dry_run = true }
+  end
   local image = server.spec.template.spec.containers[1].image
   local out = c:run_job {
     name = job_name(ctx, "backfill-" .. app), image = image, container = "backfill-" .. app,
@@ -253,6 +258,10 @@ CronJob (Spaces access), its logs, then its deletion.]],
   timeout = 1800,
   run = function(ctx)
     local c = cluster(ctx)
+    if ctx.dry_run then
+      ctx:log("dry run: would check the pods, the consumers' logs and fact_material_shipment, and run a Job from the pg-backup CronJob")
+      return { dry_run = true }
+    end
     -- all pods running (those of finished Jobs have Succeeded)
     local not_running = {}
     for _, pod in ipairs(c:list { kind = "Pod" }) do

@@ -90,6 +90,24 @@ describe("runbooks/bowmark-first-deploy.lua", function()
     end
   end)
 
+  it("runs dry from nothing and writes nothing", function()
+    local r = rb.run({ "exec", RUNBOOK, "--dry-run", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
+      "--param", "namespace=bowmark" }, { cwd = dir, env = env, timeout = 120 })
+    assert.are.equal(0, r.code, r.stderr)
+    for _, line in ipairs {
+      "B2       action k8s: create v1 Secret bowmark/postgres: created (dry run)",
+      "B3       action k8s: apply apps/v1 StatefulSet bowmark/postgres: created (dry run)",
+      "B3       action k8s: apply batch/v1 CronJob bowmark/pg-backup: created (dry run)",
+      "B6-paving dry run: would run the paving backfill with server-deployment's image, once CI has deployed it",
+      "dry run complete: 9 step(s) would run; nothing was written",
+    } do
+      assert.truthy(r.stderr:find(line, 1, true), "missing: " .. line .. "\n" .. r.stderr)
+    end
+    assert.is_nil(c:get { kind = "Secret", name = "postgres" })
+    assert.is_nil(c:get { kind = "StatefulSet", name = "postgres" })
+    assert.is_false(rb.exists(dir .. "/state/runs"))
+  end)
+
   it("deploys Bow-Mark from nothing to a verified backup", function()
     local r = exec()
     assert.are.equal(3, r.code, r.stderr)
