@@ -140,7 +140,7 @@ local function api_job(ctx, c, base, argv, opts)
       template = { metadata = { labels = { ["app.kubernetes.io/part-of"] = "tezca", ["app.kubernetes.io/component"] = base } }, spec = pod },
     },
   }
-  ctx:log("%s: %s with %s", out.name, out.status, main.image)
+  ctx:log("%s: %s with %s", out.name, out.status or "not run (dry run)", main.image)
   return out
 end
 

@@ -74,6 +74,14 @@ end
 
 local function basename(key) return key:match("([^/]+)$") end
 
+-- A dry run finds the backup and stops there: everything after it writes
+-- (a file, a database) or reads what those writes would have made.
+local function dry(ctx, what)
+  if not ctx.dry_run then return false end
+  ctx:log("dry run: would %s", what)
+  return true
+end
+
 step "R1" {
   title = "Find the latest backup",
   run = function(ctx)
@@ -102,6 +110,9 @@ step "R2" {
   timeout = 3600,
   run = function(ctx)
     local p, name = ctx.params, basename(ctx.outputs.R1.key)
+    if dry(ctx, string.format("download s3://%s/%s to %s and check it with pg_restore --list", p.bucket, ctx.outputs.R1.key, p.work_dir)) then
+      return { file = name, dry_run = true }
+    end
     local dir = pg.local_store(p.work_dir)
     local client <close> = store(ctx)
     local got = client:get { bucket = p.bucket, key = ctx.outputs.R1.key, file = dir:path(name) }
@@ -116,6 +127,7 @@ step "R3" {
   needs = "R2",
   run = function(ctx)
     local name = scratch_name(ctx)
+    if dry(ctx, "create the database " .. name) then return { database = name, dry_run = true } end
     local admin <close> = pg.connect(ctx.params.scratch_url)
     if admin:value("SELECT count(*) FROM pg_database WHERE datname = $1", name) == 0 then
       admin:exec("CREATE DATABASE " .. admin:ident(name))
@@ -133,6 +145,7 @@ step "R4" {
   needs = "R3",
   timeout = 4 * 3600,
   run = function(ctx)
+    if dry(ctx, "restore " .. ctx.outputs.R2.file .. " into " .. ctx.outputs.R3.database) then return { dry_run = true } end
     local r = pg.restore { url = with_db(ctx.params.scratch_url, ctx.outputs.R3.database),
       path = pg.local_store(ctx.params.work_dir):path(ctx.outputs.R2.file), clean = true }
     return { seconds = r.seconds }
@@ -149,6 +162,7 @@ rows restored than live (deletions since the backup), or restored but gone
 live, are reported.]],
   timeout = 3600,
   run = function(ctx)
+    if dry(ctx, "compare the row counts of every table with the source") then return { dry_run = true } end
     local live = row_counts(ctx.params.source_url)
     local restored = row_counts(with_db(ctx.params.scratch_url, ctx.outputs.R3.database))
     local tol = ctx.params.tolerance_pct
@@ -183,6 +197,7 @@ step "R6" {
   title = "Drop the scratch database",
   needs = "R5",
   run = function(ctx)
+    if dry(ctx, "drop " .. ctx.outputs.R3.database .. " and delete " .. ctx.outputs.R2.file) then return end
     local admin <close> = pg.connect(ctx.params.scratch_url)
     admin:exec("DROP DATABASE IF EXISTS " .. admin:ident(ctx.outputs.R3.database) .. " WITH (FORCE)")
     pg.local_store(ctx.params.work_dir):delete(ctx.outputs.R2.file)

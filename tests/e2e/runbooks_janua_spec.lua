@@ -73,6 +73,16 @@ describe("runbooks/janua-rollout.lua", function()
     assert.truthy(d.stdout:find("- [ ] **J2** Roll out the new image\n  <br>after J1; timeout 1800 s; verified; can be rolled back", 1, true), d.stdout)
   end)
 
+  it("runs dry and leaves the Deployment as it was", function()
+    local r = rb.run({ "exec", RUNBOOK, "--dry-run", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
+      "--param", "image_tag=2026.03.0", "--param", "api_url=" .. srv.base, "--param", "ca_file=" .. srv.ca_file },
+      { cwd = dir, timeout = 120 })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stderr:find("J2       action k8s: patch apps/v1 Deployment janua/janua-api: patched (dry run)", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("dry run complete: 3 step(s) would run; nothing was written", 1, true), r.stderr)
+    assert.are.equal("janua/api:2026.02.3", images().api)
+  end)
+
   it("rolls out, and runbook rollback sets the previous image again", function()
     local r = exec("2026.03.1")
     assert.are.equal(0, r.code, r.stderr)

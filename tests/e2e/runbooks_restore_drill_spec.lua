@@ -89,6 +89,17 @@ describe("runbooks/pg-restore-drill.lua", function()
     assert.truthy(d.stdout:find("- [ ] **R5** Compare row counts with the source", 1, true), d.stdout)
   end)
 
+  it("runs dry: finds the backup and writes nothing", function()
+    local r = exec { "--dry-run" }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stderr:find("R1       newest backup: s3://bowmark-backups/" .. PREFIX .. "20260302T080000Z.pgdump", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("R3       dry run: would create the database restore_drill_dry_run", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("dry run complete: 6 step(s) would run; nothing was written", 1, true), r.stderr)
+    assert.are.equal("", scratch_dbs())
+    assert.is_false(rb.exists(dir .. "/restore-drill"))
+    assert.is_false(rb.exists(dir .. "/state/runs"))
+  end)
+
   it("restores the newest backup, finds it matches the source, and cleans up", function()
     local r = exec()
     assert.are.equal(0, r.code, r.stderr)

@@ -67,6 +67,18 @@ describe("runbooks/tessera-bootstrap.lua", function()
     assert.truthy(d.stdout:find("- [ ] **T5** Remove BOOTSTRAP_API_KEY from production config", 1, true), d.stdout)
   end)
 
+  it("runs dry and changes nothing", function()
+    local a = { "exec", RUNBOOK, "--dry-run", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
+      "--param", "api_url=" .. srv.base, "--param", "ca_file=" .. srv.ca_file }
+    local r = rb.run(a, { cwd = dir, env = { BOOTSTRAP_API_KEY = srv.token }, timeout = 120 })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stderr:find("T3       action http: would POST " .. srv.base .. "/api/v1/teams", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("dry run complete: 6 step(s) would run; nothing was written", 1, true), r.stderr)
+    assert.are.same({}, select(2, get("/api/v1/teams", srv.token)).items)
+    assert.truthy(c:get_secret("tessera-secrets").data.BOOTSTRAP_API_KEY)
+    assert.are.equal(0, #c:list { kind = "Job" })
+  end)
+
   it("migrates, bootstraps the admin team and key, and retires the bootstrap key", function()
     local r = exec { BOOTSTRAP_API_KEY = srv.token }
     assert.are.equal(0, r.code, r.stderr)
