@@ -142,7 +142,11 @@ function Run:run_step(s)
     local ctx = ctxmod.new(self, s, attempt)
     local r = self:call(s, s.run, ctx, s.timeout)
     local ok, out, err = r[1], r[2], nil
-    if ok and s.verify then
+    if ok and s.verify and self.dry_run then
+      -- nothing was written, so a goal that needs the step's writes cannot
+      -- hold yet: checking it would fail every dry run of such a step
+      self:log(s.id, "info", "dry run: verify after run not checked (nothing was written)")
+    elseif ok and s.verify then
       local v = self:call(s, s.verify, ctx, s.timeout)
       if not v[1] then
         ok, err = false, normalize_error(v[2])

@@ -142,13 +142,15 @@ end
 
 --- Waits until GET url answers with the expected status (default any 2xx)
 --- and, with `match`, a body matching that Lua pattern. Returns the
---- response. Needs runbook.http.
+--- response. TLS options (ca_file, ca_data, cert_file, cert_data, key_file,
+--- key_data, insecure) go to each request as in runbook.http. Needs runbook.http.
 ---@param url string
----@param opts {status:integer|integer[]|nil, match:string|nil, headers:table|nil, request_timeout:number|nil, timeout:number|nil, interval:number|nil, backoff:number|nil, what:string|nil}|nil
+---@param opts {status:integer|integer[]|nil, match:string|nil, headers:table|nil, request_timeout:number|nil, timeout:number|nil, interval:number|nil, backoff:number|nil, what:string|nil, ca_file:string|nil, ca_data:string|nil, cert_file:string|nil, cert_data:string|nil, key_file:string|nil, key_data:string|userdata|nil, insecure:boolean|nil}|nil
 ---@return table response
 function M.http(url, opts)
   if type(url) ~= "string" or url == "" then error("wait.http: URL expected", 2) end
-  opts = check_opts("wait.http", opts, { status = true, match = true, headers = true, request_timeout = true })
+  opts = check_opts("wait.http", opts, { status = true, match = true, headers = true, request_timeout = true,
+    ca_file = true, ca_data = true, cert_file = true, cert_data = true, key_file = true, key_data = true, insecure = true })
   local has_http, http = pcall(require, "runbook.http")
   if not has_http then
     errors.raise { kind = "wait", code = "unavailable", message = "wait.http: runbook.http is not available in this build" }
@@ -156,7 +158,9 @@ function M.http(url, opts)
   local rt = opts.request_timeout or 5
   local shown = host.scrub(url)
   return M.until_(function()
-    local res = http.request { method = "GET", url = url, timeout = rt, headers = opts.headers }
+    local res = http.request { method = "GET", url = url, timeout = rt, headers = opts.headers,
+      ca_file = opts.ca_file, ca_data = opts.ca_data, cert_file = opts.cert_file, cert_data = opts.cert_data,
+      key_file = opts.key_file, key_data = opts.key_data, insecure = opts.insecure }
     if not status_ok(opts.status, res.status) then
       return false, string.format("status %d (want %s): %s", res.status, status_text(opts.status), cut(res.body or "", 120))
     end

@@ -20,6 +20,18 @@ accepts connections. Paths:
   /upload                 size and sha256 of the body (chunked or not)
   /admin                  401 unless "Authorization: Bearer <token>"
   /clientcert             200 with the client certificate's CN, 403 without one
+
+Stand-ins for the services of the shipped runbooks' deploy guides (tests/e2e/runbooks_*):
+  /api/health             {"status": "ok"} (Tezca web and admin)
+  /api/v1/admin/health/   {"status": "healthy", "database": "connected"} (Tezca API)
+  /api/v1/laws/           200 with a law list
+  /api/v1/admin/metrics/  401 unless "Authorization: Bearer <token>"
+  /api/v1/oauth/clients   Janua's admin API (Bearer <token>): POST registers a client (201, or 409
+                          when its client_id exists); GET .../clients/ID answers 200 or 404
+  /ready                  {"status": "ready"} (Janua's readiness probe)
+  /health/live, /health/ready   Tessera's probes
+  /api/v1/teams, /api/v1/api-keys   Tessera (X-API-Key: <token> or a key it issued): POST creates
+                          (teams: 409 for a name taken), GET lists
 """
 import argparse
 import hashlib
@@ -36,6 +48,9 @@ from urllib.parse import parse_qs, urlsplit
 
 COUNTS = {}
 LOCK = threading.Lock()
+# what the service stand-ins have been given: OAuth clients by client_id,
+# Tessera teams and API keys
+APPS = {"clients": {}, "teams": [], "keys": []}
 
 
 def bump(key):
@@ -146,6 +161,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(200, {"metrics": {"requests": 42}})
             return self.send(401, {"detail": "Authentication credentials were not provided."},
                              headers=[("WWW-Authenticate", "Bearer")])
+        app = self.service(path, body)
+        if app is not None:
+            return self.send(*app)
         if path == "/clientcert":
             cert = self.connection.getpeercert() if hasattr(self.connection, "getpeercert") else None
             if not cert:
@@ -153,6 +171,64 @@ class Handler(BaseHTTPRequestHandler):
             cn = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
             return self.send(200, {"cn": cn[0] if cn else None})
         return self.send(404, {"error": "not found", "path": path})
+
+    def bearer_ok(self):
+        return self.headers.get("Authorization") == "Bearer " + self.server.token
+
+    def service(self, path, body):
+        """The deploy guides' services: (status, body) or None for another path."""
+        unauthorized = (401, {"detail": "Authentication credentials were not provided."})
+        if path == "/api/health":
+            return 200, {"status": "ok"}
+        if path == "/api/v1/admin/health/":
+            return 200, {"status": "healthy", "database": "connected"}
+        if path == "/api/v1/laws/":
+            return 200, {"count": 2, "results": [{"id": "cpeum", "name": "Constitucion"}, {"id": "lft", "name": "Ley Federal del Trabajo"}]}
+        if path == "/api/v1/admin/metrics/":
+            return (200, {"laws": 2, "requests": 42}) if self.bearer_ok() else unauthorized
+        if path == "/ready":
+            return 200, {"status": "ready"}
+        if path == "/health/live":
+            return 200, {"status": "alive"}
+        if path == "/health/ready":
+            return 200, {"status": "ready", "database": "connected"}
+        if path == "/api/v1/oauth/clients" or path.startswith("/api/v1/oauth/clients/"):
+            if not self.bearer_ok():
+                return unauthorized
+            with LOCK:
+                if self.command == "POST" and path == "/api/v1/oauth/clients":
+                    c = json.loads(body or b"{}")
+                    cid = c.get("client_id")
+                    if not cid:
+                        return 422, {"error": {"message": "client_id is required"}}
+                    if cid in APPS["clients"]:
+                        return 409, {"error": {"message": "OAuth client %s already exists" % cid}}
+                    APPS["clients"][cid] = c
+                    return 201, dict(c, id=len(APPS["clients"]))
+                cid = path[len("/api/v1/oauth/clients/"):]
+                if self.command == "GET" and cid in APPS["clients"]:
+                    return 200, APPS["clients"][cid]
+                return 404, {"error": {"message": "OAuth client not found"}}
+        if path in ("/api/v1/teams", "/api/v1/api-keys"):
+            key = self.headers.get("X-API-Key")
+            with LOCK:
+                if key != self.server.token and key not in [k["key"] for k in APPS["keys"]]:
+                    return 401, {"detail": "Invalid or missing API key"}
+                if self.command == "GET":
+                    items = APPS["teams"] if path == "/api/v1/teams" else [{"name": k["name"]} for k in APPS["keys"]]
+                    return 200, {"items": items}
+                req = json.loads(body or b"{}")
+                if path == "/api/v1/teams":
+                    if any(t["name"] == req.get("name") for t in APPS["teams"]):
+                        return 409, {"detail": "team %s exists" % req.get("name")}
+                    team = {"id": len(APPS["teams"]) + 1, "name": req.get("name")}
+                    APPS["teams"].append(team)
+                    return 201, team
+                k = {"id": len(APPS["keys"]) + 1, "name": req.get("name"), "scopes": req.get("scopes"),
+                     "key": "tess_" + os.urandom(16).hex()}
+                APPS["keys"].append(k)
+                return 201, k
+        return None
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = handle_any
 

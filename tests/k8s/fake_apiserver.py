@@ -34,6 +34,12 @@ Control API (no authentication; loopback only; JSON in and out):
                                          any other stuck object is left alone by its controller
   POST   /_fake/fail-job                 {"namespace": "x", "name": "y"} (either may be omitted = any):
                                          pods of matching Jobs exit 1 and the Job fails (BackoffLimitExceeded)
+  DELETE /_fake/fail-job                 clear those switches: Jobs created from now on succeed again
+  POST   /_fake/job-logs                 {"namespace": "x", "name": "y" | "prefix": "y-", "logs": "a\nb"}:
+                                         pods of matching Jobs log these lines (when their template
+                                         carries no logs annotation); the newest matching rule wins.
+                                         For runbooks that create Jobs the test cannot annotate.
+  DELETE /_fake/job-logs                 remove those rules
   POST   /_fake/forbid                   {"user": "u", "verb": "get", "resource": "secrets", "namespace": "*"}
   GET    /_fake/requests                 {"items": [{"seq","time","method","path","query","params",
                                          "status","user","watch","contentType","fault"}]}; ?since=SEQ
@@ -116,12 +122,14 @@ class Faults:
         self.rules = []
         self.stuck = set()      # (kind, namespace, name)
         self.failing_jobs = []  # [{"namespace": .., "name": ..}]
+        self.job_logs = []      # [{"namespace": .., "name": .., "prefix": .., "logs": ..}]
         self.forbids = []       # [(user, verb, resource, namespace)]
         self.frozen = set()     # uids controllers leave alone
 
     def clear(self, forbids=()):
         with self.lock:
             self.rules, self.failing_jobs, self.forbids = [], [], list(forbids)
+            self.job_logs = []
             self.stuck, self.frozen = set(), set()
 
     def add(self, spec):
@@ -180,6 +188,18 @@ class Faults:
     def job_fails(self, namespace, name):
         return any(r.get("namespace") in (None, "", namespace) and r.get("name") in (None, "", name)
                    for r in self.failing_jobs)
+
+    def logs_for_job(self, namespace, name):
+        with self.lock:
+            for r in reversed(self.job_logs):
+                if r.get("namespace") not in (None, "", namespace):
+                    continue
+                if r.get("name") not in (None, "", name):
+                    continue
+                if r.get("prefix") and not name.startswith(r["prefix"]):
+                    continue
+                return r.get("logs")
+        return None
 
 
 # ==========================================================================
@@ -624,6 +644,10 @@ class Controllers(threading.Thread):
         text = ann.get("%s.%s" % (LOGS_ANNOTATION, container))
         if text is None and container == first:
             text = ann.get(LOGS_ANNOTATION)
+        if text is None and container == first:
+            ref = controller_ref(pod)
+            if ref and ref.get("kind") == "Job":
+                text = self.fake.faults.logs_for_job(pod["metadata"].get("namespace", ""), ref.get("name", ""))
         if not text:
             return []
         start = self.pod_started.get(pod["metadata"]["uid"])
@@ -1432,6 +1456,21 @@ class Fake:
         if (method, name) == ("POST", "fail-job"):
             with faults.lock:
                 faults.failing_jobs.append({"namespace": data.get("namespace"), "name": data.get("name")})
+            return {"ok": True}
+        if (method, name) == ("DELETE", "fail-job"):
+            with faults.lock:
+                faults.failing_jobs = []
+            return {"ok": True}
+        if (method, name) == ("POST", "job-logs"):
+            if not isinstance(data.get("logs"), str):
+                raise bad_request("job-logs needs \"logs\": the lines, newline-separated")
+            with faults.lock:
+                faults.job_logs.append({"namespace": data.get("namespace"), "name": data.get("name"),
+                                        "prefix": data.get("prefix"), "logs": data["logs"]})
+            return {"ok": True}
+        if (method, name) == ("DELETE", "job-logs"):
+            with faults.lock:
+                faults.job_logs = []
             return {"ok": True}
         if (method, name) == ("POST", "forbid"):
             with faults.lock:

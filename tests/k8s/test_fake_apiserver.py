@@ -1108,6 +1108,39 @@ class TestControllers(Base):
         self.assertEqual((cond(j, "Failed")["status"], cond(j, "Failed")["reason"]), ("True", "BackoffLimitExceeded"))
         self.assertEqual(j["status"]["failed"], 1)
 
+    def test_fail_job_switch_is_cleared(self):
+        control("POST", "fail-job", {"namespace": "demo"})
+        control("DELETE", "fail-job")
+        ok("POST", "/apis/batch/v1/namespaces/demo/jobs", self.job("fixed"))
+        j = wait_for(lambda: (lambda o: o if cond(o, "Complete") or cond(o, "Failed") else None)(
+            ok("GET", "/apis/batch/v1/namespaces/demo/jobs/fixed")))
+        self.assertEqual(cond(j, "Complete")["status"], "True")
+        self.assertIsNone(cond(j, "Failed"))
+
+    def test_job_logs_rules(self):
+        jobs = "/apis/batch/v1/namespaces/demo/jobs"
+        control("POST", "job-logs", {"namespace": "demo", "prefix": "migrate-", "logs": "old"})
+        control("POST", "job-logs", {"namespace": "demo", "prefix": "migrate-", "logs": "Applying 0001\nApplying 0002"})
+        control("POST", "job-logs", {"namespace": "other", "name": "annotated", "logs": "not this namespace"})
+        bad = call("POST", "/_fake/job-logs", {"namespace": "demo"}, token=None)
+        self.assertEqual((bad.status, bad.json), (400, {"error": 'job-logs needs "logs": the lines, newline-separated'}))
+        for name, logs in (("migrate-1", None), ("annotated", "from the template"), ("plain", None)):
+            ok("POST", jobs, self.job(name, logs))
+        done = lambda n: (lambda o: o if cond(o, "Complete") else None)(ok("GET", jobs + "/" + n))
+        for name in ("migrate-1", "annotated", "plain"):
+            wait_for(lambda: done(name))
+
+        def log_of(job):
+            pod = ok("GET", NS + "/demo/pods?labelSelector=job-name%3D" + job)["items"][0]
+            return call("GET", NS + "/demo/pods/" + pod["metadata"]["name"] + "/log").text
+        self.assertEqual(log_of("migrate-1"), "Applying 0001\nApplying 0002\n")
+        self.assertEqual(log_of("annotated"), "from the template\n")
+        self.assertEqual(log_of("plain"), "")
+        control("DELETE", "job-logs")
+        ok("POST", jobs, self.job("migrate-2"))
+        wait_for(lambda: done("migrate-2"))
+        self.assertEqual(log_of("migrate-2"), "")
+
     def test_bare_pod_becomes_ready(self):
         ok("POST", NS + "/demo/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
                                       "spec": {"containers": [{"name": "c", "image": "busybox"}]}})

@@ -38,8 +38,8 @@ describe("k8s secrets", function()
     assert.are.equal("created", result)
     assert.is_true(secret.is(s.data.password))
     assert.is_true(crypto.equal(pw, s.data.password))
-    assert.are.equal("bowmark", s.data.user:reveal())
-    assert.are.equal("5432", s.data.port:reveal())
+    -- declared plain, so returned plain: never registered with the redactor
+    assert.are.same({ "bowmark", "5432" }, { s.data.user, s.data.port })
     assert.are.equal("Opaque", s.type)
     -- on the wire: base64 in data, as the API wants
     local posts = fake:matching("POST", "/secrets$")
@@ -50,6 +50,29 @@ describe("k8s secrets", function()
     assert.are.same({ "password", "port", "user" }, a.keys)
     assert.is_nil(recorded_text():find(pw:reveal(), 1, true))
     assert.is_nil(recorded_text():find(crypto.base64_encode(pw:reveal()), 1, true))
+  end)
+
+  it("does not make the plain values it writes or keeps redaction patterns, only the others", function()
+    local pw = secret.wrap("pg-password-0123456789")
+    c:secret { name = "pg-plain", data = { user = "plainuser", host = "plainhost", password = pw } }
+    assert.are.equal("user plainuser on plainhost", host.scrub("user plainuser on plainhost"))
+    -- kept: the existing values it reads back are checked against the declared ones
+    local s, result = c:secret { name = "pg-plain", data = { user = "plainuser", host = "otherhost", password = secret.wrap("pg-password-9999999999") } }
+    assert.are.equal("kept", result)
+    assert.are.equal("plainuser", s.data.user)
+    assert.is_true(secret.is(s.data.host))            -- differs from what was declared: a secret
+    assert.are.equal("user plainuser on [REDACTED]", host.scrub("user plainuser on plainhost"))
+    assert.are.equal("pg-password-0123456789", s.data.password:reveal())
+    -- merge: the declared plain value written comes back plain; the keys
+    -- this call did not declare are unknown to it, so they are secrets
+    s, result = c:secret { name = "pg-plain", data = { port = "6543" }, if_exists = "merge" }
+    assert.are.equal("configured", result)
+    assert.are.equal("6543", s.data.port)
+    assert.is_true(secret.is(s.data.user))
+    assert.are.equal("port 6543", host.scrub("port 6543"))
+    -- reading a Secret without declaring anything: every value is a secret
+    assert.is_true(secret.is(c:get_secret("pg-plain").data.port))
+    assert.are.equal("port [REDACTED]", host.scrub("port 6543"))
   end)
 
   it("keeps an existing Secret by default, and says which keys differ", function()
@@ -67,7 +90,9 @@ describe("k8s secrets", function()
     c:secret { name = "app", data = { a = "1", b = "2" } }
     local s, r = c:secret { name = "app", data = { a = "1", c = "3" }, if_exists = "merge" }
     assert.are.equal("configured", r)
-    assert.are.same({ "1", "2", "3" }, { s.data.a:reveal(), s.data.b:reveal(), s.data.c:reveal() })
+    assert.are.same({ "1", "2", "3" }, { secret.reveal(s.data.a), secret.reveal(s.data.b), secret.reveal(s.data.c) })
+    -- a and c were declared plain in this call; b was not
+    assert.are.same({ false, true, false }, { secret.is(s.data.a), secret.is(s.data.b), secret.is(s.data.c) })
     assert.are.same({ "c" }, audit.recorded[2].changed_keys)
     _, r = c:secret { name = "app", data = { c = "3" }, if_exists = "merge" }
     assert.are.equal("unchanged", r)

@@ -378,7 +378,9 @@ end
 --- resources, active_deadline, ttl; or from_cronjob = "name". Then wait
 --- (true), follow (true: logs into the run log), timeout (3600), check (true),
 --- delete (true: delete the Job after it completed). Returns the outcome
---- (see wait_job); an existing Job of that name is followed, not re-created.
+--- (see wait_job); an existing Job of that name is followed, not re-created,
+--- unless it failed and rerun_failed is true: then it is deleted (with its
+--- pods) and created again, so that a step's retry really runs it again.
 ---@param opts table  see docs/api/k8s.md
 ---@return runbook.k8s.JobOutcome outcome
 function Cluster:run_job(opts)
@@ -387,6 +389,15 @@ function Cluster:run_job(opts)
   local r = self:ref { kind = "Job", api_version = "batch/v1", name = opts.name, namespace = opts.namespace }
   local dry = self:dry(opts)
   local existing = self:get(r)
+  if existing and opts.rerun_failed and not dry and terminal(existing) == "Failed" then
+    local _, cond = terminal(existing)
+    audit.log("info", string.format("job %s/%s failed in an earlier attempt (%s); deleting it and running it again",
+      r.namespace, r.name, tostring(v(cond.reason) or "Failed")))
+    -- Foreground: the Job goes only once its pods are gone, so the new
+    -- Job's pods are the only ones its selector finds
+    self:delete(r, { propagation = "Foreground", wait = true, timeout = opts.timeout and math.min(opts.timeout, 300) or 300 })
+    existing = nil
+  end
   if existing then
     audit.log("info", string.format("job %s/%s exists already (created by an earlier attempt?); following it instead of creating another",
       r.namespace, r.name))

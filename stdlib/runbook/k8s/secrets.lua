@@ -52,6 +52,38 @@ local function same_value(a, b)
   return crypto.equal(a, b)
 end
 
+-- A Secret read back while ensuring it. Values the caller declared as
+-- plain strings (a user name, a host, a port) and that the Secret holds
+-- unchanged stay plain strings: made secret values, they would be
+-- registered with the redactor, and every later mention of "bowmark" or
+-- "5432" in the console, the run log and the journal would read
+-- [REDACTED]. Every other value comes back as a secret.
+local function decode(obj, want)
+  if type(obj) ~= "table" then return obj end
+  if type(obj.data) == "table" then
+    for k, val in pairs(obj.data) do
+      if type(val) == "string" then
+        local raw = crypto.base64_decode(val) or val
+        local declared_plain = want[k]
+        if type(declared_plain) == "string" and raw == declared_plain then
+          obj.data[k] = raw
+        else
+          obj.data[k] = secret.wrap(raw)
+        end
+      end
+    end
+  end
+  return obj
+end
+
+-- GET without objects.decode_object, which would register every value.
+local function read(self, r, want)
+  local res = self.client:request { method = "GET", path = require("runbook.k8s.client").path(r.info, r.namespace, r.name),
+    expect = { [404] = true }, verb = "get", resource = "secrets", namespace = r.namespace, name = r.name }
+  if res.status == 404 then return nil end
+  return decode(res.json, want)
+end
+
 local function differing(have, want)
   local keys = {}
   for k, val in pairs(want) do
@@ -76,7 +108,9 @@ end
 --- string|Secret}, string_data (the same, merged), type ("Opaque"), labels,
 --- annotations, if_exists = "keep" (default: an existing Secret is left as
 --- it is) | "replace" (exactly these keys) | "merge" (these keys over the
---- existing ones). Returns the Secret (values as secrets) and the result:
+--- existing ones). Returns the Secret (values as secrets, except values
+--- declared as plain strings that it holds unchanged: those stay plain
+--- strings, never registered with the redactor) and the result:
 --- "created", "configured", "unchanged" or "kept".
 ---@param opts {name:string, namespace:string|nil, data:table<string, string|userdata>|nil, string_data:table<string, string|userdata>|nil, type:string|nil, labels:table|nil, annotations:table|nil, if_exists:"keep"|"replace"|"merge"|nil, dry_run:boolean|nil}
 ---@return table secret
@@ -109,7 +143,7 @@ function Cluster:secret(opts)
 
   local maybe_created = false
   for _ = 1, 5 do
-    local existing = self:get(r)
+    local existing = read(self, r, want)
     if not existing then
       local res, err = self.client:try {
         method = "POST", path = require("runbook.k8s.client").path(r.info, r.namespace),
@@ -118,7 +152,7 @@ function Cluster:secret(opts)
       }
       if res then
         record("create", res.status, "created")
-        return objects.decode_object(res.json) or existing, "created"
+        return decode(res.json, want) or existing, "created"
       end
       if err.code ~= "AlreadyExists" then error(err, 0) end
       maybe_created = err.ambiguous == true
@@ -164,7 +198,7 @@ function Cluster:secret(opts)
       }
       if res then
         record("replace", res.status, "configured", { keys_map = target, changed = changed })
-        return objects.decode_object(res.json), "configured"
+        return decode(res.json, target), "configured"
       end
       if err.code ~= "Conflict" then error(err, 0) end
       -- changed by someone else since we read it: read again and redo

@@ -1,0 +1,462 @@
+-- Tezca's first production deploy: the "Remaining (Manual / Requires
+-- Credentials)" list M1-M14 of Tezca's deployment guide, in its
+-- recommended order, as one resumable run. Steps a person does in a
+-- dashboard are manual steps; where their result can be seen from here
+-- (DNS, the ArgoCD Application) they confirm themselves.
+--
+--   export KUBECONFIG=~/.kube/madfam-prod TEZCA_DB_HOST=pg.madfam.internal \
+--          JANUA_API_KEY=... JANUA_PUBLISHABLE_KEY=... JANUA_SECRET_KEY=... JANUA_ADMIN_TOKEN=... \
+--          R2_ENDPOINT_URL=https://<account>.r2.cloudflarestorage.com R2_ACCESS_KEY_ID=... R2_SECRET_ACCESS_KEY=... \
+--          SENTRY_DSN=... TEZCA_ADMIN_JWT=...
+--   runbook exec runbooks/first-deploy.lua
+local k8s = require "runbook.k8s"
+local secret = require "runbook.secret"
+local http = require "runbook.http"
+local dns = require "runbook.dns"
+local s3 = require "runbook.s3"
+local errors = require "runbook.errors"
+
+runbook "tezca-first-deploy" {
+  description = "First production deploy of Tezca (tezca.mx): M1-M14 of the deployment guide",
+  owner = "DevOps",
+  doc = [[
+Namespace `tezca` on the MADFAM cluster, images from ghcr.io/madfam-org/tezca,
+PostgreSQL on the shared MADFAM cluster (database `tezca`), documents on R2.
+ArgoCD deploys the manifests of `k8s/production/` (M6); the one-off commands
+the guide runs with `enclii exec tezca-api -- ...` (M7, M8, M9, M14) run here
+as Kubernetes Jobs with the `tezca-api` Deployment's pod template (its image,
+environment and volumes), their logs in the run log.]],
+  params = {
+    namespace = { default = "tezca", doc = "the Kubernetes namespace" },
+    kubeconfig = { required = false, doc = "kubeconfig path (default: $KUBECONFIG, then ~/.kube/config)" },
+    context = { required = false, doc = "kubeconfig context (default: the current one)" },
+    domain = { default = "tezca.mx", doc = "the Cloudflare zone; the web, api. and admin. hosts are derived from it" },
+    web_url = { required = false, doc = "the web app's base URL (default https://<domain>)" },
+    api_url = { required = false, doc = "the API's base URL (default https://api.<domain>)" },
+    admin_url = { required = false, doc = "the admin console's base URL (default https://admin.<domain>)" },
+    ca_file = { required = false, doc = "a CA to trust for the HTTPS checks, besides the system's (staging, tests)" },
+    api_image = { default = "ghcr.io/madfam-org/tezca/api", doc = "the API image repository" },
+    image_tag = { required = false, doc = "run the one-off Jobs with this tag of api_image (default: the image tezca-api runs)" },
+    db_host = { env = "TEZCA_DB_HOST", doc = "the shared PostgreSQL cluster's endpoint (DB_HOST)" },
+    janua_url = { default = "https://api.janua.dev", doc = "Janua's API (OAuth client registration, M4)" },
+    janua_admin_token = { secret = true, env = "JANUA_ADMIN_TOKEN", doc = "a Janua admin access token (M4)" },
+    janua_api_key = { secret = true, env = "JANUA_API_KEY", doc = "sk_live_... (tezca-secrets)" },
+    janua_publishable_key = { secret = true, env = "JANUA_PUBLISHABLE_KEY", doc = "pk_live_... (tezca-secrets)" },
+    janua_secret_key = { secret = true, env = "JANUA_SECRET_KEY", doc = "sk_live_... (tezca-secrets)" },
+    argocd_namespace = { default = "argocd" },
+    argocd_app = { default = "tezca", doc = "the ArgoCD Application the root application gains (M6)" },
+    r2_endpoint = { env = "R2_ENDPOINT_URL", doc = "https://<account_id>.r2.cloudflarestorage.com" },
+    r2_region = { default = "auto" },
+    r2_bucket = { default = "tezca-documents" },
+    r2_access_key_id = { secret = true, env = "R2_ACCESS_KEY_ID" },
+    r2_secret_access_key = { secret = true, env = "R2_SECRET_ACCESS_KEY" },
+    sentry_dsn = { secret = true, env = "SENTRY_DSN" },
+    next_public_sentry_dsn = { secret = true, required = false, env = "NEXT_PUBLIC_SENTRY_DSN", doc = "default: SENTRY_DSN" },
+    sentry_environment = { default = "production" },
+    admin_jwt = { secret = true, required = false, env = "TEZCA_ADMIN_JWT",
+      doc = "a Janua JWT of a Tezca admin, for check 7 of M10 (sign in at admin.<domain> once M4-M6 are done)" },
+  },
+}
+
+local OAUTH_CLIENT = "tezca-admin"
+local DEPLOYMENTS = { "tezca-api", "tezca-web", "tezca-admin", "tezca-worker", "tezca-beat", "tezca-redis", "tezca-es" }
+local WEEK = 7 * 24 * 3600
+
+-- ---------------------------------------------------------------------------
+-- helpers
+
+local function cluster(ctx)
+  return k8s.connect { kubeconfig = ctx.params.kubeconfig, context = ctx.params.context, namespace = ctx.params.namespace }
+end
+
+local function urls(ctx)
+  local p = ctx.params
+  return {
+    web = p.web_url or ("https://" .. p.domain),
+    api = p.api_url or ("https://api." .. p.domain),
+    admin = p.admin_url or ("https://admin." .. p.domain),
+  }
+end
+
+local function tls(ctx)
+  return { ca_file = ctx.params.ca_file }
+end
+
+-- A Job name of this run: a resumed run finds its own Job again, a new
+-- run (--new) makes new ones.
+local function job_name(ctx, base)
+  return base .. "-" .. (ctx.run_id:match("%-(%d%d%d%d%d%d%-%x+)$") or "dry-run")
+end
+
+local function copy(x)
+  if type(x) ~= "table" then return x end
+  local out = {}
+  for k, v in pairs(x) do out[k] = copy(v) end
+  return setmetatable(out, getmetatable(x))
+end
+
+-- cluster:secret, except in a dry run before M3 made the namespace: the
+-- server would refuse a Secret in a namespace that does not exist yet.
+local function ensure_secret(ctx, c, opts)
+  if ctx.dry_run and not c:get { kind = "Namespace", name = ctx.params.namespace } then
+    ctx:log("dry run: Secret %s would be created in the new namespace %s", opts.name, ctx.params.namespace)
+    return nil, "created"
+  end
+  return c:secret(opts)
+end
+
+-- `enclii exec tezca-api -- CMD` as a one-off Job: the tezca-api pod
+-- template's first container (image, env, envFrom, volumes) with CMD as its
+-- command, without probes and ports, and without the template's labels (a
+-- Service must not send traffic to it). A failed Job of an earlier attempt
+-- is deleted and run again (rerun_failed).
+local function api_job(ctx, c, base, argv, opts)
+  opts = opts or {}
+  local dep = c:get { api_version = "apps/v1", kind = "Deployment", name = "tezca-api" }
+  if not dep and ctx.dry_run then
+    ctx:log("dry run: would run %s in a Job from tezca-api's pod template, once ArgoCD has created it", table.concat(argv, " "))
+    return { name = job_name(ctx, base), dry_run = true }
+  end
+  if not dep then
+    errors.raise { kind = "deploy", code = "missing", message = string.format(
+      "deployment %s/tezca-api not found: ArgoCD (M6) has not synced k8s/production/ yet", ctx.params.namespace) }
+  end
+  local pod = copy(dep.spec.template.spec)
+  local main = copy(pod.containers[1])
+  main.command, main.args = argv, nil
+  main.livenessProbe, main.readinessProbe, main.startupProbe, main.ports, main.lifecycle = nil, nil, nil, nil, nil
+  if ctx.params.image_tag then main.image = ctx.params.api_image .. ":" .. ctx.params.image_tag end
+  for _, ref in ipairs(opts.env_from or {}) do
+    main.envFrom = main.envFrom or {}
+    main.envFrom[#main.envFrom + 1] = ref
+  end
+  pod.containers = { main }
+  pod.initContainers = nil
+  pod.restartPolicy = "Never"
+  local out = c:run_job {
+    name = job_name(ctx, base), timeout = opts.timeout, rerun_failed = true,
+    spec = {
+      backoffLimit = 0, ttlSecondsAfterFinished = WEEK,
+      template = { metadata = { labels = { ["app.kubernetes.io/part-of"] = "tezca", ["app.kubernetes.io/component"] = base } }, spec = pod },
+    },
+  }
+  ctx:log("%s: %s with %s", out.name, out.status or "not run (dry run)", main.image)
+  return out
+end
+
+-- ---------------------------------------------------------------------------
+-- M1-M6: packages, CI secrets, cluster secrets, OAuth client, DNS, ArgoCD
+
+manual "M1" {
+  title = "Install @janua/nextjs in admin",
+  owner = "Dev",
+  instructions = [[
+@janua/nextjs is on the MADFAM private npm registry, not on public npm.
+1. In apps/admin/.npmrc (or the repository's .npmrc) point the scope at the registry:
+     @janua:registry=<MADFAM private registry URL>
+     //<registry host>/:_authToken=${NPM_TOKEN}
+2. cd apps/admin && npm install @janua/nextjs
+3. Commit package.json and the lockfile; the admin build (deploy-admin.yml) must pass.
+Then confirm: runbook confirm <run> M1 --note "<commit>"]],
+}
+
+manual "M2" {
+  title = "Set GitHub secrets",
+  owner = "Repo Admin",
+  instructions = [[
+In github.com/madfam-org/tezca > Settings > Secrets and variables > Actions (or with gh):
+  gh secret set MADFAM_BOT_PAT --repo madfam-org/tezca                      # GHCR push + kustomization digest commit
+  gh secret set ENCLII_CALLBACK_TOKEN --repo madfam-org/tezca               # CI lifecycle events to the enclii API
+  gh secret set NEXT_PUBLIC_JANUA_PUBLISHABLE_KEY --repo madfam-org/tezca   # admin Docker build arg
+Then confirm: runbook confirm <run> M2]],
+}
+
+step "M3" {
+  title = "Create K8s tezca-secrets",
+  owner = "DevOps",
+  doc = [[DJANGO_SECRET_KEY (50 random bytes) and DB_PASSWORD (32) are generated once
+per run, base64 like `openssl rand -base64`; a resumed run writes the very same
+values. An existing Secret is kept as it is. The `tezca` role on the shared
+PostgreSQL cluster must be given this DB_PASSWORD (read it with
+`kubectl -n tezca get secret tezca-secrets -o jsonpath='{.data.DB_PASSWORD}' | base64 -d`).]],
+  run = function(ctx)
+    local p = ctx.params
+    local c = cluster(ctx)
+    c:apply { apiVersion = "v1", kind = "Namespace", metadata = { name = p.namespace } }
+    local _, result = ensure_secret(ctx, c, {
+      name = "tezca-secrets",
+      data = {
+        DJANGO_SECRET_KEY = ctx:once("django-secret-key", function() return secret.random { bytes = 50, encoding = "base64" } end),
+        DB_USER = "tezca",
+        DB_PASSWORD = ctx:once("db-password", function() return secret.random { bytes = 32, encoding = "base64" } end),
+        DB_HOST = p.db_host,
+        JANUA_API_KEY = p.janua_api_key,
+        JANUA_PUBLISHABLE_KEY = p.janua_publishable_key,
+        JANUA_SECRET_KEY = p.janua_secret_key,
+      },
+      if_exists = "keep",
+    })
+    return { secret = "tezca-secrets", result = result }
+  end,
+}
+
+-- Janua's admin API: GET /api/v1/oauth/clients/ID answers 200 or 404,
+-- POST /api/v1/oauth/clients registers one (409 when the id is taken).
+local function oauth_client(ctx)
+  local res = http.get(ctx.params.janua_url .. "/api/v1/oauth/clients/" .. OAUTH_CLIENT, {
+    headers = { Authorization = "Bearer " .. ctx.params.janua_admin_token }, status = { 200, 404 }, ca_file = ctx.params.ca_file })
+  if res.status == 404 then return nil end
+  return res.json
+end
+
+local function oauth_spec(ctx)
+  return {
+    client_id = OAUTH_CLIENT,
+    name = "Tezca Admin",
+    redirect_uris = { urls(ctx).admin .. "/auth/callback" },
+    allowed_scopes = { "openid", "email", "profile" },
+    grant_types = { "authorization_code", "refresh_token" },
+    is_confidential = false, -- Next.js admin console: a public client with PKCE
+  }
+end
+
+step "M4" {
+  title = "Register Janua OAuth client",
+  owner = "DevOps",
+  doc = "client_id tezca-admin, redirect https://admin.tezca.mx/auth/callback, scopes openid email profile.",
+  verify = function(ctx)
+    local have = oauth_client(ctx)
+    if not have then return false end
+    local want = oauth_spec(ctx)
+    if type(have.redirect_uris) == "table" and have.redirect_uris[1] ~= want.redirect_uris[1] then
+      ctx:warn("Janua client %s exists with redirect %s, not %s: fix it in Janua's console",
+        OAUTH_CLIENT, tostring(have.redirect_uris[1]), want.redirect_uris[1])
+    end
+    return true
+  end,
+  run = function(ctx)
+    local res = http.post(ctx.params.janua_url .. "/api/v1/oauth/clients", {
+      headers = { Authorization = "Bearer " .. ctx.params.janua_admin_token },
+      json = oauth_spec(ctx), status = { 201, 409 }, ca_file = ctx.params.ca_file })
+    if res.dry_run then return { client_id = OAUTH_CLIENT, result = "created", dry_run = true } end
+    return { client_id = OAUTH_CLIENT, result = res.status == 201 and "created" or "exists" }
+  end,
+}
+
+manual "M5" {
+  title = "Configure Cloudflare DNS",
+  owner = "DevOps",
+  instructions = [[
+Cloudflare zone tezca.mx: enclii provisions CNAME records to tunnel.enclii.dev for
+tezca.mx, www.tezca.mx, api.tezca.mx and admin.tezca.mx. Check them in the dashboard
+(DNS > Records; proxied). This step confirms itself once the three names resolve.]],
+  verify = function(ctx)
+    local all = true
+    for _, url in pairs(urls(ctx)) do
+      local host = url:match("^https?://%[?([^/:%]]+)")
+      if not dns.resolves(host) then all = false end
+    end
+    return all
+  end,
+}
+
+manual "M6" {
+  title = "Add to ArgoCD root application",
+  owner = "DevOps",
+  instructions = [[
+In the infra repository add tezca to infra/argocd/root-application.yaml:
+  an Application "tezca", source path k8s/production/ of madfam-org/tezca,
+  destination namespace tezca, automated sync.
+Merge it and let ArgoCD sync. This step confirms itself once the Application
+exists and the seven Deployments (api, web, admin, worker, beat, redis, es) are in
+the namespace.]],
+  verify = function(ctx)
+    local p = ctx.params
+    local c = cluster(ctx)
+    local app = c:get { api_version = "argoproj.io/v1alpha1", kind = "Application", name = p.argocd_app, namespace = p.argocd_namespace }
+    if not app then
+      ctx:log("ArgoCD Application %s/%s does not exist yet", p.argocd_namespace, p.argocd_app)
+      return false
+    end
+    local dest = app.spec and app.spec.destination or {}
+    if dest.namespace ~= p.namespace then
+      ctx:warn("Application %s deploys to namespace %s, not %s", p.argocd_app, tostring(dest.namespace), p.namespace)
+      return false
+    end
+    local missing = {}
+    for _, name in ipairs(DEPLOYMENTS) do
+      if not c:get { api_version = "apps/v1", kind = "Deployment", name = name } then missing[#missing + 1] = name end
+    end
+    if #missing > 0 then
+      ctx:log("waiting for ArgoCD to create: %s", table.concat(missing, ", "))
+      return false
+    end
+    return true
+  end,
+}
+
+-- ---------------------------------------------------------------------------
+-- M7-M10: database, static files, search indices, smoke tests
+
+step "M7" {
+  title = "Run initial database migration",
+  owner = "DevOps",
+  needs = { "M3", "M6" },
+  doc = [[`python apps/manage.py migrate` in a one-off Job with the API image. Not
+retried: a failed migration wants a look first; the same command then runs it again.]],
+  timeout = 1800,
+  run = function(ctx)
+    local out = api_job(ctx, cluster(ctx), "tezca-migrate", { "python", "apps/manage.py", "migrate", "--noinput" }, { timeout = 1800 })
+    return { job = out.name }
+  end,
+}
+
+parallel "after-migrate" {
+  step "M8" {
+    title = "Collect static files",
+    owner = "DevOps",
+    needs = "M7",
+    doc = "`python apps/manage.py collectstatic --noinput`.",
+    timeout = 1800,
+    run = function(ctx)
+      local out = api_job(ctx, cluster(ctx), "tezca-collectstatic", { "python", "apps/manage.py", "collectstatic", "--noinput" }, { timeout = 1800 })
+      return { job = out.name }
+    end,
+  },
+  step "M9" {
+    title = "Build Elasticsearch indices",
+    owner = "DevOps",
+    needs = "M7",
+    doc = "`python apps/manage.py index_laws --all --create-indices`: long, retried.",
+    retry = { attempts = 3, backoff = "exponential", delay = 60, max_delay = 600 },
+    timeout = 4 * 3600,
+    run = function(ctx)
+      local out = api_job(ctx, cluster(ctx), "tezca-index-laws",
+        { "python", "apps/manage.py", "index_laws", "--all", "--create-indices" }, { timeout = 4 * 3600 })
+      return { job = out.name }
+    end,
+  },
+}
+
+step "M10" {
+  title = "Smoke test all domains",
+  owner = "QA",
+  needs = { "M8", "M9" },
+  doc = [[The guide's Verification Checklist: rows 2-7 as HTTP checks, row 9 as a Job.
+Row 1 (Docker builds) and row 10 (CI/CD pipeline) belong to CI; row 8 is M10-login.]],
+  timeout = 1800,
+  run = function(ctx)
+    local p = ctx.params
+    if not p.admin_jwt then
+      errors.raise { kind = "usage", message = "M10 needs an admin JWT for check 7: sign in at "
+        .. urls(ctx).admin .. " as a Tezca admin and set TEZCA_ADMIN_JWT (or --param admin_jwt=...)" }
+    end
+    local c = cluster(ctx)
+    for _, name in ipairs { "tezca-api", "tezca-web", "tezca-admin" } do
+      c:rollout_status { kind = "Deployment", name = name, timeout = 600 }
+    end
+    local u = urls(ctx)
+    local results = http.check({
+      { name = "2 Web health", url = u.web .. "/api/health", json = { status = "ok" } },
+      { name = "3 API health", url = u.api .. "/api/v1/admin/health/", json = { status = "healthy", database = "connected" } },
+      { name = "4 Admin health", url = u.admin .. "/api/health", json = { status = "ok" } },
+      { name = "5 Public API (no auth)", url = u.api .. "/api/v1/laws/", status = 200 },
+      { name = "6 Admin API (no auth)", url = u.api .. "/api/v1/admin/metrics/", status = 401 },
+      { name = "7 Admin API (valid JWT)", url = u.api .. "/api/v1/admin/metrics/", status = 200,
+        headers = { Authorization = "Bearer " .. p.admin_jwt } },
+    }, tls(ctx))
+    local check = api_job(ctx, c, "tezca-check-deploy", { "python", "apps/manage.py", "check", "--deploy" }, { timeout = 900 })
+    return { http_checks = #results, django_check = check.name }
+  end,
+}
+
+manual "M10-login" {
+  title = "Admin login flow (verification check 8)",
+  owner = "QA",
+  needs = "M10",
+  instructions = [[
+In a private browser window open https://admin.tezca.mx: it must redirect to /sign-in;
+sign in with a Janua admin account; the dashboard must load.
+Then confirm: runbook confirm <run> M10-login --note "<who, browser>"]],
+}
+
+-- ---------------------------------------------------------------------------
+-- M11-M14: object storage and error tracking
+
+parallel "secrets" {
+  step "M11" {
+    title = "Create tezca-r2-credentials K8s Secret",
+    owner = "DevOps",
+    run = function(ctx)
+      local p = ctx.params
+      local _, result = ensure_secret(ctx, cluster(ctx), {
+        name = "tezca-r2-credentials",
+        data = {
+          R2_ACCESS_KEY_ID = p.r2_access_key_id,
+          R2_SECRET_ACCESS_KEY = p.r2_secret_access_key,
+          R2_ENDPOINT_URL = p.r2_endpoint,
+          R2_BUCKET_NAME = p.r2_bucket,
+          STORAGE_BACKEND = "r2",
+        },
+        if_exists = "merge",
+      })
+      return { result = result }
+    end,
+  },
+  step "M12" {
+    title = "Create tezca-sentry K8s Secret",
+    owner = "DevOps",
+    run = function(ctx)
+      local p = ctx.params
+      local _, result = ensure_secret(ctx, cluster(ctx), {
+        name = "tezca-sentry",
+        data = {
+          SENTRY_DSN = p.sentry_dsn,
+          SENTRY_ENVIRONMENT = p.sentry_environment,
+          NEXT_PUBLIC_SENTRY_DSN = p.next_public_sentry_dsn or p.sentry_dsn,
+        },
+        if_exists = "merge",
+      })
+      return { result = result }
+    end,
+  },
+}
+
+local function r2(ctx)
+  local p = ctx.params
+  return s3.connect { endpoint = p.r2_endpoint, region = p.r2_region,
+    access_key = p.r2_access_key_id, secret_key = p.r2_secret_access_key, ca_file = p.ca_file }
+end
+
+step "M13" {
+  title = "Create tezca-documents R2 bucket",
+  owner = "DevOps",
+  doc = [[On the existing Cloudflare R2 account (the one holding the PostgreSQL backups).
+Creating it needs a token with Admin Read & Write; with an object-only token,
+create it in the dashboard (R2 > Create bucket) and run again: the check sees it.]],
+  verify = function(ctx)
+    local store <close> = r2(ctx)
+    return store:bucket_exists(ctx.params.r2_bucket)
+  end,
+  run = function(ctx)
+    local store <close> = r2(ctx)
+    return { bucket = ctx.params.r2_bucket, result = store:ensure_bucket(ctx.params.r2_bucket) }
+  end,
+}
+
+step "M14" {
+  title = "Run R2 data migration",
+  owner = "DevOps",
+  needs = { "M11", "M13" },
+  doc = "`scripts/migrate_to_r2.py --dry-run`, then, once that succeeded, without the flag.",
+  timeout = 4 * 3600,
+  run = function(ctx)
+    local c = cluster(ctx)
+    local r2_env = { { secretRef = { name = "tezca-r2-credentials" } } }
+    local dry = api_job(ctx, c, "tezca-migrate-to-r2-dry-run", { "python", "scripts/migrate_to_r2.py", "--dry-run" },
+      { env_from = r2_env, timeout = 3600 })
+    local real = api_job(ctx, c, "tezca-migrate-to-r2", { "python", "scripts/migrate_to_r2.py" },
+      { env_from = r2_env, timeout = 3 * 3600 })
+    return { dry_run_job = dry.name, job = real.name }
+  end,
+}

@@ -1,0 +1,333 @@
+-- runbooks/first-deploy.lua (Tezca, M1-M14) end to end with the real
+-- binary: the fake Kubernetes API server (its Job controller completes the
+-- one-off Jobs; ArgoCD is played by this spec), a local HTTPS server for
+-- Janua and the smoke checks, moto for R2. Manual steps are confirmed with
+-- `runbook confirm`; the migrate Job fails once through the fake's switch
+-- and the run resumes at M7 with M3's generated secrets unchanged.
+local rb = require "rbtest"
+local k8sfake = require "k8sfake"
+local httpserver = require "httpserver"
+local s3server = require "s3server"
+local k8s = require "runbook.k8s"
+local s3 = require "runbook.s3"
+local secret = require "runbook.secret"
+local curl = require "runbook._curl"
+local json = require "runbook._json"
+local crypto = require "runbook._crypto"
+
+local RUNBOOK = rb.source_dir .. "/runbooks/first-deploy.lua"
+
+local JANUA = {
+  JANUA_API_KEY = "sk_live_e2e_janua_api_key_4f1c",
+  JANUA_PUBLISHABLE_KEY = "pk_live_e2e_janua_publishable_9a2b",
+  JANUA_SECRET_KEY = "sk_live_e2e_janua_secret_key_77d0",
+}
+local SENTRY_DSN = "https://e2e0sentry0key@o4242.ingest.sentry.io/1717"
+
+local LOGS = {
+  ["tezca-migrate"] = "Operations to perform:\n  Apply all migrations: admin, api, auth, contenttypes, sessions\nRunning migrations:\n  Applying api.0001_initial... OK",
+  ["tezca-collectstatic"] = "1287 static files copied to '/app/staticfiles'.",
+  ["tezca-index-laws"] = "Creating index laws\nIndexed 11234 laws",
+  ["tezca-check-deploy"] = "System check identified no issues (0 silenced).",
+  ["tezca-migrate-to-r2-dry-run"] = "DRY RUN: 842 documents would be uploaded to tezca-documents",
+  ["tezca-migrate-to-r2"] = "Uploaded 842 documents to tezca-documents",
+}
+
+local function of_type(evs, t, step)
+  local out = {}
+  for _, e in ipairs(evs) do
+    if e.type == t and (step == nil or e.step == step) then out[#out + 1] = e end
+  end
+  return out
+end
+
+local function crd()
+  return { apiVersion = "apiextensions.k8s.io/v1", kind = "CustomResourceDefinition",
+    metadata = { name = "applications.argoproj.io" },
+    spec = { group = "argoproj.io", scope = "Namespaced",
+      names = { kind = "Application", plural = "applications", singular = "application", listKind = "ApplicationList" },
+      versions = { { name = "v1alpha1", served = true, storage = true,
+        schema = { openAPIV3Schema = { type = "object", ["x-kubernetes-preserve-unknown-fields"] = true } } } } } }
+end
+
+local function deployment(name, image, extra)
+  local container = { name = name:gsub("^tezca%-", ""), image = image }
+  for k, v in pairs(extra or {}) do container[k] = v end
+  return { apiVersion = "apps/v1", kind = "Deployment", metadata = { name = name, namespace = "tezca" },
+    spec = { replicas = 2, selector = { matchLabels = { app = name } },
+      template = { metadata = { labels = { app = name } }, spec = { containers = { container } } } } }
+end
+
+describe("runbooks/first-deploy.lua", function()
+  local fake, srv, store, dir, cluster
+  local env, args
+
+  setup(function()
+    fake = k8sfake.start()
+    srv = httpserver.start { token = "e2e-admin-jwt-and-janua-token-5c3e" }
+    store = s3server.start()
+    dir = rb.tmpdir("firstdeploy")
+    cluster = k8s.connect { kubeconfig = fake.kubeconfig }
+    env = {
+      TEZCA_DB_HOST = "pg.madfam.internal", JANUA_ADMIN_TOKEN = srv.token, TEZCA_ADMIN_JWT = srv.token,
+      R2_ENDPOINT_URL = store.endpoint, R2_ACCESS_KEY_ID = store.access_key, R2_SECRET_ACCESS_KEY = store.secret_key,
+      SENTRY_DSN = SENTRY_DSN,
+    }
+    for k, v in pairs(JANUA) do env[k] = v end
+    local base = "https://localhost:" .. srv.port
+    args = { "--state", dir .. "/state", "--yes", "--param", "kubeconfig=" .. fake.kubeconfig,
+      "--param", "web_url=" .. base, "--param", "api_url=" .. base, "--param", "admin_url=" .. base,
+      "--param", "janua_url=" .. base, "--param", "ca_file=" .. srv.ca_file,
+      -- moto refuses R2's region "auto" (IllegalLocationConstraintException)
+      "--param", "r2_region=us-east-1" }
+  end)
+  teardown(function()
+    if cluster then cluster:close() end
+    if fake then fake:stop() end
+    if srv then srv:stop() end
+    if store then store:stop() end
+    if dir then rb.rmtree(dir) end
+  end)
+
+  local function exec()
+    local a = { "exec", RUNBOOK }
+    for _, x in ipairs(args) do a[#a + 1] = x end
+    return rb.run(a, { cwd = dir, env = env, timeout = 120 })
+  end
+  local function cmd(...)
+    local a = { ... }
+    a[#a + 1] = "--state"
+    a[#a + 1] = dir .. "/state"
+    return rb.run(a, { cwd = dir })
+  end
+
+  it("checks and renders as the checklist it replaces", function()
+    local r = rb.run { "check", RUNBOOK }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find("runbook tezca-first-deploy, 15 steps (5 manual), 2 parallel group(s)", 1, true), r.stdout)
+    local d = rb.run { "doc", RUNBOOK }
+    assert.are.equal(0, d.code, d.stderr)
+    for _, line in ipairs {
+      "# tezca-first-deploy",
+      "- [ ] **M1** Install @janua/nextjs in admin *(manual)*",
+      "- [ ] **M3** Create K8s tezca-secrets",
+      "- [ ] **M6** Add to ArgoCD root application *(manual)*",
+      "The following steps of group `after-migrate` may run at the same time.",
+      "- [ ] **M9** Build Elasticsearch indices",
+      "  <br>owner: DevOps; after M7; up to 3 attempts (exponential backoff); timeout 14400 s",
+      "- [ ] **M14** Run R2 data migration",
+      "| `janua_admin_token` | (required) | `JANUA_ADMIN_TOKEN` | yes | a Janua admin access token (M4) |",
+    } do
+      assert.truthy(d.stdout:find(line, 1, true), "missing: " .. line)
+    end
+  end)
+
+  it("runs dry from nothing to the end and writes nothing anywhere", function()
+    local a = { "exec", RUNBOOK, "--dry-run" }
+    for _, x in ipairs(args) do a[#a + 1] = x end
+    local r = rb.run(a, { cwd = dir, env = env, timeout = 120 })
+    assert.are.equal(0, r.code, r.stderr)
+    for _, line in ipairs {
+      "M1 (manual) would wait for a person: Install @janua/nextjs in admin",
+      "M3       action k8s: apply v1 Namespace tezca: created (dry run)",
+      "M3       dry run: Secret tezca-secrets would be created in the new namespace tezca",
+      "M4       action http: would POST https://localhost:" .. srv.port .. "/api/v1/oauth/clients",
+      "M7       dry run: would run python apps/manage.py migrate --noinput in a Job from tezca-api's pod template, once ArgoCD has created it",
+      "M10      http.check [ok] 7 Admin API (valid JWT)",
+      "M14      dry run: would run python scripts/migrate_to_r2.py in a Job",
+      "dry run complete: 15 step(s) would run; nothing was written",
+    } do
+      assert.truthy(r.stderr:find(line, 1, true), "missing: " .. line .. "\n" .. r.stderr)
+    end
+    assert.is_nil(cluster:get { kind = "Namespace", name = "tezca" })
+    assert.is_false(rb.exists(dir .. "/state/runs"))
+    local bucket <close> = s3.connect { endpoint = store.endpoint, access_key = store.access_key, secret_key = secret.wrap(store.secret_key) }
+    assert.is_false(bucket:bucket_exists("tezca-documents"))
+    local http = curl.client { ca_file = srv.ca_file }
+    assert.are.equal(404, http:request { url = srv.base .. "/api/v1/oauth/clients/tezca-admin",
+      headers = { { "Authorization", "Bearer " .. srv.token } } }.status)
+    http:close()
+  end)
+
+  it("runs M1-M14: waits for people, fails at M7, resumes there, and leaves an audit trail that verifies", function()
+    -- M1, M2: people
+    local r = exec()
+    assert.are.equal(3, r.code, r.stderr)
+    local evs, _, run_id = rb.journal(dir .. "/state")
+    assert.truthy(r.stderr:find("waiting for M1 (Install @janua/nextjs in admin)", 1, true), r.stderr)
+    local suffix = run_id:match("%-(%d%d%d%d%d%d%-%x+)$")
+    local function job(base) return base .. "-" .. suffix end
+    assert.are.equal(0, cmd("confirm", run_id, "M1", "--note", "@janua/nextjs 1.4.0 in a1b2c3d").code)
+    r = exec()
+    assert.are.equal(3, r.code, r.stderr)
+    assert.truthy(r.stderr:find("waiting for M2 (Set GitHub secrets)", 1, true), r.stderr)
+    assert.are.equal(0, cmd("confirm", run_id, "M2").code)
+
+    -- M3, M4 run; M5 confirms itself (the names resolve); M6 waits for ArgoCD
+    r = exec()
+    assert.are.equal(3, r.code, r.stderr)
+    assert.truthy(r.stderr:find("waiting for M6 (Add to ArgoCD root application)", 1, true), r.stderr)
+    evs = rb.journal(dir .. "/state")
+    local m5 = of_type(evs, "step.confirmed", "M5")
+    assert.are.same({ "verify" }, { m5[1] and m5[1].via })
+
+    local s = cluster:get_secret { name = "tezca-secrets", namespace = "tezca" }
+    local keys = {}
+    for k in pairs(s.data) do keys[#keys + 1] = k end
+    table.sort(keys)
+    assert.are.same({ "DB_HOST", "DB_PASSWORD", "DB_USER", "DJANGO_SECRET_KEY", "JANUA_API_KEY", "JANUA_PUBLISHABLE_KEY", "JANUA_SECRET_KEY" }, keys)
+    local django_key, db_password = s.data.DJANGO_SECRET_KEY:reveal(), s.data.DB_PASSWORD:reveal()
+    -- openssl rand -base64 50 / 32: 68 and 44 characters of base64
+    assert.are.equal(68, #django_key)
+    assert.truthy(django_key:match("^[%w+/]+=*$"))
+    assert.are.equal(50, #crypto.base64_decode(django_key))
+    assert.are.equal(44, #db_password)
+    assert.are.equal(32, #crypto.base64_decode(db_password))
+    assert.are.same({ "tezca", "pg.madfam.internal" }, { s.data.DB_USER:reveal(), s.data.DB_HOST:reveal() })
+    for k, v in pairs(JANUA) do assert.is_true(s.data[k]:reveal() == v, k) end
+
+    -- M4 registered the OAuth client through Janua's admin API
+    local http = curl.client { ca_file = srv.ca_file }
+    local got = assert(http:request { url = srv.base .. "/api/v1/oauth/clients/tezca-admin",
+      headers = { { "Authorization", "Bearer " .. srv.token } } })
+    assert.are.equal(200, got.status)
+    local client = json.decode(got.body)
+    assert.are.same({ "tezca-admin", { "https://localhost:" .. srv.port .. "/auth/callback" }, { "openid", "email", "profile" } },
+      { client.client_id, client.redirect_uris, client.allowed_scopes })
+    http:close()
+
+    -- ArgoCD syncs k8s/production/: the Application and seven Deployments
+    cluster:apply(crd())
+    cluster:apply { apiVersion = "v1", kind = "Namespace", metadata = { name = "argocd" } }
+    cluster:apply { apiVersion = "argoproj.io/v1alpha1", kind = "Application", metadata = { name = "tezca", namespace = "argocd" },
+      spec = { project = "default", source = { repoURL = "https://github.com/madfam-org/tezca", path = "k8s/production" },
+        destination = { server = "https://kubernetes.default.svc", namespace = "tezca" } } }
+    local api_image = "ghcr.io/madfam-org/tezca/api@sha256:" .. string.rep("ab", 32)
+    cluster:apply(deployment("tezca-api", api_image, {
+      envFrom = { { secretRef = { name = "tezca-secrets" } } }, ports = { { containerPort = 8000 } },
+      readinessProbe = { httpGet = { path = "/api/v1/admin/health/", port = 8000 } } }))
+    for _, name in ipairs { "tezca-web", "tezca-admin", "tezca-worker", "tezca-beat", "tezca-redis", "tezca-es" } do
+      cluster:apply(deployment(name, "ghcr.io/madfam-org/tezca/" .. name:gsub("^tezca%-", "") .. ":sha-1"))
+    end
+    for base, lines in pairs(LOGS) do
+      fake:control("POST", "/_fake/job-logs", { namespace = "tezca", name = job(base), logs = lines })
+    end
+    -- the migration fails this time
+    fake:control("POST", "/_fake/job-logs", { namespace = "tezca", name = job("tezca-migrate"),
+      logs = "Operations to perform:\ndjango.db.utils.OperationalError: password authentication failed for user \"tezca\"" })
+    fake:control("POST", "/_fake/fail-job", { namespace = "tezca", name = job("tezca-migrate") })
+
+    r = exec()
+    assert.are.equal(1, r.code, r.stdout .. r.stderr)
+    assert.truthy(r.stderr:find("M7 failed. Fix the cause and run the same command again to resume at M7.", 1, true), r.stderr)
+    evs = rb.journal(dir .. "/state")
+    assert.are.equal("verify", of_type(evs, "step.confirmed", "M6")[1].via)
+    local failed = of_type(evs, "step.failed", "M7")
+    assert.are.equal(1, #failed)
+    assert.are.equal("job tezca/" .. job("tezca-migrate") .. " failed: BackoffLimitExceeded: Job has reached the specified backoff limit",
+      failed[1].error.message)
+    assert.are.equal("JobFailed", failed[1].error.code)
+
+    -- fixed: the same command resumes at M7 and stops at the login check
+    fake:control("DELETE", "/_fake/fail-job")
+    fake:control("POST", "/_fake/job-logs", { namespace = "tezca", name = job("tezca-migrate"), logs = LOGS["tezca-migrate"] })
+    r = exec()
+    assert.are.equal(3, r.code, r.stderr)
+    assert.truthy(r.stderr:find("waiting for M10-login (Admin login flow (verification check 8))", 1, true), r.stderr)
+    evs = rb.journal(dir .. "/state")
+    local resumed_at
+    for i, e in ipairs(evs) do if e.type == "run.resumed" then resumed_at = i end end
+    local first_started
+    for i = resumed_at, #evs do
+      if evs[i].type == "step.started" then first_started = evs[i].step break end
+    end
+    assert.are.equal("M7", first_started)
+    -- M7's failed Job was deleted and run again
+    local m7 = {}
+    for _, a in ipairs(of_type(evs, "action", "M7")) do m7[#m7 + 1] = a.verb .. ":" .. a.result end
+    assert.are.same({ "create:created", "delete:deleted", "create:created" }, m7)
+    -- M3 ran once, and its values are the ones written the first time
+    assert.are.equal(1, #of_type(evs, "step.started", "M3"))
+    s = cluster:get_secret { name = "tezca-secrets", namespace = "tezca" }
+    assert.is_true(s.data.DJANGO_SECRET_KEY:reveal() == django_key)
+    assert.is_true(s.data.DB_PASSWORD:reveal() == db_password)
+
+    -- the Jobs ran with the API's image and environment, their logs in the run log
+    for _, base in ipairs { "tezca-migrate", "tezca-collectstatic", "tezca-index-laws", "tezca-check-deploy" } do
+      local j = cluster:get { kind = "Job", name = job(base), namespace = "tezca" }
+      assert.is_table(j, base)
+      local ct = j.spec.template.spec.containers[1]
+      assert.are.same({ api_image, "tezca-secrets", "Never" }, { ct.image, ct.envFrom[1].secretRef.name, j.spec.template.spec.restartPolicy })
+      assert.is_nil(ct.readinessProbe)
+      assert.is_nil(j.spec.template.metadata.labels.app)
+      assert.are.equal("Complete", j.status.conditions[#j.status.conditions].type)
+    end
+    local ran = cluster:get { kind = "Job", name = job("tezca-index-laws"), namespace = "tezca" }.spec.template.spec.containers[1].command
+    assert.are.same({ "python", "apps/manage.py", "index_laws", "--all", "--create-indices" }, ran)
+    local log = rb.read(dir .. "/state/runs/" .. run_id .. "/log")
+    assert.truthy(log:find("] Indexed 11234 laws", 1, true))
+    assert.truthy(log:find("] 1287 static files copied to '/app/staticfiles'.", 1, true))
+    assert.truthy(log:find("] django.db.utils.OperationalError: password authentication failed for user \"tezca\"", 1, true))
+    assert.truthy(log:find("http.check [ok] 7 Admin API (valid JWT): GET https://localhost:" .. srv.port .. "/api/v1/admin/metrics/ -> 200", 1, true), log)
+    -- M8 and M9 ran side by side after M7
+    local m8 = of_type(evs, "step.started", "M8")[1]
+    local m9 = of_type(evs, "step.started", "M9")[1]
+    local m8_done = of_type(evs, "step.finished", "M8")[1]
+    local m9_done = of_type(evs, "step.finished", "M9")[1]
+    assert.truthy(m9.seq < m8_done.seq and m8.seq < m9_done.seq, "M8 and M9 did not overlap")
+    assert.truthy(of_type(evs, "step.finished", "M7")[1].seq < math.min(m8.seq, m9.seq))
+    local check = of_type(evs, "action", "M10")
+    local http_check
+    for _, a in ipairs(check) do if a.kind == "http-check" then http_check = a end end
+    assert.are.same({ 6, 0 }, { http_check.passed, http_check.failed })
+    assert.are.same({ 200, 200, 200, 200, 401, 200 }, (function()
+      local st = {}
+      for i, row in ipairs(http_check.rows) do st[i] = row.status end
+      return st
+    end)())
+
+    -- a person checks the login flow; the rest runs to the end
+    assert.are.equal(0, cmd("confirm", run_id, "M10-login", "--note", "signed in as qa@madfam.io, Firefox").code)
+    r = exec()
+    assert.are.equal(0, r.code, r.stderr)
+    local r2 = cluster:get_secret { name = "tezca-r2-credentials", namespace = "tezca" }
+    assert.are.same({ store.endpoint, "tezca-documents", "r2" },
+      { r2.data.R2_ENDPOINT_URL:reveal(), r2.data.R2_BUCKET_NAME:reveal(), r2.data.STORAGE_BACKEND:reveal() })
+    assert.is_true(r2.data.R2_SECRET_ACCESS_KEY:reveal() == store.secret_key)
+    local sentry = cluster:get_secret { name = "tezca-sentry", namespace = "tezca" }
+    assert.is_true(sentry.data.SENTRY_DSN:reveal() == SENTRY_DSN and sentry.data.NEXT_PUBLIC_SENTRY_DSN:reveal() == SENTRY_DSN)
+    assert.are.equal("production", sentry.data.SENTRY_ENVIRONMENT:reveal())
+    local bucket <close> = s3.connect { endpoint = store.endpoint, access_key = store.access_key, secret_key = secret.wrap(store.secret_key) }
+    assert.is_true(bucket:bucket_exists("tezca-documents"))
+    local dry = cluster:get { kind = "Job", name = job("tezca-migrate-to-r2-dry-run"), namespace = "tezca" }
+    local real = cluster:get { kind = "Job", name = job("tezca-migrate-to-r2"), namespace = "tezca" }
+    assert.are.same({ "python", "scripts/migrate_to_r2.py", "--dry-run" }, dry.spec.template.spec.containers[1].command)
+    assert.are.same({ "python", "scripts/migrate_to_r2.py" }, real.spec.template.spec.containers[1].command)
+    assert.are.equal("tezca-r2-credentials", real.spec.template.spec.containers[1].envFrom[2].secretRef.name)
+    assert.truthy(dry.metadata.creationTimestamp <= real.metadata.creationTimestamp)
+
+    evs = rb.journal(dir .. "/state")
+    local bucket_action = of_type(evs, "action", "M13")[1]
+    assert.are.same({ "s3", "create-bucket", "tezca-documents" }, { bucket_action.kind, bucket_action.verb, bucket_action.bucket })
+    local finished = {}
+    for _, e in ipairs(of_type(evs, "step.finished")) do finished[#finished + 1] = e.step end
+    table.sort(finished)
+    assert.are.same({ "M10", "M11", "M12", "M13", "M14", "M3", "M4", "M7", "M8", "M9" }, finished)
+    assert.are.equal(1, #of_type(evs, "run.finished"))
+
+    -- nothing secret in clear anywhere the run wrote
+    log = rb.read(dir .. "/state/runs/" .. run_id .. "/log")
+    local files = { rb.read(dir .. "/state/runs/" .. run_id .. "/journal.jsonl"), log, r.stdout, r.stderr }
+    for _, value in ipairs { django_key, db_password, JANUA.JANUA_SECRET_KEY, JANUA.JANUA_API_KEY, srv.token, store.secret_key, SENTRY_DSN } do
+      for i, text in ipairs(files) do
+        assert.is_nil(text:find(value, 1, true), "a secret in clear in file " .. i)
+        assert.is_nil(text:find(crypto.base64_encode(value), 1, true), "a secret in base64 in file " .. i)
+      end
+    end
+    -- plain values the runbook wrote stay readable
+    assert.truthy(log:find("job tezca/" .. job("tezca-migrate"), 1, true))
+
+    local v = cmd("audit", "verify", run_id)
+    assert.are.equal(0, v.code, v.stderr)
+  end)
+end)

@@ -1,0 +1,144 @@
+-- runbooks/janua-rollout.lua with the real binary against the fake cluster
+-- and the local HTTPS server: a release rolls out and passes its health
+-- checks, `runbook rollback` sets the previous image again, and a rollout
+-- that cannot progress is reverted at once.
+local rb = require "rbtest"
+local k8sfake = require "k8sfake"
+local httpserver = require "httpserver"
+local k8s = require "runbook.k8s"
+
+local RUNBOOK = rb.source_dir .. "/runbooks/janua-rollout.lua"
+
+-- The journal of the run started with this image tag (several runs may
+-- start within one second, and run ids of one second sort by their random part)
+local function journal_of(dir, tag)
+  local fs = require "runbook._fs"
+  local json = require "runbook._json"
+  for _, id in ipairs(fs.listdir(dir .. "/state/runs") or {}) do
+    local evs = {}
+    for line in io.lines(dir .. "/state/runs/" .. id .. "/journal.jsonl") do evs[#evs + 1] = json.decode(line) end
+    if evs[1].params.image_tag == tag then return evs, id end
+  end
+  error("no run with image_tag " .. tag)
+end
+
+local function of_type(evs, t, step)
+  local out = {}
+  for _, e in ipairs(evs) do
+    if e.type == t and (step == nil or e.step == step) then out[#out + 1] = e end
+  end
+  return out
+end
+
+describe("runbooks/janua-rollout.lua", function()
+  local fake, srv, dir, c
+
+  setup(function()
+    fake = k8sfake.start()
+    srv = httpserver.start()
+    dir = rb.tmpdir("janua")
+    c = k8s.connect { kubeconfig = fake.kubeconfig, namespace = "janua" }
+    c:apply { apiVersion = "v1", kind = "Namespace", metadata = { name = "janua" } }
+    c:apply { apiVersion = "apps/v1", kind = "Deployment", metadata = { name = "janua-api", labels = { app = "janua-api" } },
+      spec = { replicas = 3, selector = { matchLabels = { app = "janua-api" } },
+        strategy = { type = "RollingUpdate", rollingUpdate = { maxUnavailable = 0, maxSurge = 1 } },
+        template = { metadata = { labels = { app = "janua-api" } }, spec = { containers = {
+          { name = "api", image = "janua/api:2026.02.3", ports = { { containerPort = 8000 } } },
+          { name = "metrics-sidecar", image = "prom/statsd-exporter:v0.26.0" } } } } } }
+    c:rollout_status { kind = "Deployment", name = "janua-api", timeout = 30 }
+  end)
+  teardown(function()
+    if c then c:close() end
+    if fake then fake:stop() end
+    if srv then srv:stop() end
+    if dir then rb.rmtree(dir) end
+  end)
+
+  local function exec(tag)
+    return rb.run({ "exec", RUNBOOK, "--new", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
+      "--param", "image_tag=" .. tag, "--param", "api_url=" .. srv.base, "--param", "ca_file=" .. srv.ca_file,
+      "--param", "rollout_timeout=30" }, { cwd = dir, timeout = 120 })
+  end
+  local function images()
+    local out = {}
+    for _, ct in ipairs(c:get { kind = "Deployment", name = "janua-api" }.spec.template.spec.containers) do out[ct.name] = ct.image end
+    return out
+  end
+
+  it("checks and renders", function()
+    local r = rb.run { "check", RUNBOOK, "--param", "image_tag=x" }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find("runbook janua-rollout, 3 steps (0 manual), 0 parallel group(s)", 1, true), r.stdout)
+    local d = rb.run { "doc", RUNBOOK }
+    assert.truthy(d.stdout:find("- [ ] **J2** Roll out the new image\n  <br>after J1; timeout 1800 s; verified; can be rolled back", 1, true), d.stdout)
+  end)
+
+  it("runs dry and leaves the Deployment as it was", function()
+    local r = rb.run({ "exec", RUNBOOK, "--dry-run", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
+      "--param", "image_tag=2026.03.0", "--param", "api_url=" .. srv.base, "--param", "ca_file=" .. srv.ca_file },
+      { cwd = dir, timeout = 120 })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stderr:find("J2       action k8s: patch apps/v1 Deployment janua/janua-api: patched (dry run)", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("dry run complete: 3 step(s) would run; nothing was written", 1, true), r.stderr)
+    assert.are.equal("janua/api:2026.02.3", images().api)
+  end)
+
+  it("rolls out, and runbook rollback sets the previous image again", function()
+    local r = exec("2026.03.1")
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.same({ api = "janua/api:2026.03.1", ["metrics-sidecar"] = "prom/statsd-exporter:v0.26.0" }, images())
+    local d = c:get { kind = "Deployment", name = "janua-api" }
+    assert.are.equal("2", d.metadata.annotations["deployment.kubernetes.io/revision"])
+    assert.truthy(r.stderr:find('J2       deployment "janua-api" successfully rolled out', 1, true), r.stderr)
+    local evs, run_id = journal_of(dir, "2026.03.1")
+    assert.are.same({ previous_image = "janua/api:2026.02.3", revision = "1" }, of_type(evs, "step.finished", "J1")[1].outputs)
+    local patch = of_type(evs, "action", "J2")[1]
+    assert.are.same({ "patch", "strategic", "janua-api" }, { patch.verb, patch.patch_type, patch.name })
+    local checks = of_type(evs, "action", "J3")[1]
+    assert.are.same({ "http-check", 2, 0 }, { checks.kind, checks.passed, checks.failed })
+
+    -- the release is not wanted after all
+    local rr = rb.run({ "rollback", run_id, "--state", dir .. "/state" }, { cwd = dir, timeout = 120 })
+    assert.are.equal(0, rr.code, rr.stderr)
+    assert.truthy(rr.stderr:find("rolled back 3 step(s) of run " .. run_id, 1, true), rr.stderr)
+    assert.are.equal("janua/api:2026.02.3", images().api)
+    evs = journal_of(dir, "2026.03.1")
+    local undone = {}
+    for _, e in ipairs(of_type(evs, "step.undone")) do undone[#undone + 1] = e.step end
+    assert.are.same({ "J3", "J2", "J1" }, undone)
+    assert.are.equal("3", c:get({ kind = "Deployment", name = "janua-api" }).metadata.annotations["deployment.kubernetes.io/revision"])
+    assert.are.equal(0, rb.run({ "audit", "verify", run_id, "--state", dir .. "/state" }, { cwd = dir }).code)
+  end)
+
+  it("reverts a rollout that does not finish in time, and says so", function()
+    -- the controller stops here: the new template is never observed
+    local d = c:get { kind = "Deployment", name = "janua-api" }
+    fake:set_status { apiVersion = "apps/v1", kind = "Deployment", namespace = "janua", name = "janua-api",
+      status = d.status, freeze = true }
+    local r = rb.run({ "exec", RUNBOOK, "--new", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
+      "--param", "image_tag=2026.03.2", "--param", "api_url=" .. srv.base, "--param", "ca_file=" .. srv.ca_file,
+      "--param", "rollout_timeout=1" }, { cwd = dir, timeout = 120 })
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find("J2       FAILED: rollout of janua/api:2026.03.2 failed (timed out after 1 s waiting for apps/v1 Deployment janua/janua-api rollout", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("; rolled back to janua/api:2026.02.3, whose own rollout has not finished: timed out after 1 s", 1, true), r.stderr)
+    assert.are.equal("janua/api:2026.02.3", images().api)
+    local evs = journal_of(dir, "2026.03.2")
+    local patches = {}
+    for _, a in ipairs(of_type(evs, "action", "J2")) do patches[#patches + 1] = a.verb .. ":" .. a.result end
+    assert.are.same({ "patch:patched", "patch:patched" }, patches)
+    assert.are.equal(0, #of_type(evs, "step.started", "J3"))
+  end)
+
+  it("does not start while the running release is stuck", function()
+    c:apply { apiVersion = "apps/v1", kind = "Deployment", metadata = { name = "janua-worker" },
+      spec = { replicas = 1, selector = { matchLabels = { app = "janua-worker" } },
+        template = { metadata = { labels = { app = "janua-worker" } }, spec = { containers = { { name = "api", image = "janua/api:2026.02.3" } } } } } }
+    fake:control("POST", "/_fake/stuck", { kind = "Deployment", namespace = "janua", name = "janua-worker" })
+    local r = rb.run({ "exec", RUNBOOK, "--new", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
+      "--param", "deployment=janua-worker", "--param", "image_tag=2026.03.3", "--param", "api_url=" .. srv.base,
+      "--param", "ca_file=" .. srv.ca_file }, { cwd = dir, timeout = 120 })
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find('J1       FAILED: apps/v1 Deployment janua/janua-worker rollout: deployment "janua-worker" exceeded its progress deadline', 1, true), r.stderr)
+    assert.are.equal("janua/api:2026.02.3", c:get({ kind = "Deployment", name = "janua-worker" }).spec.template.spec.containers[1].image)
+  end)
+end)

@@ -1,0 +1,138 @@
+-- runbooks/pg-restore-drill.lua with the real binary, a real PostgreSQL
+-- and moto: two dumps of a live database are in the bucket; the drill takes
+-- the newest, restores it into a scratch database, compares row counts
+-- (within the tolerance for writes since the backup) and drops the scratch
+-- database. With no tolerance the comparison fails, the scratch database is
+-- kept, and `runbook rollback` removes it.
+local rb = require "rbtest"
+local pgserver = require "pgserver"
+local s3server = require "s3server"
+local pg = require "runbook.pg"
+local s3 = require "runbook.s3"
+local secret = require "runbook.secret"
+local fs = require "runbook._fs"
+local json = require "runbook._json"
+
+local RUNBOOK = rb.source_dir .. "/runbooks/pg-restore-drill.lua"
+-- no "/" in the prefix: moto checks signatures of query values holding "/"
+-- against a re-quoted URL and refuses them (docs/api/s3.md); Spaces and R2 do not
+local PREFIX = "bowmark_reports_paving-"
+
+local function of_type(evs, t, step)
+  local out = {}
+  for _, e in ipairs(evs) do
+    if e.type == t and (step == nil or e.step == step) then out[#out + 1] = e end
+  end
+  return out
+end
+
+local function journal_with(dir, pred)
+  for _, id in ipairs(fs.listdir(dir .. "/state/runs") or {}) do
+    local evs = {}
+    for line in io.lines(dir .. "/state/runs/" .. id .. "/journal.jsonl") do evs[#evs + 1] = json.decode(line) end
+    if pred(evs) then return evs, id end
+  end
+  error("no such run")
+end
+
+describe("runbooks/pg-restore-drill.lua", function()
+  local db, store, dir, source_url, env
+
+  setup(function()
+    db = pgserver.start()
+    store = s3server.start()
+    dir = rb.tmpdir("drill")
+    source_url = db:createdb("bowmark_reports_paving")
+    db:psql([[
+      CREATE TABLE fact_material_shipment (id bigserial PRIMARY KEY, tons numeric NOT NULL);
+      CREATE TABLE dim_jobsite (id int PRIMARY KEY, name text);
+      CREATE SCHEMA audit;
+      CREATE TABLE audit.sync_log (id bigserial PRIMARY KEY, note text);
+      INSERT INTO dim_jobsite SELECT g, 'site ' || g FROM generate_series(1, 50) g;
+      INSERT INTO fact_material_shipment (tons) SELECT g % 40 FROM generate_series(1, 100) g;
+      INSERT INTO audit.sync_log (note) VALUES ('first');]], "bowmark_reports_paving")
+    local client <close> = s3.connect { endpoint = store.endpoint, access_key = store.access_key, secret_key = secret.wrap(store.secret_key) }
+    client:ensure_bucket("bowmark-backups")
+    -- yesterday's dump (100 shipments), then today's (1000)
+    pg.backup { url = source_url, path = dir .. "/old.dump" }
+    client:put { bucket = "bowmark-backups", key = PREFIX .. "20260301T080000Z.pgdump", file = dir .. "/old.dump" }
+    db:psql("INSERT INTO fact_material_shipment (tons) SELECT g % 40 FROM generate_series(1, 900) g", "bowmark_reports_paving")
+    pg.backup { url = source_url, path = dir .. "/new.dump" }
+    client:put { bucket = "bowmark-backups", key = PREFIX .. "20260302T080000Z.pgdump", file = dir .. "/new.dump" }
+    client:put { bucket = "bowmark-backups", key = "other_db-20260303T080000Z.pgdump", body = "not ours" }
+    -- written since the backup: 2% more
+    db:psql("INSERT INTO fact_material_shipment (tons) SELECT 1 FROM generate_series(1, 20)", "bowmark_reports_paving")
+    env = { AWS_ACCESS_KEY_ID = store.access_key, AWS_SECRET_ACCESS_KEY = store.secret_key,
+      SOURCE_DATABASE_URL = source_url, SCRATCH_DATABASE_URL = db:url("postgres") }
+  end)
+  teardown(function()
+    if store then store:stop() end
+    if db then db:stop() end
+    if dir then rb.rmtree(dir) end
+  end)
+
+  local function exec(extra)
+    local a = { "exec", RUNBOOK, "--new", "--state", dir .. "/state", "--param", "endpoint=" .. store.endpoint,
+      "--param", "bucket=bowmark-backups", "--param", "prefix=" .. PREFIX }
+    for _, x in ipairs(extra or {}) do a[#a + 1] = x end
+    return rb.run(a, { cwd = dir, env = env, timeout = 120 })
+  end
+  local function scratch_dbs()
+    return db:psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE datname LIKE 'restore_drill_%'")
+  end
+
+  it("checks and renders", function()
+    local r = rb.run { "check", RUNBOOK }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find("runbook pg-restore-drill, 6 steps (0 manual), 0 parallel group(s)", 1, true), r.stdout)
+    local d = rb.run { "doc", RUNBOOK }
+    assert.truthy(d.stdout:find("- [ ] **R5** Compare row counts with the source", 1, true), d.stdout)
+  end)
+
+  it("runs dry: finds the backup and writes nothing", function()
+    local r = exec { "--dry-run" }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stderr:find("R1       newest backup: s3://bowmark-backups/" .. PREFIX .. "20260302T080000Z.pgdump", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("R3       dry run: would create the database restore_drill_dry_run", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("dry run complete: 6 step(s) would run; nothing was written", 1, true), r.stderr)
+    assert.are.equal("", scratch_dbs())
+    assert.is_false(rb.exists(dir .. "/restore-drill"))
+    assert.is_false(rb.exists(dir .. "/state/runs"))
+  end)
+
+  it("restores the newest backup, finds it matches the source, and cleans up", function()
+    local r = exec()
+    assert.are.equal(0, r.code, r.stderr)
+    local evs, id = journal_with(dir, function(e) return #of_type(e, "run.finished") == 1 end)
+    assert.are.equal(PREFIX .. "20260302T080000Z.pgdump", of_type(evs, "step.finished", "R1")[1].outputs.key)
+    local r2 = of_type(evs, "step.finished", "R2")[1].outputs
+    assert.are.equal(3, r2.tables)
+    assert.are.equal(require("runbook._crypto").sha256(rb.read(dir .. "/new.dump")), r2.sha256)
+    assert.are.same({
+      { table = "audit.sync_log", live = 1, restored = 1 },
+      { table = "public.dim_jobsite", live = 50, restored = 50 },
+      { table = "public.fact_material_shipment", live = 1020, restored = 1000 },
+    }, of_type(evs, "step.finished", "R5")[1].outputs.tables)
+    local kinds = {}
+    for _, a in ipairs(of_type(evs, "action")) do kinds[#kinds + 1] = a.step .. ":" .. a.kind .. ":" .. (a.verb or "") end
+    assert.are.same({ "R2:backup:verify", "R3:pg:exec", "R4:backup:restore", "R6:pg:exec" }, kinds)
+    -- nothing left behind
+    assert.are.equal("", scratch_dbs())
+    assert.are.same({}, fs.listdir(dir .. "/restore-drill") or {})
+    assert.are.equal(0, rb.run({ "audit", "verify", id, "--state", dir .. "/state" }, { cwd = dir }).code)
+  end)
+
+  it("fails the comparison beyond the tolerance, keeps the scratch database, and rollback removes it", function()
+    local r = exec { "--param", "tolerance_pct=0" }
+    assert.are.equal(1, r.code, r.stderr)
+    local evs, id = journal_with(dir, function(e) return #of_type(e, "run.failed") == 1 end)
+    local name = of_type(evs, "step.finished", "R3")[1].outputs.database
+    assert.truthy(r.stderr:find("R5       FAILED: the restore does not match the source: public.fact_material_shipment: "
+      .. "1000 rows restored, 1020 live (more than 0% fewer) (scratch database " .. name .. " kept for a look; runbook rollback drops it)", 1, true), r.stderr)
+    assert.are.equal(name, scratch_dbs())
+    local rr = rb.run({ "rollback", id, "--state", dir .. "/state" }, { cwd = dir, env = env, timeout = 120 })
+    assert.are.equal(0, rr.code, rr.stderr)
+    assert.are.equal("", scratch_dbs())
+    assert.are.same({}, fs.listdir(dir .. "/restore-drill") or {})
+  end)
+end)
