@@ -14,6 +14,8 @@ local M = {}
 ---@field run_id string
 ---@field step string         this step's id
 ---@field attempt integer     1 on the first attempt
+---@field dir string          the runbook's folder (for files shipped next to it)
+---@field file string         the runbook file
 ---@field dry_run boolean     true under `runbook exec --dry-run`
 local Ctx = {}
 Ctx.__index = Ctx
@@ -30,6 +32,7 @@ end
 function M.new(run, step, attempt)
   local c = setmetatable({
     params = run.params, run_id = run.id, step = step.id, title = step.title,
+    dir = run.book and run.book.dir, file = run.book and run.book.file,
     attempt = attempt, dry_run = run.dry_run == true,
   }, Ctx)
   c.outputs = setmetatable({}, {

@@ -49,13 +49,32 @@ function Store:journal_path(id) return self.runs .. "/" .. id .. "/journal.jsonl
 function Store:log_path(id) return self.runs .. "/" .. id .. "/log" end
 function Store:lock_path(id) return self.runs .. "/" .. id .. "/lock" end
 
---- All run ids, oldest first (ids sort by their timestamp within a runbook).
+-- The time a run started, from its journal's first line (read alone).
+local function started_at(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local first = f:read("l") or ""
+  f:close()
+  return first:match('^{"seq":1,"ts":"([^"]+)"') or ""
+end
+
+--- All run ids, oldest first: by the time each started (ids carry only
+--- the second, so two runs started within one second are told apart by
+--- their first event's milliseconds).
 function Store:list()
   local names = fs.listdir(self.runs) or {}
-  local out = {}
+  local out, when = {}, {}
   for _, n in ipairs(names) do
-    if fs.stat(self:journal_path(n)) then out[#out + 1] = n end
+    local path = self:journal_path(n)
+    if fs.stat(path) then
+      out[#out + 1] = n
+      when[n] = started_at(path)
+    end
   end
+  table.sort(out, function(a, b)
+    if when[a] ~= when[b] then return when[a] < when[b] end
+    return a < b
+  end)
   return out
 end
 

@@ -289,3 +289,19 @@ end }
     assert.is_false(rb.exists(dir .. "/out.txt"))
   end)
 end)
+
+describe("runs started within one second", function()
+  it("are told apart: the newest unfinished one is resumed", function()
+    write("s.lua", [[
+runbook "s" { params = { tag = {} } }
+step "A" { run = function(ctx) ctx:log("tag=%s dir=%s", ctx.params.tag, ctx.dir) error("stop") end }
+]])
+    for i = 1, 4 do
+      local r = exec { "s.lua", "--new", "--param", "tag=" .. i }
+      assert.are.equal(1, r.code)
+    end
+    local r = exec { "s.lua" }
+    assert.are.equal(1, r.code)
+    assert.truthy(r.stderr:find("tag=4 dir=" .. require("runbook._fs").realpath(dir), 1, true), r.stderr)
+  end)
+end)
