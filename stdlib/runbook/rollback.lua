@@ -1,6 +1,7 @@
 -- `runbook rollback RUN [--to STEP]`: the undo functions of completed steps,
--- newest first, each recorded. A step without undo stops the rollback,
--- since what comes before it may depend on it; confirmed manual steps and
+-- newest first, each recorded. A step without undo that recorded actions
+-- stops the rollback, since what comes before it may depend on it (one
+-- that recorded none changed nothing and is passed over); confirmed manual steps and
 -- steps skipped because their verify held are passed over (nothing of
 -- theirs was done by this run).
 local host = require "runbook._host"
@@ -37,7 +38,10 @@ function M.run(pos, opts, with_run)
       if id == opts.to then break end
       local s = book.by_id[id]
       local ss = state.step(r.state, id)
-      if ss.status == "done" then
+      if ss.status == "done" and (not s or not s.undo) and ss.actions == 0 then
+        -- a step that recorded no action changed nothing: nothing to undo
+        console:note(string.format("%s recorded no action; nothing to undo", id))
+      elseif ss.status == "done" then
         if not s or not s.undo then
           console:note(string.format("%s has no undo; rollback stops here (%d step(s) undone)", id, undone), "error")
           code = 1

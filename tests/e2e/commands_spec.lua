@@ -244,6 +244,7 @@ local function mark(ctx, s) local f = io.open(os.getenv("OUT"), "a") f:write(s, 
 step "A" { run = function(ctx) mark(ctx, "do A") end, undo = function(ctx) mark(ctx, "undo A") end }
 step "B" { run = function(ctx) mark(ctx, "do B") end, undo = function(ctx) mark(ctx, "undo B") end }
 step "C" { run = function(ctx) mark(ctx, "do C") end, undo = function(ctx) mark(ctx, "undo C") end }
+step "CHECK" { run = function(ctx) ctx:log("a read-only check: no action, no undo needed") end }
 ]])
     local env = { OUT = dir .. "/out" }
     assert.are.equal(0, run({ "exec", "u.lua" }, env).code)
@@ -252,6 +253,7 @@ step "C" { run = function(ctx) mark(ctx, "do C") end, undo = function(ctx) mark(
     local r = run({ "rollback", "last", "--to", "A" }, env)
     assert.are.equal(0, r.code, r.stderr)
     assert.are.equal("do A\ndo B\ndo C\ndo B\nundo B\nundo C\n", rb.read(dir .. "/out"))
+    assert.truthy(r.stderr:find("CHECK recorded no action; nothing to undo", 1, true), r.stderr)
     local evs = events()
     assert.are.equal("run.rolled_back", evs[#evs].type)
     -- the rolled-back steps run again on the next exec
