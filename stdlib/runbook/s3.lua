@@ -555,13 +555,20 @@ function S3:abort_multipart(o)
     summary = "aborted a multipart upload of " .. target(o.bucket, o.key) }
 end
 
---- Multipart uploads in progress in a bucket: { {key, upload_id}, ... }.
+--- Multipart uploads in progress in a bucket, following pages:
+--- { {key, upload_id, initiated}, ... } (initiated as S3 gives it, RFC 3339).
 function S3:list_multipart(o)
-  local res = self:_must { verb = "list-multipart", method = "GET", bucket = o.bucket, query = { uploads = "", prefix = o.prefix }, retry = true }
-  local out = {}
-  for _, u in ipairs(xml.blocks(res.body, "Upload")) do
-    out[#out + 1] = { key = xml.text(u, "Key"), upload_id = xml.text(u, "UploadId") }
-  end
+  check_name(o.bucket, "bucket", "s3:list_multipart")
+  local out, key_marker, id_marker = {}, nil, nil
+  repeat
+    local res = self:_must { verb = "list-multipart", method = "GET", bucket = o.bucket, retry = true,
+      query = { uploads = "", prefix = o.prefix, ["key-marker"] = key_marker, ["upload-id-marker"] = id_marker } }
+    for _, u in ipairs(xml.blocks(res.body, "Upload")) do
+      out[#out + 1] = { key = xml.text(u, "Key"), upload_id = xml.text(u, "UploadId"), initiated = xml.text(u, "Initiated") }
+    end
+    local more = xml.text(res.body, "IsTruncated") == "true"
+    key_marker, id_marker = xml.text(res.body, "NextKeyMarker"), xml.text(res.body, "NextUploadIdMarker")
+  until not more or not key_marker
   return out
 end
 
@@ -571,6 +578,15 @@ end
 ---@return runbook.s3.Writer
 function S3:writer(o)
   return require("runbook.s3.writer").new(self, o)
+end
+
+--- A bucket and key prefix as a store for runbook.pg backups (see
+--- runbook.s3.store): writer(name), list(prefix), open(name), delete(name),
+--- location(name).
+---@param o {bucket:string, prefix:string|nil, part_size:integer|nil, read_size:integer|nil}
+---@return runbook.s3.Store
+function S3:store(o)
+  return require("runbook.s3.store").new(self, o)
 end
 
 return M

@@ -54,11 +54,30 @@ local function moto_bin()
   error("moto_server is not on PATH (it comes with the Python package moto)")
 end
 
+-- The Python that runs moto_server: its script's interpreter, or the
+-- python3 beside a pyenv shim. The harness starts moto through
+-- moto_raw_query.py (next to this file), which checks signatures against
+-- the query string as sent (see that file).
+local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+
+local function moto_argv(port)
+  local bin = moto_bin()
+  local f = io.open(bin, "r")
+  local first = f and f:read("l") or ""
+  if f then f:close() end
+  local python = first:match("^#!%s*(%S*python[%d.]*)%s*$")
+  if not python then
+    python = bin:match("^(.*)/[^/]*$") .. "/python3"
+    if not rbtest.exists(python) then python = "python3" end
+  end
+  return { python, HERE .. "/moto_raw_query.py", "-H", "127.0.0.1", "-p", tostring(port) }
+end
+
 --- Starts moto_server and makes credentials it checks.
 function M.start()
   local port = rbtest.free_port()
   local base = "http://127.0.0.1:" .. port
-  local p = assert(proc.spawn { argv = { moto_bin(), "-H", "127.0.0.1", "-p", tostring(port) },
+  local p = assert(proc.spawn { argv = moto_argv(port),
     env = { INITIAL_NO_AUTH_ACTION_COUNT = "3", S3_UPLOAD_PART_MIN_SIZE = "1024",
       MOTO_S3_DEFAULT_KEY_BUFFER_SIZE = "1048576" },
     stdout = "null", stderr = "null" })

@@ -297,9 +297,12 @@ end
 -- retention
 
 --- Deletes the backups under prefix older than keep_days (by modification
---- time), never the newest keep_min (default 1) of them.
----@param opts {store:runbook.pg.Store, prefix:string|nil, keep_days:number, keep_min:integer|nil, now:number|nil}
----@return {deleted:string[], kept:string[]}
+--- time), never the newest keep_min (default 1) of them. On object storage
+--- it also aborts the unfinished uploads under the store's prefix started
+--- more than abandon_after seconds ago (default a day): what a backup
+--- killed mid-upload left, invisible as an object but billed.
+---@param opts {store:runbook.pg.Store, prefix:string|nil, keep_days:number, keep_min:integer|nil, now:number|nil, abandon_after:number|nil}
+---@return {deleted:string[], kept:string[], aborted:string[]}
 function M.retention(opts)
   check("pg.retention", opts)
   if not opts.store then error("pg.retention: store required", 2) end
@@ -330,6 +333,21 @@ function M.retention(opts)
   end
   table.sort(out.deleted)
   table.sort(out.kept)
+  out.aborted = {}
+  if opts.store.stale_uploads then
+    local before = now - (opts.abandon_after or 86400)
+    for _, u in ipairs(opts.store:stale_uploads(before)) do
+      if not dry then opts.store:abort_upload(u) end
+      out.aborted[#out.aborted + 1] = u.name
+      local hours = math.floor((now - u.initiated) / 3600)
+      audit.action {
+        kind = "backup", verb = "abort-upload", location = opts.store:location(u.name), age_hours = hours,
+        summary = string.format("%s the unfinished upload of %s (started %d hours ago)",
+          dry and "would abort" or "aborted", opts.store:location(u.name), hours),
+      }
+    end
+    table.sort(out.aborted)
+  end
   return out
 end
 
