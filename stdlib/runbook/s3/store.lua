@@ -123,7 +123,9 @@ function Store:open(name)
         errors.raise { kind = "s3", code = "BadResponse", message = string.format(
           "s3: get %s: asked for bytes %d-%d, got %d bytes (HTTP %d)", "s3://" .. bucket .. "/" .. key, pos, last, #res.body, res.status) }
       end
-      buf, off, pos = res.body, 1, last + 1
+      buf, off, pos = nil, 1, last + 1
+      collectgarbage() -- the previous range is garbage now: free it before it piles up
+      buf = res.body
     end
     local chunk = buf:sub(off, off + max - 1)
     off = off + #chunk
