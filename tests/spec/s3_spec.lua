@@ -1,8 +1,9 @@
 -- runbook.s3 against a real moto_server that verifies SigV4 signatures
--- (tests/harness/s3server.lua). moto checks signatures over the path and
--- query as its web layer re-quotes them, which differs from AWS for a few
--- characters ("+", "*", "=", "&", non-ASCII in keys, "/" in query values):
--- names here stay within what both agree on.
+-- (tests/harness/s3server.lua). moto checks signatures over the path as
+-- its web layer re-quotes it, which differs from AWS for a few characters
+-- in keys ("+", "*", "=", "&", non-ASCII): names here stay within what both
+-- agree on. (The harness hands moto the query as sent, so "/" in a query
+-- value, as in every prefix listing, is checked as AWS checks it.)
 local s3 = require "runbook.s3"
 local json = require "runbook._json"
 local crypto = require "runbook._crypto"
