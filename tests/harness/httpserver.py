@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """A real HTTPS server for the HTTP specs (stdlib http.server + ssl only).
 
-    httpserver.py --cert server.pem --key server.key [--client-ca ca.pem] [--token T] [--plain]
+    httpserver.py --cert server.pem --key server.key [--client-ca ca.pem] [--token T] [--plain] [--port P]
 
-Binds 127.0.0.1 on a free port and prints "READY <port>" on stdout once it
+Binds 127.0.0.1 on a free port (or P) and prints "READY <port>" on stdout once it
 accepts connections. Paths:
 
   /json, /health          JSON bodies
@@ -13,6 +13,8 @@ accepts connections. Paths:
   /reset?key=K&times=N    resets the connection the first N times per key (all times without key)
   /flaky?key=K&fail=N&status=S   answers S (503) the first N times per key, then 200
   /retry-after?key=K&after=S     answers 429 with Retry-After: S the first time per key
+  /starting?key=K&first=S       a service coming up, per key: S (503) {"status": "unavailable"},
+                          then 200 {"status": "starting"}, then 200 {"status": "healthy"}
   /hits?key=K             how many requests a key has seen
   /status/CODE            answers CODE with {"status": CODE}
   /redirect, /redirect-loop   302 to /json, or to itself
@@ -132,6 +134,12 @@ class Handler(BaseHTTPRequestHandler):
             if hits <= int(q.get("fail", "2")):
                 return self.send(int(q.get("status", "503")), {"error": "try again", "attempt": hits})
             return self.send(200, {"status": "ok", "attempt": hits})
+        if path == "/starting":
+            if not key:
+                return self.send(400, {"error": "key required"})
+            if hits <= 1:
+                return self.send(int(q.get("first", "503")), {"status": "unavailable"})
+            return self.send(200, {"status": "starting" if hits == 2 else "healthy"})
         if path == "/retry-after":
             if hits <= 1:
                 return self.send(429, {"error": "slow down"}, headers=[("Retry-After", q.get("after", "1"))])
@@ -247,8 +255,9 @@ def main():
     ap.add_argument("--client-ca")
     ap.add_argument("--token", default="test-token")
     ap.add_argument("--plain", action="store_true")
+    ap.add_argument("--port", type=int, default=0)
     a = ap.parse_args()
-    srv = Server(("127.0.0.1", 0), Handler)
+    srv = Server(("127.0.0.1", a.port), Handler)
     srv.token = a.token
     if not a.plain:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

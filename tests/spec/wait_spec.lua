@@ -1,12 +1,16 @@
 -- runbook.wait: until (with backoff, jitter, progress and a timeout that
--- names the last observation), tcp against real listeners, and http (its
--- logic against a stand-in for runbook.http until the real one lands).
+-- names the last observation), tcp against real listeners, and http against
+-- the real local server of tests/harness/httpserver (a service coming up,
+-- a port that refuses connections, then answers, timeouts naming the last
+-- status and body).
 local wait = require "runbook.wait"
 local net = require "runbook._net"
 local host = require "runbook._host"
 local proc = require "runbook._proc"
 local audit = require "runbook.audit"
 local errors = require "runbook.errors"
+local http = require "runbook.http"
+local httpserver = require "httpserver"
 local interrupt = require "interrupt"
 local rbtest = require "rbtest"
 
@@ -234,61 +238,123 @@ describe("runbook.wait", function()
   end)
 
   describe("http", function()
-    local has_http = pcall(require, "runbook.http")
+    -- the real local server of tests/harness/httpserver, plain HTTP (TLS is
+    -- in wait_http_tls_spec)
+    local srv
+    setup(function() srv = httpserver.start { plain = true } end)
+    teardown(function() if srv then srv:stop() end end)
 
-    if has_http then
-      pending("against a real local HTTP server (write once runbook.http lands)")
-    else
-      pending("against a real local HTTP server: runbook.http is not in this build yet")
+    local function hits(key)
+      return http.get(srv:url("/hits"), { query = { of = key } }).json.hits
     end
 
-    -- wait.http's own logic, against a stand-in with the agreed contract:
-    -- request{method=, url=, timeout=} -> {status=, body=} or raises a
-    -- structured error
-    local function with_fake_http(responses, fn)
-      local saved = package.loaded["runbook.http"]
-      local calls = {}
-      package.loaded["runbook.http"] = {
-        request = function(req)
-          calls[#calls + 1] = req
-          local r = responses[math.min(#calls, #responses)]
-          if r.error then errors.raise(r.error) end
-          return r
-        end,
-      }
+    -- runs fn with a sink that keeps the progress notes and log lines
+    local function watched(fn)
+      local notes, logs = {}, {}
+      audit.set_sink { action = function() end,
+        log = function(level, msg) logs[#logs + 1] = level .. ": " .. msg end,
+        progress = function(_, _, note) notes[#notes + 1] = note end }
       local ok, res = pcall(fn)
-      package.loaded["runbook.http"] = saved
-      return ok, res, calls
+      audit.set_sink(nil)
+      return ok, res, notes, logs
     end
 
     it("polls until the expected status and body", function()
-      local ok, res, calls = with_fake_http({
-        { error = { kind = "http", code = "connect", message = "GET http://api/health: connection refused" } },
-        { status = 503, body = "starting" },
-        { status = 200, body = '{"status":"starting"}' },
-        { status = 200, body = '{"status":"healthy"}' },
-      }, function()
-        return wait.http("http://api/health", { match = '"status":"healthy"', interval = 0.01, timeout = 5, request_timeout = 2 })
+      -- /starting answers 404 {"status": "unavailable"}, then {"status": "starting"}, then {"status": "healthy"}
+      local url = srv:url("/starting?key=poll&first=404")
+      local ok, res, notes, logs = watched(function()
+        return wait.http(url, { match = '"status": "healthy"', interval = 0.01, timeout = 10 })
       end)
       assert.is_true(ok, tostring(res))
       assert.are.equal(200, res.status)
-      assert.are.equal(4, #calls)
-      assert.are.same({ method = "GET", url = "http://api/health", timeout = 2 }, calls[1])
+      assert.are.equal("healthy", res.json.status)
+      local what = "waiting for GET " .. url .. " to answer 2xx: "
+      assert.are.same({
+        what .. 'status 404 (want 2xx): {"status": "unavailable"}',
+        what .. 'status 200 but the body does not match "\\"status\\": \\"healthy\\"": {"status": "starting"}',
+      }, notes)
+      assert.are.equal(1, #logs)
+      assert.matches("^info: GET " .. url:gsub("%p", "%%%0") .. " to answer 2xx: held after %d+%.%d s %(3 checks%)$", logs[1])
+      assert.are.equal(3, hits("poll"))
+    end)
+
+    it("takes a 503 that runbook.http retries within one check", function()
+      -- GET is idempotent, so runbook.http sends it again after a 5xx before
+      -- the wait sees an answer: the wait's first check sees "starting"
+      local url = srv:url("/starting?key=retried")
+      local ok, res, notes, logs = watched(function()
+        return wait.http(url, { match = '"status": "healthy"', interval = 0.01, timeout = 10 })
+      end)
+      assert.is_true(ok, tostring(res))
+      assert.are.equal("healthy", res.json.status)
+      assert.are.same({ "waiting for GET " .. url .. ' to answer 2xx: status 200 but the body does not match '
+        .. '"\\"status\\": \\"healthy\\"": {"status": "starting"}' }, notes)
+      assert.are.equal("warn: GET " .. url .. ": status 503, trying again in 0.5 s (attempt 2 of 3)", logs[1])
+      assert.matches("held after %d+%.%d s %(2 checks%)$", logs[2])
+      assert.are.equal(3, hits("retried"))
+    end)
+
+    it("sends the headers it is given", function()
+      local res = wait.http(srv:url("/admin"), { headers = { Authorization = "Bearer " .. srv.token }, timeout = 5 })
+      assert.are.same({ metrics = { requests = 42 } }, res.json)
+      local err = raised(wait.http, srv:url("/admin"), { headers = { Authorization = "Bearer wrong" }, timeout = 0, status = 200 })
+      assert.are.equal(string.format('timed out after 0 s waiting for GET %s to answer 200 (1 check); last observed: status 401 (want 200): '
+        .. '{"detail": "Authentication credentials were not provided."}', srv:url("/admin")), err.message)
+    end)
+
+    it("waits through connection refused until the server comes up", function()
+      -- nothing listens on the port until the server starts 2 s later, after
+      -- the first check (and runbook.http's own retries within it) failed
+      local port = rbtest.free_port()
+      local late = assert(proc.spawn { argv = { "sh", "-c", string.format("sleep 2; exec python3 %s/tests/harness/httpserver.py --plain --port %d",
+        rbtest.source_dir, port) }, stdout = "null", stderr = "null" })
+      local url = string.format("http://127.0.0.1:%d/health", port)
+      local t0 = host.monotime()
+      local ok, res, notes = watched(function()
+        return wait.http(url, { interval = 0.05, timeout = 20, match = '"healthy"' })
+      end)
+      local took = host.monotime() - t0
+      stop(late)
+      assert.is_true(ok, tostring(res))
+      assert.are.equal("healthy", res.json.status)
+      assert.is_true(took >= 2, "took " .. took)
+      assert.is_true(#notes >= 1)
+      assert.matches(string.format("^waiting for GET http://127%%.0%%.0%%.1:%d/health to answer 2xx: GET http://127%%.0%%.0%%.1:%d/health: "
+        .. "could not connect: Failed to connect to 127%%.0%%.0%%.1 port %d after %%d+ ms: Couldn't connect to server %%(after 3 attempts%%)$",
+        port, port, port), notes[1])
+    end)
+
+    it("times out naming the last connection error", function()
+      local port = rbtest.free_port()
+      local url = string.format("http://127.0.0.1:%d/health", port)
+      local err = raised(wait.http, url, { timeout = 0.3, interval = 0.05 })
+      assert.are.equal("wait", err.kind)
+      assert.are.equal("timeout", err.code)
+      assert.matches(string.format("^timed out after 0%%.3 s waiting for GET http://127%%.0%%.0%%.1:%d/health to answer 2xx %%(%%d+ checks?%%); "
+        .. "last observed: GET http://127%%.0%%.0%%.1:%d/health: could not connect: Failed to connect to 127%%.0%%.0%%.1 port %d after %%d+ ms: "
+        .. "Couldn't connect to server %%(after 3 attempts%%)$", port, port, port), err.message)
     end)
 
     it("times out naming the last status and body", function()
-      local ok, err = with_fake_http({ { status = 502, body = "Bad Gateway\n<html>" } }, function()
-        return wait.http("http://api/health", { timeout = 0.1, interval = 0.02, status = { 200, 204 } })
-      end)
-      assert.is_false(ok)
-      assert.matches("^timed out after 0%.1 s waiting for GET http://api/health to answer 200 or 204 %(%d+ checks%); "
-        .. "last observed: status 502 %(want 200 or 204%): Bad Gateway <html>$", err.message)
+      local url = srv:url("/status/404")
+      local err = raised(wait.http, url, { timeout = 0.1, interval = 0.02, status = { 200, 204 } })
+      assert.are.equal(string.format('timed out after 0.1 s waiting for GET %s to answer 200 or 204 (%d check%s); '
+        .. 'last observed: status 404 (want 200 or 204): {"status": 404}', url, err.details.attempts,
+        err.details.attempts == 1 and "" or "s"), err.message)
+      assert.are.equal('status 404 (want 200 or 204): {"status": 404}', err.details.last)
     end)
 
-    it("says so when runbook.http is not available", function()
-      if has_http then return pending("runbook.http is present") end
-      local err = raised(wait.http, "http://x/")
-      assert.are.equal("wait.http: runbook.http is not available in this build", err.message)
+    it("times out naming a body that does not match, cut to 120 bytes", function()
+      local url = srv:url("/big?n=500")
+      local err = raised(wait.http, url, { timeout = 0, match = "^done" })
+      assert.are.equal(string.format('timed out after 0 s waiting for GET %s to answer 2xx (1 check); '
+        .. 'last observed: status 200 but the body does not match "^done": %s…', url, string.rep("x", 120)), err.message)
+    end)
+
+    it("checks its arguments", function()
+      assert.matches("wait.http: URL expected", tostring(raised(wait.http, "")))
+      assert.matches("wait.http: unknown option 'retries'", tostring(raised(wait.http, srv:url("/json"), { retries = 0 })))
+      assert.matches("wait.http: timeout must be a non%-negative number", tostring(raised(wait.http, srv:url("/json"), { timeout = -1 })))
     end)
   end)
 end)
