@@ -157,8 +157,13 @@ function M.http(url, opts)
   end
   local rt = opts.request_timeout or 5
   local shown = host.scrub(url)
+  local deadline = host.monotime() + (opts.timeout or 60)
   return M.until_(function()
-    local res = http.request { method = "GET", url = url, timeout = rt, headers = opts.headers,
+    -- one request per check: the wait is the retry loop, so runbook.http's
+    -- own retries are off, and no request outlives the wait's deadline by
+    -- more than a second
+    local res = http.request { method = "GET", url = url, retries = 0, headers = opts.headers,
+      timeout = math.min(rt, math.max(deadline - host.monotime(), 1)),
       ca_file = opts.ca_file, ca_data = opts.ca_data, cert_file = opts.cert_file, cert_data = opts.cert_data,
       key_file = opts.key_file, key_data = opts.key_data, insecure = opts.insecure }
     if not status_ok(opts.status, res.status) then
