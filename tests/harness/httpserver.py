@@ -131,6 +131,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reset()
             return self.send(200, {"status": "ok", "attempt": hits})
         if path == "/flaky":
+            if not key:
+                return self.send(400, {"error": "/flaky needs ?key= (its failures are counted per key)"})
             if hits <= int(q.get("fail", "2")):
                 return self.send(int(q.get("status", "503")), {"error": "try again", "attempt": hits})
             return self.send(200, {"status": "ok", "attempt": hits})
