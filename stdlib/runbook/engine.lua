@@ -110,10 +110,32 @@ local function backoff_delay(retry, attempt)
   return math.min(d, retry.max_delay)
 end
 
+-- An error's details go into the journal, which every resume reads: a
+-- 2 MB HTML error page in an HTTP error must not. Strings are cut at 4 KiB
+-- and nesting at 8 levels; the live error object keeps everything.
+local DETAIL_MAX, DETAIL_DEPTH = 4096, 8
+
+local function bounded(v, depth, seen)
+  if type(v) == "string" then
+    if #v <= DETAIL_MAX then return v end
+    local n = DETAIL_MAX -- never inside a UTF-8 character: the next byte must not continue one
+    while n > 0 and v:byte(n + 1) >= 0x80 and v:byte(n + 1) < 0xC0 do n = n - 1 end
+    return v:sub(1, n) .. string.format("… (%d bytes in all)", #v)
+  end
+  if type(v) ~= "table" then return v end
+  if depth >= DETAIL_DEPTH or seen[v] then return "…" end
+  seen[v] = true
+  local out = {}
+  for k, x in next, v do out[k] = bounded(x, depth + 1, seen) end
+  seen[v] = nil
+  -- the metatable marks JSON arrays and objects: keep it
+  return setmetatable(out, getmetatable(v))
+end
+
 local function error_fields(err, s)
   local e = { message = errors.message(err), kind = err.kind }
   if err.code ~= nil then e.code = err.code end
-  if type(err.details) == "table" then e.details = err.details end
+  if type(err.details) == "table" then e.details = bounded(err.details, 0, {}) end
   e.where = where_in(err.traceback, s.site and s.site.file)
   return e
 end

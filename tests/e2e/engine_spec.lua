@@ -256,6 +256,24 @@ end }
     assert.is_false(failed[1].final)
   end)
 
+  it("records an error's details with long strings cut, never inside a UTF-8 character", function()
+    write("t.lua", [[
+local errors = require "runbook.errors"
+runbook "t" {}
+step "A" { run = function()
+  errors.raise { kind = "http", code = "status", message = "GET /x: expected 200, got 502",
+    details = { status = 502, response = { body = "<p>" .. string.rep("é", 3000), headers = { server = "nginx" } }, list = { 1, 2 } } }
+end }
+]])
+    local r = exec { "t.lua" }
+    assert.are.equal(1, r.code, r.stderr)
+    local d = of_type(events(), "step.failed", "A")[1].error.details
+    assert.are.equal("<p>" .. string.rep("é", 2046) .. "… (6003 bytes in all)", d.response.body)
+    assert.are.same({ server = "nginx" }, d.response.headers)
+    assert.are.same({ 1, 2 }, d.list)
+    assert.are.equal(502, d.status)
+  end)
+
   it("stops a runaway step at its timeout even if it pcalls, and fails it", function()
     write("t.lua", [[
 runbook "t" {}
