@@ -153,7 +153,7 @@ function M.http(url, opts)
     ca_file = true, ca_data = true, cert_file = true, cert_data = true, key_file = true, key_data = true, insecure = true })
   local has_http, http = pcall(require, "runbook.http")
   if not has_http then
-    errors.raise { kind = "wait", code = "unavailable", message = "wait.http: runbook.http is not available in this build" }
+    errors.raise { kind = "wait", code = "unavailable", message = "wait.http: runbook.http could not be loaded: " .. errors.message(http) }
   end
   local rt = opts.request_timeout or 5
   local shown = host.scrub(url)
