@@ -12,7 +12,8 @@ mkdir -p "$work/data" "$work/sock" "$work/out"
 touch "$work/log"
 chown -R postgres:postgres "$work/data" "$work/sock" "$work/log"
 chmod 777 "$work/out"
-port=$(python3 -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])")
+free_port() { python3 -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])"; }
+port=$(free_port)
 on_exit=()
 
 pg_stop() {

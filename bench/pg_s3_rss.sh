@@ -25,7 +25,7 @@ pg_start
 # moto_server without signature checking: signing is the specs' business,
 # memory is this benchmark's
 moto=$(command -v moto_server || echo "$HOME/.pyenv/shims/moto_server")
-mport=$(python3 -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])")
+mport=$(free_port)
 TMPDIR=$work "$moto" -H 127.0.0.1 -p "$mport" >"$work/moto.log" 2>&1 &
 moto_pid=$!
 on_exit+=("kill $moto_pid")

@@ -36,6 +36,8 @@ local INTERNAL = {
   ["runbook.audit"] = true,
   -- raw requests and credential plugins, without the audit of runbook.k8s
   ["runbook.k8s.client"] = true, ["runbook.k8s.exec"] = true,
+  -- a parsing helper of the stdlib, not part of the documented API
+  ["runbook.rfc3339"] = true,
 }
 
 local function fail(site, fmt, ...)

@@ -97,6 +97,14 @@ local function mirror(jkey, cursor, rows, batches, done)
   end
 end
 
+-- nothing is left after the cursor: the checkpoint row says so, in the
+-- target database and in the journal's mirror
+local function close_checkpoint(db, cpt, name, cursor, jkey, rows, batches)
+  db:query("INSERT INTO " .. cpt .. [[ (name, cursor, done) VALUES ($1, $2, true)
+    ON CONFLICT (name) DO UPDATE SET done = true, updated_at = now()]], name, cursor)
+  mirror(jkey, cursor, rows, batches, true)
+end
+
 -- runs body(attempt) retrying transient errors with backoff
 local function with_retries(label, retries, body)
   local attempt = 0
@@ -208,9 +216,7 @@ function M.backfill(opts)
       local hi, last = upper()
       if is_null(hi) then
         -- nothing after the cursor: close the backfill
-        db:query("INSERT INTO " .. cpt .. [[ (name, cursor, done) VALUES ($1, $2, true)
-          ON CONFLICT (name) DO UPDATE SET done = true, updated_at = now()]], name, cursor)
-        mirror(jkey, cursor, total_rows, total_batches, true)
+        close_checkpoint(db, cpt, name, cursor, jkey, total_rows, total_batches)
         break
       end
       local n = 0
@@ -368,9 +374,7 @@ function M.copy_rows(opts)
     while true do
       local hi, last = upper()
       if is_null(hi) then
-        dst:query("INSERT INTO " .. cpt .. [[ (name, cursor, done) VALUES ($1, $2, true)
-          ON CONFLICT (name) DO UPDATE SET done = true, updated_at = now()]], name, cursor)
-        mirror(jkey, cursor, total_rows, total_batches, true)
+        close_checkpoint(dst, cpt, name, cursor, jkey, total_rows, total_batches)
         break
       end
       local n, bytes
