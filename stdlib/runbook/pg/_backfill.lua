@@ -12,7 +12,7 @@
 -- behind the cursor is not visited.
 local crypto = require "runbook._crypto"
 local host = require "runbook._host"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 
 local M = {}
