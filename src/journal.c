@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pwd.h>
+
 #include <openssl/crypto.h>
 
 #include "crypto.h"
@@ -32,6 +34,7 @@ struct rb_journal {
   long long seq;
   char prev[65];
   char *run;
+  char *tip, *tip_tmp; /* the tip record and its temporary, or NULL */
   uint8_t *key;
   size_t keylen;
   /* test failpoints from RUNBOOK_FAILPOINT: stop after appending seq N
@@ -139,11 +142,14 @@ static int check_line(const char *line, size_t len, long long seq, const char *p
   return 0;
 }
 
-int rb_journal_scan(const char *path, const void *key, size_t keylen, rb_event_fn fn, void *ud,
-                    struct rb_scan *scan) {
+int rb_journal_scan(const char *path, const void *key, size_t keylen, long long mark_seq,
+                    rb_event_fn fn, void *ud, struct rb_scan *scan) {
   memset(scan, 0, sizeof *scan);
   strcpy(scan->last_hash, RB_GENESIS);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  scan->mark_seq = mark_seq;
+  if (mark_seq == 0)
+    strcpy(scan->mark_hash, RB_GENESIS);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0)
     return -1;
   struct stat st;
@@ -199,8 +205,10 @@ int rb_journal_scan(const char *path, const void *key, size_t keylen, rb_event_f
       }
     }
     if (bad) {
-      if (next >= size) {
-        /* the last line: torn by a crash, cut on the next open */
+      if (!nl) {
+        /* an unfinished last line: torn by a crash, cut on the next open.
+         * A complete line that does not verify is no crash's doing (an
+         * event is one write ending in its newline): it is damage */
         uint8_t d[RB_SHA256_LEN];
         scan->torn_bytes = (off_t)(size - pos);
         rb_sha256(line, size - pos, d);
@@ -212,6 +220,8 @@ int rb_journal_scan(const char *path, const void *key, size_t keylen, rb_event_f
     }
     if (rc > 0)
       stopped = 1;
+    if (seq == mark_seq)
+      memcpy(scan->mark_hash, hash, 65);
     memcpy(prev, hash, 65);
     scan->count = seq;
     scan->valid_bytes = (off_t)next;
@@ -246,12 +256,102 @@ static void fsync_dir(const char *path) {
   free(dir);
 }
 
+static const char *open_error(int e) {
+  return e == ELOOP ? "a symbolic link; store files are never followed (replace it with the run's own file)"
+                    : strerror(e);
+}
+
+static void tip_mac(const struct rb_journal *j, long long seq, const char *hash, char mac[65]) {
+  char msg[512];
+  int n = snprintf(msg, sizeof msg, "runbook-tip 1 %s %lld %s", j->run, seq, hash);
+  uint8_t d[RB_SHA256_LEN];
+  rb_hmac_sha256(j->key, j->keylen, msg, n > 0 && (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1, d);
+  rb_hex(d, sizeof d, mac, 0);
+}
+
+/* Rewrites the tip record by write and rename, so a reader sees the old
+ * record or the new one. Not synced: a lost update only makes it lag. */
+static void write_tip(struct rb_journal *j) {
+  if (!j->tip)
+    return;
+  char rec[256], mac[65] = "-";
+  if (j->key)
+    tip_mac(j, j->seq, j->prev, mac);
+  int n = snprintf(rec, sizeof rec, "runbook-tip 1 %lld %s %s", j->seq, j->prev, mac);
+  uint8_t d[RB_SHA256_LEN];
+  char sum[65];
+  rb_sha256(rec, (size_t)n, d);
+  rb_hex(d, sizeof d, sum, 0);
+  n += snprintf(rec + n, sizeof rec - (size_t)n, " %s\n", sum);
+  int fd = open(j->tip_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return;
+  ssize_t w = write(fd, rec, (size_t)n);
+  close(fd);
+  if (w == n)
+    (void)rename(j->tip_tmp, j->tip);
+}
+
+int rb_tip_read(const char *path, const char *run, const void *key, size_t keylen,
+                struct rb_tip *tip, char *err, size_t errlen) {
+  memset(tip, 0, sizeof *tip);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    if (errno == ENOENT)
+      return 0;
+    snprintf(err, errlen, "the tip record %s: %s", path, open_error(errno));
+    return -1;
+  }
+  char rec[512];
+  ssize_t n = read(fd, rec, sizeof rec - 1);
+  close(fd);
+  if (n < 0) {
+    snprintf(err, errlen, "the tip record %s: %s", path, strerror(errno));
+    return -1;
+  }
+  rec[n] = '\0';
+  long long seq = -1;
+  char hash[65], mac[65], sum[65];
+  int used = 0;
+  char *sp = NULL;
+  if (n > 66 && rec[n - 1] == '\n' && (sp = strrchr(rec, ' ')) != NULL &&
+      sscanf(rec, "runbook-tip 1 %lld %64s %64s %64s%n", &seq, hash, mac, sum, &used) == 4 &&
+      used == n - 1 && seq >= 0 && strlen(hash) == 64 && is_hex64(hash)) {
+    uint8_t d[RB_SHA256_LEN];
+    char want[65];
+    rb_sha256(rec, (size_t)(sp - rec), d);
+    rb_hex(d, sizeof d, want, 0);
+    if (strcmp(want, sum) != 0)
+      seq = -1;
+  } else {
+    seq = -1;
+  }
+  if (seq < 0) {
+    snprintf(err, errlen, "the tip record %s is garbled", path);
+    return -1;
+  }
+  tip->seq = seq;
+  memcpy(tip->hash, hash, 65);
+  tip->has_hmac = strcmp(mac, "-") != 0;
+  if (tip->has_hmac && key && keylen) {
+    struct rb_journal fake = {.run = (char *)run, .key = (uint8_t *)key, .keylen = keylen};
+    char want[65];
+    tip_mac(&fake, seq, hash, want);
+    if (strlen(mac) != 64 || CRYPTO_memcmp(want, mac, 64) != 0) {
+      snprintf(err, errlen, "the tip record %s: HMAC does not verify (edited, or a different audit key)", path);
+      return -1;
+    }
+    tip->verified = 1;
+  }
+  return 1;
+}
+
 struct rb_journal *rb_journal_open(const char *path, const char *run, const void *key,
                                    size_t keylen, const struct rb_scan *scan, int create,
-                                   char *err, size_t errlen) {
-  int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+                                   const char *tip_path, char *err, size_t errlen) {
+  int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0), 0600);
   if (fd < 0) {
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    snprintf(err, errlen, "%s: %s", path, open_error(errno));
     return NULL;
   }
   if (scan && scan->torn_bytes > 0) {
@@ -262,14 +362,28 @@ struct rb_journal *rb_journal_open(const char *path, const char *run, const void
     }
   }
   off_t size = lseek(fd, 0, SEEK_END);
-  if (create && size == 0)
-    fsync_dir(path);
   struct rb_journal *j = calloc(1, sizeof *j);
   if (!j || !(j->run = strdup(run))) {
     free(j);
     close(fd);
     snprintf(err, errlen, "out of memory");
     return NULL;
+  }
+  if (tip_path) {
+    size_t tl = strlen(tip_path);
+    j->tip = strdup(tip_path);
+    j->tip_tmp = malloc(tl + 5);
+    if (!j->tip || !j->tip_tmp) {
+      free(j->tip);
+      free(j->tip_tmp);
+      free(j->run);
+      free(j);
+      close(fd);
+      snprintf(err, errlen, "out of memory");
+      return NULL;
+    }
+    memcpy(j->tip_tmp, tip_path, tl);
+    memcpy(j->tip_tmp + tl, ".tmp", 5);
   }
   pthread_mutex_init(&j->lock, NULL);
   j->refs = 1;
@@ -287,6 +401,12 @@ struct rb_journal *rb_journal_open(const char *path, const char *run, const void
   }
   j->stop_after = env_failpoint("after");
   j->torn_at = env_failpoint("torn");
+  if (create && size == 0) {
+    /* a new journal's tip (seq 0) exists from the start, and both names
+     * are made durable by one directory sync */
+    write_tip(j);
+    fsync_dir(path);
+  }
   return j;
 }
 
@@ -313,10 +433,11 @@ static void iso_now(char *buf, size_t n) {
   snprintf(buf + k, n - k, ".%03dZ", (int)(ts.tv_nsec / 1000000) % 1000);
 }
 
+const char *const rb_journal_reserved[] = {"seq", "ts", "run", "type", "step", "prev", "hash", "hmac", NULL};
+
 static int reserved(const char *k) {
-  static const char *const names[] = {"seq", "ts", "run", "type", "step", "prev", "hash", "hmac", NULL};
-  for (int i = 0; names[i]; i++)
-    if (strcmp(k, names[i]) == 0)
+  for (int i = 0; rb_journal_reserved[i]; i++)
+    if (strcmp(k, rb_journal_reserved[i]) == 0)
       return 1;
   return 0;
 }
@@ -389,6 +510,7 @@ long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fiel
   j->size += n;
   j->seq = seq;
   memcpy(j->prev, hash, 65);
+  write_tip(j); /* only now: the event it names is durable */
   pthread_mutex_unlock(&j->lock);
   if (seq == j->stop_after)
     raise(SIGSTOP);
@@ -422,40 +544,77 @@ void rb_journal_release(struct rb_journal *j) {
     free(j->key);
   }
   free(j->run);
+  free(j->tip);
+  free(j->tip_tmp);
   pthread_mutex_destroy(&j->lock);
   free(j);
 }
 
-int rb_lock_acquire(const char *path, char *holder, size_t holderlen) {
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    snprintf(holder, holderlen, "%s: %s", path, strerror(errno));
-    return -1;
-  }
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    int e = errno;
-    ssize_t n = e == EWOULDBLOCK ? read(fd, holder, holderlen - 1) : -1;
-    if (n > 0) {
-      holder[n] = '\0';
-      holder[strcspn(holder, "\n")] = '\0';
-    } else if (e == EWOULDBLOCK) {
-      snprintf(holder, holderlen, "another process");
-    } else {
-      snprintf(holder, holderlen, "%s: %s", path, strerror(e));
-    }
-    close(fd);
-    return -1;
-  }
+static void holder_text(char *buf, size_t n) {
   char host[HOST_NAME_MAX + 1] = "unknown";
   gethostname(host, sizeof host);
   host[HOST_NAME_MAX] = '\0';
-  char buf[HOST_NAME_MAX + 64];
-  int n = snprintf(buf, sizeof buf, "pid %ld on %s\n", (long)getpid(), host);
-  if (ftruncate(fd, 0) == 0)
-    (void)!pwrite(fd, buf, (size_t)n, 0);
-  return fd;
+  struct passwd pw, *res = NULL;
+  char pwbuf[1024];
+  const char *user = NULL;
+  if (getpwuid_r(geteuid(), &pw, pwbuf, sizeof pwbuf, &res) == 0 && res)
+    user = res->pw_name;
+  if (!user)
+    user = getenv("USER");
+  snprintf(buf, n, "pid %ld on %s (user %s)\n", (long)getpid(), host, user ? user : "unknown");
 }
 
+int rb_lock_acquire(const char *path, char *holder, size_t holderlen, int *busy) {
+  if (busy)
+    *busy = 0;
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    snprintf(holder, holderlen, "%s: %s", path, open_error(errno));
+    return -1;
+  }
+  /* The holder writes who it is just after taking the lock, and empties
+   * the file just before letting go: a process that finds the lock held
+   * but the file empty or half written looks again (taking the lock, if
+   * it was let go meanwhile) until the text is whole, within a deadline. */
+  struct timespec t0, now, nap = {0, 5 * 1000 * 1000};
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+      break;
+    int e = errno;
+    if (e != EWOULDBLOCK) {
+      snprintf(holder, holderlen, "%s: %s", path, strerror(e));
+      close(fd);
+      return -1;
+    }
+    ssize_t n = pread(fd, holder, holderlen - 1, 0);
+    if (n > 0 && holder[n - 1] == '\n') {
+      holder[n - 1] = '\0';
+      holder[strcspn(holder, "\n")] = '\0';
+      if (busy)
+        *busy = 1;
+      close(fd);
+      return -1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 > 3000) {
+      snprintf(holder, holderlen, "another process (it has not written who it is into %s)", path);
+      if (busy)
+        *busy = 1;
+      close(fd);
+      return -1;
+    }
+    nanosleep(&nap, NULL);
+  }
+  char buf[HOST_NAME_MAX + 1200];
+  holder_text(buf, sizeof buf);
+  size_t n = strlen(buf);
+  /* the whole text in one write, then drop whatever an older holder left */
+  if (pwrite(fd, buf, n, 0) == (ssize_t)n && ftruncate(fd, (off_t)n) == 0) {
+    /* written */
+  }
+  return fd;
+}
 void rb_lock_release(int fd) {
   if (fd >= 0) {
     if (ftruncate(fd, 0) != 0) {
