@@ -209,7 +209,9 @@ function Run:run_step(s)
         if not (type(aerr) == "table" and aerr.kind == "journal" and aerr.code == "unencodable") then error(aerr, 0) end
       end
       local e = normalize_error(aerr)
-      ok, err = false, errors.new { kind = "outputs", code = e.code, message = "the step's return value cannot be recorded: " .. errors.message(e) }
+      local msg = errors.message(e)
+      if e.kind ~= "value" then msg = "the step's return value cannot be recorded: " .. msg end
+      ok, err = false, errors.new { kind = "outputs", code = e.code, message = msg }
     end
     if err.kind == "interrupted" then return self:interrupted(s, attempt, ms) end
     if err.traceback then self:log(s.id, "debug", err.traceback) end
