@@ -453,6 +453,7 @@ function M.open_run(book, opts, console)
   -- store, so two fresh execs cannot both make one: the second finds the
   -- first's run, locked.
   local ok, res, code = pcall(function()
+    if not os.getenv("RUNBOOK_SECRET_KEY") then store:check_key_file() end
     local choosing <close> = store:choose(book.name)
     local id, damaged, why
     if not opts.new then id, damaged, why = store:find_unfinished(book.name) end

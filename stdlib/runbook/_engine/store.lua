@@ -320,6 +320,21 @@ local function parse_key(text, where)
   raise("bad-key", "%s must be 64 hex digits or the base64 of 32 bytes", where)
 end
 
+--- Refuses a key file others may read (or one that is a symbolic link):
+--- the key is used without a word only when it is the owner's alone.
+--- Returns its path.
+function Store:check_key_file()
+  local path = self.root .. "/secret.key"
+  local st = fs.stat(path)
+  if st and st.type == "link" then
+    raise("key-mode", "%s is a symbolic link; store files are never followed: put the key file itself there (mode 0600)", path)
+  elseif st and st.mode & 63 ~= 0 then
+    raise("key-mode", "%s has mode %04o: others may read the key that seals this store's secrets. Run `chmod 600 %s` (and, if others could read it, rotate the secrets it sealed), then run the command again",
+      path, st.mode & 4095, path)
+  end
+  return path
+end
+
 --- The key that seals secret memos: RUNBOOK_SECRET_KEY, else the store's
 --- 0600 key file, created with 32 random bytes when `create` is set.
 --- Returns a secret (32 bytes) and its id (a fingerprint), or nil.
@@ -330,12 +345,7 @@ function Store:secret_key(create)
   if env and env ~= "" then
     raw = parse_key(env, "RUNBOOK_SECRET_KEY")
   else
-    local path = self.root .. "/secret.key"
-    local st = fs.stat(path)
-    if st and st.mode & 63 ~= 0 then
-      raise("key-mode", "%s has mode %04o: others may read the key that seals this store's secrets. Run `chmod 600 %s` (and, if others could read it, rotate the secrets it sealed), then run the command again",
-        path, st.mode & 4095, path)
-    end
+    local path = self:check_key_file()
     local f = io.open(path, "rb")
     if f then
       raw = parse_key(f:read("a"), path)
