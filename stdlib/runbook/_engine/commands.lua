@@ -44,36 +44,51 @@ end
 
 -- ---------------------------------------------------------------------------
 
+-- A run whose journal cannot be shown (HMAC without the key, events
+-- lacking the fields a run needs) is an error, in one line.
+local function readable(id, info)
+  if info.unreadable then
+    errors.raise { kind = "store", code = info.needs_key and "audit-key" or "damaged", message = string.format("run %s cannot be shown: %s", id, info.unreadable) }
+  end
+end
+
 function M.runs(_, opts)
   local store = open_store(opts)
-  local rows = {}
+  local rows, unreadable = {}, {}
   for _, id in ipairs(store:list()) do
     local st, info = store:state(id)
-    local done, total = #st.completed, #(st.step_order or {})
-    rows[#rows + 1] = {
-      run = id, runbook = st.runbook, status = info.damaged and "damaged" or st.status,
-      started = st.started_at, by = st.started_by, done = done, steps = total, events = info.count,
-    }
+    if info.unreadable then
+      unreadable[#unreadable + 1] = string.format("runbook: run %s cannot be shown: %s\n", id, info.unreadable)
+    else
+      local done, total = #st.completed, #(st.step_order or {})
+      rows[#rows + 1] = {
+        run = id, runbook = st.runbook, status = info.damaged and "damaged" or st.status,
+        started = st.started_at, by = st.started_by, done = done, steps = total, events = info.count,
+      }
+    end
   end
+  local code = #unreadable > 0 and 2 or 0
+  for _, line in ipairs(unreadable) do host.write(2, line) end
   if opts.output == "json" then
     for _, r in ipairs(rows) do out(json.encode(r) .. "\n") end
-    return 0
+    return code
   end
   if #rows == 0 then
-    printf("no runs in %s", store.root)
-    return 0
+    if code == 0 then printf("no runs in %s", store.root) end
+    return code
   end
   printf("%-48s %-12s %-8s %-20s %s", "RUN", "STATUS", "STEPS", "STARTED", "BY")
   for _, r in ipairs(rows) do
-    printf("%-48s %-12s %-8s %-20s %s", r.run, r.status, r.done .. "/" .. r.steps, tostring(r.started):sub(1, 19), tostring(r.by))
+    printf("%-48s %-12s %-8s %-20s %s", r.run, r.status, r.done .. "/" .. r.steps, (r.started or "?"):sub(1, 19), r.by or "?")
   end
-  return 0
+  return code
 end
 
 function M.status(pos, opts)
   local store = open_store(opts)
   local id = store:resolve(pos[1])
   local st, info, events = store:state(id)
+  readable(id, info)
   if opts.output == "json" then
     out(json.encode({ run = id, state = st, journal = info }, { pretty = true }) .. "\n")
     return 0
@@ -141,6 +156,7 @@ function M.log(pos, opts)
   local id = store:resolve(pos[1])
   if opts.output == "json" then
     local lines, info = store:read(id, "lines")
+    readable(id, info)
     for _, l in ipairs(lines) do
       if not opts.step or l:find('"step":' .. json.encode(opts.step), 1, true) then out(l .. "\n") end
     end
@@ -154,6 +170,7 @@ function M.log(pos, opts)
     return 0
   end
   local events, info = store:read(id)
+  readable(id, info)
   for _, ev in ipairs(events) do
     if not opts.step or ev.step == opts.step then
       printf("#%-5d %s  %-8s %-18s %s", ev.seq, ev.ts, ev.step or "", ev.type, describe(ev))

@@ -126,8 +126,20 @@ function Store:read(id, mode)
   local tip, tip_state, tip_err = self:anchor(id)
   local items, info = jcore.scan(self:journal_path(id), key, mode or "events", tip and tip.seq or nil)
   if not items then raise("io", "%s", info) end
-  if info.hmac and not key then info.needs_key = true end
-  if info.bad_seq then
+  if info.hmac and not key then
+    info.needs_key = true
+    info.unreadable = "it is HMAC-protected: set RUNBOOK_AUDIT_KEY to read it"
+  end
+  if (mode or "events") == "events" and not info.needs_key then
+    local seq, why = state.check(items)
+    if seq and not (info.bad_seq and info.bad_seq <= seq) then
+      info.bad_seq, info.reason = seq, why
+      info.unreadable = "the journal is damaged at seq " .. seq .. " (" .. why .. ")"
+    end
+  end
+  if info.needs_key then
+    -- not damage: the chain cannot be checked without the key
+  elseif info.bad_seq then
     damage(info, string.format("seq %d: %s", info.bad_seq, info.reason))
   elseif tip then
     if info.count < tip.seq then
