@@ -81,7 +81,7 @@ static void push_scan(lua_State *L, const struct rb_scan *s) {
     lua_pushstring(L, s->reason);
     lua_setfield(L, -2, "reason");
   }
-  if (s->mark_seq > 0 && s->mark_hash[0]) {
+  if (s->mark_hash[0]) {
     lua_pushstring(L, s->mark_hash);
     lua_setfield(L, -2, "mark_hash");
   }

@@ -399,12 +399,11 @@ local function resume(run, r, book, opts, console, cli_params, values)
   return run
 end
 
--- Starts a new run of the book in the store.
-local function start(run, store, book, opts, cli_params, values)
+-- Records run.started in the run just opened (new, or made by a process
+-- that died before it could record it).
+local function begin(run, book, cli_params, values, opts)
   run.params = params.resolve(book.params, { cli = cli_params, values = values })
-  selection(book, opts, state.new())
-  local id = store:new_id(book.name)
-  attach(run, store:open_run(id, { create = true }))
+  selection(book, opts, run.state)
   run.resumed = false
   local akey = storemod.audit_key()
   run:append("run.started", {
@@ -413,6 +412,14 @@ local function start(run, store, book, opts, cli_params, values)
     params = params.recordable(book.params, run.params), anchor = true,
   })
   return run
+end
+
+-- Starts a new run of the book in the store.
+local function start(run, store, book, opts, cli_params, values)
+  params.resolve(book.params, { cli = cli_params, values = values }) -- refuse bad params before making a run
+  selection(book, opts, state.new())
+  attach(run, store:open_run(store:new_id(book.name), { create = true }))
+  return begin(run, book, cli_params, values, opts)
 end
 
 --- Opens a run for the book: resumes the newest unfinished one unless
@@ -459,7 +466,11 @@ function M.open_run(book, opts, console)
     if not opts.new then id, damaged, why = store:find_unfinished(book.name) end
     if id then
       local r = store:open_run(id)
-      local okr, rr, rc = pcall(resume, run, r, book, opts, console, cli_params, values)
+      local go = resume
+      if r.state.status == "new" then -- its maker died before recording run.started
+        go = function() attach(run, r) return begin(run, book, cli_params, values, opts) end
+      end
+      local okr, rr, rc = pcall(go, run, r, book, opts, console, cli_params, values)
       if not okr or not rr then r:close() run.journal, run.logfile, run.lock = nil, nil, nil end
       if not okr then error(rr, 0) end
       return rr, rc
