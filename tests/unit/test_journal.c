@@ -220,6 +220,48 @@ static void test_reopen(void) {
   CHECK(s.count == 5 && s.bad_seq == 0);
 }
 
+static void test_tip(void) {
+  char p[512], tip[512], err[256]; /* path_of's buffer is reused */
+  snprintf(p, sizeof p, "%s", path_of("tip.jsonl"));
+  snprintf(tip, sizeof tip, "%s", path_of("tip"));
+  unlink(p);
+  unlink(tip);
+  struct rb_tip t;
+  CHECK(rb_tip_read(tip, "run-1", NULL, 0, &t, err, sizeof err) == 0);
+  struct rb_journal *j = rb_journal_open(p, "run-1", "team-key", 8, NULL, 1, tip, err, sizeof err);
+  CHECK(j != NULL);
+  /* a new journal's tip exists at once, at seq 0 */
+  CHECK(rb_tip_read(tip, "run-1", "team-key", 8, &t, err, sizeof err) == 1 && t.seq == 0);
+  CHECK(strcmp(t.hash, RB_GENESIS) == 0 && t.has_hmac && t.verified);
+  for (int i = 1; i <= 3; i++)
+    CHECK(rb_journal_append(j, "step.memo", NULL, err, sizeof err) == i);
+  rb_journal_release(j);
+  struct rb_scan s;
+  CHECK(rb_journal_scan(p, "team-key", 8, 2, NULL, NULL, &s) == 0 && s.count == 3);
+  CHECK(rb_tip_read(tip, "run-1", "team-key", 8, &t, err, sizeof err) == 1);
+  CHECK(t.seq == 3 && strcmp(t.hash, s.last_hash) == 0 && t.verified);
+  CHECK(strlen(s.mark_hash) == 64 && strcmp(s.mark_hash, s.last_hash) != 0);
+  /* another run's tip, or another key, does not verify */
+  CHECK(rb_tip_read(tip, "run-2", "team-key", 8, &t, err, sizeof err) == -1 && strstr(err, "HMAC") != NULL);
+  CHECK(rb_tip_read(tip, "run-1", "other", 5, &t, err, sizeof err) == -1);
+  /* without a key it is read, unverified */
+  CHECK(rb_tip_read(tip, "run-1", NULL, 0, &t, err, sizeof err) == 1 && t.has_hmac && !t.verified);
+  /* one changed digit is caught by the record's checksum */
+  size_t len;
+  char *buf = slurp(tip, &len);
+  buf[14] = buf[14] == '3' ? '4' : '3';
+  spit(tip, buf, len);
+  CHECK(rb_tip_read(tip, "run-1", NULL, 0, &t, err, sizeof err) == -1 && strstr(err, "garbled") != NULL);
+  free(buf);
+  /* a symbolic link is never followed, for the journal nor the tip */
+  char link[512];
+  snprintf(link, sizeof link, "%s", path_of("link.jsonl"));
+  unlink(link);
+  CHECK(symlink(p, link) == 0);
+  CHECK(rb_journal_scan(link, NULL, 0, 0, NULL, NULL, &s) == -1);
+  CHECK(rb_journal_open(link, "run-1", NULL, 0, NULL, 0, NULL, err, sizeof err) == NULL && strstr(err, "symbolic link") != NULL);
+}
+
 static void test_lock(void) {
   char holder[256];
   int fd = rb_lock_acquire(path_of("lock"), holder, sizeof holder, NULL);
@@ -243,6 +285,7 @@ int main(void) {
   test_torn_tail();
   test_hmac();
   test_reopen();
+  test_tip();
   test_lock();
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
