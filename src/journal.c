@@ -34,7 +34,7 @@ struct rb_journal {
   long long seq;
   char prev[65];
   char *run;
-  char *tip, *tip_tmp; /* the tip record and its temporary, or NULL */
+  int tip_fd; /* the tip record, or -1 */
   uint8_t *key;
   size_t keylen;
   /* test failpoints from RUNBOOK_FAILPOINT: stop after appending seq N
@@ -269,27 +269,51 @@ static void tip_mac(const struct rb_journal *j, long long seq, const char *hash,
   rb_hex(d, sizeof d, mac, 0);
 }
 
-/* Rewrites the tip record by write and rename, so a reader sees the old
- * record or the new one. Not synced: a lost update only makes it lag. */
-static void write_tip(struct rb_journal *j) {
-  if (!j->tip)
-    return;
-  char rec[256], mac[65] = "-";
+#define TIP_SLOT 256
+
+/* The tip file holds two fixed slots, written in turn (seq N goes to slot
+ * N % 2) by one pwrite each: cheap, and a write torn by a power cut spoils
+ * one slot only, whose checksum then fails, leaving the other (one event
+ * older: a tip that lags). Not synced: a lost update only makes it lag. */
+static void write_tip_slot(struct rb_journal *j, long long seq, int slot) {
+  char rec[TIP_SLOT + 1], mac[65] = "-";
   if (j->key)
-    tip_mac(j, j->seq, j->prev, mac);
-  int n = snprintf(rec, sizeof rec, "runbook-tip 1 %lld %s %s", j->seq, j->prev, mac);
+    tip_mac(j, seq, j->prev, mac);
+  int n = snprintf(rec, sizeof rec, "runbook-tip 1 %lld %s %s", seq, j->prev, mac);
   uint8_t d[RB_SHA256_LEN];
   char sum[65];
   rb_sha256(rec, (size_t)n, d);
   rb_hex(d, sizeof d, sum, 0);
-  n += snprintf(rec + n, sizeof rec - (size_t)n, " %s\n", sum);
-  int fd = open(j->tip_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return;
-  ssize_t w = write(fd, rec, (size_t)n);
-  close(fd);
-  if (w == n)
-    (void)rename(j->tip_tmp, j->tip);
+  n += snprintf(rec + n, sizeof rec - (size_t)n, " %s", sum);
+  memset(rec + n, ' ', (size_t)(TIP_SLOT - 1 - n));
+  rec[TIP_SLOT - 1] = '\n';
+  (void)!pwrite(j->tip_fd, rec, TIP_SLOT, (off_t)slot * TIP_SLOT);
+}
+
+static void write_tip(struct rb_journal *j) {
+  if (j->tip_fd >= 0)
+    write_tip_slot(j, j->seq, (int)(j->seq % 2));
+}
+
+/* One slot: 1 when it parses and its checksum holds. */
+static int parse_tip(const char *rec, size_t len, long long *seq, char hash[65], char mac[65]) {
+  char line[TIP_SLOT + 1], sum[65];
+  while (len > 0 && rec[len - 1] == ' ')
+    len--;
+  if (len < 66 || len >= sizeof line)
+    return 0;
+  memcpy(line, rec, len);
+  line[len] = '\0';
+  int used = 0;
+  if (sscanf(line, "runbook-tip 1 %lld %64s %64s %64s%n", seq, hash, mac, sum, &used) != 4 ||
+      (size_t)used != len || *seq < 0 || strlen(hash) != 64 || !is_hex64(hash) ||
+      strlen(sum) != 64)
+    return 0;
+  uint8_t d[RB_SHA256_LEN];
+  char want[65];
+  rb_sha256(line, len - 65, d);
+  rb_hex(d, sizeof d, want, 0);
+  return strcmp(want, sum) == 0;
 }
 
 int rb_tip_read(const char *path, const char *run, const void *key, size_t keylen,
@@ -302,46 +326,47 @@ int rb_tip_read(const char *path, const char *run, const void *key, size_t keyle
     snprintf(err, errlen, "the tip record %s: %s", path, open_error(errno));
     return -1;
   }
-  char rec[512];
-  ssize_t n = read(fd, rec, sizeof rec - 1);
+  char buf[4 * TIP_SLOT];
+  ssize_t n = read(fd, buf, sizeof buf);
   close(fd);
   if (n < 0) {
     snprintf(err, errlen, "the tip record %s: %s", path, strerror(errno));
     return -1;
   }
-  rec[n] = '\0';
-  long long seq = -1;
-  char hash[65], mac[65], sum[65];
-  int used = 0;
-  char *sp = NULL;
-  if (n > 66 && rec[n - 1] == '\n' && (sp = strrchr(rec, ' ')) != NULL &&
-      sscanf(rec, "runbook-tip 1 %lld %64s %64s %64s%n", &seq, hash, mac, sum, &used) == 4 &&
-      used == n - 1 && seq >= 0 && strlen(hash) == 64 && is_hex64(hash)) {
-    uint8_t d[RB_SHA256_LEN];
-    char want[65];
-    rb_sha256(rec, (size_t)(sp - rec), d);
-    rb_hex(d, sizeof d, want, 0);
-    if (strcmp(want, sum) != 0)
-      seq = -1;
-  } else {
-    seq = -1;
+  struct rb_journal fake = {.run = (char *)run, .key = (uint8_t *)key, .keylen = keylen};
+  int found = 0;
+  size_t pos = 0;
+  while (pos < (size_t)n) {
+    char *nl = memchr(buf + pos, '\n', (size_t)n - pos);
+    if (!nl)
+      break; /* a slot without its newline is not whole */
+    size_t len = (size_t)(nl - (buf + pos));
+    long long seq;
+    char hash[65], mac[65];
+    if (parse_tip(buf + pos, len, &seq, hash, mac)) {
+      int has_hmac = strcmp(mac, "-") != 0, verified = 0;
+      if (has_hmac && key && keylen) {
+        char want[65];
+        tip_mac(&fake, seq, hash, want);
+        if (strlen(mac) != 64 || CRYPTO_memcmp(want, mac, 64) != 0) {
+          snprintf(err, errlen, "the tip record %s: HMAC does not verify (edited, or a different audit key)", path);
+          return -1;
+        }
+        verified = 1;
+      }
+      if (!found || seq > tip->seq) {
+        tip->seq = seq;
+        memcpy(tip->hash, hash, 65);
+        tip->has_hmac = has_hmac;
+        tip->verified = verified;
+      }
+      found = 1;
+    }
+    pos += len + 1;
   }
-  if (seq < 0) {
+  if (!found) {
     snprintf(err, errlen, "the tip record %s is garbled", path);
     return -1;
-  }
-  tip->seq = seq;
-  memcpy(tip->hash, hash, 65);
-  tip->has_hmac = strcmp(mac, "-") != 0;
-  if (tip->has_hmac && key && keylen) {
-    struct rb_journal fake = {.run = (char *)run, .key = (uint8_t *)key, .keylen = keylen};
-    char want[65];
-    tip_mac(&fake, seq, hash, want);
-    if (strlen(mac) != 64 || CRYPTO_memcmp(want, mac, 64) != 0) {
-      snprintf(err, errlen, "the tip record %s: HMAC does not verify (edited, or a different audit key)", path);
-      return -1;
-    }
-    tip->verified = 1;
   }
   return 1;
 }
@@ -369,21 +394,16 @@ struct rb_journal *rb_journal_open(const char *path, const char *run, const void
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
+  j->tip_fd = -1;
   if (tip_path) {
-    size_t tl = strlen(tip_path);
-    j->tip = strdup(tip_path);
-    j->tip_tmp = malloc(tl + 5);
-    if (!j->tip || !j->tip_tmp) {
-      free(j->tip);
-      free(j->tip_tmp);
+    j->tip_fd = open(tip_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (j->tip_fd < 0) {
+      snprintf(err, errlen, "%s: %s", tip_path, open_error(errno));
       free(j->run);
       free(j);
       close(fd);
-      snprintf(err, errlen, "out of memory");
       return NULL;
     }
-    memcpy(j->tip_tmp, tip_path, tl);
-    memcpy(j->tip_tmp + tl, ".tmp", 5);
   }
   pthread_mutex_init(&j->lock, NULL);
   j->refs = 1;
@@ -402,9 +422,12 @@ struct rb_journal *rb_journal_open(const char *path, const char *run, const void
   j->stop_after = env_failpoint("after");
   j->torn_at = env_failpoint("torn");
   if (create && size == 0) {
-    /* a new journal's tip (seq 0) exists from the start, and both names
-     * are made durable by one directory sync */
-    write_tip(j);
+    /* a new journal's tip (seq 0, in both slots) exists from the start,
+     * and both names are made durable by one directory sync */
+    if (j->tip_fd >= 0) {
+      write_tip_slot(j, 0, 0);
+      write_tip_slot(j, 0, 1);
+    }
     fsync_dir(path);
   }
   return j;
@@ -544,8 +567,8 @@ void rb_journal_release(struct rb_journal *j) {
     free(j->key);
   }
   free(j->run);
-  free(j->tip);
-  free(j->tip_tmp);
+  if (j->tip_fd >= 0)
+    close(j->tip_fd);
   pthread_mutex_destroy(&j->lock);
   free(j);
 }

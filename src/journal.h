@@ -53,15 +53,17 @@ int rb_journal_scan(const char *path, const void *key, size_t keylen, long long 
 /* Opens (creating with mode 0600 when create is set) for appending. The
  * caller has scanned it; the journal continues after scan->count events and
  * scan->valid_bytes bytes. A torn tail is cut here. With tip_path, every
- * append that is durable then rewrites the tip record there (write and
- * rename, not synced: the tip may lag the journal, never lead it). */
+ * append, once durable, then updates the tip record there (one pwrite,
+ * not synced: the tip may lag the journal, never lead it). */
 struct rb_journal *rb_journal_open(const char *path, const char *run, const void *key,
                                    size_t keylen, const struct rb_scan *scan, int create,
                                    const char *tip_path, char *err, size_t errlen);
 
 /* The tip record: the last durable seq and its hash, kept beside the
  * journal so that a journal cut short is told from one that ended there.
- *   runbook-tip 1 <seq> <hash> <hmac or -> <sha256 of the text before it>\n
+ * Two slots of 256 bytes, written in turn, each a line
+ *   runbook-tip 1 <seq> <hash> <hmac or -> <sha256 of the text before it>
+ * padded with spaces; the reader takes the whole slot with the highest seq.
  * The HMAC (under the audit key, when the journal has one) covers
  * "runbook-tip 1 <run> <seq> <hash>". */
 struct rb_tip {
@@ -72,7 +74,8 @@ struct rb_tip {
 };
 
 /* Returns 1 with tip filled, 0 when there is no tip file, -1 when it
- * cannot be trusted (garbled, a bad HMAC, a symbolic link) with err set. */
+ * cannot be trusted (no whole slot, a bad HMAC, a symbolic link) with err
+ * set. */
 int rb_tip_read(const char *path, const char *run, const void *key, size_t keylen,
                 struct rb_tip *tip, char *err, size_t errlen);
 
