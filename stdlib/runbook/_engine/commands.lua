@@ -158,7 +158,8 @@ function M.log(pos, opts)
     local lines, info = store:read(id, "lines")
     readable(id, info)
     for _, l in ipairs(lines) do
-      if not opts.step or l:find('"step":' .. json.encode(opts.step), 1, true) then out(l .. "\n") end
+      -- the lines as written (byte for byte), chosen by their decoded step
+      if not opts.step or (json.decode(l) or {}).step == opts.step then out(l .. "\n") end
     end
     if info.bad_seq or info.torn_bytes then
       host.write(2, string.format("runbook: journal stops being valid at seq %d: %s\n", info.bad_seq or info.torn_seq, info.reason))
