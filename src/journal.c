@@ -421,13 +421,16 @@ struct rb_journal *rb_journal_open(const char *path, const char *run, const void
   }
   j->stop_after = env_failpoint("after");
   j->torn_at = env_failpoint("torn");
+  struct stat tst;
+  if (j->tip_fd >= 0 && fstat(j->tip_fd, &tst) == 0 && tst.st_size < 2 * TIP_SLOT) {
+    /* a tip made now (a new journal, or one from before tips) starts at
+     * the events the caller read, in both slots: never an empty file */
+    write_tip_slot(j, j->seq, 0);
+    write_tip_slot(j, j->seq, 1);
+  }
   if (create && size == 0) {
-    /* a new journal's tip (seq 0, in both slots) exists from the start,
-     * and both names are made durable by one directory sync */
-    if (j->tip_fd >= 0) {
-      write_tip_slot(j, 0, 0);
-      write_tip_slot(j, 0, 1);
-    }
+    /* a new journal's tip exists from the start, and both names are made
+     * durable by one directory sync */
     fsync_dir(path);
   }
   return j;

@@ -255,3 +255,43 @@ describe("a damaged newest run", function()
     rb.rmtree(dir)
   end)
 end)
+
+describe("a run from before tip records", function()
+  it("is continued, and anchored from then on", function()
+    local dir = rb.tmpdir("tamper")
+    rb.write(dir .. "/old.lua", 'runbook "old" {}\nstep "A" { run = function() end }\nstep "B" { run = function() end }\n')
+    local id = "old-20260101-000000-abcd"
+    local rdir = dir .. "/.runbook/runs/" .. id
+    assert(require("runbook._fs").mkdir_p(rdir, 448))
+    local head = ',"ts":"2026-01-01T00:00:00.000Z","run":"' .. id .. '","type":'
+    local events = {
+      head .. '"run.started","file":"' .. dir .. '/old.lua","host":"h","runbook":"old","sha256":"' .. string.rep("1", 64) .. '","steps":["A","B"],"user":"u"',
+      head .. '"step.started","step":"A","attempt":1',
+      head .. '"step.finished","step":"A","attempt":1,"ms":1',
+    }
+    local prev, out = string.rep("0", 64), {}
+    for i, fields in ipairs(events) do
+      local body = string.format('{"seq":%d%s,"prev":"%s"', i, fields, prev)
+      prev = crypto.sha256(body .. "}")
+      out[#out + 1] = body .. ',"hash":"' .. prev .. '"}'
+    end
+    write_lines(rdir .. "/journal.jsonl", out)
+    -- a resume refused after the journal was opened leaves a whole tip
+    rb.write(dir .. "/old.lua", 'runbook "old" {}\nstep "B" { run = function() end }\n')
+    local refused = rb.run({ "exec", "old.lua" }, { cwd = dir })
+    assert.are.equal(2, refused.code, refused.stderr)
+    assert.truthy(refused.stderr:find("step A already ran in this run but is no longer in the runbook", 1, true), refused.stderr)
+    local ok = verify(dir)
+    assert.are.equal(0, ok.code, ok.stderr)
+    rb.write(dir .. "/old.lua", 'runbook "old" {}\nstep "A" { run = function() end }\nstep "B" { run = function() end }\n')
+    local r = rb.run({ "exec", "old.lua" }, { cwd = dir })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal(512, #rb.read(rdir .. "/tip"))
+    local lines = lines_of(rdir .. "/journal.jsonl")
+    write_lines(rdir .. "/journal.jsonl", { table.unpack(lines, 1, #lines - 2) })
+    local v = verify(dir)
+    assert.are.equal(1, v.code)
+    assert.truthy(v.stderr:find("2 events missing after seq " .. (#lines - 2), 1, true), v.stderr)
+    rb.rmtree(dir)
+  end)
+end)
