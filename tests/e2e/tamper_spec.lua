@@ -148,6 +148,10 @@ describe("the tip anchor", function()
     assert.truthy(e.stderr:find("the journal is damaged: 3 events missing after seq 18", 1, true), e.stderr)
     assert.truthy(e.stderr:find("it will not be continued. See `runbook audit verify ", 1, true), e.stderr)
     assert.are.same(kept, lines_of(path)) -- nothing ran again, nothing was written
+    -- --new starts another run, saying which one it leaves damaged
+    local n = rb.run({ "exec", "t.lua", "--yes", "--new" }, { cwd = dir })
+    assert.are.equal(3, n.code, n.stderr)
+    assert.truthy(n.stderr:find(", is damaged (3 events missing after seq 18", 1, true), n.stderr)
     local runs = rb.run({ "runs" }, { cwd = dir })
     assert.are.equal(0, runs.code, runs.stderr)
     assert.truthy(runs.stdout:find("%s+damaged%s+"), runs.stdout)

@@ -462,8 +462,13 @@ function M.open_run(book, opts, console)
   local ok, res, code = pcall(function()
     if not os.getenv("RUNBOOK_SECRET_KEY") then store:check_key_file() end
     local choosing <close> = store:choose(book.name)
-    local id, damaged, why
-    if not opts.new then id, damaged, why = store:find_unfinished(book.name) end
+    local id, damaged, why = store:find_unfinished(book.name)
+    if id and opts.new then
+      -- passed over for a new run: still say when it is damaged
+      local okr, _, info = pcall(store.read, store, id, "none")
+      if okr and info.damaged then damaged, why = id, info.damage end
+      id = nil
+    end
     if id then
       local r = store:open_run(id)
       local go = resume
