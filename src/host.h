@@ -13,6 +13,8 @@
 
 #include <lua.h>
 
+#include "clock.h"
+
 struct rb_redactor;
 
 /* A message from a parallel step's thread to the main thread (an event,
@@ -32,9 +34,6 @@ struct rb_host {
   struct rb_msg *head, *tail;
 };
 
-/* Set by the SIGINT handler; the only C global, because signals have no state. */
-extern volatile sig_atomic_t rb_interrupted;
-
 /* Creates the host for a new process, or attaches an existing one to a new
  * state (parallel step). Stored in the registry; released when L closes. */
 struct rb_host *rb_host_attach(lua_State *L, struct rb_host *shared);
@@ -45,10 +44,6 @@ void rb_push_scrubbed(lua_State *L, const char *s, size_t len);
 
 /* Writes already-scrubbed text to fd 1 or 2 under the console lock. */
 void rb_console_write(lua_State *L, int fd, const char *s, size_t len);
-
-/* Seconds on the monotonic and wall clocks. */
-double rb_monotime(void);
-double rb_walltime(void);
 
 /* The deadline of the guarded call running in L (0 when none), so C
  * primitives can bound their own blocking calls (curl, libpq, hiredis). */
