@@ -62,6 +62,11 @@ void rb_check_interrupt(lua_State *L);
  * be NULL. Callers add fields (details, ...) before raising or returning it. */
 void rb_push_error(lua_State *L, const char *kind, const char *code, const char *fmt, ...);
 
+/* A time option in seconds, read from field `name` of the table at index t
+ * (the default when t is not a table or the field is nil). Raises
+ * "<who>: <name> must be a number of seconds >= 0" for anything else. */
+double rb_opt_seconds(lua_State *L, int t, const char *name, double def, const char *who);
+
 /* The kinds the guard raises; the engine tells them from step failures. */
 #define RB_ERR_INTERRUPTED "interrupted"
 #define RB_ERR_TIMEOUT "timeout"

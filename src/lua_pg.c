@@ -236,19 +236,6 @@ static int connect_failed(lua_State *L, struct rb_pg_conn *c, const char *msg) {
   return 2;
 }
 
-static double opt_number(lua_State *L, int t, const char *k, double def) {
-  if (lua_type(L, t) != LUA_TTABLE)
-    return def;
-  double v = def;
-  if (lua_getfield(L, t, k) != LUA_TNIL) {
-    if (!lua_isnumber(L, -1))
-      luaL_error(L, "connect: option %s must be a number", k);
-    v = lua_tonumber(L, -1);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
 /* connect(conninfo_or_secret [, {connect_timeout=s, statement_timeout=s,
  * application_name=}]) -> Conn | nil, err */
 static int f_connect(lua_State *L) {
@@ -285,8 +272,8 @@ static int f_connect(lua_State *L) {
   }
   PQconninfoFree(opts);
   register_url_password(L, ci);
-  timeout = opt_number(L, 2, "connect_timeout", timeout);
-  double stmt_timeout = opt_number(L, 2, "statement_timeout", 0);
+  timeout = rb_opt_seconds(L, 2, "connect_timeout", timeout, "pg.connect");
+  double stmt_timeout = rb_opt_seconds(L, 2, "statement_timeout", 0, "pg.connect");
 
   /* keywords before dbname are defaults the connection string may override */
   const char *kw[5], *val[5];
@@ -494,29 +481,22 @@ static int m_exec(lua_State *L) {
 
 /* ---- small methods ------------------------------------------------------------------ */
 
-static int m_escape_literal(lua_State *L) {
+/* PQescapeLiteral and PQescapeIdentifier share a signature and a contract */
+static int escape_with(lua_State *L, char *(*esc)(PGconn *, const char *, size_t), const char *what) {
   struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
   size_t len;
   const char *s = luaL_checklstring(L, 2, &len);
-  char *e = PQescapeLiteral(c->pg, s, len);
+  char *e = esc(c->pg, s, len);
   if (!e)
-    return luaL_error(L, "escape_literal: %s", PQerrorMessage(c->pg));
+    return luaL_error(L, "%s: %s", what, PQerrorMessage(c->pg));
   lua_pushstring(L, e);
   PQfreemem(e);
   return 1;
 }
 
-static int m_escape_identifier(lua_State *L) {
-  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
-  size_t len;
-  const char *s = luaL_checklstring(L, 2, &len);
-  char *e = PQescapeIdentifier(c->pg, s, len);
-  if (!e)
-    return luaL_error(L, "escape_identifier: %s", PQerrorMessage(c->pg));
-  lua_pushstring(L, e);
-  PQfreemem(e);
-  return 1;
-}
+static int m_escape_literal(lua_State *L) { return escape_with(L, PQescapeLiteral, "escape_literal"); }
+
+static int m_escape_identifier(lua_State *L) { return escape_with(L, PQescapeIdentifier, "escape_identifier"); }
 
 /* c:status() -> "idle" | "active" | "transaction" | "failed-transaction" | "closed" | "broken" */
 static int m_status(lua_State *L) {
