@@ -18,6 +18,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "fileio.h"
 #include "host.h"
 #include "modules.h"
 #include "redact.h"
@@ -255,16 +256,8 @@ static int l_monotime(lua_State *L) {
 
 /* host.iso_time([t]) -> "2026-11-22T10:41:07.113Z" */
 static int l_iso_time(lua_State *L) {
-  double t = luaL_optnumber(L, 1, rb_walltime());
-  time_t secs = (time_t)t;
-  int ms = (int)((t - (double)secs) * 1000.0);
-  if (ms > 999)
-    ms = 999;
-  struct tm tm;
-  gmtime_r(&secs, &tm);
   char buf[64];
-  size_t k = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf + k, sizeof buf - k, ".%03dZ", ms < 0 ? 0 : ms);
+  rb_iso_time(luaL_optnumber(L, 1, rb_walltime()), buf, sizeof buf);
   lua_pushstring(L, buf);
   return 1;
 }
