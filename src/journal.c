@@ -22,6 +22,7 @@
 #include <openssl/crypto.h>
 
 #include "crypto.h"
+#include "fileio.h"
 #include "journal.h"
 #include "jsonscan.h"
 
@@ -247,21 +248,6 @@ static long long env_failpoint(const char *kind) {
   return atoll(fp + n + 1);
 }
 
-static void fsync_dir(const char *path) {
-  char *dir = strdup(path);
-  if (!dir)
-    return;
-  char *slash = strrchr(dir, '/');
-  if (slash)
-    *slash = '\0';
-  int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    fsync(fd);
-    close(fd);
-  }
-  free(dir);
-}
-
 static const char *open_error(int e) {
   return e == ELOOP ? "a symbolic link; store files are never followed (replace it with the run's own file)"
                     : strerror(e);
@@ -437,32 +423,9 @@ struct rb_journal *rb_journal_open(const char *path, const char *run, const void
   if (create && size == 0) {
     /* a new journal's tip exists from the start, and both names are made
      * durable by one directory sync */
-    fsync_dir(path);
+    (void)rb_fsync_parent(path);
   }
   return j;
-}
-
-static int write_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-static void iso_now(char *buf, size_t n) {
-  struct timespec ts;
-  struct tm tm;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  gmtime_r(&ts.tv_sec, &tm);
-  size_t k = strftime(buf, n, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf + k, n - k, ".%03dZ", (int)(ts.tv_nsec / 1000000) % 1000);
 }
 
 const char *const rb_journal_reserved[] = {"seq", "ts", "run", "type", "step", "prev", "hash", "hmac", NULL};
@@ -479,7 +442,9 @@ long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fiel
   char ts[40];
   pthread_mutex_lock(&j->lock);
   long long seq = j->seq + 1;
-  iso_now(ts, sizeof ts);
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  rb_iso_time((double)now.tv_sec + now.tv_nsec / 1e9, ts, sizeof ts);
   json_t *o = json_object();
   json_object_set_new(o, "seq", json_integer(seq));
   json_object_set_new(o, "ts", json_string(ts));
@@ -527,7 +492,7 @@ long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fiel
     fsync(j->fd);
     raise(SIGSTOP);
   }
-  if (write_all(j->fd, line, (size_t)n) != 0 || fdatasync(j->fd) != 0) {
+  if (rb_write_all(j->fd, line, (size_t)n) != 0 || fdatasync(j->fd) != 0) {
     int e = errno;
     /* leave the file as it was: a half line would be cut as torn anyway,
      * but a later append must not follow it */
