@@ -296,38 +296,40 @@ static int read_edge(lua_State *L, int last) {
     lua_pushnil(L);
     return 1;
   }
-  off_t want = 65536, from = 0;
-  if (last && st.st_size > want)
-    from = st.st_size - want;
-  if (!last && st.st_size < want)
-    want = st.st_size;
-  if (last)
-    want = st.st_size - from;
-  luaL_Buffer b;
-  char *buf = luaL_buffinitsize(L, &b, (size_t)want);
-  ssize_t n = pread(fd, buf, (size_t)want, from);
-  close(fd);
-  if (n <= 0) {
-    lua_pushnil(L);
-    return 1;
-  }
+  /* a window at the start or the end, doubled until it holds a whole line
+   * or the whole file; the buffer is a userdata, so an error frees it */
   const char *line = NULL;
   size_t len = 0;
-  if (!last) {
-    char *nl = memchr(buf, '\n', (size_t)n);
-    if (nl) {
-      line = buf;
-      len = (size_t)(nl - buf);
+  for (off_t window = 65536;; window *= 2) {
+    if (window > st.st_size)
+      window = st.st_size;
+    off_t from = last ? st.st_size - window : 0;
+    char *buf = lua_newuserdatauv(L, (size_t)window, 0);
+    ssize_t n = pread(fd, buf, (size_t)window, from);
+    if (n <= 0)
+      break;
+    if (!last) {
+      char *nl = memchr(buf, '\n', (size_t)n);
+      if (nl) {
+        line = buf;
+        len = (size_t)(nl - buf);
+      }
+    } else if (buf[n - 1] == '\n') {
+      ssize_t i = n - 1;
+      while (i > 0 && buf[i - 1] != '\n')
+        i--;
+      if (i > 0 || from == 0) {
+        line = buf + i;
+        len = (size_t)(n - 1 - i);
+      }
+    } else {
+      break; /* a torn last line: there is no last complete event */
     }
-  } else if (buf[n - 1] == '\n') {
-    ssize_t i = n - 1;
-    while (i > 0 && buf[i - 1] != '\n')
-      i--;
-    if (i > 0 || from == 0) {
-      line = buf + i;
-      len = (size_t)(n - 1 - i);
-    }
+    if (line || window == st.st_size)
+      break;
+    lua_pop(L, 1);
   }
+  close(fd);
   if (!line || rb_json_scan(L, line, len) != 0 || !lua_istable(L, -1)) {
     lua_pushnil(L);
     return 1;
