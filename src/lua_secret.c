@@ -65,7 +65,7 @@ static void warn_short(lua_State *L, size_t len) {
   lua_remove(L, -2);
   int in_step = 0;
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  if (lua_getfield(L, -1, "runbook.audit") == LUA_TTABLE) {
+  if (lua_getfield(L, -1, "runbook._engine.audit") == LUA_TTABLE) {
     lua_getfield(L, -1, "current");
     lua_call(L, 0, 1);
     in_step = !lua_isnil(L, -1);
