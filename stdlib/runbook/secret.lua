@@ -1,6 +1,6 @@
 -- runbook.secret: secret values. A secret prints as [REDACTED], is scrubbed
--- (with its hex and base64 forms) from the console, logs and journal, and
--- gives up its bytes only through :reveal().
+-- (with its hex, base64, percent-encoded and JSON-escaped forms) from the
+-- console, logs and journal, and gives up its bytes only through :reveal().
 local core = require "runbook._secret"
 local errors = require "runbook.errors"
 
