@@ -44,7 +44,12 @@ struct rb_redactor {
   void *ud;
   struct pattern *pats; /* sorted by length, longest first */
   size_t n, cap;
-  uint8_t first[256]; /* bytes at which some pattern may start */
+  /* the patterns that may start at byte c: by[at[c]] .. by[at[c + 1] - 1],
+   * indices into pats in its order; rebuilt after patterns were added */
+  uint32_t *by;
+  size_t by_cap;
+  uint32_t at[257];
+  int stale;
 };
 
 /* ---- allocation ----------------------------------------------------------- */
@@ -95,6 +100,7 @@ void rb_redactor_free(struct rb_redactor *r) {
   for (size_t i = 0; i < r->n; i++)
     r_wipe(r, r->pats[i].data, r->pats[i].len);
   r_free(r, r->pats, r->cap * sizeof *r->pats);
+  r_free(r, r->by, r->by_cap * sizeof *r->by);
   pthread_mutex_destroy(&r->lock);
   rb_alloc_fn alloc = r->alloc;
   void *ud = r->ud;
@@ -117,28 +123,60 @@ static int lower(int c) {
   return c >= 'A' && c <= 'Z' ? c + 32 : c;
 }
 
-static void mark_first(struct rb_redactor *r, const struct pattern *p) {
+/* the bytes an occurrence of p may start with (at most 3) */
+static int starts(const struct pattern *p, uint8_t out[3]) {
   uint8_t c = (uint8_t)p->data[0];
+  int n = 0;
+  out[n++] = c;
   switch (p->kind) {
-  case REMEMBERED:
-    return;
   case HEXCASE:
-    r->first[c] = 1;
-    r->first[c >= 'a' && c <= 'f' ? c - 32 : c] = 1;
-    return;
+    if (c >= 'a' && c <= 'f')
+      out[n++] = (uint8_t)(c - 32);
+    break;
   case URL:
-    r->first['%'] = 1;
+    out[n++] = '%';
     if (c == ' ')
-      r->first['+'] = 1;
+      out[n++] = '+';
     break;
   case JSON1:
   case JSON2:
-    r->first['\\'] = 1;
+    if (c != '\\')
+      out[n++] = '\\';
     break;
   case EXACT:
     break;
+  case REMEMBERED:
+    return 0;
   }
-  r->first[c] = 1;
+  return n;
+}
+
+/* Caller holds the lock. -1 when out of memory (the scan then tries every
+ * pattern at every byte: slower, never less thorough). */
+static int index_patterns(struct rb_redactor *r) {
+  uint32_t count[256] = {0};
+  uint8_t b[3];
+  size_t total = 0;
+  for (size_t i = 0; i < r->n; i++)
+    for (int k = starts(&r->pats[i], b) - 1; k >= 0; k--, total++)
+      count[b[k]]++;
+  if (total > r->by_cap) {
+    uint32_t *by = r->alloc(r->ud, r->by, r->by_cap * sizeof *by, total * sizeof *by);
+    if (!by)
+      return -1;
+    r->by = by;
+    r->by_cap = total;
+  }
+  r->at[0] = 0;
+  for (int c = 0; c < 256; c++)
+    r->at[c + 1] = r->at[c] + count[c];
+  uint32_t fill[256];
+  memcpy(fill, r->at, sizeof fill);
+  for (size_t i = 0; i < r->n; i++)
+    for (int k = starts(&r->pats[i], b) - 1; k >= 0; k--)
+      r->by[fill[b[k]]++] = (uint32_t)i;
+  r->stale = 0;
+  return 0;
 }
 
 /* Caller holds the lock. Returns 1 when added, 0 when already there, -1
@@ -178,7 +216,7 @@ static int add_pattern(struct rb_redactor *r, enum kind kind, const char *s, siz
   r->pats[i].len = len;
   r->pats[i].kind = kind;
   r->n++;
-  mark_first(r, &r->pats[i]);
+  r->stale = 1;
   return 1;
 }
 
@@ -425,12 +463,13 @@ static size_t match_json(const char *t, size_t tlen, const char *v, size_t vlen,
   return d[0].i;
 }
 
-/* the length of the longest registered form at the start of t, or 0 */
-static size_t match_at(const struct rb_redactor *r, const char *t, size_t tlen) {
+/* the length of the longest form at the start of t among the patterns
+ * listed in idx (all of them when idx is NULL), or 0 */
+static size_t match_at(const struct rb_redactor *r, const uint32_t *idx, size_t nidx, const char *t, size_t tlen) {
   size_t best = 0, m;
-  for (size_t p = 0; p < r->n; p++) {
-    const struct pattern *pt = &r->pats[p];
-    if (pt->len > tlen || pt->kind == REMEMBERED)
+  for (size_t q = 0; q < nidx; q++) {
+    const struct pattern *pt = &r->pats[idx ? idx[q] : q];
+    if (pt->len > tlen)
       continue;
     switch (pt->kind) {
     case EXACT:
@@ -484,10 +523,17 @@ int rb_redactor_scrub(struct rb_redactor *r, const char *s, size_t len, char **o
   if (!r)
     return RB_SCRUB_CLEAN;
   pthread_mutex_lock(&r->lock);
+  int indexed = !r->stale || index_patterns(r) == 0;
   char *out = NULL;
   size_t olen = 0, ocap = 0, copied = 0; /* s[copied..i) still to copy */
   for (size_t i = 0; i < len;) {
-    size_t m = r->first[(uint8_t)s[i]] ? match_at(r, s + i, len - i) : 0;
+    size_t m;
+    if (indexed) {
+      uint8_t c = (uint8_t)s[i];
+      m = r->at[c + 1] > r->at[c] ? match_at(r, r->by + r->at[c], r->at[c + 1] - r->at[c], s + i, len - i) : 0;
+    } else {
+      m = match_at(r, NULL, r->n, s + i, len - i);
+    }
     if (!m) {
       i++;
       continue;
