@@ -36,10 +36,14 @@ static void push_secret_mt(lua_State *L);
  * that made the secret), as " (registered at file:line)", or "". */
 static void push_where(lua_State *L) {
   lua_Debug ar;
+  const char *dev = getenv("RUNBOOK_STDLIB_DIR"); /* stdlib files loaded from there */
+  size_t devlen = dev ? strlen(dev) : 0;
   for (int level = 1; lua_getstack(L, level, &ar); level++) {
     if (!lua_getinfo(L, "Sl", &ar) || ar.currentline <= 0 || ar.source[0] != '@')
       continue;
     if (strncmp(ar.source, "@runbook/", 9) == 0)
+      continue;
+    if (dev && strncmp(ar.source + 1, dev, devlen) == 0 && strncmp(ar.source + 1 + devlen, "/runbook/", 9) == 0)
       continue;
     lua_pushfstring(L, " (registered at %s:%d)", ar.short_src, ar.currentline);
     return;
