@@ -27,6 +27,7 @@ local errors = require "runbook.errors"
 local secret = require "runbook.secret"
 local url = require "runbook.http.url"
 local retry_after = require("runbook.http").retry_after
+local backoffs = require "runbook._engine.backoff"
 local exec = require "runbook.k8s._exec"
 
 local M = {}
@@ -289,7 +290,7 @@ function Client:try(req)
       end
       if err and AMBIGUOUS[errcode] then ambiguous = true end
       if status and status >= 500 then ambiguous = true end
-      local delay = math.min(self.retry_delay * 2 ^ (attempt - 1), self.max_delay)
+      local delay = backoffs.delay("exponential", self.retry_delay, attempt, self.max_delay)
       local why
       if status then
         local ra = retry_after(res.headers["retry-after"])
