@@ -296,9 +296,11 @@ static int add_forms(struct rb_redactor *r, const char *s, size_t len) {
   return rc;
 }
 
-/* the value itself: scrubbed when long enough, remembered when not */
-static int add_value(struct rb_redactor *r, const char *s, size_t len, int hexcase, int *is_new) {
-  enum kind kind = len < RB_REDACT_MIN ? REMEMBERED : hexcase && is_hex_text(s, len) ? HEXCASE : EXACT;
+/* the value itself: scrubbed when long enough, remembered when not; a hex
+ * value in any letter case (also for a literal, so registering the same
+ * value both ways finds it known) */
+static int add_value(struct rb_redactor *r, const char *s, size_t len, int *is_new) {
+  enum kind kind = len < RB_REDACT_MIN ? REMEMBERED : is_hex_text(s, len) ? HEXCASE : EXACT;
   int rc = add_pattern(r, kind, s, len);
   if (is_new)
     *is_new = rc == 1;
@@ -311,7 +313,7 @@ int rb_redactor_add(struct rb_redactor *r, const char *s, size_t len, int *is_ne
   if (!r || len == 0)
     return 0;
   pthread_mutex_lock(&r->lock);
-  int rc = add_value(r, s, len, 1, is_new);
+  int rc = add_value(r, s, len, is_new);
   if (rc == 0 && len >= RB_REDACT_MIN)
     rc = add_forms(r, s, len);
   pthread_mutex_unlock(&r->lock);
@@ -324,7 +326,7 @@ int rb_redactor_add_literal(struct rb_redactor *r, const char *s, size_t len, in
   if (!r || len == 0)
     return 0;
   pthread_mutex_lock(&r->lock);
-  int rc = add_value(r, s, len, 0, is_new);
+  int rc = add_value(r, s, len, is_new);
   pthread_mutex_unlock(&r->lock);
   return rc;
 }

@@ -41,7 +41,8 @@ void rb_redactor_free(struct rb_redactor *r);
  * remembered for that but never scrubbed. */
 int rb_redactor_add(struct rb_redactor *r, const char *s, size_t len, int *is_new);
 
-/* Registers exactly this text, with no derived forms. Same returns. */
+/* Registers exactly this text, with no derived forms (hex text is still
+ * matched in any letter case). Same returns. */
 int rb_redactor_add_literal(struct rb_redactor *r, const char *s, size_t len, int *is_new);
 
 #define RB_SCRUB_CLEAN 0   /* nothing registered in the text; *out untouched */

@@ -170,6 +170,7 @@ static void test_is_new(void) {
   CHECK(rb_redactor_add(r, "", 0, &is_new) == 0 && is_new == 0);
   CHECK(rb_redactor_add(r, "deadBEEF", 8, &is_new) == 0 && is_new == 1);
   CHECK(rb_redactor_add(r, "DEADbeef", 8, &is_new) == 0 && is_new == 0);
+  CHECK(rb_redactor_add_literal(r, "deadbeef", 8, &is_new) == 0 && is_new == 0);
   SCRUBS_TO(r, "a test of ab", "a [REDACTED] of ab");
   rb_redactor_free(r);
 }
