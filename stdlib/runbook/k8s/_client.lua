@@ -455,12 +455,18 @@ local function lookup(e, kind)
 end
 
 --- The resource for an apiVersion and kind: {api_version, group, version,
---- kind, plural, namespaced, verbs, subresources}, or nil and a message.
+--- kind, plural, namespaced, verbs, subresources}, or nil and a structured
+--- error (kind "k8s", code "UnknownKind", details {api_version=, kind=}).
 --- Without api_version, common kinds are found at once and others by
 --- walking discovery. A kind missing from a cached list is looked up again
 --- once (a CRD may have just been created).
+local function unknown(api_version, kind, fmt, ...)
+  return nil, errors.new { kind = "k8s", code = "UnknownKind", message = string.format(fmt, ...),
+    details = { api_version = api_version, kind = kind } }
+end
+
 function Client:resource(api_version, kind)
-  if type(kind) ~= "string" or kind == "" then return nil, "kind is missing" end
+  if type(kind) ~= "string" or kind == "" then return unknown(api_version, kind, "kind is missing") end
   if api_version == nil or api_version == "" then
     local gv = M.DEFAULT_GV[kind]
     if gv then return self:resource(gv, kind) end
@@ -468,7 +474,7 @@ function Client:resource(api_version, kind)
       local e = self:group_version(cand)
       if type(e) == "table" and lookup(e, kind) then return lookup(e, kind) end
     end
-    return nil, string.format("unknown kind %s (no group version served by %s has it)", kind, self.server)
+    return unknown(nil, kind, "unknown kind %s (no group version served by %s has it)", kind, self.server)
   end
   local e = self:group_version(api_version)
   if e == "offline" then
@@ -483,9 +489,9 @@ function Client:resource(api_version, kind)
   end
   if not info then
     if e == false then
-      return nil, string.format("unknown kind %s: apiVersion %s is not served by %s", kind, api_version, self.server)
+      return unknown(api_version, kind, "unknown kind %s: apiVersion %s is not served by %s", kind, api_version, self.server)
     end
-    return nil, string.format("unknown kind %s in apiVersion %s (not served by %s)", kind, api_version, self.server)
+    return unknown(api_version, kind, "unknown kind %s in apiVersion %s (not served by %s)", kind, api_version, self.server)
   end
   return info
 end
