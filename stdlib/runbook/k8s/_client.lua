@@ -195,7 +195,7 @@ end
 --- The structured error for a request that got no response.
 function Client:transport_error(err, req)
   if err.kind ~= "http" then return err end -- interrupted, or the step's time limit
-  local cause = err.message:match("^%u+ %S+: (.*)$") or err.message
+  local cause = err.details and err.details.cause or err.message
   local code, message = err.code, nil
   if err.code == "tls" then
     local ca = self.cfg.insecure and "" or (" (CA from " .. (self.cfg.ca_field and (self.cfg.source .. " " .. self.cfg.ca_field) or "the system's trust store") .. ")")
