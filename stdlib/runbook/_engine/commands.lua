@@ -18,7 +18,7 @@ local function printf(fmt, ...) out(string.format(fmt, ...) .. "\n") end
 local function open_store(opts)
   local dir = storemod.location(opts.state)
   local store = storemod.open(dir, false)
-  if not store then errors.raise { kind = "usage", message = "no state store at " .. dir .. " (nothing has run here yet)" } end
+  if not store then errors.raise { kind = "usage", message = "no state store at " .. storemod.redacted(dir) .. " (nothing has run here yet)" } end
   return store
 end
 
@@ -74,7 +74,7 @@ function M.runs(_, opts)
     return code
   end
   if #rows == 0 then
-    if code == 0 then printf("no runs in %s", store.root) end
+    if code == 0 then printf("no runs in %s", store:describe()) end
     return code
   end
   printf("%-48s %-12s %-8s %-20s %s", "RUN", "STATUS", "STEPS", "STARTED", "BY")

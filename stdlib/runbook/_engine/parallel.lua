@@ -48,7 +48,7 @@ function M.run(run, steps)
   run.keyfn(true) -- the key file exists before threads may need it
   local ekey = secret.random(32, "raw")
   local base = {
-    file = run.book.file, run_id = run.id, state_dir = run.store.root, dry_run = run.dry_run,
+    file = run.book.file, run_id = run.id, state_dir = run.store.location, dry_run = run.dry_run,
     opts = { yes = run.opts.yes, state = run.opts.state },
     params = memo.seal(run.params, function() return ekey, TRANSFER end, TRANSFER),
   }
@@ -130,10 +130,11 @@ function M.worker(payload, journal_handle, ekey)
   end
   run.params = memo.open(p.params, function() return ekey, TRANSFER end, TRANSFER, "params")
   run.journal = jcore.attach(journal_handle)
-  run.logfile = jcore.open_log(store:log_path(run.id))
+  run.logfile = store:open_log(run.id)
   local ok, res = pcall(run.run_step, run, s)
   if run.logfile then run.logfile:close() end
   run.journal:close()
+  store:close()
   if not ok then error(res, 0) end
   return res
 end

@@ -1,98 +1,63 @@
--- The file store: a directory (.runbook/, --state DIR or RUNBOOK_STATE)
--- holding one folder per run (journal.jsonl, tip, log, lock), a lock per
--- runbook name (locks/NAME) and the key file that seals memos. Directories
--- are 0700 and files 0600; no file in it is opened through a symbolic link.
+-- The store: where runs live. One interface, two implementations, chosen
+-- by the location (--state, RUNBOOK_STATE, else .runbook):
+--   a directory          runbook._engine.store.file      (the default)
+--   postgres://...       runbook._engine.store.postgres  (shared, for teams)
+-- Callers hold a store and use only these operations, never a path or a
+-- connection of one implementation:
 --
--- The operations a store offers (the PostgreSQL store offers the same):
---   list() resolve(ref) new_id(name) find_unfinished(name)
---   read(id, mode)     events and scan info, checked against the tip anchor
---   state(id)          the folded state, scan info and events
---   choose(name)       the lock held while a run of `name` is found or made
---   open_run(id, opts) lock, check, fold and open one run (below)
---   anchor(id)         the tip record: the last durable seq and its hash
---   secret_key(create)
-local fs = require "runbook._fs"
-local jcore = require "runbook._journal"
-local crypto = require "runbook._crypto"
-local secret = require "runbook._secret"
+--   describe()            what the store is, for messages (no password)
+--   list()                run ids, oldest first
+--   resolve(ref)          a full id, a unique prefix or "last"
+--   new_id(name)          a fresh run id
+--   find_unfinished(name) the newest unfinished run of a runbook
+--   read(id, mode)        events ("events"), lines ("lines") or nothing
+--                         ("none"), and scan info, checked against the tip
+--   state(id)             the folded state, scan info and events
+--   anchor(id)            the tip: the last durable seq and its hash
+--   choose(name)          the lock held while a run of `name` is found or made
+--   open_run(id, opts)    lock, check, fold and open one run to append to:
+--                         an OpenRun {id, lock, journal, log, state, info,
+--                         events} whose journal:append(type, fields) is
+--                         durable when it returns and log:write(text) keeps
+--                         the run log; opts.create makes the run atomically
+--   open_log(id)          another writer on the run log (parallel workers)
+--   log_lines(id)         the run log, oldest first
+--   secret_key(create)    the key sealing secret memos (never in a shared store)
+--   check_key_file()      refuses a key file others may read
+--   pushed(id)            the store a run was pushed to, if it was
+--   close()               releases connections
 local errors = require "runbook.errors"
-local state = require "runbook._engine.state"
+local secret = require "runbook._secret"
 
 local M = {}
-local Store = {}
-Store.__index = Store
-
-local function raise(code, fmt, ...)
-  errors.raise { kind = "store", code = code, message = string.format(fmt, ...) }
-end
 
 --- Where the store lives: the flag, then RUNBOOK_STATE, then .runbook.
 function M.location(flag)
   local loc = flag or os.getenv("RUNBOOK_STATE")
   if loc == nil or loc == "" then loc = ".runbook" end
-  if loc:match("^postgres") then
-    raise("unsupported", "--state %s: the PostgreSQL store is not available in this build; use a directory", loc:gsub("//[^@]*@", "//***@"))
-  end
   return loc
 end
 
---- Opens (creating when asked) the store at dir.
----@param dir string
----@param create boolean
-function M.open(dir, create)
-  local st = fs.stat(dir)
-  if not st then
-    if not create then return nil end
-    local ok, err = fs.mkdir_p(dir .. "/runs", 448) -- 0700
-    if not ok then raise("io", "cannot create the state directory: %s", err) end
-  elseif st.type ~= "directory" then
-    raise("io", "state path %s is not a directory", dir)
-  else
-    if st.mode & 63 ~= 0 then fs.chmod(dir, 448) end -- tighten a loose store
-    fs.mkdir_p(dir .. "/runs", 448)
-  end
-  return setmetatable({ root = dir, runs = dir .. "/runs" }, Store)
+--- True when the location names the PostgreSQL store.
+function M.is_postgres(loc)
+  return type(loc) == "string" and (loc:match("^postgres://") or loc:match("^postgresql://")) ~= nil
 end
 
-function Store:run_dir(id) return self.runs .. "/" .. id end
-function Store:journal_path(id) return self.runs .. "/" .. id .. "/journal.jsonl" end
-function Store:log_path(id) return self.runs .. "/" .. id .. "/log" end
-function Store:lock_path(id) return self.runs .. "/" .. id .. "/lock" end
-function Store:tip_path(id) return self.runs .. "/" .. id .. "/tip" end
-
--- The time a run started, from its journal's first event (read alone).
-local function started_at(path)
-  local first = jcore.head(path)
-  return first and first.seq == 1 and type(first.ts) == "string" and first.ts or ""
+--- The location with any password in it replaced by ***, for messages.
+function M.redacted(loc)
+  return (tostring(loc):gsub("^(postgres[%a]*://[^:/@]*):[^@]*@", "%1:***@"))
 end
 
---- All run ids, oldest first: by the time each started (ids carry only
---- the second, so two runs started within one second are told apart by
---- their first event's milliseconds).
-function Store:list()
-  local names = fs.listdir(self.runs) or {}
-  local out, when = {}, {}
-  for _, n in ipairs(names) do
-    local path = self:journal_path(n)
-    if fs.stat(path) then
-      out[#out + 1] = n
-      when[n] = started_at(path)
-    end
+--- Opens (creating when asked) the store at loc. Returns nil when there is
+--- no store there and create is false.
+function M.open(loc, create)
+  if M.is_postgres(loc) then
+    return require("runbook._engine.store.postgres").open(loc, create)
   end
-  table.sort(out, function(a, b)
-    if when[a] ~= when[b] then return when[a] < when[b] end
-    return a < b
-  end)
-  return out
-end
-
---- A new run id: NAME-YYYYMMDD-HHMMSS-xxxx (UTC).
-function Store:new_id(name)
-  for _ = 1, 10 do
-    local id = string.format("%s-%s-%s", name, os.date("!%Y%m%d-%H%M%S"), crypto.random_hex(2))
-    if not fs.stat(self:run_dir(id)) then return id end
+  if tostring(loc):match("^%a[%w+.-]*://") then
+    errors.raise { kind = "usage", message = string.format("--state %s: not a directory or a postgres:// URL", M.redacted(loc)) }
   end
-  raise("io", "cannot find a free run id")
+  return require("runbook._engine.store.file").open(loc, create)
 end
 
 --- The audit key (RUNBOOK_AUDIT_KEY), as a secret, or nil.
@@ -100,280 +65,6 @@ function M.audit_key()
   local k = os.getenv("RUNBOOK_AUDIT_KEY")
   if k and k ~= "" then return secret.new(k) end
   return nil
-end
-
---- The run's tip anchor: {seq, hash, hmac, verified}, or nil and
---- "missing" | "bad" and why. It may lag the journal, never lead it.
-function Store:anchor(id)
-  return jcore.tip(self:tip_path(id), id, M.audit_key())
-end
-
-local function damage(info, text)
-  info.damaged = true
-  info.damage = info.damage or text
-end
-
---- Reads a run's journal: events (or lines, or none) and scan info.
---- info.damaged and info.damage (one line) say what is wrong: a bad line
---- (info.bad_seq, info.reason), or events missing after the last one the
---- tip says was durable (info.missing events after seq info.missing_after).
---- info.needs_key: HMAC-protected and RUNBOOK_AUDIT_KEY unset. Raises
---- when it cannot be read.
-function Store:read(id, mode)
-  local key = M.audit_key()
-  -- the tip first: read after the journal, it could name an event
-  -- appended in between
-  local tip, tip_state, tip_err = self:anchor(id)
-  local items, info = jcore.scan(self:journal_path(id), key, mode or "events", tip and tip.seq or nil)
-  if not items then raise("io", "%s", info) end
-  if info.hmac and not key then
-    info.needs_key = true
-    info.unreadable = "it is HMAC-protected: set RUNBOOK_AUDIT_KEY to read it"
-  end
-  if (mode or "events") == "events" and not info.needs_key then
-    local seq, why = state.check(items)
-    if seq and not (info.bad_seq and info.bad_seq <= seq) then
-      info.bad_seq, info.reason = seq, why
-      info.unreadable = "the journal is damaged at seq " .. seq .. " (" .. why .. ")"
-    end
-  end
-  if info.needs_key then
-    -- not damage: the chain cannot be checked without the key
-  elseif info.bad_seq then
-    damage(info, string.format("seq %d: %s", info.bad_seq, info.reason))
-  elseif tip then
-    if info.count < tip.seq then
-      info.missing, info.missing_after = tip.seq - info.count, info.count
-      damage(info, string.format("%d %s missing after seq %d (the tip record says seq %d was written; the journal's tail was cut or deleted)",
-        info.missing, info.missing == 1 and "event" or "events", info.count, tip.seq))
-    elseif info.mark_hash ~= tip.hash then
-      info.bad_seq, info.reason = tip.seq, string.format("seq %d is not the event the tip record names (the journal was rewritten)", tip.seq)
-      damage(info, string.format("seq %d: %s", info.bad_seq, info.reason))
-    elseif key and info.hmac and not tip.verified then
-      damage(info, "the tip record carries no HMAC though the journal does (rewritten without the audit key)")
-    end
-  elseif tip_state == "bad" then
-    damage(info, tip_err)
-  elseif info.count > 0 then
-    -- runs made since the tip exists say so in run.started: a missing tip
-    -- there is a deleted one
-    local first = jcore.head(self:journal_path(id))
-    if first and first.anchor then damage(info, "the tip record is missing (deleted?)") end
-  end
-  return items, info
-end
-
---- The run's folded state and scan info.
-function Store:state(id)
-  local events, info = self:read(id)
-  return state.fold(events), info, events
-end
-
---- Resolves a run reference: a full id, a unique prefix or "last".
-function Store:resolve(ref)
-  local ids = self:list()
-  if ref == nil or ref == "last" or ref == "latest" then
-    local newest, newest_ts
-    for _, id in ipairs(ids) do
-      local st = fs.stat(self:journal_path(id))
-      if st and (not newest_ts or st.mtime > newest_ts) then newest, newest_ts = id, st.mtime end
-    end
-    if not newest then raise("not-found", "no runs in %s", self.root) end
-    return newest
-  end
-  local found = {}
-  for _, id in ipairs(ids) do
-    if id == ref then return id end
-    if id:sub(1, #ref) == ref then found[#found + 1] = id end
-  end
-  if #found == 1 then return found[1] end
-  if #found == 0 then raise("not-found", "no run '%s' in %s (see `runbook runs`)", ref, self.root) end
-  raise("ambiguous", "run '%s' is ambiguous: %s", ref, table.concat(found, ", "))
-end
-
--- The type of a journal's last complete event, or nil when the file ends in
--- a torn line (a crash: that run is unfinished). Reads only the tail, so
--- finding the run to resume costs the same whatever the journals' length.
-local function last_type(path)
-  local last = jcore.last(path)
-  return last and last.type
-end
-
-local DONE = { ["run.finished"] = true, ["run.rolled_back"] = true }
-
---- The newest unfinished run of the named runbook, or nil; and, when the
---- newest run of that runbook is finished but damaged, its id and what is
---- wrong (so starting a new run does not pass over it in silence). The
---- caller reads (and, to continue it, locks) the run.
-function Store:find_unfinished(name)
-  local ids = self:list()
-  local prefix = name .. "-"
-  local newest
-  for i = #ids, 1, -1 do
-    local id = ids[i]
-    local rest = id:sub(#prefix + 1)
-    if id:sub(1, #prefix) == prefix and rest:match("^%d%d%d%d%d%d%d%d%-%d%d%d%d%d%d%-%x%x%x%x$") then
-      if not DONE[last_type(self:journal_path(id)) or ""] then return id end
-      if not newest then newest = id end
-    end
-  end
-  if newest then
-    local ok, _, info = pcall(self.read, self, newest, "none")
-    if ok and info.damaged then return nil, newest, info.damage end
-  end
-  return nil
-end
-
-local function locked(what, holder, busy)
-  errors.raise { kind = "store", code = busy and "locked" or "io", message = string.format("%s is locked by %s", what, holder),
-    details = { holder = holder } }
-end
-
---- The lock held while a run of runbook `name` is found or made, so two
---- fresh `exec`s cannot both start one. Raises kind "store" code "locked".
-function Store:choose(name)
-  local dir = self.root .. "/locks"
-  fs.mkdir_p(dir, 448)
-  local lock, holder, busy = jcore.lock(dir .. "/" .. name)
-  if not lock then locked("runbook " .. name .. " (another exec is choosing its run)", holder, busy) end
-  return lock
-end
-
--- Releases what an open_run gathered, unless it was handed over.
-local Gathered = { __close = function(g)
-  if g.kept then return end
-  if g.log then g.log:close() end
-  if g.journal then g.journal:close() end
-  if g.lock then g.lock:release() end
-end }
-
-local OpenRun = {}
-OpenRun.__index = OpenRun
-
---- Appends an event and applies it to the state. Returns the event.
-function OpenRun:append(type_, fields)
-  fields = fields or {}
-  local seq = self.journal:append(type_, fields)
-  local ev = {}
-  for k, v in pairs(fields) do ev[k] = v end
-  ev.type, ev.seq, ev.run = type_, seq, self.id
-  state.apply(self.state, ev)
-  return ev
-end
-
-function OpenRun:close()
-  if self.log then self.log:close() self.log = nil end
-  if self.journal then self.journal:close() self.journal = nil end
-  if self.lock then self.lock:release() self.lock = nil end
-end
-OpenRun.__close = OpenRun.close
-
---- Opens one run to drive or change it: takes its lock, reads and checks
---- the journal (against its tip), folds it, opens it for appending (a
---- torn tail is cut here, and the cut recorded) and opens the run log.
---- opts.create makes a new run with id (its folder, journal, tip, log).
---- Returns an OpenRun {id, lock, journal, log, state, info, events} with
---- :append and :close. Raises kind "store" with code "locked" (details.holder),
---- "damaged" (details: seq, missing, after, reason), "audit-key" or "io";
---- nothing stays locked or open when it raises.
-function Store:open_run(id, opts)
-  opts = opts or {}
-  local create = opts.create
-  if create then
-    local ok, err = fs.mkdir_p(self:run_dir(id), 448)
-    if not ok then raise("io", "cannot create the run folder: %s", err) end
-  end
-  local g <close> = setmetatable({}, Gathered)
-  local lock, holder, busy = jcore.lock(self:lock_path(id))
-  if not lock then locked("run " .. id, holder, busy) end
-  g.lock = lock
-  local key = M.audit_key()
-  local events, info
-  if create then
-    events, info = {}, nil
-  else
-    -- read under the lock: no other process moves it on from here
-    events, info = self:read(id)
-    if info.needs_key then
-      errors.raise { kind = "store", code = "audit-key", message = string.format("run %s is HMAC-protected: set RUNBOOK_AUDIT_KEY to continue it", id) }
-    end
-    if info.damaged then
-      local what = info.bad_seq and string.format("at seq %d (%s)", info.bad_seq, info.reason) or (": " .. info.damage)
-      errors.raise { kind = "store", code = "damaged", message = string.format(
-        "run %s: the journal is damaged%s; it will not be continued. See `runbook audit verify %s` and `runbook log %s`, or start a new run with --new.",
-        id, info.bad_seq and (" " .. what) or what, id, id),
-        details = { run = id, seq = info.bad_seq, missing = info.missing, after = info.missing_after, reason = info.damage } }
-    end
-  end
-  local st = state.fold(events)
-  if st.hmac and not key then
-    errors.raise { kind = "store", code = "audit-key", message = string.format("run %s is HMAC-protected: set RUNBOOK_AUDIT_KEY to continue it", id) }
-  end
-  local journal, jerr = jcore.open(self:journal_path(id), id, key, info, create, self:tip_path(id))
-  if not journal then raise("io", "%s", jerr) end
-  g.journal = journal
-  local log, lerr = jcore.open_log(self:log_path(id))
-  if not log then raise("io", "%s", lerr) end
-  g.log = log
-  local r = setmetatable({ id = id, store = self, lock = lock, journal = journal, log = log, info = info or { count = 0 },
-    events = events, state = st }, OpenRun)
-  if info and info.torn_bytes then
-    r:append("journal.truncated", { torn_seq = info.torn_seq, bytes = info.torn_bytes, sha256 = info.torn_sha256, reason = info.reason })
-  end
-  g.kept = true
-  return r
-end
-
-local function parse_key(text, where)
-  text = text:gsub("%s+$", "")
-  if #text == 64 and text:match("^%x+$") then return crypto.hex_decode(text) end
-  local raw = crypto.base64_decode(text)
-  if raw and #raw == 32 then return raw end
-  raise("bad-key", "%s must be 64 hex digits or the base64 of 32 bytes", where)
-end
-
---- Refuses a key file others may read (or one that is a symbolic link):
---- the key is used without a word only when it is the owner's alone.
---- Returns its path.
-function Store:check_key_file()
-  local path = self.root .. "/secret.key"
-  local st = fs.stat(path)
-  if st and st.type == "link" then
-    raise("key-mode", "%s is a symbolic link; store files are never followed: put the key file itself there (mode 0600)", path)
-  elseif st and st.mode & 63 ~= 0 then
-    raise("key-mode", "%s has mode %04o: others may read the key that seals this store's secrets. Run `chmod 600 %s` (and, if others could read it, rotate the secrets it sealed), then run the command again",
-      path, st.mode & 4095, path)
-  end
-  return path
-end
-
---- The key that seals secret memos: RUNBOOK_SECRET_KEY, else the store's
---- 0600 key file, created with 32 random bytes when `create` is set.
---- Returns a secret (32 bytes) and its id (a fingerprint), or nil.
-function Store:secret_key(create)
-  if self._key then return self._key, self._kid end
-  local env = os.getenv("RUNBOOK_SECRET_KEY")
-  local raw
-  if env and env ~= "" then
-    raw = parse_key(env, "RUNBOOK_SECRET_KEY")
-  else
-    local path = self:check_key_file()
-    local f = io.open(path, "rb")
-    if f then
-      raw = parse_key(f:read("a"), path)
-      f:close()
-    elseif create then
-      local k = secret.random(32, "raw")
-      local ok, err = fs.write_file(path, crypto.hex_encode(k), 384) -- 0600
-      if not ok then raise("io", "cannot write %s: %s", path, err) end
-      raw = k
-    else
-      return nil
-    end
-  end
-  local key = secret.is(raw) and raw or secret.new(raw)
-  self._key, self._kid = key, crypto.sha256(key):sub(1, 16)
-  return self._key, self._kid
 end
 
 return M
