@@ -437,18 +437,13 @@ static int reserved(const char *k) {
   return 0;
 }
 
-long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fields, char *err,
-                            size_t errlen) {
-  char ts[40];
-  pthread_mutex_lock(&j->lock);
-  long long seq = j->seq + 1;
-  struct timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  rb_iso_time((double)now.tv_sec + now.tv_nsec / 1e9, ts, sizeof ts);
+char *rb_journal_format(const char *run, long long seq, const char *prev, const char *type,
+                        json_t *fields, const void *key, size_t keylen, const char *ts,
+                        char hash[65], size_t *linelen, char *err, size_t errlen) {
   json_t *o = json_object();
   json_object_set_new(o, "seq", json_integer(seq));
   json_object_set_new(o, "ts", json_string(ts));
-  json_object_set_new(o, "run", json_string(j->run));
+  json_object_set_new(o, "run", json_string(run));
   json_object_set_new(o, "type", json_string(type));
   json_t *step = fields ? json_object_get(fields, "step") : NULL;
   if (step)
@@ -461,31 +456,56 @@ long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fiel
         json_object_set(o, k, v);
     }
   }
-  json_object_set_new(o, "prev", json_string(j->prev));
+  json_object_set_new(o, "prev", json_string(prev));
   char *body = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
   json_decref(o);
   if (!body) {
-    pthread_mutex_unlock(&j->lock);
     snprintf(err, errlen, "cannot serialise the event");
-    return -1;
+    return NULL;
   }
   size_t blen = strlen(body) - 1; /* without the closing brace */
-  char hash[65], mac[65];
-  digest_body(body, blen, j->key, j->keylen, hash, j->key ? mac : NULL);
+  char mac[65];
+  digest_body(body, blen, key, keylen, hash, key ? mac : NULL);
   size_t cap = blen + SUFFIX_HMAC + 2;
   char *line = malloc(cap);
   if (!line) {
     free(body);
-    pthread_mutex_unlock(&j->lock);
     snprintf(err, errlen, "out of memory");
-    return -1;
+    return NULL;
   }
   int n;
-  if (j->key)
+  if (key)
     n = snprintf(line, cap, "%.*s" HASH_TAG "%s" HMAC_TAG "%s\"}\n", (int)blen, body, hash, mac);
   else
     n = snprintf(line, cap, "%.*s" HASH_TAG "%s\"}\n", (int)blen, body, hash);
   free(body);
+  *linelen = (size_t)n;
+  return line;
+}
+
+int rb_journal_check_line(const char *line, size_t len, long long seq, const char *prev,
+                          int want_hmac, const void *key, size_t keylen, char hash[65],
+                          char *reason, size_t rlen) {
+  return check_line(line, len, seq, prev, want_hmac, key, keylen, hash, reason, rlen);
+}
+
+long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fields, char *err,
+                            size_t errlen) {
+  char ts[40];
+  pthread_mutex_lock(&j->lock);
+  long long seq = j->seq + 1;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  rb_iso_time((double)now.tv_sec + now.tv_nsec / 1e9, ts, sizeof ts);
+  char hash[65];
+  size_t len;
+  char *line = rb_journal_format(j->run, seq, j->prev, type, fields, j->key, j->keylen, ts, hash,
+                                 &len, err, errlen);
+  if (!line) {
+    pthread_mutex_unlock(&j->lock);
+    return -1;
+  }
+  int n = (int)len;
 
   if (seq == j->torn_at) {
     (void)!write(j->fd, line, (size_t)n / 2);

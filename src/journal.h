@@ -85,6 +85,20 @@ int rb_tip_read(const char *path, const char *run, const void *key, size_t keyle
 long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fields, char *err,
                             size_t errlen);
 
+/* Formats event seq of run after prev exactly as the journal writes it
+ * (the line with its hash, HMAC under key when given, and newline), for a
+ * store that keeps lines elsewhere. Returns a malloc'd line of *linelen
+ * bytes with its hash, or NULL with err set. */
+char *rb_journal_format(const char *run, long long seq, const char *prev, const char *type,
+                        json_t *fields, const void *key, size_t keylen, const char *ts,
+                        char hash[65], size_t *linelen, char *err, size_t errlen);
+
+/* Verifies one line (without its newline) as event seq after prev, the
+ * way a scan does: 0 with its hash, or -1 with reason. */
+int rb_journal_check_line(const char *line, size_t len, long long seq, const char *prev,
+                          int want_hmac, const void *key, size_t keylen, char hash[65],
+                          char *reason, size_t rlen);
+
 long long rb_journal_seq(struct rb_journal *j);
 void rb_journal_retain(struct rb_journal *j);
 void rb_journal_release(struct rb_journal *j);

@@ -6,14 +6,18 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "fileio.h"
 #include "host.h"
 #include "journal.h"
 #include "jsonconv.h"
@@ -207,6 +211,86 @@ static int m_append(lua_State *L) {
   return 1;
 }
 
+/* format(run, seq, prev, type, fields [, key]) -> line, hash: the line
+ * (with its newline) the journal would append as event seq after prev, for
+ * a store that keeps lines elsewhere; raises like append */
+static int f_format(lua_State *L) {
+  const char *run = luaL_checkstring(L, 1);
+  lua_Integer seq = luaL_checkinteger(L, 2);
+  size_t plen;
+  const char *prev = luaL_checklstring(L, 3, &plen);
+  luaL_argcheck(L, plen == 64, 3, "a 64-digit hash expected");
+  const char *type = luaL_checkstring(L, 4);
+  size_t keylen;
+  const char *key = opt_key(L, 6, &keylen);
+  json_t *fields = NULL;
+  char err[512];
+  if (!lua_isnoneornil(L, 5)) {
+    luaL_checktype(L, 5, LUA_TTABLE);
+    struct rb_jsonopts o = {RB_SECRETS_REDACT, 1};
+    fields = rb_lua_to_json(L, 5, &o, err, sizeof err);
+    if (!fields || !json_is_object(fields)) {
+      json_decref(fields);
+      rb_push_error(L, "journal", "unencodable", "journal event %s: %s", type,
+                    fields ? "fields must be an object" : err);
+      return lua_error(L);
+    }
+  }
+  char ts[40], hash[65];
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  rb_iso_time((double)now.tv_sec + now.tv_nsec / 1e9, ts, sizeof ts);
+  size_t len;
+  char *line = rb_journal_format(run, (long long)seq, prev, type, fields, key, keylen, ts, hash,
+                                 &len, err, sizeof err);
+  json_decref(fields);
+  if (!line) {
+    rb_push_error(L, "journal", "io", "%s", err);
+    return lua_error(L);
+  }
+  lua_pushlstring(L, line, len);
+  free(line);
+  lua_pushstring(L, hash);
+  return 2;
+}
+
+/* check_line(line, seq, prev, want_hmac [, key]) -> hash | nil, reason:
+ * verifies one line (with or without its newline) as a scan does */
+static int f_check_line(lua_State *L) {
+  size_t len, plen;
+  const char *line = luaL_checklstring(L, 1, &len);
+  lua_Integer seq = luaL_checkinteger(L, 2);
+  const char *prev = luaL_checklstring(L, 3, &plen);
+  luaL_argcheck(L, plen == 64, 3, "a 64-digit hash expected");
+  int want = lua_toboolean(L, 4);
+  size_t keylen;
+  const char *key = opt_key(L, 5, &keylen);
+  if (len > 0 && line[len - 1] == '\n')
+    len--;
+  char hash[65], reason[256];
+  if (rb_journal_check_line(line, len, (long long)seq, prev, want, key, keylen, hash, reason,
+                            sizeof reason) != 0 ||
+      (rb_json_scan(NULL, line, len) != 0 &&
+       snprintf(reason, sizeof reason, "seq %lld is not valid JSON", (long long)seq) > 0)) {
+    lua_pushnil(L);
+    lua_pushstring(L, reason);
+    return 2;
+  }
+  lua_pushstring(L, hash);
+  return 1;
+}
+
+/* after_append(seq): the test failpoint RUNBOOK_FAILPOINT=after:N of the
+ * file journal, for stores that append elsewhere: stops the process
+ * (SIGSTOP) once seq N is durable, so a crash test can SIGKILL it there */
+static int f_after_append(lua_State *L) {
+  lua_Integer seq = luaL_checkinteger(L, 1);
+  const char *fp = getenv("RUNBOOK_FAILPOINT");
+  if (fp && strncmp(fp, "after:", 6) == 0 && atoll(fp + 6) == (long long)seq)
+    raise(SIGSTOP);
+  return 0;
+}
+
 static int m_seq(lua_State *L) {
   lua_pushinteger(L, rb_journal_seq(check_open(L)));
   return 1;
@@ -395,6 +479,7 @@ static const luaL_Reg lmeta[] = {{"__gc", lock_release}, {"__close", lock_releas
 
 static const luaL_Reg funcs[] = {
   {"scan", f_scan}, {"open", f_open},         {"attach", f_attach}, {"lock", f_lock},
+  {"format", f_format}, {"after_append", f_after_append}, {"check_line", f_check_line},
   {"tip", f_tip},   {"head", f_head},         {"last", f_last},     {"open_log", f_open_log},
   {NULL, NULL},
 };

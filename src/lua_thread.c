@@ -68,7 +68,10 @@ static int worker_main(lua_State *L) {
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "worker");
   lua_pushlstring(L, j->payload, j->plen);
-  lua_pushlightuserdata(L, j->journal);
+  if (j->journal)
+    lua_pushlightuserdata(L, j->journal);
+  else
+    lua_pushnil(L);
   rb_secret_push(L, j->key, j->keylen);
   lua_call(L, 3, 1);
   return 1;
@@ -127,7 +130,8 @@ static void *worker(void *arg) {
 static int f_spawn(lua_State *L) {
   size_t plen, klen;
   const char *payload = luaL_checklstring(L, 1, &plen);
-  luaL_checktype(L, 2, LUA_TLIGHTUSERDATA);
+  if (!lua_isnil(L, 2)) /* nil: the store gives each worker its own writer */
+    luaL_checktype(L, 2, LUA_TLIGHTUSERDATA);
   const char *key = rb_secret_test(L, 3, &klen);
   luaL_argexpected(L, key != NULL, 3, "secret");
   struct lthread *t = lua_newuserdatauv(L, sizeof *t, 0);

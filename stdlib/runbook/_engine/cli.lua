@@ -11,7 +11,7 @@ Exit codes: 0 finished, 1 a step failed, 2 usage or runbook error,
 ]]
 
 local COMMON = {
-  ["--state"] = { value = true, help = "the state store directory (default .runbook, or RUNBOOK_STATE)" },
+  ["--state"] = { value = true, help = "the state store: a directory (default .runbook) or postgres://... (no password: use PGPASSWORD or ~/.pgpass); or RUNBOOK_STATE" },
   ["--help"] = { help = "show this help" },
 }
 

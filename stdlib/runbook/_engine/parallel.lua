@@ -2,7 +2,9 @@
 -- the same time, each on its own thread in its own Lua state (states are
 -- not shared across threads). A worker loads the runbook again, runs its
 -- one step through the engine's Run:run_step, and appends to the run's
--- journal directly (appends are serialised and fsync'd in C). Its events,
+-- journal directly (the file journal's appends are serialised and fsync'd
+-- in C; the PostgreSQL store's writers each have a connection, and an
+-- append follows whatever tip the other writers left). Its events,
 -- logs and progress come back to the main thread through the host queue,
 -- so the main state and the console stay current.
 local thread = require "runbook._thread"
@@ -15,7 +17,7 @@ local M = {}
 local DEFAULT_JOBS = 4
 
 function M.available(run)
-  return not run.dry_run and run.journal.handle ~= nil
+  return not run.dry_run and (run.journal.handle ~= nil or run.journal.shared == true)
 end
 
 local TRANSFER = "parallel-transfer"
@@ -62,7 +64,7 @@ function M.run(run, steps)
       base.step = s.id
       base.steps = run.state.steps
       local payload = json.encode(base, { secrets = "error" })
-      running[#running + 1] = { step = s, t = thread.spawn(payload, run.journal:handle(), ekey) }
+      running[#running + 1] = { step = s, t = thread.spawn(payload, run.journal.handle and run.journal:handle() or nil, ekey) }
     end
     if outcome ~= "done" or host.interrupted() then queue = {} end
     local ok_sleep = pcall(host.sleep, 0.02)
@@ -129,7 +131,9 @@ function M.worker(payload, journal_handle, ekey)
     st.checkpoints = st.checkpoints or {}
   end
   run.params = memo.open(p.params, function() return ekey, TRANSFER end, TRANSFER, "params")
-  run.journal = jcore.attach(journal_handle)
+  -- the file journal is shared in memory; a store whose writers are
+  -- connections gives this worker its own
+  run.journal = journal_handle and jcore.attach(journal_handle) or store:attach_journal(run.id)
   run.logfile = store:open_log(run.id)
   local ok, res = pcall(run.run_step, run, s)
   if run.logfile then run.logfile:close() end

@@ -32,7 +32,13 @@ local secret = require "runbook._secret"
 local M = {}
 
 --- Where the store lives: the flag, then RUNBOOK_STATE, then .runbook.
+--- A password in a --state URL is refused: the command line shows in `ps`.
 function M.location(flag)
+  if flag and M.is_postgres(flag) and flag:match("^postgres[%a]*://[^:/@]*:[^@]*@") then
+    errors.raise { kind = "usage", message = string.format(
+      "--state %s: a password on the command line shows in `ps` to every user of this machine; give it through PGPASSWORD, ~/.pgpass or RUNBOOK_STATE instead",
+      M.redacted(flag)) }
+  end
   local loc = flag or os.getenv("RUNBOOK_STATE")
   if loc == nil or loc == "" then loc = ".runbook" end
   return loc
