@@ -73,12 +73,33 @@ function M.start(opts)
     settings[#settings + 1] = "-c"
     settings[#settings + 1] = k .. "=" .. tostring(v)
   end
-  run(as_postgres { M.BIN .. "/pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "30",
-    "-o", table.concat(settings, " "), "start" }, { cwd = self.dir })
-  local pidline = assert(rbtest.read(self.data .. "/postmaster.pid"), "no postmaster.pid")
-  self.pid = assert(math.tointeger(tonumber(pidline:match("^(%d+)"))))
+  self.settings = table.concat(settings, " ")
+  self:restart()
   self:psql(string.format("CREATE ROLE %s LOGIN SUPERUSER PASSWORD '%s'", M.ROLE, M.PASSWORD))
   return self
+end
+
+--- Starts the server again on the same data, port and settings (after
+--- halt; start() calls it the first time).
+function Server:restart()
+  run(as_postgres { M.BIN .. "/pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "30",
+    "-o", self.settings, "start" }, { cwd = self.dir })
+  local pidline = assert(rbtest.read(self.data .. "/postmaster.pid"), "no postmaster.pid")
+  self.pid = assert(math.tointeger(tonumber(pidline:match("^(%d+)"))))
+end
+
+--- Stops the server (fast shutdown: clients are cut off) and keeps its
+--- data, for restart(): a database going away under its clients.
+function Server:halt()
+  if not self.pid then return end
+  run({ "kill", "-INT", tostring(self.pid) }, { check = false })
+  local pidfile = self.data .. "/postmaster.pid"
+  for _ = 1, 1500 do
+    if not rbtest.exists(pidfile) then break end
+    host.sleep(0.02)
+  end
+  assert(not rbtest.exists(pidfile), "the server did not stop")
+  self.pid = nil
 end
 
 --- A connection URL for the test role (password auth over TCP).
@@ -116,14 +137,15 @@ end
 
 --- Stops the server (fast shutdown) and removes its directory.
 function Server:stop()
-  if not self.pid then return end
-  run({ "kill", "-INT", tostring(self.pid) }, { check = false })
-  local pidfile = self.data .. "/postmaster.pid"
-  for _ = 1, 600 do
-    if not rbtest.exists(pidfile) then break end
-    host.sleep(0.02)
+  if self.pid then
+    run({ "kill", "-INT", tostring(self.pid) }, { check = false })
+    local pidfile = self.data .. "/postmaster.pid"
+    for _ = 1, 600 do
+      if not rbtest.exists(pidfile) then break end
+      host.sleep(0.02)
+    end
+    self.pid = nil
   end
-  self.pid = nil
   rbtest.rmtree(self.dir)
 end
 

@@ -55,7 +55,13 @@ interrupted step runs again with its memos and checkpoints.]],
     usage = "runbook runs [options]",
     summary = "list all runs in the store",
     min = 0, max = 0,
-    opts = { ["--output"] = { value = true, help = "json: one object per run" } },
+    opts = {
+      ["--output"] = { value = true, help = "json: one object per run" },
+      ["--runbook"] = { value = true, help = "only runs of this runbook (its name)" },
+      ["--status"] = { value = true, help = "only runs in this state (running, waiting, failed, finished, ...)" },
+      ["--actor"] = { value = true, help = "only runs started by this user (user or user@host)" },
+      ["--since"] = { value = true, help = "only runs started since a date, a time or an age (7d, 12h, 30m)" },
+    },
   },
   log = {
     usage = "runbook log RUN [options]",
@@ -67,10 +73,13 @@ interrupted step runs again with its memos and checkpoints.]],
     },
   },
   audit = {
-    usage = "runbook audit verify RUN",
+    usage = "runbook audit verify RUN|--all",
     summary = "verify a run's hash chain (and HMACs with RUNBOOK_AUDIT_KEY)",
-    args = { "verify", "RUN" }, min = 2, max = 2,
-    opts = { ["--output"] = { value = true, help = "json: the result as JSON" } },
+    args = { "verify", "RUN" }, min = 1, max = 2,
+    opts = {
+      ["--output"] = { value = true, help = "json: the result as JSON" },
+      ["--all"] = { help = "verify every run in the store, one line each" },
+    },
     help = [[
 Checks every event's seq, prev and hash (and HMAC when the journal has
 them). Exits 0 when the chain holds; otherwise exits 1 and names the first
@@ -97,6 +106,16 @@ bad seq.]],
       ["--output"] = { value = true, help = "json: stream events as JSON lines" },
     },
   },
+  push = {
+    usage = "runbook push RUN --state postgres://... [--from DIR]",
+    summary = "move a local run into the shared PostgreSQL store, its chain verified",
+    args = { "RUN" }, min = 1, max = 1,
+    opts = { ["--from"] = { value = true, help = "the local store the run is in (default .runbook)" } },
+    help = [[
+Copies the run's events (and its log) into the store --state names, checks
+the chain there, and leaves a note in the local store, which then refuses
+to drive the run: continue it with --state and the shared store.]],
+  },
   check = {
     usage = "runbook check FILE [--param NAME=VALUE]...",
     summary = "static checks: syntax, unique ids, unknown needs, cycles, params",
@@ -119,7 +138,7 @@ bad seq.]],
   version = { usage = "runbook version", summary = "print the version", min = 0, max = 0, opts = {} },
 }
 
-local ORDER = { "exec", "plan", "status", "runs", "log", "audit", "confirm", "reset", "rollback", "check", "doc", "test", "version" }
+local ORDER = { "exec", "plan", "status", "runs", "log", "audit", "confirm", "reset", "rollback", "push", "check", "doc", "test", "version" }
 
 local function usage_error(fmt, ...)
   errors.raise { kind = "usage", message = string.format(fmt, ...) }

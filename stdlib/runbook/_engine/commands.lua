@@ -52,12 +52,36 @@ local function readable(id, info)
   end
 end
 
+-- --since: a date (2026-12-01), a time (2026-12-01T10:00:00Z) or an age
+-- (30m, 12h, 7d); returns the earliest start time, as an ISO string
+local function since_of(text)
+  if not text then return nil end
+  local n, unit = text:match("^(%d+)([smhd])$")
+  if n then
+    local secs = tonumber(n) * ({ s = 1, m = 60, h = 3600, d = 86400 })[unit]
+    return os.date("!%Y-%m-%dT%H:%M:%S", os.time() - secs)
+  end
+  if text:match("^%d%d%d%d%-%d%d%-%d%d") then return (text:gsub("Z$", "")) end
+  errors.raise { kind = "usage", message = "runs: --since must be a date (2026-12-01), a time (2026-12-01T10:00:00Z) or an age (30m, 12h, 7d)" }
+end
+
+local function wanted(row, opts, since)
+  if opts.runbook and row.runbook ~= opts.runbook then return false end
+  if opts.status and row.status ~= opts.status then return false end
+  if opts.actor and not (row.by == opts.actor or (row.by or ""):match("^([^@]*)") == opts.actor) then return false end
+  if since and (row.started or "") < since then return false end
+  return true
+end
+
 function M.runs(_, opts)
   local store = open_store(opts)
   local rows, unreadable = {}, {}
+  local since = since_of(opts.since)
   for _, id in ipairs(store:list()) do
     local st, info = store:state(id)
-    if info.unreadable then
+    if opts.runbook and st.runbook ~= opts.runbook then
+      -- not asked for
+    elseif info.unreadable then
       unreadable[#unreadable + 1] = string.format("runbook: run %s cannot be shown: %s\n", id, info.unreadable)
     else
       local done, total = #st.completed, #(st.step_order or {})
@@ -65,6 +89,7 @@ function M.runs(_, opts)
         run = id, runbook = st.runbook, status = info.damaged and "damaged" or st.status,
         started = st.started_at, by = st.started_by, done = done, steps = total, events = info.count,
       }
+      if not wanted(rows[#rows], opts, since) then rows[#rows] = nil end
     end
   end
   local code = #unreadable > 0 and 2 or 0
@@ -187,10 +212,28 @@ function M.log(pos, opts)
   return 0
 end
 
+local verify_one
+
 function M.audit(pos, opts)
   if pos[1] ~= "verify" then errors.raise { kind = "usage", message = "audit: the only subcommand is verify (runbook audit verify RUN)" } end
+  if opts.all and pos[2] then errors.raise { kind = "usage", message = "audit verify: give a RUN or --all, not both" } end
+  if not opts.all and not pos[2] then errors.raise { kind = "usage", message = "audit verify: missing RUN (or --all for every run)" } end
   local store = open_store(opts)
-  local id = store:resolve(pos[2])
+  if not opts.all then return verify_one(store, store:resolve(pos[2]), opts) end
+  -- every run, one line each; the exit code says whether all held
+  local code = 0
+  for _, id in ipairs(store:list()) do
+    local ok, rc = pcall(verify_one, store, id, opts)
+    if not ok then
+      host.write(2, string.format("run %s: audit FAILED: %s\n", id, errors.message(rc)))
+      rc = 1
+    end
+    if rc ~= 0 then code = 1 end
+  end
+  return code
+end
+
+function verify_one(store, id, opts)
   local key = storemod.audit_key()
   local _, info = store:read(id, "none")
   local ok, msg = true, nil
@@ -287,6 +330,68 @@ end
 
 -- ---------------------------------------------------------------------------
 -- reading runbooks
+
+-- The key ids a run's sealed memos need, from its lines.
+local function kids_of(lines)
+  local kids, seen = {}, {}
+  for _, l in ipairs(lines) do
+    for kid in l:gmatch('"%$secret":{[^}]-"kid":"(%x+)"') do
+      if not seen[kid] then seen[kid] = true kids[#kids + 1] = kid end
+    end
+  end
+  return kids
+end
+
+--- push RUN --state URL [--from DIR]: moves a local run into the shared
+--- store, its chain verified on the way; the local store keeps a note
+--- and refuses to drive it after.
+function M.push(pos, opts)
+  local dest_loc = storemod.location(opts.state)
+  if not storemod.is_postgres(dest_loc) then
+    errors.raise { kind = "usage", message = "push: --state (or RUNBOOK_STATE) must name the shared store, a postgres:// URL" }
+  end
+  local from = opts.from or ".runbook"
+  local src = storemod.open(from, false)
+  if not src or src.kind ~= "file" then
+    errors.raise { kind = "usage", message = "push: no local store at " .. storemod.redacted(from) .. " (--from DIR)" }
+  end
+  local id = src:resolve(pos[1])
+  local dest = storemod.open(dest_loc, true)
+  -- under the run's lock here: no local exec moves it on meanwhile
+  local r <close> = src:open_run(id)
+  local lines, info = src:read(id, "lines")
+  if info.damaged or info.needs_key or info.torn_bytes then
+    errors.raise { kind = "store", code = "damaged", message = string.format("push: run %s does not verify (%s); it is not pushed",
+      id, info.damage or info.unreadable or info.reason) }
+  end
+  local okd, existing = pcall(dest.resolve, dest, id)
+  if okd and existing == id then
+    errors.raise { kind = "usage", message = string.format("push: run %s is already in %s", id, dest:describe()) }
+  end
+  dest:import(id, lines, src:log_lines(id))
+  local _, dinfo = dest:read(id, "none")
+  if dinfo.damaged or dinfo.count ~= #lines then
+    errors.raise { kind = "store", code = "damaged", message = string.format("push: run %s did not arrive whole in %s (%s)",
+      id, dest:describe(), dinfo.damage or (dinfo.count .. " of " .. #lines .. " events")) }
+  end
+  src:mark_pushed(id, dest:describe())
+  printf("pushed run %s (%d events, chain verified) to %s; drive it there from now on", id, #lines, dest:describe())
+  -- sealed memos open only with the key they were sealed with, which
+  -- stays with the operator: say which one the run needs
+  local kids = kids_of(lines)
+  if #kids > 0 then
+    local _, have = dest:secret_key(false)
+    local _, lkid = src:secret_key(false)
+    for _, kid in ipairs(kids) do
+      if kid ~= have then
+        host.write(2, string.format("runbook: run %s has memos sealed with key %s%s; whoever resumes it needs that key as RUNBOOK_SECRET_KEY or in ~/.config/runbook/secret.key\n",
+          id, kid, kid == lkid and (" (this store's " .. from .. "/secret.key)") or ""))
+      end
+    end
+  end
+  dest:close()
+  return 0
+end
 
 function M.check(pos, opts)
   local book = loader.load(pos[1])

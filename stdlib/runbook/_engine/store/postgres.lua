@@ -169,7 +169,14 @@ end
 local Lock = {}
 Lock.__index = Lock
 function Lock:release()
-  if self.conn then self.conn:close() self.conn = nil end -- ends the session: the lock goes with it
+  if not self.conn then return end
+  if self.shared then
+    -- on the store's own session: let go of it explicitly
+    pcall(self.conn._query, self.conn, "SELECT pg_advisory_unlock($1, hashtext($2))", self.class, self.name)
+  else
+    self.conn:close() -- ends the session: the lock goes with it
+  end
+  self.conn = nil
 end
 Lock.__close = Lock.release
 Lock.__gc = Lock.release
@@ -177,35 +184,39 @@ Lock.__gc = Lock.release
 -- Takes the advisory lock (class, name) on a session of its own and
 -- records who holds it; raises kind "store" code "locked" naming the
 -- holder when another session has it.
-local function take_lock(self, class, name, what)
-  local conn = connect(self)
-  local lock = setmetatable({ conn = conn }, Lock)
-  local rows = q(self, conn, "SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok", class, name)
-  if rows[1].ok then
-    q(self, conn, [[INSERT INTO runbook_locks (name, holder, backend) VALUES ($1, $2, pg_backend_pid())
-      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, backend = excluded.backend, since = now()]],
-      name, holder_text())
-    return lock
-  end
-  -- the holder writes its row just after taking the lock: wait for it
+local function take_lock(self, class, name, what, shared)
+  local conn = shared and self.conn or connect(self)
+  local lock = setmetatable({ conn = conn, shared = shared, class = class, name = name }, Lock)
   local holder
   local t0 = host.monotime()
   repeat
+    local rows = q(self, conn, "SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok", class, name)
+    if rows[1].ok then
+      q(self, conn, [[INSERT INTO runbook_locks (name, holder, backend) VALUES ($1, $2, pg_backend_pid())
+        ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, backend = excluded.backend, since = now()]],
+        name, holder_text())
+      return lock
+    end
+    -- the holder writes its row just after taking the lock; a holder that
+    -- let go meanwhile leaves the lock free to try again
     local h = q(self, conn, [[SELECT l.holder FROM runbook_locks l JOIN pg_locks p
         ON p.locktype = 'advisory' AND p.pid = l.backend AND p.granted
        AND p.classid::bigint = ($1::bigint & 4294967295) AND p.objid::bigint = (hashtext($2)::bigint & 4294967295)
       WHERE l.name = $2]], class, name)
     holder = h[1] and h[1].holder
     if not holder then host.sleep(0.02) end
-  until holder or host.monotime() - t0 > 5
+  until holder or host.monotime() - t0 > 10
   lock:release()
   errors.raise { kind = "store", code = "locked", message = string.format("%s is locked by %s", what, holder or "another session (who is not recorded)"),
     details = { holder = holder } }
 end
 
 --- The lock held while a run of runbook `name` is found or made.
+--- (A run's lock, taken meanwhile, is on a session of its own, which lives
+--- as long as the run is driven.)
 function Store:choose(name)
-  return take_lock(self, LOCK_BOOK, "book:" .. name, "runbook " .. name .. " (another exec is choosing its run)")
+  -- short-lived: on the store's session, where no other lock is taken
+  return take_lock(self, LOCK_BOOK, "book:" .. name, "runbook " .. name .. " (another exec is choosing its run)", true)
 end
 
 -- ---------------------------------------------------------------------------

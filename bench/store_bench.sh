@@ -1,0 +1,115 @@
+#!/bin/sh
+# The store benchmark (issue "Runbooks for teams"), side by side in one run
+# on a local PostgreSQL with fsync and synchronous_commit on (every event
+# durable, as on the file store):
+#  1. `runbook exec` of a fresh 14-step no-op runbook on the PostgreSQL
+#     store against the file store: target <= 2x;
+#  2. 20 runs of 500 no-op steps driven at once by 20 processes on the
+#     PostgreSQL store (and the same on the file store): target >= 2,000
+#     events/s in total on PostgreSQL.
+# Prints both sides and the ratios; exits non-zero if a target is missed.
+set -eu
+cd "$(dirname "$0")/.."
+PGBIN=${RUNBOOK_PG_BIN:-/usr/lib/postgresql/15/bin}
+cmake -S . -B build-bench -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+ninja -C build-bench >/dev/null
+RB=$PWD/build-bench/runbook
+RUNS=${STORE_BENCH_RUNS:-30}
+STEPS=${STORE_BENCH_STEPS:-500}
+
+tmp=$(mktemp -d /tmp/rb-store-bench.XXXXXX)
+chmod 755 "$tmp"
+mkdir "$tmp/data" "$tmp/sock"
+chown postgres:postgres "$tmp/data" "$tmp/sock"
+stop() {
+  if [ -f "$tmp/data/postmaster.pid" ]; then
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$tmp/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$tmp"
+}
+trap stop EXIT
+(cd "$tmp" && runuser -u postgres -- "$PGBIN/initdb" -D "$tmp/data" -U postgres --auth=trust \
+  --no-instructions -E UTF8 --locale=C >/dev/null)
+port=$(python3 -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1]);s.close()")
+touch "$tmp/pg.log" && chown postgres "$tmp/pg.log"
+(cd "$tmp" && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$tmp/data" -l "$tmp/pg.log" -w -t 60 \
+  -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$tmp/sock -c fsync=on -c synchronous_commit=on -c max_connections=100" start >/dev/null)
+URL="postgres://postgres@127.0.0.1:$port/postgres"
+
+cd "$tmp"
+{
+  echo 'runbook "noop14" {}'
+  i=1; while [ $i -le 14 ]; do echo "step \"S$i\" { run = function() end }"; i=$((i + 1)); done
+} > noop14.lua
+i=1
+while [ $i -le 20 ]; do
+  {
+    echo "runbook \"many$i\" {}"
+    s=1; while [ $s -le "$STEPS" ]; do echo "step \"S$s\" { run = function() end }"; s=$((s + 1)); done
+  } > "many$i.lua"
+  i=$((i + 1))
+done
+
+now() { python3 -c 'import time; print(time.monotonic())'; }
+# median wall time (ms) of RUNS fresh runs of noop14 on the store $1
+fresh() {
+  python3 - "$RB" "$1" "$RUNS" <<'PY'
+import os, subprocess, sys, time, statistics, shutil
+rb, state, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+times = []
+for i in range(runs + 3):
+    if not state.startswith("postgres"):
+        shutil.rmtree(state, ignore_errors=True)
+    env = dict(os.environ, RUNBOOK_STATE=state)
+    t0 = time.monotonic()
+    r = subprocess.run([rb, "exec", "noop14.lua", "--new"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t = time.monotonic() - t0
+    if r.returncode != 0:
+        sys.exit("exec failed: " + r.stderr.decode())
+    if i >= 3:
+        times.append(t * 1000)
+print("%.1f" % statistics.median(times))
+PY
+}
+# 20 runs at once on store $1: prints events/s
+many() {
+  python3 - "$RB" "$1" "$STEPS" <<'PY'
+import os, subprocess, sys, time, shutil
+rb, state, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if not state.startswith("postgres"):
+    shutil.rmtree(state, ignore_errors=True)
+env = dict(os.environ, RUNBOOK_STATE=state)
+t0 = time.monotonic()
+procs = [subprocess.Popen([rb, "exec", "many%d.lua" % i], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(1, 21)]
+for p in procs:
+    _, err = p.communicate()
+    if p.returncode != 0:
+        sys.exit("exec failed: " + err.decode())
+t = time.monotonic() - t0
+events = 20 * (2 * steps + 2)
+print("%d %.2f %.0f" % (events, t, events / t))
+PY
+}
+
+# the schema exists before the timed runs
+RUNBOOK_STATE="$URL" "$RB" runs >/dev/null
+pg_ms=$(fresh "$URL")
+file_ms=$(fresh "$tmp/filestate")
+set -- $(many "$URL")
+pg_events=$1 pg_secs=$2 pg_rate=$3
+set -- $(many "$tmp/manyfile")
+file_rate=$3
+sc=$(runuser -u postgres -- "$PGBIN/psql" -X -At -h "$tmp/sock" -p "$port" -U postgres -c "SHOW fsync" -c "SHOW synchronous_commit" | tr '\n' ' ')
+count=$(runuser -u postgres -- "$PGBIN/psql" -X -At -h "$tmp/sock" -p "$port" -U postgres -c "SELECT count(*) FROM runbook_events")
+verify=$(RUNBOOK_STATE="$URL" "$RB" audit verify --all | grep -c 'hash chain intact' || true)
+
+echo "server: fsync, synchronous_commit = $sc"
+echo "1. fresh 14-step no-op run (median of $RUNS):"
+echo "   postgres store $pg_ms ms   file store $file_ms ms   ratio $(python3 -c "print('%.2f' % ($pg_ms / $file_ms))")x (target <= 2x)"
+echo "2. 20 concurrent runs x $STEPS steps ($pg_events events):"
+echo "   postgres store $pg_rate events/s ($pg_secs s)   file store $file_rate events/s   ratio $(python3 -c "print('%.2f' % ($pg_rate / $file_rate))") (target >= 2000 events/s on postgres)"
+echo "   events in the table: $count; runs whose chain verifies: $verify"
+fail=0
+python3 -c "import sys; sys.exit(0 if $pg_ms <= 2 * $file_ms else 1)" || { echo "MISSED: ratio over 2x"; fail=1; }
+python3 -c "import sys; sys.exit(0 if $pg_rate >= 2000 else 1)" || { echo "MISSED: under 2,000 events/s"; fail=1; }
+exit $fail
