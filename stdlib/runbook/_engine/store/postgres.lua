@@ -11,9 +11,10 @@
 --   runbook_locks   who holds a run's (or a runbook's) advisory lock
 --   runbook_log     the run logs' lines
 --
--- A run's lock is a session advisory lock on a connection of its own, held
--- for as long as the run is open; a runbook's lock the same while a run is
--- chosen. Appends are committed with synchronous_commit on before they
+-- A run's lock is a session advisory lock held by the driving exec's
+-- session for as long as the run is open (the session that appends: when
+-- it ends, the lock goes with it); a runbook's lock the same while a run
+-- is chosen. Appends are committed with synchronous_commit on before they
 -- return. The key that seals secret memos stays with each operator
 -- (RUNBOOK_SECRET_KEY or a key file), never in the database.
 local pgconn = require "runbook.pg._conn"
@@ -96,7 +97,7 @@ CREATE TABLE IF NOT EXISTS runbook_events (
   hmac text,
   UNIQUE (run, seq)
 );
-CREATE TABLE IF NOT EXISTS runbook_locks (
+CREATE UNLOGGED TABLE IF NOT EXISTS runbook_locks (
   name text PRIMARY KEY,
   holder text NOT NULL,
   backend integer NOT NULL,
@@ -113,10 +114,12 @@ CREATE TABLE IF NOT EXISTS runbook_log (
 -- Creates the schema, or checks that this binary can use the one there.
 local function ensure_schema(self, conn)
   local function version()
-    local rows = q(self, conn, "SELECT to_regclass('runbook_schema') IS NOT NULL AS present")
-    if not rows[1].present then return nil end
-    local v = q(self, conn, "SELECT max(version) AS v FROM runbook_schema")
-    return math.tointeger(v[1].v)
+    local rows, info = conn:_query("SELECT max(version) AS v FROM runbook_schema")
+    if not rows then
+      if type(info) == "table" and info.code == "42P01" then return nil end -- no such table
+      raise("io", "the PostgreSQL store %s: %s", self.location_text, pg_message(info))
+    end
+    return math.tointeger(rows[1].v)
   end
   local v = version()
   if v == nil then
@@ -124,7 +127,8 @@ local function ensure_schema(self, conn)
     q(self, conn, "BEGIN")
     local ok, err = pcall(function()
       q(self, conn, "SELECT pg_advisory_xact_lock($1, 0)", LOCK_BOOK)
-      if version() == nil then
+      -- (not version(): an error would end this transaction)
+      if not q(self, conn, "SELECT to_regclass('runbook_schema') IS NOT NULL AS present")[1].present then
         for stmt in SCHEMA_V1:gmatch("[^;]+") do
           if stmt:match("%S") then q(self, conn, stmt) end
         end
@@ -190,13 +194,13 @@ local function take_lock(self, class, name, what, shared)
   local holder
   local t0 = host.monotime()
   repeat
-    local rows = q(self, conn, "SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok", class, name)
-    if rows[1].ok then
-      q(self, conn, [[INSERT INTO runbook_locks (name, holder, backend) VALUES ($1, $2, pg_backend_pid())
-        ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, backend = excluded.backend, since = now()]],
-        name, holder_text())
-      return lock
-    end
+    -- the lock and the holder's row in one statement (the table is
+    -- unlogged: a holder row is worth no WAL flush)
+    local _, info = q(self, conn, [[INSERT INTO runbook_locks (name, holder, backend)
+      SELECT $2, $3, pg_backend_pid() WHERE pg_try_advisory_lock($1, hashtext($2))
+      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, backend = excluded.backend, since = now()]],
+      class, name, holder_text())
+    if info.affected == 1 then return lock end
     -- the holder writes its row just after taking the lock; a holder that
     -- let go meanwhile leaves the lock free to try again
     local h = q(self, conn, [[SELECT l.holder FROM runbook_locks l JOIN pg_locks p
@@ -212,10 +216,7 @@ local function take_lock(self, class, name, what, shared)
 end
 
 --- The lock held while a run of runbook `name` is found or made.
---- (A run's lock, taken meanwhile, is on a session of its own, which lives
---- as long as the run is driven.)
 function Store:choose(name)
-  -- short-lived: on the store's session, where no other lock is taken
   return take_lock(self, LOCK_BOOK, "book:" .. name, "runbook " .. name .. " (another exec is choosing its run)", true)
 end
 
@@ -478,7 +479,7 @@ function Store:open_run(id, opts)
     if not rows then raise("io", "the PostgreSQL store %s: %s", self.location_text, pg_message(info)) end
     if info.affected ~= 1 then raise("io", "run %s exists already in %s", id, self.location_text) end
   end
-  local lock = take_lock(self, LOCK_RUN, "run:" .. id, "run " .. id)
+  local lock = take_lock(self, LOCK_RUN, "run:" .. id, "run " .. id, true)
   local ok, res = pcall(function()
     local key = storemod().audit_key()
     local events, info = {}, { count = 0, last_hash = GENESIS }
