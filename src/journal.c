@@ -168,15 +168,21 @@ int rb_journal_scan(const char *path, const void *key, size_t keylen, rb_event_f
     got += (size_t)n;
   }
   close(fd);
-  size = got;
+  rb_journal_verify(buf, got, key, keylen, fn, ud, scan);
+  free(buf);
+  return 0;
+}
 
+void rb_journal_verify(const char *buf, size_t size, const void *key, size_t keylen, rb_event_fn fn,
+                       void *ud, struct rb_scan *scan) {
+  memset(scan, 0, sizeof *scan);
   char prev[65];
   strcpy(prev, RB_GENESIS);
   long long seq = 1;
   size_t pos = 0;
   int stopped = 0;
   while (pos < size && !stopped) {
-    char *nl = memchr(buf + pos, '\n', size - pos);
+    const char *nl = memchr(buf + pos, '\n', size - pos);
     size_t len = nl ? (size_t)(nl - (buf + pos)) : size - pos;
     size_t next = nl ? pos + len + 1 : size;
     const char *line = buf + pos;
@@ -219,8 +225,6 @@ int rb_journal_scan(const char *path, const void *key, size_t keylen, rb_event_f
     pos = next;
   }
   memcpy(scan->last_hash, prev, 65);
-  free(buf);
-  return 0;
 }
 
 static long long env_failpoint(const char *kind) {
