@@ -16,7 +16,6 @@
 #include "jsonconv.h"
 #include "jsonscan.h"
 
-#define MAX_DEPTH 100
 
 struct reader {
   const char *p, *end;
@@ -281,7 +280,9 @@ static int read_value(struct reader *r) {
   skip_ws(r);
   if (r->p >= r->end)
     return -1;
-  if (++r->depth > MAX_DEPTH)
+  /* collections count, as everywhere else (jsonconv.h) */
+  int nests = *r->p == '{' || *r->p == '[';
+  if (nests && ++r->depth > RB_JSON_MAX_DEPTH)
     return -1;
   int rc;
   switch (*r->p) {
@@ -305,7 +306,8 @@ static int read_value(struct reader *r) {
     break;
   default: rc = read_number(r); break;
   }
-  r->depth--;
+  if (nests)
+    r->depth--;
   return rc;
 }
 
