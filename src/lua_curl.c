@@ -140,18 +140,6 @@ static void opt_blob_field(lua_State *L, const char *name, struct blob *dst) {
   lua_pop(L, 1);
 }
 
-static double opt_number_field(lua_State *L, int t, const char *name, double def, const char *who) {
-  double v = def;
-  if (lua_getfield(L, t, name) != LUA_TNIL) {
-    int ok;
-    v = lua_tonumberx(L, -1, &ok);
-    if (!ok || v < 0)
-      luaL_error(L, "%s: %s must be a number of seconds >= 0", who, name);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
 static int opt_bool_field(lua_State *L, int t, const char *name, int def) {
   int v = def;
   int ty = lua_getfield(L, t, name);
@@ -185,8 +173,8 @@ static int f_client(lua_State *L) {
   opt_blob_field(L, "key_data", &c->key_data);
   c->insecure = opt_bool_field(L, 1, "insecure", 0);
   c->http2 = opt_bool_field(L, 1, "http2", 1);
-  c->timeout = opt_number_field(L, 1, "timeout", 30, "curl.client");
-  c->connect_timeout = opt_number_field(L, 1, "connect_timeout", 10, "curl.client");
+  c->timeout = rb_opt_seconds(L, 1, "timeout", 30, "curl.client");
+  c->connect_timeout = rb_opt_seconds(L, 1, "connect_timeout", 10, "curl.client");
   if (!c->user_agent)
     c->user_agent = dup_bytes(L, "runbook/" RUNBOOK_VERSION, strlen("runbook/" RUNBOOK_VERSION));
 
@@ -524,10 +512,10 @@ static int m_request(lua_State *L) {
     luaL_argexpected(L, lua_isfunction(L, -1), ARG_REQ, "on_data as a function");
     x->on_data_idx = lua_gettop(L);
   }
-  double timeout = opt_number_field(L, ARG_REQ, "timeout", c->timeout, "request");
-  double ctimeout = opt_number_field(L, ARG_REQ, "connect_timeout", c->connect_timeout, "request");
-  double low_time = opt_number_field(L, ARG_REQ, "low_speed_time", 0, "request");
-  double low_limit = opt_number_field(L, ARG_REQ, "low_speed_limit", 1, "request");
+  double timeout = rb_opt_seconds(L, ARG_REQ, "timeout", c->timeout, "request");
+  double ctimeout = rb_opt_seconds(L, ARG_REQ, "connect_timeout", c->connect_timeout, "request");
+  double low_time = rb_opt_seconds(L, ARG_REQ, "low_speed_time", 0, "request");
+  double low_limit = rb_opt_seconds(L, ARG_REQ, "low_speed_limit", 1, "request");
   int follow = opt_bool_field(L, ARG_REQ, "follow", 0);
   int path_as_is = opt_bool_field(L, ARG_REQ, "path_as_is", 0);
   lua_Integer max_redirs = 5;

@@ -203,6 +203,20 @@ double rb_walltime(void) {
   return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+double rb_opt_seconds(lua_State *L, int t, const char *name, double def, const char *who) {
+  if (lua_type(L, t) != LUA_TTABLE)
+    return def;
+  double v = def;
+  if (lua_getfield(L, t, name) != LUA_TNIL) {
+    int ok;
+    v = lua_tonumberx(L, -1, &ok);
+    if (!ok || v < 0 || v != v)
+      luaL_error(L, "%s: %s must be a number of seconds >= 0", who, name);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
 double rb_deadline(lua_State *L) {
   struct guard *g = get_guard(L);
   return g && g->armed ? g->deadline : 0;

@@ -1,9 +1,10 @@
 /*
- * The local end of a backup stream: a file sink that hashes what it
- * writes, keeps it under "<path>.partial" until finish() has fsync'd it,
- * then renames it into place (and fsyncs the directory), so a crash or a
- * failed dump never leaves a file that looks complete. And a streaming
- * sha256 for any other writer (object storage) to use.
+ * Part of the runbook._pg binding (it takes a lua_State). The local end of a
+ * backup stream: a file sink that hashes what it writes, keeps it under
+ * "<path>.partial" until finish() has fsync'd it, then renames it into place
+ * (and fsyncs the directory), so a crash or a failed dump never leaves a
+ * file that looks complete. And a streaming sha256 for any other writer
+ * (object storage) to use.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -4,12 +4,12 @@
 -- connection errors, 5xx and 429 on idempotent methods (Retry-After
 -- honoured), JSON bodies in and out, and an audit action for every request
 -- that changes something. Smoke checks (http.expect, http.check) live in
--- runbook.http.check.
+-- runbook.http._check.
 local curl = require "runbook._curl"
 local json = require "runbook._json"
 local crypto = require "runbook._crypto"
 local host = require "runbook._host"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 local secret = require "runbook.secret"
 local url_lib = require "runbook.http.url"
@@ -392,16 +392,16 @@ M.delete = verb("DELETE")
 ---@type runbook.http.Verb
 M.options = verb("OPTIONS")
 
---- Smoke check: see runbook.http.check.
+--- Smoke check: see runbook.http._check.
 ---@param target string|table
 ---@param spec {status:integer|integer[]|nil, json:table|nil, body:string|nil}|nil
 ---@return runbook.http.Response
-function M.expect(target, spec) return require("runbook.http.check").expect(target, spec) end
+function M.expect(target, spec) return require("runbook.http._check").expect(target, spec) end
 
---- A verification checklist: see runbook.http.check.
+--- A verification checklist: see runbook.http._check.
 ---@param rows table[]
 ---@param opts table|nil
 ---@return table[]
-function M.check(rows, opts) return require("runbook.http.check").check(rows, opts) end
+function M.check(rows, opts) return require("runbook.http._check").check(rows, opts) end
 
 return M

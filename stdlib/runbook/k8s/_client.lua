@@ -1,4 +1,4 @@
--- runbook.k8s.client: talking to one API server. One reused libcurl
+-- runbook.k8s._client: talking to one API server. One reused libcurl
 -- connection for requests (HTTP/2 when offered) and a second one for
 -- streams (watches, followed logs); credentials on every request (token,
 -- token file re-read when it changes, basic auth, client certificate, exec
@@ -22,12 +22,12 @@ local json = require "runbook._json"
 local host = require "runbook._host"
 local fs = require "runbook._fs"
 local crypto = require "runbook._crypto"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 local secret = require "runbook.secret"
 local url = require "runbook.http.url"
 local retry_after = require("runbook.http").retry_after
-local exec = require "runbook.k8s.exec"
+local exec = require "runbook.k8s._exec"
 
 local M = {}
 
@@ -45,7 +45,7 @@ local REASONS = {
 local NOT_SENT = { connect = true, resolve = true }       -- the request never left
 local AMBIGUOUS = { reset = true, timeout = true }        -- it may have been processed
 
---- A new client for a resolved configuration (runbook.k8s.config.load).
+--- A new client for a resolved configuration (runbook.k8s._config.load).
 --- opts: timeout (30), connect_timeout (10), retries (4), retry_delay (0.2),
 --- max_delay (5), max_retry_after (60), user_agent.
 function M.new(cfg, opts)

@@ -1,13 +1,13 @@
--- runbook.k8s.objects: the verbs on objects (get, list, create, replace,
+-- runbook.k8s._objects: the verbs on objects (get, list, create, replace,
 -- patch, apply, delete) as methods of a Cluster. Every write is an audited
 -- action and becomes a server-side dry run (dryRun=All) under --dry-run.
 -- Secret data read from the server comes back as secret values.
 local json = require "runbook._json"
 local crypto = require "runbook._crypto"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 local secret = require "runbook.secret"
-local client = require "runbook.k8s.client"
+local client = require "runbook.k8s._client"
 
 local M = {}
 ---@class runbook.k8s.Cluster

@@ -1,4 +1,4 @@
--- runbook.k8s.exec: exec credential plugins (client.authentication.k8s.io
+-- runbook.k8s._exec: exec credential plugins (client.authentication.k8s.io
 -- v1 and v1beta1), as client-go runs them: the parent's environment plus
 -- the plugin's env plus KUBERNETES_EXEC_INFO, stdout read as an
 -- ExecCredential, the result cached until its expirationTimestamp and the
@@ -75,7 +75,7 @@ function M.validate(exec, entry, user)
 end
 
 -- RFC 3339 to epoch seconds (kept here too: the config spec tests it by this name)
-M.parse_time = require("runbook.rfc3339").parse
+M.parse_time = require("runbook._engine.rfc3339").parse
 
 local cache = {} -- key -> {cred=, expires=}
 

@@ -2,7 +2,7 @@
 -- file), hashed on the way, recorded with size and sha256; a check with
 -- pg_restore --list; restore into a database (the restore drill); and
 -- retention by age under a prefix. Destinations are writers and stores
--- (runbook.pg.store): a local directory now, object storage through the
+-- (runbook.pg._store): a local directory now, object storage through the
 -- same interface.
 --
 -- The password never appears in argv (where `ps` would show it): the
@@ -11,9 +11,9 @@
 local core = require "runbook._pg"
 local proc = require "runbook._proc"
 local host = require "runbook._host"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
-local storemod = require "runbook.pg.store"
+local storemod = require "runbook.pg._store"
 
 local M = {}
 

@@ -15,9 +15,9 @@
 local fs = require "runbook._fs"
 local crypto = require "runbook._crypto"
 local host = require "runbook._host"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
-local sqlsplit = require "runbook.pg.sqlsplit"
+local sqlsplit = require "runbook.pg._sqlsplit"
 
 local M = {}
 
@@ -186,7 +186,7 @@ end
 -- a 60-bit key per ledger table, so runners of different ledgers do not
 -- wait on each other
 local function lock_key(names)
-  return math.tointeger(tonumber(crypto.sha256("runbook.pg.migrate\0" .. names.raw):sub(1, 15), 16))
+  return math.tointeger(tonumber(crypto.sha256("runbook.pg._migrate\0" .. names.raw):sub(1, 15), 16))
 end
 
 local function lock(db, names, opts)

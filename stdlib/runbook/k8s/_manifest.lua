@@ -1,4 +1,4 @@
--- runbook.k8s.manifest: manifests from Lua tables, YAML text, files and
+-- runbook.k8s._manifest: manifests from Lua tables, YAML text, files and
 -- folders (multi-document), with an opt-in ${VAR} / ${VAR:-default}
 -- substitution (a missing variable is an error), checked before anything
 -- is sent, and put in the order a cluster needs them: Namespaces, then
