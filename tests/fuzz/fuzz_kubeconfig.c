@@ -1,5 +1,5 @@
 /*
- * The kubeconfig loader (runbook.k8s.config, Lua over runbook._yaml): the
+ * The kubeconfig loader (runbook.k8s._config, Lua over runbook._yaml): the
  * input is one kubeconfig file, or two separated by a line "%%%%" (merged
  * as KUBECONFIG would, first file wins). Loading either resolves a
  * configuration or raises a structured config error naming the file; a
@@ -15,8 +15,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char DRIVER[] =
-  "local config = require 'runbook.k8s.config'\n"
-  "local audit = require 'runbook.audit'\n"
+  "local config = require 'runbook.k8s._config'\n"
+  "local audit = require 'runbook._engine.audit'\n"
   "local errors = require 'runbook.errors'\n"
   "local dir = os.getenv('RBFUZZ_DIR')\n"
   "local paths = { dir .. '/a.kubeconfig', dir .. '/b.kubeconfig' }\n"

@@ -1,3 +1,8 @@
+/*
+ * The Lua harness of the fuzz targets (fuzz_lua.h): a state with the
+ * embedded stdlib, a driver function called per input, and a line hook that
+ * reports Lua line-pair coverage to libFuzzer through its extra counters.
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

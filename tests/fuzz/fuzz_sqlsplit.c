@@ -1,6 +1,5 @@
 /*
- * The SQL splitter of migrations (runbook.pg._sqlsplit, formerly
- * runbook.pg.sqlsplit), which every migration file goes through before a
+ * The SQL splitter of migrations (runbook.pg._sqlsplit), which every migration file goes through before a
  * statement reaches the server. It must never raise, and its pieces must
  * tile the text: each starts where the previous ended, each but the last
  * ends with ';', and each one's line is the number of newlines before it.
@@ -10,8 +9,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char DRIVER[] =
-  "local ok, split = pcall(require, 'runbook.pg._sqlsplit')\n"
-  "if not ok then split = require 'runbook.pg.sqlsplit' end\n"
+  "local split = require 'runbook.pg._sqlsplit'\n"
   "local function newlines(s) local _, n = s:gsub('\\n', '') return n end\n"
   "return function(text)\n"
   "  local out, atomic = split.split(text)\n"
