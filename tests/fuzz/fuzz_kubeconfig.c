@@ -2,7 +2,8 @@
  * The kubeconfig loader (runbook.k8s._config, Lua over runbook._yaml): the
  * input is one kubeconfig file, or two separated by a line "%%%%" (merged
  * as KUBECONFIG would, first file wins). Loading either resolves a
- * configuration or raises a structured config error naming the file; a
+ * configuration or raises a structured config error naming the file (for
+ * the current context and for each context the files name); a
  * Lua runtime error (indexing a number a file put where a mapping goes)
  * is a bug. Paths a file names are only stat'ed, never read or run.
  */
@@ -27,13 +28,8 @@ static const char DRIVER[] =
   "end\n"
   "local function trace(e) if type(e) == 'string' then return debug.traceback(e, 2) end return e end\n"
   "local function getenv(k) return nil end\n"
-  "return function(text)\n"
-  "  audit.logs = {}\n"
-  "  local a, b = text:match('^(.-)\\n%%%%%%%%\\n(.*)$')\n"
-  "  local files\n"
-  "  if a then write(paths[1], a) write(paths[2], b) files = paths\n"
-  "  else write(paths[1], text) files = { paths[1] } end\n"
-  "  local ok, cfg = xpcall(config.load, trace, { kubeconfig = files, getenv = getenv })\n"
+  "local function check(context, files)\n"
+  "  local ok, cfg = xpcall(config.load, trace, { kubeconfig = files, context = context, getenv = getenv })\n"
   "  if ok then\n"
   "    assert(type(cfg.server) == 'string' and cfg.server:match('^https?://'), 'a configuration without a server')\n"
   "    assert(type(cfg.namespace) == 'string' and cfg.namespace ~= '', 'a configuration without a namespace')\n"
@@ -42,6 +38,22 @@ static const char DRIVER[] =
   "    error(type(cfg) == 'string' and cfg or ('load raised a ' .. type(cfg)), 0)\n"
   "  elseif not cfg.message:find(dir, 1, true) and not cfg.message:find('current-context', 1, true) then\n"
   "    error('a config error that names no file: ' .. cfg.message, 0)\n"
+  "  end\n"
+  "end\n"
+  "return function(text)\n"
+  "  audit.logs = {}\n"
+  "  local a, b = text:match('^(.-)\\n%%%%%%%%\\n(.*)$')\n"
+  "  local files\n"
+  "  if a then write(paths[1], a) write(paths[2], b) files = paths\n"
+  "  else write(paths[1], text) files = { paths[1] } end\n"
+  "  check(nil, files)\n"
+  "  -- every context the merged files name, not only the current one\n"
+  "  local mok, merged = pcall(config.merge, files)\n"
+  "  if mok then\n"
+  "    local names = {}\n"
+  "    for name in pairs(merged.contexts) do names[#names + 1] = name end\n"
+  "    table.sort(names)\n"
+  "    for i = 1, math.min(#names, 4) do check(names[i], files) end\n"
   "  end\n"
   "end\n";
 
