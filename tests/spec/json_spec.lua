@@ -268,6 +268,12 @@ describe("runbook.json", function()
       assert.has_error(function() json.encode(table_nested(513)) end,
         "json.encode: value nested deeper than 512 levels (a cycle?)")
     end)
+    it("is the limit of runbook.yaml too, so a document that loads encodes", function()
+      local yaml = require "runbook.yaml"
+      assert.are.equal(nested(512), json.encode(yaml.load(nested(512))))
+      assert.are.equal("yaml.load: line 1 column 513: collections nested deeper than 512 levels",
+        raised(yaml.load, nested(513)).message)
+    end)
     it("counts brackets inside strings as text", function()
       local text = '["' .. string.rep("[", 600) .. '\\"{"]'
       assert.are.equal(string.rep("[", 600) .. '"{', json.decode(text)[1])
