@@ -88,7 +88,7 @@ static long long too_deep_at(const char *s, size_t n) {
   return -1;
 }
 
-static int decode_error(lua_State *L, const char *s, size_t k, const char *fmt, int arg) {
+static int decode_error(lua_State *L, const char *s, size_t k, const char *fmt, lua_Integer arg) {
   lua_pushnil(L);
   push_where(L, s, k);
   lua_pushfstring(L, fmt, arg);
@@ -109,8 +109,8 @@ static int f_decode(lua_State *L) {
   long long deep = too_deep_at(s, j ? len : read);
   if (deep >= 0) {
     json_decref(j);
-    return decode_error(L, s, (size_t)deep, "arrays and objects nested deeper than %d levels",
-                        RB_JSON_MAX_DEPTH);
+    return decode_error(L, s, (size_t)deep, "arrays and objects nested deeper than %I levels",
+                        (lua_Integer)RB_JSON_MAX_DEPTH);
   }
   /* jansson takes a NUL byte outside a string for the end of the text:
    * after a number it calls the text good ("123\0" gave 123), elsewhere it
@@ -119,8 +119,8 @@ static int f_decode(lua_State *L) {
   if (nul && (j || json_error_code(&e) == json_error_end_of_input_expected ||
               json_error_code(&e) == json_error_premature_end_of_input)) {
     json_decref(j);
-    return decode_error(L, s, (size_t)(nul - s), "unexpected NUL byte at offset %d",
-                        (int)(nul - s));
+    return decode_error(L, s, (size_t)(nul - s), "unexpected NUL byte at offset %I",
+                        (lua_Integer)(nul - s));
   }
   if (!j) {
     lua_pushnil(L);
