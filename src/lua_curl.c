@@ -337,24 +337,30 @@ static void apply_client(struct client *c, CURL *e) {
 
 /* Pushes the structured error {kind, code, message, details={curl_code, url}}.
  * The message is scrubbed of every registered secret. */
+/* Pushes {kind=, code=, message="METHOD url: cause", details={curl_code=,
+ * url=, cause=}}: callers that word their own message (the Kubernetes
+ * client) read details.cause instead of parsing the message. */
 static void push_request_error(lua_State *L, const char *kind, const char *code, CURLcode rc,
                                const char *method, const char *url, const char *detail) {
-  if (detail && *detail)
-    lua_pushfstring(L, "%s %s: %s", method, url, detail);
-  else
-    lua_pushfstring(L, "%s %s: %s", method, url, rb_curl_what(code));
+  if (!detail || !*detail)
+    detail = rb_curl_what(code);
+  rb_push_scrubbed(L, detail, strlen(detail));
+  int cause = lua_gettop(L);
+  lua_pushfstring(L, "%s %s: %s", method, url, detail);
   size_t n;
   const char *m = lua_tolstring(L, -1, &n);
   rb_push_scrubbed(L, m, n);
   rb_push_error(L, kind, code, "%s", lua_tostring(L, -1));
-  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, 3);
   lua_pushinteger(L, (lua_Integer)rc);
   lua_setfield(L, -2, "curl_code");
   lua_pushstring(L, url);
   lua_setfield(L, -2, "url");
+  lua_pushvalue(L, cause);
+  lua_setfield(L, -2, "cause");
   lua_setfield(L, -2, "details");
-  lua_replace(L, -3);
-  lua_pop(L, 1);
+  lua_replace(L, cause);
+  lua_settop(L, cause);
 }
 
 static void trim_line(const char **s, size_t *n) {
