@@ -2,8 +2,8 @@
  * The redactor: the input is secrets and a text, separated by 0xFF bytes
  * (the last piece is the text; a secret whose first byte is 0xFE is added
  * as a literal, without derived forms). Invariants: a registered value never
- * survives scrubbing, and neither does its hex; scrubbing that finds nothing
- * returns NULL only when the text holds no registered value.
+ * survives scrubbing, and neither does its hex in either case; scrubbing
+ * that reports a clean text only does so when it holds no registered value.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,26 +57,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char *text = malloc(tlen ? tlen : 1);
   memcpy(text, p, tlen);
 
-  struct rb_redactor *r = rb_redactor_new();
+  struct rb_redactor *r = rb_redactor_new(NULL, NULL);
   for (int i = 0; i < np; i++) {
-    if (pieces[i].literal)
-      rb_redactor_add_literal(r, pieces[i].p, pieces[i].n);
-    else
-      rb_redactor_add(r, pieces[i].p, pieces[i].n);
+    int rc = pieces[i].literal ? rb_redactor_add_literal(r, pieces[i].p, pieces[i].n, NULL)
+                               : rb_redactor_add(r, pieces[i].p, pieces[i].n, NULL);
+    if (rc != 0) {
+      fprintf(stderr, "fuzz: adding a secret failed without a memory limit\n");
+      abort();
+    }
   }
   size_t outlen = 0;
-  char *out = rb_redactor_scrub(r, text, tlen, &outlen);
-  const char *res = out ? out : text;
-  size_t rlen = out ? outlen : tlen;
+  char *out = NULL;
+  int rc = rb_redactor_scrub(r, text, tlen, &out, &outlen);
+  if (rc != RB_SCRUB_CLEAN && rc != RB_SCRUB_CHANGED) {
+    fprintf(stderr, "fuzz: scrubbing returned %d without a memory limit\n", rc);
+    abort();
+  }
+  const char *res = rc == RB_SCRUB_CHANGED ? out : text;
+  size_t rlen = rc == RB_SCRUB_CHANGED ? outlen : tlen;
   for (int i = 0; i < np; i++) {
     must_not_hold(res, rlen, pieces[i].p, pieces[i].n, "the value");
     if (!pieces[i].literal && pieces[i].n >= RB_REDACT_MIN && pieces[i].n <= 512) {
       char hex[1025];
       rb_hex((const uint8_t *)pieces[i].p, pieces[i].n, hex, 0);
       must_not_hold(res, rlen, hex, 2 * pieces[i].n, "the hex");
+      rb_hex((const uint8_t *)pieces[i].p, pieces[i].n, hex, 1);
+      must_not_hold(res, rlen, hex, 2 * pieces[i].n, "the upper-case hex");
     }
   }
-  free(out);
+  if (rc == RB_SCRUB_CHANGED)
+    rb_redactor_free_text(r, out, outlen);
   free(text);
   rb_redactor_free(r);
   return 0;
