@@ -13,6 +13,7 @@ local ctxmod = require "runbook._engine.ctx"
 local audit = require "runbook._engine.audit"
 local backoffs = require "runbook._engine.backoff"
 local consolemod = require "runbook._engine.console"
+local actor = require "runbook._engine.actor"
 
 local M = {}
 
@@ -242,14 +243,14 @@ function Run:run_manual(s)
   local sst = state.step(self.state, s.id)
   local held = self:verify_before(s, sst, "info", "verify: ")
   if held == true then
-    self:append("step.confirmed", { step = s.id, via = "verify", by = host.user(), host = host.hostname() })
+    self:append("step.confirmed", { step = s.id, via = "verify", by = host.user(), host = host.hostname(), actor = actor() })
     return "done"
   elseif held then
     return held
   end
   if self.dry_run then
     self.console:note(string.format("%s (manual) would wait for a person: %s", s.id, s.title))
-    self:append("step.confirmed", { step = s.id, via = "dry-run", by = host.user(), host = host.hostname() })
+    self:append("step.confirmed", { step = s.id, via = "dry-run", by = host.user(), host = host.hostname(), actor = actor() })
     return "done"
   end
   local interactive = not self.opts.yes and host.isatty(0) and host.isatty(2) and self.console.mode ~= "json"
@@ -258,13 +259,19 @@ function Run:run_manual(s)
     local bar = string.rep("─", 60)
     host.write(2, string.format("\n%s\n%s  %s%s\n\n%s\n%s\n", bar, s.id, s.title,
       s.owner and ("  (owner: " .. s.owner .. ")") or "", s.instructions, bar))
-    local answer = host.read_line("Type 'done' once this is complete, or press Enter to stop here: ")
+    local me = actor()
+    local already = false
+    for _, a in ipairs(sst.approvals or {}) do
+      if a.actor == me then already = true end
+    end
+    local answer = not already and host.read_line("Type 'done' once this is complete, or press Enter to stop here: ")
     if answer and answer:lower():match("^%s*done%s*$") then
       local note = host.read_line("Note for the audit trail (optional): ")
       if note and note:match("^%s*$") then note = nil end
-      self:append("step.confirmed", { step = s.id, via = "terminal", by = host.user(), host = host.hostname(), note = note })
+      self:append("step.confirmed", { step = s.id, via = "terminal", by = host.user(), host = host.hostname(), note = note,
+        actor = me, needed = s.approvers > 1 and s.approvers or nil })
       self.console:draw(true)
-      return "done"
+      if state.COMPLETE[state.step(self.state, s.id).status] then return "done" end
     end
     self.console:draw(true)
   end

@@ -14,7 +14,7 @@ local STEP_FIELDS = {
 }
 local MANUAL_FIELDS = {
   title = "string", owner = "string", needs = "needs", instructions = "string", verify = "function",
-  doc = "string", description = "string", tags = "table", timeout = "number",
+  doc = "string", description = "string", tags = "table", timeout = "number", approvers = "number",
 }
 local RUNBOOK_FIELDS = { description = "string", params = "table", owner = "string", version = "string", doc = "string" }
 local PARAM_FIELDS = {
@@ -293,6 +293,10 @@ function M.load(path)
           s.retry = normalize_retry(site, id, spec.retry)
         else
           if not spec.instructions then fail(site, "manual %s: instructions required", id) end
+          if spec.approvers ~= nil and (math.type(spec.approvers) ~= "integer" or spec.approvers < 1) then
+            fail(site, "manual %s: approvers must be a whole number of people, 1 or more", id)
+          end
+          s.approvers = spec.approvers or 1
           s.retry = normalize_retry(site, id, nil)
         end
         if s.timeout ~= nil and s.timeout <= 0 then fail(site, "%s %s: timeout must be positive", kind, id) end
