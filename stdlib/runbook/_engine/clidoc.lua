@@ -152,7 +152,8 @@ local function roff(s)
 end
 
 local function th(name, version)
-  return string.format('.TH "%s" "1" "" "runbook %s" "runbook manual"\n', name:upper(), version)
+  -- no hyphenation or justification: option and variable names stay whole
+  return string.format('.TH "%s" "1" "" "runbook %s" "runbook manual"\n.nh\n.ad l', name:upper(), version)
 end
 
 local function man_exit(lines, list)
@@ -312,8 +313,8 @@ function M.markdown()
         out[#out + 1] = "| option | environment | |"
         out[#out + 1] = "| --- | --- | --- |"
         for _, o in ipairs(c.options) do
-          out[#out + 1] = string.format("| `%s` | %s | %s |", option_label(o), o.env and ("`" .. o.env .. "`") or "",
-            md_cell(o.help))
+          if o ~= cli.HELP_OPTION then out[#out + 1] = string.format("| `%s` | %s | %s |", option_label(o), o.env and ("`" .. o.env .. "`") or "",
+            md_cell(o.help)) end
         end
       end
       for _, e in ipairs(c.examples or {}) do
