@@ -253,31 +253,33 @@ local FALSE = { ["0"] = true, ["false"] = true, no = true, off = true, [""] = tr
 local function from_env(c, opts, given)
   for _, o in ipairs(c.options) do
     local field = o[1]:sub(3):gsub("%-", "_")
-    if o.env and not given[o[1]] then
-      if o.env:match("<NAME>$") then
-        local prefix = o.env:gsub("<NAME>$", "")
-        local list = {}
-        for k, v in pairs(host.environ()) do
-          if k:sub(1, #prefix) == prefix and #k > #prefix then list[#list + 1] = k:sub(#prefix + 1) .. "=" .. v end
-        end
-        table.sort(list)
-        -- the command line's come after, and win
-        if #list > 0 then
-          for _, kv in ipairs(opts[field] or {}) do list[#list + 1] = kv end
-          opts[field] = list
-        end
-      else
-        local v = os.getenv(o.env)
-        if v ~= nil and v ~= "" then
-          if not o.arg then
-            local lv = v:lower()
-            if TRUE[lv] then opts[field] = true
-            elseif not FALSE[lv] then usage_error("%s=%s: expected 1 or 0 (for %s)", o.env, v, o[1]) end
-          elseif o.multi then
-            opts[field] = { v }
-          else
-            opts[field] = v
+    if o.env and o.env:match("<NAME>$") then
+      -- RUNBOOK_PARAM_<NAME>: each variable is one NAME=VALUE, before the
+      -- command line's, so a --param of the same name wins
+      local prefix = o.env:gsub("<NAME>$", "")
+      local list = {}
+      for k, v in pairs(host.environ()) do
+        if k:sub(1, #prefix) == prefix and #k > #prefix then list[#list + 1] = k:sub(#prefix + 1) .. "=" .. v end
+      end
+      table.sort(list)
+      if #list > 0 then
+        for _, kv in ipairs(opts[field] or {}) do list[#list + 1] = kv end
+        opts[field] = list
+      end
+    elseif o.env and not given[o[1]] then
+      local v = os.getenv(o.env)
+      if v ~= nil and v ~= "" then
+        if not o.arg then
+          local lv = v:lower()
+          if TRUE[lv] then
+            opts[field] = true
+          elseif not FALSE[lv] then
+            usage_error("%s=%s: expected 1 or 0 (for %s)", o.env, v, o[1])
           end
+        elseif o.multi then
+          opts[field] = { v }
+        else
+          opts[field] = v
         end
       end
     end
