@@ -112,16 +112,19 @@ _runbook() {
   fi
   local st=()
   [[ -n $state ]] && st=(--state "$state")
+  # hidden files and folders (.runbook/) only when asked for with a '.'
+  local hide='.*'
+  [[ $cur == .* || $cur == */.* ]] && hide=''
   case $what in
     file)
       compopt -o filenames 2>/dev/null
-      COMPREPLY=($(compgen -d -- "$cur") $(compgen -f -X '!*.lua' -- "$cur")) ;;
+      COMPREPLY=($(compgen -d -X "$hide" -- "$cur") $(compgen -f -X '!*.lua' -- "$cur")) ;;
     anyfile)
       compopt -o filenames 2>/dev/null
-      COMPREPLY=($(compgen -f -- "$cur")) ;;
+      COMPREPLY=($(compgen -f -X "$hide" -- "$cur")) ;;
     dir)
       compopt -o filenames 2>/dev/null
-      COMPREPLY=($(compgen -d -- "$cur")) ;;
+      COMPREPLY=($(compgen -d -X "$hide" -- "$cur")) ;;
     run)
       COMPREPLY=($(compgen -W "$("$bin" __complete runs "${st[@]}" 2>/dev/null)" -- "$cur")) ;;
     run_step)
