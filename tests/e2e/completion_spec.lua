@@ -75,6 +75,7 @@ describe("bash completion", function()
     assert.are.same({ "bash", "zsh" }, complete("completion", ""))
     assert.are.same({ "verify" }, complete("audit", ""))
     assert.are.same({}, complete("exec", "comp.lua", "--jobs", ""))
+    assert.are.same({ "notes.txt" }, complete("check", "comp.lua", "--values", "n"))
   end)
 
   it("completes run ids from the store, honouring --state", function()

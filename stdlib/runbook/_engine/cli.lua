@@ -47,7 +47,7 @@ local function output(help) return { OUTPUT[1], arg = OUTPUT.arg, choices = OUTP
 --   options: { "--name", arg = VALUE-NAME (absent for a flag), multi=, env=,
 --              choices=, complete=, help= }
 --   store: takes --state; examples: { { command, what } }; exits: codes that apply
---   complete: "file" | "run" | "run_step" | "file_step" | "dir" | "shell"
+--   complete: "file" (a runbook) | "anyfile" | "run" | "run_step" | "file_step" | "dir" | "none"
 --   hidden: not listed (helpers for completion and the build)
 M.COMMANDS = {
   {
@@ -56,7 +56,7 @@ M.COMMANDS = {
     options = {
       { "--param", arg = "NAME=VALUE", multi = true, env = "RUNBOOK_PARAM_<NAME>", complete = "none",
         help = "set a param (repeatable)" },
-      { "--values", arg = "FILE", complete = "file", help = "params from a YAML mapping of NAME: VALUE" },
+      { "--values", arg = "FILE", complete = "anyfile", help = "params from a YAML mapping of NAME: VALUE" },
       { "--new", help = "start a new run even if one is unfinished" },
       { "--from", arg = "STEP", complete = "file_step", help = "start at STEP; earlier pending steps are left for a later invocation" },
       { "--only", arg = "STEP", complete = "file_step", help = "run only STEP (its `needs` must be complete)" },
@@ -143,7 +143,7 @@ bad seq.]],
     options = {
       { "--param", arg = "NAME=VALUE", multi = true, env = "RUNBOOK_PARAM_<NAME>", complete = "none",
         help = "check these params against the declaration (repeatable)" },
-      { "--values", arg = "FILE", complete = "file", help = "check a values file against the declaration" },
+      { "--values", arg = "FILE", complete = "anyfile", help = "check a values file against the declaration" },
     },
     examples = { { "runbook check deploy.lua --values prod.yaml", "the runbook loads and prod.yaml fits its params" } },
     exits = { 0, 2 },

@@ -23,7 +23,6 @@ local function kind_of(spec)
   if spec.choices then return "choice", table.concat(spec.choices, " ") end
   local k = spec.complete or "value"
   if k == "none" then k = "value" end
-  if k == "file" and spec.arg and spec.arg ~= "FILE" then k = "anyfile" end
   return k, ""
 end
 
