@@ -231,7 +231,7 @@ function M.init(name, opts)
   local f = io.open(gi, "rb")
   local text = f and f:read("a") or ""
   if f then f:close() end
-  if not ("\n" .. text):find("\n/?%.runbook/?\n") and not ("\n" .. text .. "\n"):find("\n/?%.runbook/?\n") then
+  if not ("\n" .. text .. "\n"):find("\n/?%.runbook/?\n") then
     local sep = (text == "" or text:sub(-1) == "\n") and "" or "\n"
     local ok, err = fs.write_file(gi, text .. sep .. ".runbook/\n", 420)
     if not ok then usage("init: cannot write %s: %s", gi, tostring(err)) end
