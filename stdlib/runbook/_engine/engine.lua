@@ -17,7 +17,7 @@ local actor = require "runbook._engine.actor"
 
 local M = {}
 
-M.EXIT = { ok = 0, failed = 1, usage = 2, waiting = 3, locked = 4, interrupted = 130 }
+M.EXIT = require("runbook._engine.cli").EXIT -- the one table of exit codes
 
 local Run = {}
 Run.__index = Run
