@@ -9,7 +9,10 @@ build_pkgs="build-essential cmake ninja-build pkg-config liblua5.4-dev lua5.4 lu
   libcurl4-openssl-dev libjansson-dev libyaml-dev libpq-dev libhiredis-dev libssl-dev"
 # libFuzzer comes with clang's runtime libraries (libclang_rt.fuzzer)
 fuzz_pkgs="clang libclang-rt-14-dev"
-test_pkgs="postgresql postgresql-client redis-server redis-tools openssl python3 ca-certificates procps iproute2 util-linux"
+# dpkg-dev (dpkg-shlibdeps) builds the .deb (scripts/package.sh); zsh and
+# groff-base check the completions and the man pages
+test_pkgs="postgresql postgresql-client redis-server redis-tools openssl python3 ca-certificates procps iproute2 util-linux
+  dpkg-dev zsh groff-base gzip"
 
 pkgs=$build_pkgs
 [ "$what" = fuzz ] && pkgs="$pkgs $fuzz_pkgs"

@@ -8,7 +8,8 @@
  *                "prev":..., "hash":...}) with a correct chain, so mutations
  *                reach the JSON scanner instead of dying at the hash;
  *   bit 1:       with an HMAC under a fixed key (and the reader given it,
- *                unless bit 2 is also set).
+ *                unless bit 2 is also set);
+ *   bits 3-7:    the seq whose hash the scan is asked for (0: none).
  * Invariants: the scan's numbers describe the input, and reading an event
  * onto the Lua stack accepts exactly what validating it accepts.
  */
@@ -121,19 +122,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   struct sink s = {L, 0};
   struct rb_scan scan;
   const void *key = hmac && !keyless ? KEY : NULL;
-  rb_journal_verify(buf, len, key, key ? sizeof KEY - 1 : 0, on_event, &s, &scan);
+  /* the upper bits ask for one event's hash, as a resume asks for the tip's */
+  long long mark = mode >> 3;
+  rb_journal_verify(buf, len, key, key ? sizeof KEY - 1 : 0, mark, on_event, &s, &scan);
   if (scan.count != s.events || scan.valid_bytes < 0 || (size_t)scan.valid_bytes > len ||
       (scan.torn_bytes && (size_t)(scan.valid_bytes + scan.torn_bytes) != len) ||
       (scan.bad_seq && scan.bad_seq != scan.count + 1) || strlen(scan.last_hash) != 64 ||
-      (scan.valid_bytes > 0 && buf[scan.valid_bytes - 1] != '\n')) {
+      (scan.valid_bytes > 0 && buf[scan.valid_bytes - 1] != '\n') ||
+      (mark && (mark <= scan.count) != (strlen(scan.mark_hash) == 64))) {
     fprintf(stderr, "fuzz: inconsistent scan: count %lld events %lld valid %lld torn %lld bad %lld\n",
             scan.count, s.events, (long long)scan.valid_bytes, (long long)scan.torn_bytes, scan.bad_seq);
     abort();
   }
   /* without a callback the scan validates the JSON itself: same verdict */
   struct rb_scan plain;
-  rb_journal_verify(buf, len, key, key ? sizeof KEY - 1 : 0, NULL, NULL, &plain);
-  if (plain.count != scan.count || plain.valid_bytes != scan.valid_bytes || plain.bad_seq != scan.bad_seq) {
+  rb_journal_verify(buf, len, key, key ? sizeof KEY - 1 : 0, mark, NULL, NULL, &plain);
+  if (plain.count != scan.count || plain.valid_bytes != scan.valid_bytes || plain.bad_seq != scan.bad_seq ||
+      strcmp(plain.mark_hash, scan.mark_hash) != 0) {
     fprintf(stderr, "fuzz: the scan with and without a callback disagree\n");
     abort();
   }
