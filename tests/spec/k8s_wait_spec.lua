@@ -103,7 +103,9 @@ describe("k8s waits", function()
     c:apply(deployment("later"))
     fake:set_status { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "later", freeze = true,
       status = { observedGeneration = 1, replicas = 2, updatedReplicas = 2, availableReplicas = 0 } }
-    local p = fake:later { { delay = 0.5, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment",
+    fake:clear_requests()
+    -- the change comes once the wait is watching
+    local p = fake:later { { after = { path = "deployments$", watch = true }, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment",
       namespace = "default", name = "later", status = { observedGeneration = 1, replicas = 2, updatedReplicas = 2, availableReplicas = 2 } } } }
     local msg = c:rollout_status { kind = "Deployment", name = "later", timeout = 20 }
     local done = host.now()
@@ -151,10 +153,11 @@ describe("k8s waits", function()
       status = { observedGeneration = 1, conditions = { { type = "Available", status = "False", reason = "MinimumReplicasUnavailable" } } } }
     fake:faults { fail = { code = 410 }, watch = true, path = "deployments$" }
     fake:clear_requests()
-    local p = fake:later { { delay = 0.6, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment",
+    -- Available once the wait watches again (after the 410, a list and a second watch)
+    local p = fake:later { { after = { path = "deployments$", watch = true, count = 2 }, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment",
       namespace = "default", name = "expire", status = { observedGeneration = 1, conditions = { { type = "Available", status = "True", reason = "MinimumReplicasAvailable" } } } } } }
     c:wait { kind = "Deployment", name = "expire", condition = "Available", timeout = 20 }
-    p:communicate { timeout = 10 }
+    assert.are.equal(0, p:communicate({ timeout = 30 }).code)
     local lists, watches = traffic(fake, DEPLOYS)
     assert.are.equal(2, #lists)
     assert.are.equal(2, #watches)
@@ -163,16 +166,20 @@ describe("k8s waits", function()
     -- in the stream: the watch starts from a version the server has forgotten
     fake:set_status { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "expire", freeze = true,
       status = { observedGeneration = 1, conditions = { { type = "Available", status = "False", reason = "MinimumReplicasUnavailable" } } } }
-    fake:faults { slow = { ms = 600 }, watch = true, path = "deployments$" }
+    -- The first watch is held back (slow) while a write and a compaction
+    -- move the history past the list's version; the hold is long so that
+    -- both land inside it on a busy machine, and the status change waits
+    -- for the second watch.
+    fake:faults { slow = { ms = 2000 }, watch = true, path = "deployments$" }
     fake:clear_requests()
     p = fake:later {
-      { delay = 0.2, path = "/_fake/objects", body = { objects = { { apiVersion = "v1", kind = "ConfigMap", metadata = { name = "bump" } } } } },
-      { delay = 0, path = "/_fake/compact", body = {} },
-      { delay = 0.8, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "expire",
+      { after = { path = "deployments$", watch = true }, path = "/_fake/objects", body = { objects = { { apiVersion = "v1", kind = "ConfigMap", metadata = { name = "bump" } } } } },
+      { path = "/_fake/compact", body = {} },
+      { after = { path = "deployments$", watch = true, count = 2 }, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "expire",
         status = { observedGeneration = 1, conditions = { { type = "Available", status = "True", reason = "MinimumReplicasAvailable" } } } } },
     }
     c:wait { kind = "Deployment", name = "expire", condition = "Available", timeout = 20 }
-    p:communicate { timeout = 10 }
+    assert.are.equal(0, p:communicate({ timeout = 30 }).code)
     lists, watches = traffic(fake, DEPLOYS)
     assert.are.equal(2, #lists)
     assert.are.equal(2, #watches)
@@ -184,17 +191,19 @@ describe("k8s waits", function()
     fake:set_status { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "bm", freeze = true,
       status = { observedGeneration = 1, replicas = 2, updatedReplicas = 2, availableReplicas = 0 } }
     fake:clear_requests()
+    -- an unrelated write during the first watch (so its bookmarks carry a
+    -- newer version), the rollout's end once the wait watches again
     local p = fake:later {
-      { delay = 0.3, path = "/_fake/objects", body = { objects = { { apiVersion = "v1", kind = "ConfigMap", metadata = { name = "unrelated" } } } } },
-      { delay = 2.2, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "bm",
+      { after = { path = "deployments$", watch = true }, path = "/_fake/objects", body = { objects = { { apiVersion = "v1", kind = "ConfigMap", metadata = { name = "unrelated" } } } } },
+      { after = { path = "deployments$", watch = true, count = 2 }, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "bm",
         status = { observedGeneration = 1, replicas = 2, updatedReplicas = 2, availableReplicas = 2 } } },
     }
-    c:rollout_status { kind = "Deployment", name = "bm", timeout = 20, watch_timeout = 1 }
-    p:communicate { timeout = 10 }
+    c:rollout_status { kind = "Deployment", name = "bm", timeout = 20, watch_timeout = 2 }
+    assert.are.equal(0, p:communicate({ timeout = 30 }).code)
     local lists, watches = traffic(fake, DEPLOYS)
     assert.are.equal(1, #lists)
     assert.is_true(#watches >= 2, #watches .. " watches")
-    assert.are.equal("1", watches[1].params.timeoutSeconds)
+    assert.are.equal("2", watches[1].params.timeoutSeconds)
     -- the deployment did not change between the watches: the newer version came from a bookmark
     assert.is_true(tonumber(watches[2].params.resourceVersion) > tonumber(watches[1].params.resourceVersion))
   end)
