@@ -41,11 +41,7 @@ describe("runbook.pg after SIGKILL", function()
   end
 
   local function wait_for(fn, what, timeout)
-    local t0 = host.monotime()
-    while not fn() do
-      assert(host.monotime() - t0 < (timeout or 20), "timed out waiting for " .. what)
-      host.sleep(0.02)
-    end
+    return rbtest.wait_for(what, fn, { timeout = timeout })
   end
 
   local function events_of_type(t)

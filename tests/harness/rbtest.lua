@@ -105,4 +105,18 @@ function M.journal(state_dir)
   return out, path, runs[#runs]
 end
 
+--- The events a running process has written to its newest journal so far
+--- (complete lines only; none before the run has started), for waiting on
+--- one with M.wait_for.
+function M.journal_so_far(state_dir)
+  local runs = fs.listdir(state_dir .. "/runs") or {}
+  if #runs == 0 then return {} end
+  local json = require "runbook._json"
+  local out = {}
+  for line in (M.read(state_dir .. "/runs/" .. runs[#runs] .. "/journal.jsonl") or ""):gmatch("([^\n]*)\n") do
+    out[#out + 1] = json.decode(line)
+  end
+  return out
+end
+
 return M
