@@ -165,14 +165,19 @@ end
 -- 1)} is the request log holding that many matching entries; a step without
 -- it follows the previous step at once. There is no fixed delay: on a busy
 -- machine a step happens after the request it depends on, however late.
+-- A step may also call the API itself: auth = true sends the fake's token,
+-- content_type replaces application/json (for a PATCH).
 -- Prints "AT <epoch seconds>" after each call, for timing measurements.
 local LATER = [[
 import json, re, ssl, sys, time, urllib.request
-base, ca, steps = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+base, ca, steps, token = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 ctx = ssl.create_default_context(cafile=ca)
-def call(method, path, body=None):
+def call(method, path, body=None, step={}):
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": step.get("content_type", "application/json")}
+    if step.get("auth"):
+        headers["Authorization"] = "Bearer " + token
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
     return urllib.request.urlopen(req, context=ctx).read()
 def seen(after):
     items = json.loads(call("GET", "/_fake/requests"))["items"]
@@ -186,14 +191,14 @@ for s in steps:
             if time.time() > deadline:
                 sys.exit("later: no %s in the request log after 30 s" % json.dumps(s["after"]))
             time.sleep(0.01)
-    call(s.get("method", "POST"), s["path"], s.get("body"))
+    call(s.get("method", "POST"), s["path"], s.get("body"), s)
     print("AT %.6f" % time.time(), flush=True)
 ]]
 
---- Starts the steps {{after=, method=, path=, body=}, ...} in a child
+--- Starts the steps {{after=, method=, path=, body=, auth=, content_type=}, ...} in a child
 --- process; returns it (p:communicate{} collects the "AT" lines).
 function Fake:later(steps)
-  return assert(proc.spawn { argv = { "python3", "-c", LATER, self.server, self.ca_file, json.encode(steps) } })
+  return assert(proc.spawn { argv = { "python3", "-c", LATER, self.server, self.ca_file, json.encode(steps), self.token } })
 end
 
 --- The epoch times the steps of a `later` child ran at.
