@@ -1,6 +1,6 @@
 # Turns every stdlib/**/*.lua into a C byte array and writes one table that
 # src/modules.c walks to register package.preload loaders.
-#   stdlib/runbook/engine.lua -> module "runbook.engine", chunk "@runbook/engine.lua"
+#   stdlib/runbook/_engine/engine.lua -> module "runbook._engine.engine", chunk "@runbook/_engine/engine.lua"
 # Run with: cmake -DSTDLIB_DIR=... -DOUT=... -P embed_stdlib.cmake
 
 file(GLOB_RECURSE files RELATIVE ${STDLIB_DIR} ${STDLIB_DIR}/*.lua)

@@ -1,6 +1,6 @@
 /*
  * runbook: the protected main, in the manner of lua.c. Everything runs
- * inside lua_pcall with a traceback handler; runbook.cli does the work and
+ * inside lua_pcall with a traceback handler; runbook._engine.cli does the work and
  * returns the exit code. An error that escapes it prints as
  * "runbook: message" and exits 2.
  *
@@ -39,7 +39,7 @@ static int pmain(lua_State *L) {
   rb_host_attach(L, NULL);
   rb_open_modules(L);
   lua_getglobal(L, "require");
-  lua_pushliteral(L, "runbook.cli");
+  lua_pushliteral(L, "runbook._engine.cli");
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "main");
   lua_createtable(L, argc, 0);

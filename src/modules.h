@@ -10,8 +10,8 @@
 #include <lua.h>
 
 struct rb_embedded {
-  const char *name;      /* "runbook.engine" */
-  const char *chunkname; /* "@runbook/engine.lua" */
+  const char *name;      /* "runbook._engine.engine" */
+  const char *chunkname; /* "@runbook/_engine/engine.lua" */
   const char *source;
   size_t len;
 };

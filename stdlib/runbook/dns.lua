@@ -3,7 +3,7 @@
 -- not answer, and a check for verifying a manual DNS step.
 local net = require "runbook._net"
 local errors = require "runbook.errors"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 
 local M = {}
 

@@ -26,6 +26,24 @@ function M.raise(t)
   error(M.new(t), 0)
 end
 
+--- Raises a structured error whose message is string.format(fmt, ...).
+--- The one helper every module uses instead of a local raise/fail.
+---@param kind string
+---@param code any
+---@param fmt string
+function M.raisef(kind, code, fmt, ...)
+  error(setmetatable({ kind = kind, code = code, message = string.format(fmt, ...) }, mt), 0)
+end
+
+--- Like raisef, with details attached.
+---@param kind string
+---@param code any
+---@param details table|nil
+---@param fmt string
+function M.raisedf(kind, code, details, fmt, ...)
+  error(setmetatable({ kind = kind, code = code, details = details, message = string.format(fmt, ...) }, mt), 0)
+end
+
 --- True when e is a structured error, optionally of the given kind.
 function M.is(e, kind)
   return type(e) == "table" and getmetatable(e) == mt and (kind == nil or e.kind == kind)

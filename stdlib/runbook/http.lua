@@ -4,12 +4,13 @@
 -- connection errors, 5xx and 429 on idempotent methods (Retry-After
 -- honoured), JSON bodies in and out, and an audit action for every request
 -- that changes something. Smoke checks (http.expect, http.check) live in
--- runbook.http.check.
+-- runbook.http._check.
 local curl = require "runbook._curl"
 local json = require "runbook._json"
 local crypto = require "runbook._crypto"
 local host = require "runbook._host"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
+local backoffs = require "runbook._engine.backoff"
 local errors = require "runbook.errors"
 local secret = require "runbook.secret"
 local url_lib = require "runbook.http.url"
@@ -242,8 +243,7 @@ function M.retry_after(value, now)
 end
 
 local function backoff(opts, attempt)
-  local base = opts.retry_delay or 0.5
-  return math.min(base * 2 ^ (attempt - 1), opts.max_delay or 8)
+  return backoffs.delay("exponential", opts.retry_delay or 0.5, attempt, opts.max_delay or 8)
 end
 
 local function perform(client, wire, method, display, req)
@@ -392,16 +392,16 @@ M.delete = verb("DELETE")
 ---@type runbook.http.Verb
 M.options = verb("OPTIONS")
 
---- Smoke check: see runbook.http.check.
+--- Smoke check: see runbook.http._check.
 ---@param target string|table
 ---@param spec {status:integer|integer[]|nil, json:table|nil, body:string|nil}|nil
 ---@return runbook.http.Response
-function M.expect(target, spec) return require("runbook.http.check").expect(target, spec) end
+function M.expect(target, spec) return require("runbook.http._check").expect(target, spec) end
 
---- A verification checklist: see runbook.http.check.
+--- A verification checklist: see runbook.http._check.
 ---@param rows table[]
 ---@param opts table|nil
 ---@return table[]
-function M.check(rows, opts) return require("runbook.http.check").check(rows, opts) end
+function M.check(rows, opts) return require("runbook.http._check").check(rows, opts) end
 
 return M

@@ -9,13 +9,13 @@
 -- the configuration; client talks HTTP; manifest loads and orders; rules
 -- are kubectl's readiness rules as pure functions.
 local json = require "runbook._json"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
-local config = require "runbook.k8s.config"
-local client = require "runbook.k8s.client"
-local objects = require "runbook.k8s.objects"
-local manifest = require "runbook.k8s.manifest"
-local rules = require "runbook.k8s.rules"
+local config = require "runbook.k8s._config"
+local client = require "runbook.k8s._client"
+local objects = require "runbook.k8s._objects"
+local manifest = require "runbook.k8s._manifest"
+local rules = require "runbook.k8s._rules"
 
 local M = {}
 local v = objects.value
@@ -28,7 +28,7 @@ local v = objects.value
 local Cluster = {}
 Cluster.__index = Cluster
 
-for _, mod in ipairs { "runbook.k8s.objects", "runbook.k8s.secrets", "runbook.k8s.wait", "runbook.k8s.jobs" } do
+for _, mod in ipairs { "runbook.k8s._objects", "runbook.k8s._secrets", "runbook.k8s._wait", "runbook.k8s._jobs" } do
   for name, fn in pairs(require(mod).methods) do Cluster[name] = fn end
 end
 
@@ -134,7 +134,7 @@ function Cluster:apply_manifests(source, opts)
     elseif defined[d.obj.apiVersion .. "|" .. d.obj.kind] then
       d.deferred = true
     else
-      errors.raise { kind = "config", code = "UnknownKind", message = manifest.where(d) .. ": " .. why }
+      errors.raise { kind = "config", code = "UnknownKind", message = manifest.where(d) .. ": " .. why.message, details = why.details }
     end
   end
   manifest.order(docs)
@@ -156,7 +156,9 @@ function Cluster:apply_manifests(source, opts)
     else
       if d.deferred then
         local info, why = self.client:resource(o.apiVersion, o.kind)
-        if not info then errors.raise { kind = "config", code = "UnknownKind", message = manifest.where(d) .. ": " .. why } end
+        if not info then
+          errors.raise { kind = "config", code = "UnknownKind", message = manifest.where(d) .. ": " .. why.message, details = why.details }
+        end
       end
       r = self:ref(o, true)
       if dry and r.namespace and dry_namespaces[r.namespace] then

@@ -1,7 +1,7 @@
 -- runbook.log: logging for shared modules, which have no ctx at hand. Lines
 -- go to the running step's log and the console (scrubbed of secrets), or,
 -- outside a run, to audit.logs.
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 
 local M = {}
 

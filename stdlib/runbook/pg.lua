@@ -1,7 +1,7 @@
 -- runbook.pg: PostgreSQL for runbooks. Connections and queries with typed
 -- rows, transactions, COPY, readiness; and the operations a deploy needs:
--- dbmate-compatible migrations (runbook.pg.migrate), crash-safe backfills
--- (runbook.pg.backfill) and streamed backups (runbook.pg.backup), all
+-- dbmate-compatible migrations (runbook.pg._migrate), crash-safe backfills
+-- (runbook.pg._backfill) and streamed backups (runbook.pg._backup), all
 -- exported from here.
 --
 -- Connections raise structured errors ({kind="pg", code=SQLSTATE, ...});
@@ -9,7 +9,7 @@
 local core = require "runbook._pg"
 local host = require "runbook._host"
 local json = require "runbook._json"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 
 local M = {}
@@ -282,16 +282,16 @@ local function lazy(modname, fname)
   return function(...) return require(modname)[fname](...) end
 end
 
-M.migrate = lazy("runbook.pg.migrate", "migrate")
-M.migration_status = lazy("runbook.pg.migrate", "status")
-M.migrate_down = lazy("runbook.pg.migrate", "down")
-M.backfill = lazy("runbook.pg.backfill", "backfill")
-M.copy_rows = lazy("runbook.pg.backfill", "copy_rows")
-M.backup = lazy("runbook.pg.backup", "backup")
-M.verify_backup = lazy("runbook.pg.backup", "verify")
-M.restore = lazy("runbook.pg.backup", "restore")
-M.retention = lazy("runbook.pg.backup", "retention")
-M.local_store = lazy("runbook.pg.store", "local_store")
-M.file_writer = lazy("runbook.pg.store", "file_writer")
+M.migrate = lazy("runbook.pg._migrate", "migrate")
+M.migration_status = lazy("runbook.pg._migrate", "status")
+M.migrate_down = lazy("runbook.pg._migrate", "down")
+M.backfill = lazy("runbook.pg._backfill", "backfill")
+M.copy_rows = lazy("runbook.pg._backfill", "copy_rows")
+M.backup = lazy("runbook.pg._backup", "backup")
+M.verify_backup = lazy("runbook.pg._backup", "verify")
+M.restore = lazy("runbook.pg._backup", "restore")
+M.retention = lazy("runbook.pg._backup", "retention")
+M.local_store = lazy("runbook.pg._store", "local_store")
+M.file_writer = lazy("runbook.pg._store", "file_writer")
 
 return M

@@ -13,7 +13,7 @@ local crypto = require "runbook._crypto"
 local json = require "runbook._json"
 local secretcore = require "runbook._secret"
 local errors = require "runbook.errors"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 
 local M = {}
 
@@ -221,7 +221,7 @@ local function default_owner()
   return string.format("%s@%s pid %d", host.user(), host.hostname(), host.pid())
 end
 
--- Takes the lock without audit (runbook.runlock uses this before any step).
+-- Takes the lock without audit (runbook._engine.runlock uses this before any step).
 -- Returns a Lock, or nil and a description of the holder.
 local function take(conn, key, opts)
   opts = opts or {}

@@ -1,18 +1,19 @@
 -- runbook.s3: S3-compatible object storage (AWS, Cloudflare R2, DigitalOcean
 -- Spaces, MinIO) over runbook._curl, signed with SigV4 (runbook.s3.sigv4).
 -- Buckets, put/get/head/list/delete, multipart uploads and a streaming
--- writer for backups (runbook.s3.writer). Every write records an audit
+-- writer for backups (runbook.s3._writer). Every write records an audit
 -- action and is only reported in a dry run.
 local curl = require "runbook._curl"
 local crypto = require "runbook._crypto"
 local hash = require "runbook._hash"
 local host = require "runbook._host"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
+local backoffs = require "runbook._engine.backoff"
 local errors = require "runbook.errors"
 local secret = require "runbook.secret"
 local url_lib = require "runbook.http.url"
 local sigv4 = require "runbook.s3.sigv4"
-local xml = require "runbook.s3.xml"
+local xml = require "runbook.s3._xml"
 
 local M = {}
 
@@ -165,7 +166,7 @@ function S3:_send(op)
     if res and errbody then res.body = errbody end
     local retry = attempt < attempts and ((res and RETRY_STATUS[res.status]) or (err and err.kind == "http" and RETRY_CODES[err.code]))
     if not retry then break end
-    local delay = 0.2 * 2 ^ (attempt - 1)
+    local delay = backoffs.delay("exponential", 0.2, attempt)
     audit.log("warn", string.format("s3: %s %s: %s, trying again in %g s (attempt %d of %d)", op.verb,
       target(op.bucket, op.key), res and ("HTTP " .. res.status) or err.code, delay, attempt + 1, attempts))
     host.sleep(delay)
@@ -478,7 +479,7 @@ function S3:list(o)
 end
 
 -- ---- multipart ------------------------------------------------------------------------
--- The writer (runbook.s3.writer) drives these and records one action for
+-- The writer (runbook.s3._writer) drives these and records one action for
 -- the whole object; called directly, they record their own and honour a
 -- dry run.
 
@@ -572,21 +573,21 @@ function S3:list_multipart(o)
   return out
 end
 
---- A streaming writer for one object (see runbook.s3.writer):
+--- A streaming writer for one object (see runbook.s3._writer):
 --- w:write(chunk), w:finish() -> {size, sha256, location}, w:abort().
 ---@param o {bucket:string, key:string, part_size:integer|nil, content_type:string|nil, metadata:table|nil}
 ---@return runbook.s3.Writer
 function S3:writer(o)
-  return require("runbook.s3.writer").new(self, o)
+  return require("runbook.s3._writer").new(self, o)
 end
 
 --- A bucket and key prefix as a store for runbook.pg backups (see
---- runbook.s3.store): writer(name), list(prefix), open(name), delete(name),
+--- runbook.s3._store): writer(name), list(prefix), open(name), delete(name),
 --- location(name).
 ---@param o {bucket:string, prefix:string|nil, part_size:integer|nil, read_size:integer|nil}
 ---@return runbook.s3.Store
 function S3:store(o)
-  return require("runbook.s3.store").new(self, o)
+  return require("runbook.s3._store").new(self, o)
 end
 
 return M

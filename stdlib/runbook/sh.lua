@@ -9,7 +9,7 @@ local host = require "runbook._host"
 local fs = require "runbook._fs"
 local secretcore = require "runbook._secret"
 local errors = require "runbook.errors"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 
 local M = {}
 

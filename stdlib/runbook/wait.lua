@@ -7,7 +7,7 @@
 local host = require "runbook._host"
 local net = require "runbook._net"
 local errors = require "runbook.errors"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 
 local M = {}
 

@@ -114,14 +114,14 @@ step "A" { run = function(ctx)
   res[3] = select(2, pcall(function() return package end))
   res[4] = select(2, pcall(function() return debug end))
   res[5] = select(2, pcall(require, "runbook._proc"))
-  res[6] = select(2, pcall(require, "runbook.engine")) .. " / " .. select(2, pcall(require, "runbook.audit"))
+  res[6] = select(2, pcall(require, "runbook._engine.engine")) .. " / " .. select(2, pcall(require, "runbook._engine.audit"))
   res[7] = select(2, pcall(load, "\27Lua", "x", "b"))
   ctx:log(table.concat(res, " | "))
 end }
 ]])
     local r = exec { "s.lua" }
     assert.are.equal(0, r.code, r.stderr)
-    assert.truthy(r.stderr:find("nil | nil | s.lua:6: undefined global 'package' | s.lua:7: undefined global 'debug' | module 'runbook._proc' is not available to runbooks | module 'runbook.engine' is not available to runbooks / module 'runbook.audit' is not available to runbooks | load: only text chunks may be loaded in a runbook", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("nil | nil | s.lua:6: undefined global 'package' | s.lua:7: undefined global 'debug' | module 'runbook._proc' is not available to runbooks | module 'runbook._engine.engine' is not available to runbooks / module 'runbook._engine.audit' is not available to runbooks | load: only text chunks may be loaded in a runbook", 1, true), r.stderr)
   end)
 
   it("requires modules from the runbook's folder and RUNBOOK_PATH, not elsewhere", function()

@@ -4,7 +4,7 @@
 local dns = require "runbook.dns"
 local net = require "runbook._net"
 local host = require "runbook._host"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local netns = require "netns"
 local rbtest = require "rbtest"
 

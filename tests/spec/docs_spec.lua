@@ -5,7 +5,7 @@
 -- needs servers: a module's own doc spec (docs_everyday_spec.lua, ...) runs
 -- it with them, and here it is only compiled.
 local fs = require "runbook._fs"
-local loader = require "runbook.loader"
+local loader = require "runbook._engine.loader"
 local rb = require "rbtest"
 
 local function markdown_files(dir, out)

@@ -4,7 +4,7 @@ local url_lib = require "runbook.http.url"
 local json = require "runbook._json"
 local crypto = require "runbook._crypto"
 local host = require "runbook._host"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local secret = require "runbook.secret"
 local httpserver = require "httpserver"
 

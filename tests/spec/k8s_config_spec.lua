@@ -2,10 +2,10 @@
 -- reads them, and every mistake in them named by file and field.
 local rbtest = require "rbtest"
 local k8sfake = require "k8sfake"
-local config = require "runbook.k8s.config"
-local exec = require "runbook.k8s.exec"
+local config = require "runbook.k8s._config"
+local exec = require "runbook.k8s._exec"
 local k8s = require "runbook.k8s"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local crypto = require "runbook._crypto"
 local host = require "runbook._host"
 local secret = require "runbook.secret"

@@ -3,7 +3,7 @@
 -- and failing at once on every attempt.
 local k8sfake = require "k8sfake"
 local k8s = require "runbook.k8s"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 
 local LOGS = "fake.runbook.dev/logs"
 

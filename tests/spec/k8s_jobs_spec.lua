@@ -4,7 +4,7 @@
 -- run log with secrets redacted, outcomes, failures, and resuming.
 local k8sfake = require "k8sfake"
 local k8s = require "runbook.k8s"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local secret = require "runbook.secret"
 
 local LOGS = "fake.runbook.dev/logs"

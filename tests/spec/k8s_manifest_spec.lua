@@ -5,8 +5,8 @@
 local rbtest = require "rbtest"
 local k8sfake = require "k8sfake"
 local k8s = require "runbook.k8s"
-local manifest = require "runbook.k8s.manifest"
-local audit = require "runbook.audit"
+local manifest = require "runbook.k8s._manifest"
+local audit = require "runbook._engine.audit"
 
 local function err_of(fn, ...)
   local ok, e = pcall(fn, ...)

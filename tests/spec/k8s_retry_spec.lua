@@ -3,7 +3,7 @@
 -- proven from the fake's request log.
 local k8sfake = require "k8sfake"
 local k8s = require "runbook.k8s"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local host = require "runbook._host"
 
 local function cm(name, data)

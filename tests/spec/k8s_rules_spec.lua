@@ -1,8 +1,8 @@
 -- kubectl's readiness rules as pure functions over objects, the offline
 -- plural guess, and how Jobs are built from an image or a CronJob.
-local rules = require "runbook.k8s.rules"
-local client = require "runbook.k8s.client"
-local jobs = require "runbook.k8s.jobs"
+local rules = require "runbook.k8s._rules"
+local client = require "runbook.k8s._client"
+local jobs = require "runbook.k8s._jobs"
 
 local function deploy(t)
   return {

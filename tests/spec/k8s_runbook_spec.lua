@@ -131,11 +131,11 @@ end }
   it("keeps raw requests and credential plugins away from runbooks", function()
     rb.write(dir .. "/raw.lua", [[
 runbook "raw" {}
-step "R" { run = function() require "runbook.k8s.exec" end }
+step "R" { run = function() require "runbook.k8s._exec" end }
 ]])
     local r = rb.run({ "exec", "raw.lua" }, { cwd = dir })
     assert.are_not.equal(0, r.code)
-    assert.truthy(r.stderr:find("module 'runbook.k8s.exec' is not available to runbooks", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("module 'runbook.k8s._exec' is not available to runbooks", 1, true), r.stderr)
   end)
 
   it("fails the step with a config error naming the kubeconfig field, exit 2, without retrying", function()

@@ -3,7 +3,7 @@
 -- with the redactor; nothing of a value in action records or logs.
 local k8sfake = require "k8sfake"
 local k8s = require "runbook.k8s"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local secret = require "runbook.secret"
 local host = require "runbook._host"
 local json = require "runbook._json"

@@ -3,7 +3,7 @@
 -- audited action of every write.
 local k8sfake = require "k8sfake"
 local k8s = require "runbook.k8s"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local json = require "runbook._json"
 
 local function cm(name, data, ns)

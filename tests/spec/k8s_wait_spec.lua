@@ -5,7 +5,7 @@
 -- instead of polling.
 local k8sfake = require "k8sfake"
 local k8s = require "runbook.k8s"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local host = require "runbook._host"
 
 local function deployment(name, replicas)

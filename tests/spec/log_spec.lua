@@ -1,5 +1,5 @@
 local log = require "runbook.log"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local secret = require "runbook.secret"
 
 describe("runbook.log", function()

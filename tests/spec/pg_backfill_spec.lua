@@ -6,7 +6,7 @@
 local pgserver = require "pgserver"
 local pg = require "runbook.pg"
 local host = require "runbook._host"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 
 describe("runbook.pg backfills", function()
   local srv, url, url2, db, other

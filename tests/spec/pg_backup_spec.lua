@@ -5,7 +5,7 @@
 local pgserver = require "pgserver"
 local rbtest = require "rbtest"
 local pg = require "runbook.pg"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local crypto = require "runbook._crypto"
 local proc = require "runbook._proc"
 local fs = require "runbook._fs"

@@ -6,9 +6,9 @@ local pgserver = require "pgserver"
 local rbtest = require "rbtest"
 local dbmate = require "dbmate"
 local pg = require "runbook.pg"
-local migrate = require "runbook.pg.migrate"
+local migrate = require "runbook.pg._migrate"
 local crypto = require "runbook._crypto"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 
 local LAWS = [[
 -- migrate:up
@@ -103,7 +103,7 @@ describe("runbook.pg migrations", function()
     end)
 
     it("splits statements as psql reads a file", function()
-      local sqlsplit = require "runbook.pg.sqlsplit"
+      local sqlsplit = require "runbook.pg._sqlsplit"
       local text = "-- migrate:up\ncreate table a (s text default 'x;y');\n/* c; /* nested; */ */\n"
         .. "create function f() returns text as $body$ select 'a;b'; $body$ language sql;\n"
         .. "insert into a values (E'it\\'s;'), ($$;$$), ($1$);\nselect \"we;ird\" from a; -- trailing; comment\n"

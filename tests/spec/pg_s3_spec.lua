@@ -8,7 +8,7 @@ local rbtest = require "rbtest"
 local pg = require "runbook.pg"
 local s3 = require "runbook.s3"
 local secret = require "runbook.secret"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local crypto = require "runbook._crypto"
 local host = require "runbook._host"
 

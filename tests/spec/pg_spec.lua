@@ -6,7 +6,7 @@ local pg = require "runbook.pg"
 local host = require "runbook._host"
 local proc = require "runbook._proc"
 local secret = require "runbook.secret"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 
 describe("runbook.pg", function()

@@ -3,7 +3,7 @@
 local redis = require "runbook.redis"
 local host = require "runbook._host"
 local json = require "runbook._json"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 local redisserver = require "redisserver"
 local rbtest = require "rbtest"

@@ -1,35 +1,36 @@
--- runbook.runlock: the run lock behind `runbook exec --lock`, in process
+-- runbook._engine.runlock: the run lock behind `runbook exec --lock`, in process
 -- and between two real runbook processes contending for one Redis lock.
-local runlock = require "runbook.runlock"
+local runlock = require "runbook._engine.runlock"
 local host = require "runbook._host"
 local fs = require "runbook._fs"
 local json = require "runbook._json"
 local redisserver = require "redisserver"
 local rbtest = require "rbtest"
 
-local BOOK = [[
-local runlock = require "runbook.runlock"
+-- A process holding the lock: a spec under `runbook test` (the engine's
+-- run lock is private by its name, so a runbook cannot require it; specs
+-- can). It reports contention on stderr and fails, as a step would.
+local HOLDER = [[
+local runlock = require "runbook._engine.runlock"
 local wait = require "runbook.wait"
-runbook "contend" {
-  params = { url = {}, dir = {}, ttl = { default = 2 } },
-}
-step "hold" {
-  title = "hold the shared lock until told to let go",
-  run = function(ctx)
-    local h, holder = runlock.acquire(ctx.params.url, "shared-book", { ttl = ctx.params.ttl, run = ctx.run_id })
-    if not h then error("locked by " .. holder, 0) end
-    local f = assert(io.open(ctx.params.dir .. "/held-" .. ctx.run_id, "w"))
-    f:write(h.owner)
-    f:close()
-    wait(function()
-      local r = io.open(ctx.params.dir .. "/release")
-      if r then r:close() return true end
-      return false
-    end, { timeout = 30, interval = 0.05, what = "the release file" })
-    h:check()
-    assert(h:release(), "the lock was lost before release")
-  end,
-}
+local url, dir, run = os.getenv("LOCK_URL"), os.getenv("LOCK_DIR"), os.getenv("LOCK_RUN")
+it("holds the shared lock until told to let go", function()
+  local h, holder = runlock.acquire(url, "shared-book", { ttl = 2, run = run })
+  if not h then
+    io.stderr:write("locked by " .. holder .. "\n")
+    error("locked by " .. holder, 0)
+  end
+  local f = assert(io.open(dir .. "/held-" .. run, "w"))
+  f:write(h.owner)
+  f:close()
+  wait(function()
+    local r = io.open(dir .. "/release")
+    if r then r:close() return true end
+    return false
+  end, { timeout = 30, interval = 0.05, what = "the release file" })
+  h:check()
+  assert(h:release(), "the lock was lost before release")
+end)
 ]]
 
 local function held_files(dir)
@@ -49,7 +50,7 @@ local function wait_held(dir, count)
   return false
 end
 
-describe("runbook.runlock", function()
+describe("runbook._engine.runlock", function()
   local srv
 
   setup(function() srv = redisserver.start() end)
@@ -95,32 +96,34 @@ describe("runbook.runlock", function()
   end)
 
   describe("two runbook processes", function()
-    local dir, book
+    local dir, spec
 
     before_each(function()
       dir = rbtest.tmpdir("contend")
-      book = dir .. "/contend.lua"
-      rbtest.write(book, BOOK)
+      spec = dir .. "/holder_spec.lua"
+      rbtest.write(spec, HOLDER)
     end)
     after_each(function() rbtest.rmtree(dir) end)
 
-    local function args(state)
-      return { "exec", book, "--state", dir .. "/" .. state, "--param", "url=" .. srv.url, "--param", "dir=" .. dir }
+    local function args(run)
+      return { "test", spec }, { env = { LOCK_URL = srv.url, LOCK_DIR = dir, LOCK_RUN = run }, stderr = "null" }
     end
+    local function run(id) local a, o = args(id); o.timeout = 30; return rbtest.run(a, o) end
+    local function start(id) return rbtest.start(args(id)) end
 
     it("let only one drive the runbook; the other is told who holds it", function()
-      local a = rbtest.start(args("state-a"))
+      local a = start("run-a")
       assert.is_true(wait_held(dir, 1), "the first process never took the lock")
       local a_run = held_files(dir)[1]:match("^held%-(.*)$")
 
-      local b = rbtest.run(args("state-b"), { timeout = 30 })
+      local b = run("run-b")
       assert.are.equal(1, b.code)
       local want = string.format("locked by %s@%s pid %d run %s since ", host.user(), host.hostname(), a:pid(), a_run)
       assert.is_truthy(b.stderr:find(want, 1, true), b.stderr)
 
       -- past the ttl (2 s) the first process still holds it: it is renewed
       host.sleep(2.5)
-      local b2 = rbtest.run(args("state-b"), { timeout = 30 })
+      local b2 = run("run-b")
       assert.are.equal(1, b2.code)
       assert.is_truthy(b2.stderr:find(want, 1, true), b2.stderr)
 
@@ -129,17 +132,17 @@ describe("runbook.runlock", function()
       assert.are.equal(0, code)
       assert.are.equal("", srv:cli("GET", "runbook:lock:shared-book"))
 
-      local b3 = rbtest.run(args("state-b"), { timeout = 30 })
+      local b3 = run("run-b")
       assert.are.equal(0, b3.code, b3.stderr)
       assert.are.equal(2, #held_files(dir))
     end)
 
     it("free the lock of a process that was killed once its ttl passes", function()
-      local a = rbtest.start(args("state-a"))
+      local a = start("run-a")
       assert.is_true(wait_held(dir, 1), "the first process never took the lock")
       a:kill("KILL", true)
       a:wait(10)
-      local b = rbtest.run(args("state-b"), { timeout = 30 })
+      local b = run("run-b")
       assert.are.equal(1, b.code)
       assert.is_truthy(b.stderr:find("locked by ", 1, true), b.stderr)
       -- nobody renews it now: Redis drops it once its ttl (2 s) has passed
@@ -147,7 +150,7 @@ describe("runbook.runlock", function()
         return srv:cli("EXISTS", "runbook:lock:shared-book") == "0"
       end)
       rbtest.write(dir .. "/release", "")
-      local b2 = rbtest.run(args("state-b"), { timeout = 30 })
+      local b2 = run("run-b")
       assert.are.equal(0, b2.code, b2.stderr)
     end)
   end)

@@ -7,7 +7,7 @@
 local s3 = require "runbook.s3"
 local json = require "runbook._json"
 local crypto = require "runbook._crypto"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local secret = require "runbook.secret"
 local s3server = require "s3server"
 local rbtest = require "rbtest"

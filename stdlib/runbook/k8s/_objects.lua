@@ -1,13 +1,13 @@
--- runbook.k8s.objects: the verbs on objects (get, list, create, replace,
+-- runbook.k8s._objects: the verbs on objects (get, list, create, replace,
 -- patch, apply, delete) as methods of a Cluster. Every write is an audited
 -- action and becomes a server-side dry run (dryRun=All) under --dry-run.
 -- Secret data read from the server comes back as secret values.
 local json = require "runbook._json"
 local crypto = require "runbook._crypto"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 local secret = require "runbook.secret"
-local client = require "runbook.k8s.client"
+local client = require "runbook.k8s._client"
 
 local M = {}
 ---@class runbook.k8s.Cluster
@@ -107,9 +107,7 @@ function Cluster:ref(x, need_name)
   if type(kind) ~= "string" or kind == "" then usage("kind is required") end
   if need_name and (type(name) ~= "string" or name == "") then usage("%s: name is required", kind) end
   local info, why = self.client:resource(api_version, kind)
-  if not info then
-    errors.raise { kind = "k8s", code = "UnknownKind", message = why }
-  end
+  if not info then error(why, 0) end
   if info.namespaced then
     namespace = namespace or self.namespace
   else

@@ -3,8 +3,8 @@
 -- (ctx:once), keeps cursors for long steps (ctx:checkpoint / ctx:cursor),
 -- and reports logs and progress.
 local host = require "runbook._host"
-local memo = require "runbook.memo"
-local audit = require "runbook.audit"
+local memo = require "runbook._engine.memo"
+local audit = require "runbook._engine.audit"
 
 local M = {}
 

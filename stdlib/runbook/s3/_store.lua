@@ -1,5 +1,5 @@
 -- A bucket (and a key prefix in it) as a store for runbook.pg backups: the
--- same interface as pg.local_store (runbook.pg.store), so pg.backup,
+-- same interface as pg.local_store (runbook.pg._store), so pg.backup,
 -- pg.verify_backup, pg.restore and pg.retention work on object storage
 -- unchanged.
 --
@@ -11,9 +11,9 @@
 -- the object in ranged GETs pinned to its ETag, so a backup replaced while
 -- it is being read fails instead of mixing two objects. Object names are
 -- relative to the prefix, like file names under a local store's directory.
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
-local rfc3339 = require "runbook.rfc3339"
+local rfc3339 = require "runbook._engine.rfc3339"
 
 local M = {}
 
@@ -49,7 +49,7 @@ function Store:_abort_leftovers(key)
   end
 end
 
---- A writer for one object (see runbook.s3.writer). An unfinished upload of
+--- A writer for one object (see runbook.s3._writer). An unfinished upload of
 --- the same key left by a killed attempt is aborted first.
 ---@param name string
 ---@return runbook.s3.Writer

@@ -1,4 +1,4 @@
--- runbook.k8s.jobs: one-off Jobs (from a spec, or an image, command and env
+-- runbook.k8s._jobs: one-off Jobs (from a spec, or an image, command and env
 -- like `kubectl run backfill-... --restart=Never`), Jobs made from a CronJob
 -- the way `kubectl create job --from=cronjob/X` makes them, waiting for them
 -- to complete or fail while their pods' logs stream into the run log, and
@@ -9,12 +9,12 @@
 -- second one.
 local json = require "runbook._json"
 local host = require "runbook._host"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 local secret = require "runbook.secret"
-local client = require "runbook.k8s.client"
-local objects = require "runbook.k8s.objects"
-local rules = require "runbook.k8s.rules"
+local client = require "runbook.k8s._client"
+local objects = require "runbook.k8s._objects"
+local rules = require "runbook.k8s._rules"
 
 local M = {}
 ---@class runbook.k8s.Cluster

@@ -28,7 +28,7 @@ local function apply_message(run, text)
   if not m then return end
   if m.kind == "event" then
     local ev = m.event
-    require("runbook.state").apply(run.state, ev)
+    require("runbook._engine.state").apply(run.state, ev)
     if run.console then run.console:event(ev) end
   elseif m.kind == "log" then
     if run.console then run.console:log(m.step, m.level, m.message) end
@@ -44,7 +44,7 @@ end
 --- Runs the steps concurrently (at most --jobs at a time). Returns the
 --- group's outcome: "done", or "failed"/"interrupted" and the step.
 function M.run(run, steps)
-  local memo = require "runbook.memo"
+  local memo = require "runbook._engine.memo"
   run.keyfn(true) -- the key file exists before threads may need it
   local ekey = secret.random(32, "raw")
   local base = {
@@ -109,11 +109,11 @@ function Forward:note(text, level) post { kind = "log", level = level or "info",
 --- outcome ("done", "failed", "interrupted").
 function M.worker(payload, journal_handle, ekey)
   local jcore = require "runbook._journal"
-  local loader = require "runbook.loader"
-  local state = require "runbook.state"
-  local storemod = require "runbook.store"
-  local memo = require "runbook.memo"
-  local engine = require "runbook.engine"
+  local loader = require "runbook._engine.loader"
+  local state = require "runbook._engine.state"
+  local storemod = require "runbook._engine.store"
+  local memo = require "runbook._engine.memo"
+  local engine = require "runbook._engine.engine"
   local p = json.decode(payload)
   local book = loader.load(p.file)
   local s = book.by_id[p.step]

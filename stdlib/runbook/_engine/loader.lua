@@ -21,24 +21,8 @@ local PARAM_FIELDS = {
   default = "any", required = "boolean", env = "string", secret = "boolean", doc = "string",
   type = "string", choices = "table",
 }
-local BACKOFFS = { fixed = true, linear = true, exponential = true }
+local BACKOFFS = require("runbook._engine.backoff").POLICIES
 
--- stdlib modules a runbook may require; the rest (private cores, the
--- engine itself) stay out of reach
-local INTERNAL = {
-  ["runbook.cli"] = true, ["runbook.engine"] = true, ["runbook.loader"] = true,
-  ["runbook.state"] = true, ["runbook.store"] = true, ["runbook.console"] = true,
-  ["runbook.testing"] = true, ["runbook.test_output"] = true, ["runbook.ctx"] = true,
-  ["runbook.params"] = true, ["runbook.parallel"] = true, ["runbook.commands"] = true,
-  ["runbook.rollback"] = true, ["runbook.memo"] = true,
-  -- the hub between primitives and the journal: a runbook redirecting it
-  -- could do things off the record (ctx:action and runbook.log are its face)
-  ["runbook.audit"] = true,
-  -- raw requests and credential plugins, without the audit of runbook.k8s
-  ["runbook.k8s.client"] = true, ["runbook.k8s.exec"] = true,
-  -- a parsing helper of the stdlib, not part of the documented API
-  ["runbook.rfc3339"] = true,
-}
 
 local function fail(site, fmt, ...)
   local where = site and (site.file .. ":" .. site.line .. ": ") or ""
@@ -141,7 +125,7 @@ local function make_env(book, declare)
   env.os = { time = os.time, clock = os.clock, date = os.date, getenv = os.getenv, difftime = os.difftime }
   -- under --dry-run a runbook writes nothing, not even a file of its own
   local function open(path, mode)
-    if mode and mode:match("[wa+]") and require("runbook.audit").dry_run() then
+    if mode and mode:match("[wa+]") and require("runbook._engine.audit").dry_run() then
       error("io.open: cannot open " .. tostring(path) .. " for writing in a dry run", 2)
     end
     return io.open(path, mode)
@@ -165,7 +149,7 @@ local function make_env(book, declare)
   env.print = function(...)
     local parts = table.pack(...)
     for i = 1, parts.n do parts[i] = tostring(parts[i]) end
-    require("runbook.audit").log("info", table.concat(parts, "\t", 1, parts.n))
+    require("runbook._engine.audit").log("info", table.concat(parts, "\t", 1, parts.n))
   end
   env.load = function(chunk, name, mode, e)
     if mode ~= nil and mode ~= "t" then error("load: only text chunks may be loaded in a runbook", 2) end
@@ -177,7 +161,9 @@ local function make_env(book, declare)
     if type(name) ~= "string" then error("require: module name expected", 2) end
     if loaded[name] ~= nil then return loaded[name] end
     if name:match("^runbook%.") then
-      if name:match("^runbook%._") or INTERNAL[name] or not package.preload[name] then
+      -- privacy is in the name: any part starting with '_' (the engine in
+      -- runbook._engine, C cores as runbook._x, helpers as runbook.k8s._client)
+      if name:match("%._") or not package.preload[name] then
         error("module '" .. name .. "' is not available to runbooks", 2)
       end
       loaded[name] = require(name)

@@ -12,7 +12,7 @@
 -- behind the cursor is not visited.
 local crypto = require "runbook._crypto"
 local host = require "runbook._host"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 
 local M = {}
@@ -97,6 +97,20 @@ local function mirror(jkey, cursor, rows, batches, done)
   end
 end
 
+-- a kill between the last batch's commit and its journal mirror leaves the
+-- journal one batch behind a finished checkpoint row: the resume that finds
+-- the row done records the final mirror, so the journal ends where the
+-- database does
+local function catch_up_mirror(jkey, row)
+  local ctx = audit.current()
+  if not ctx or audit.dry_run() then return end
+  local m = ctx:cursor(jkey)
+  local cursor = not is_null(row.cursor) and row.cursor or nil
+  if type(m) ~= "table" or m.done ~= true or m.cursor ~= cursor then
+    mirror(jkey, cursor, row.rows, row.batches, true)
+  end
+end
+
 -- nothing is left after the cursor: the checkpoint row says so, in the
 -- target database and in the journal's mirror
 local function close_checkpoint(db, cpt, name, cursor, jkey, rows, batches)
@@ -167,6 +181,7 @@ function M.backfill(opts)
     if row and row.done then
       out.rows, out.batches, out.done, out.already_done = row.rows, row.batches, true, true
       audit.log("info", string.format("%s: already complete (%d rows in %d batches)", name, row.rows, row.batches))
+      catch_up_mirror(jkey, row)
       return out
     end
     -- statements are built by concatenation: set and where are the
@@ -331,6 +346,7 @@ function M.copy_rows(opts)
     if row and row.done then
       out.rows, out.batches, out.done, out.already_done = row.rows, row.batches, true, true
       audit.log("info", string.format("%s: already complete (%d rows in %d batches)", name, row.rows, row.batches))
+      catch_up_mirror(jkey, row)
       return out
     end
     local from = "(" .. q .. ") s"

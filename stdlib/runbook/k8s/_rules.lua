@@ -1,4 +1,4 @@
--- runbook.k8s.rules: the readiness rules, as pure functions over objects.
+-- runbook.k8s._rules: the readiness rules, as pure functions over objects.
 -- kubectl's rollout status (pkg/polymorphichelpers/rollout_status.go) for
 -- Deployments, StatefulSets and DaemonSets, word for word; kubectl wait's
 -- condition and jsonpath checks (pkg/cmd/wait); and the failures that end

@@ -1,4 +1,4 @@
--- runbook.runlock: the lock behind `runbook exec --lock redis://...`, so two
+-- runbook._engine.runlock: the lock behind `runbook exec --lock redis://...`, so two
 -- operators on two machines cannot drive the same runbook at once. The
 -- journal's file lock guards one machine; this one lives in a Redis both
 -- machines reach. It is a runbook.redis lock on "runbook:lock:<name>",
@@ -13,7 +13,7 @@ local M = {}
 
 M.PREFIX = "runbook:lock:"
 
----@class runbook.runlock.Handle
+---@class runbook._engine.runlock.Handle
 ---@field key string
 ---@field owner string  what the lock names as its holder
 local Handle = {}
@@ -27,7 +27,7 @@ Handle.__index = Handle
 ---@param url string|userdata
 ---@param name string  the runbook's name
 ---@param opts {ttl:number|nil, run:string|nil, wait:number|nil, connect_timeout:number|nil, timeout:number|nil}|nil
----@return runbook.runlock.Handle|nil
+---@return runbook._engine.runlock.Handle|nil
 ---@return string|nil holder
 function M.acquire(url, name, opts)
   if type(name) ~= "string" or name == "" then error("runlock.acquire: runbook name expected", 2) end
@@ -79,6 +79,6 @@ function Handle:release()
 end
 
 Handle.__close = function(self) if not self.released then pcall(self.release, self) end end
-Handle.__tostring = function(self) return "runbook.runlock (" .. self.key .. ", " .. self.owner .. ")" end
+Handle.__tostring = function(self) return "runbook._engine.runlock (" .. self.key .. ", " .. self.owner .. ")" end
 
 return M

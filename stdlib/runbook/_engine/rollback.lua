@@ -6,13 +6,13 @@
 -- theirs was done by this run).
 local host = require "runbook._host"
 local errors = require "runbook.errors"
-local loader = require "runbook.loader"
-local state = require "runbook.state"
-local storemod = require "runbook.store"
-local params = require "runbook.params"
-local consolemod = require "runbook.console"
-local engine = require "runbook.engine"
-local ctxmod = require "runbook.ctx"
+local loader = require "runbook._engine.loader"
+local state = require "runbook._engine.state"
+local storemod = require "runbook._engine.store"
+local params = require "runbook._engine.params"
+local consolemod = require "runbook._engine.console"
+local engine = require "runbook._engine.engine"
+local ctxmod = require "runbook._engine.ctx"
 
 local M = {}
 

@@ -23,7 +23,7 @@ function M.run(args)
     if a == "-o" or a:match("^%-%-output") then has_output = true end
   end
   if not has_output then
-    table.insert(argv, 1, "runbook.test_output")
+    table.insert(argv, 1, "runbook._engine.test_output")
     table.insert(argv, 1, "-o")
   end
   _G.arg = argv
@@ -34,14 +34,14 @@ function M.run(args)
     error(EXIT, 0)
   end
   local ok, err = pcall(function()
-    require "busted.runner" ({ standalone = false, output = "runbook.test_output" })
+    require "busted.runner" ({ standalone = false, output = "runbook._engine.test_output" })
   end)
   os.exit = real_exit
   if not ok and err ~= EXIT then
     host.write(2, "runbook test: " .. tostring(err) .. "\n")
     return 2
   end
-  local summary = package.loaded["runbook.test_output"]
+  local summary = package.loaded["runbook._engine.test_output"]
   if ok and summary and summary.failed and summary.failed > 0 then code = 1 end
   return code
 end

@@ -1,4 +1,4 @@
--- runbook.k8s.config: where a cluster is and who we are to it, read the way
+-- runbook.k8s._config: where a cluster is and who we are to it, read the way
 -- kubectl reads it (client-go's clientcmd): KUBECONFIG as a list of files
 -- merged with "the first file to set a name or a field wins", else
 -- ~/.kube/config; the current or a named context; clusters with a CA (data
@@ -12,7 +12,7 @@ local json = require "runbook._json"
 local crypto = require "runbook._crypto"
 local fs = require "runbook._fs"
 local yaml = require "runbook._yaml"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 local secret = require "runbook.secret"
 
@@ -259,7 +259,7 @@ local function user_config(cfg, entry, name)
   end
   local exec = v(u.exec)
   if exec ~= nil then
-    auth.exec = require("runbook.k8s.exec").validate(exec, entry, name)
+    auth.exec = require("runbook.k8s._exec").validate(exec, entry, name)
     auth.how = auth.how or ("exec plugin " .. auth.exec.command)
   end
   local ap = v(u["auth-provider"])

@@ -6,14 +6,15 @@ local fs = require "runbook._fs"
 local jcore = require "runbook._journal"
 local secret = require "runbook._secret"
 local errors = require "runbook.errors"
-local loader = require "runbook.loader"
-local state = require "runbook.state"
-local storemod = require "runbook.store"
-local params = require "runbook.params"
-local memo = require "runbook.memo"
-local ctxmod = require "runbook.ctx"
-local audit = require "runbook.audit"
-local consolemod = require "runbook.console"
+local loader = require "runbook._engine.loader"
+local state = require "runbook._engine.state"
+local storemod = require "runbook._engine.store"
+local params = require "runbook._engine.params"
+local memo = require "runbook._engine.memo"
+local ctxmod = require "runbook._engine.ctx"
+local audit = require "runbook._engine.audit"
+local backoffs = require "runbook._engine.backoff"
+local consolemod = require "runbook._engine.console"
 
 local M = {}
 
@@ -99,15 +100,7 @@ function Run:call(s, fn, ctx, timeout)
 end
 
 local function backoff_delay(retry, attempt)
-  local d
-  if retry.backoff == "fixed" then
-    d = retry.delay
-  elseif retry.backoff == "linear" then
-    d = retry.delay * attempt
-  else
-    d = retry.delay * 2 ^ (attempt - 1)
-  end
-  return math.min(d, retry.max_delay)
+  return backoffs.delay(retry.backoff, retry.delay, attempt, retry.max_delay)
 end
 
 -- An error's details go into the journal, which every resume reads: a
@@ -472,7 +465,7 @@ function Run:execute()
   local sel = selection(self.book, self.opts, self.state)
   local t0 = host.monotime()
   local ran = 0
-  local parallel = require "runbook.parallel"
+  local parallel = require "runbook._engine.parallel"
   local i = 1
   while i <= #sel do
     local s = sel[i]
@@ -561,7 +554,7 @@ local function take_runlock(book, opts, console)
   local url = opts.lock or os.getenv("RUNBOOK_LOCK")
   if url == nil or url == "" or opts.dry_run then return nil end
   url = secret.new(url) -- its password is scrubbed wherever the URL is echoed
-  local ok, handle, holder = pcall(require("runbook.runlock").acquire, url, book.name, {})
+  local ok, handle, holder = pcall(require("runbook._engine.runlock").acquire, url, book.name, {})
   if not ok then
     console:note("cannot take the run lock: " .. errors.message(handle), "error")
     return nil, M.EXIT.usage

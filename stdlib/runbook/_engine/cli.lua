@@ -232,7 +232,7 @@ local function dispatch(argv)
       host.write(1, command_help(name) .. "\nOther options are busted's (see busted --help).\n")
       return 0
     end
-    return require("runbook.testing").run(rest)
+    return require("runbook._engine.testing").run(rest)
   end
   local pos, opts = M.parse(name, rest)
   if opts.help then
@@ -250,9 +250,9 @@ local function dispatch(argv)
       if not opts.jobs or opts.jobs < 1 then usage_error("exec: --jobs must be a positive integer") end
     end
     if opts.only and opts.from then usage_error("exec: --only and --from cannot be combined") end
-    return require("runbook.engine").exec(opts)
+    return require("runbook._engine.engine").exec(opts)
   end
-  return require("runbook.commands")[name](pos, opts)
+  return require("runbook._engine.commands")[name](pos, opts)
 end
 
 local USAGE_KINDS = { usage = true, runbook = true, store = true, secret = true }

@@ -6,7 +6,7 @@ local jcore = require "runbook._journal"
 local crypto = require "runbook._crypto"
 local secret = require "runbook._secret"
 local errors = require "runbook.errors"
-local state = require "runbook.state"
+local state = require "runbook._engine.state"
 
 local M = {}
 local Store = {}

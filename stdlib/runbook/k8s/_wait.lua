@@ -1,4 +1,4 @@
--- runbook.k8s.wait: waits driven by watch, as kubectl's: list by name, then
+-- runbook.k8s._wait: waits driven by watch, as kubectl's: list by name, then
 -- watch from the list's resourceVersion (with bookmarks), watch again when
 -- the server ends the stream, list again on 410 Expired. Each event is
 -- judged the moment it arrives, so a wait ends as soon as the object is
@@ -6,11 +6,11 @@
 -- last seen. Also rollout status, rollout restart and scale.
 local json = require "runbook._json"
 local host = require "runbook._host"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
-local client = require "runbook.k8s.client"
-local objects = require "runbook.k8s.objects"
-local rules = require "runbook.k8s.rules"
+local client = require "runbook.k8s._client"
+local objects = require "runbook.k8s._objects"
+local rules = require "runbook.k8s._rules"
 
 local M = {}
 ---@class runbook.k8s.Cluster

@@ -5,10 +5,10 @@ local host = require "runbook._host"
 local jcore = require "runbook._journal"
 local json = require "runbook._json"
 local errors = require "runbook.errors"
-local loader = require "runbook.loader"
-local state = require "runbook.state"
-local storemod = require "runbook.store"
-local params = require "runbook.params"
+local loader = require "runbook._engine.loader"
+local state = require "runbook._engine.state"
+local storemod = require "runbook._engine.store"
+local params = require "runbook._engine.params"
 
 local M = {}
 
@@ -268,7 +268,7 @@ function M.reset(pos, opts)
 end
 
 function M.rollback(pos, opts)
-  return require("runbook.rollback").run(pos, opts, with_run)
+  return require("runbook._engine.rollback").run(pos, opts, with_run)
 end
 
 -- ---------------------------------------------------------------------------
@@ -299,7 +299,7 @@ end
 
 function M.doc(pos)
   local book = loader.load(pos[1])
-  out(require("runbook.doc").render(book))
+  out(require("runbook._engine.doc").render(book))
   return 0
 end
 

@@ -1,4 +1,4 @@
--- runbook.k8s.secrets: ensuring a Secret from values that stay opaque, and
+-- runbook.k8s._secrets: ensuring a Secret from values that stay opaque, and
 -- reading one as secret values. The values go to the server base64-encoded
 -- inside the request body and nowhere else: action records name the keys,
 -- never the values; values read back are registered with the redactor.
@@ -6,8 +6,8 @@ local json = require "runbook._json"
 local crypto = require "runbook._crypto"
 local errors = require "runbook.errors"
 local secret = require "runbook.secret"
-local audit = require "runbook.audit"
-local objects = require "runbook.k8s.objects"
+local audit = require "runbook._engine.audit"
+local objects = require "runbook.k8s._objects"
 
 local M = {}
 ---@class runbook.k8s.Cluster
@@ -78,7 +78,7 @@ end
 
 -- GET without objects.decode_object, which would register every value.
 local function read(self, r, want)
-  local res = self.client:request { method = "GET", path = require("runbook.k8s.client").path(r.info, r.namespace, r.name),
+  local res = self.client:request { method = "GET", path = require("runbook.k8s._client").path(r.info, r.namespace, r.name),
     expect = { [404] = true }, verb = "get", resource = "secrets", namespace = r.namespace, name = r.name }
   if res.status == 404 then return nil end
   return decode(res.json, want)
@@ -146,7 +146,7 @@ function Cluster:secret(opts)
     local existing = read(self, r, want)
     if not existing then
       local res, err = self.client:try {
-        method = "POST", path = require("runbook.k8s.client").path(r.info, r.namespace),
+        method = "POST", path = require("runbook.k8s._client").path(r.info, r.namespace),
         query = { fieldManager = opts.field_manager or self.field_manager, dryRun = dry and "All" or nil },
         body = body(want), policy = "create", verb = "create", resource = "secrets", namespace = r.namespace, name = r.name,
       }
@@ -191,7 +191,7 @@ function Cluster:secret(opts)
         return existing, "unchanged"
       end
       local res, err = self.client:try {
-        method = "PUT", path = require("runbook.k8s.client").path(r.info, r.namespace, r.name),
+        method = "PUT", path = require("runbook.k8s._client").path(r.info, r.namespace, r.name),
         query = { fieldManager = opts.field_manager or self.field_manager, dryRun = dry and "All" or nil },
         body = body(target, existing), policy = "idempotent", verb = "update", resource = "secrets",
         namespace = r.namespace, name = r.name,

@@ -4,7 +4,7 @@
 -- fields or a body pattern), reporting every row with what was seen.
 local http = require "runbook.http"
 local json = require "runbook._json"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 
 local M = {}

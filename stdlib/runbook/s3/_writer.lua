@@ -8,7 +8,7 @@
 --   w:write(chunk) ...
 --   local info = w:finish()   -- {size, sha256, location, etag, parts}
 local hash = require "runbook._hash"
-local audit = require "runbook.audit"
+local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 local secret = require "runbook.secret"
 
