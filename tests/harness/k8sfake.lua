@@ -169,16 +169,33 @@ end
 -- content_type replaces application/json (for a PATCH).
 -- Prints "AT <epoch seconds>" after each call, for timing measurements.
 local LATER = [[
-import json, re, ssl, sys, time, urllib.request
-base, ca, steps, token = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+import http.client, json, re, ssl, sys, time
+port, ca, steps, token = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 ctx = ssl.create_default_context(cafile=ca)
+conn = None
 def call(method, path, body=None, step={}):
+    # one kept-alive connection: a poll costs a request, not a TLS handshake
+    global conn
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": step.get("content_type", "application/json")}
     if step.get("auth"):
         headers["Authorization"] = "Bearer " + token
-    req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
-    return urllib.request.urlopen(req, context=ctx).read()
+    for attempt in (1, 2):
+        try:
+            if conn is None:
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+            conn.request(method, path, body=data, headers=headers)
+            r = conn.getresponse()
+            out = r.read()
+            if r.status >= 300:
+                sys.exit("later: %s %s: %d %s" % (method, path, r.status, out[:300]))
+            return out
+        except (http.client.HTTPException, OSError):
+            conn = None
+            if attempt == 2:
+                raise
+call("GET", "/_fake/health")
+print("READY", flush=True)
 def seen(after):
     items = json.loads(call("GET", "/_fake/requests"))["items"]
     return len([e for e in items if after.get("method") in (None, e["method"])
@@ -195,10 +212,30 @@ for s in steps:
     print("AT %.6f" % time.time(), flush=True)
 ]]
 
+-- The child of Fake:later: p:communicate{} as for a process, its output
+-- including what came with the READY line.
+local Later = {}
+Later.__index = Later
+function Later:communicate(o)
+  local r = self.proc:communicate(o)
+  r.stdout = self.early .. (r.stdout or "")
+  return r
+end
+
 --- Starts the steps {{after=, method=, path=, body=, auth=, content_type=}, ...} in a child
---- process; returns it (p:communicate{} collects the "AT" lines).
+--- process and returns it once it is running and connected (a python3 that
+--- starts slowly on a busy machine would otherwise eat into the time a step
+--- has); p:communicate{} collects the "AT" lines.
 function Fake:later(steps)
-  return assert(proc.spawn { argv = { "python3", "-c", LATER, self.server, self.ca_file, json.encode(steps), self.token } })
+  local p = assert(proc.spawn { argv = { "python3", "-c", LATER, tostring(self.port), self.ca_file, json.encode(steps), self.token } })
+  local out = ""
+  rbtest.wait_for("the later child to start", function()
+    local chunk = p:read(64, 0.1)
+    if chunk == nil then error("the later child exited: " .. out .. tostring(p:communicate({ timeout = 5 }).stderr)) end
+    out = out .. chunk
+    return out:find("READY\n", 1, true)
+  end)
+  return setmetatable({ proc = p, early = out:match("READY\n(.*)$") }, Later)
 end
 
 --- The epoch times the steps of a `later` child ran at.
