@@ -22,7 +22,7 @@ M.CHECKPOINT_TABLE = "runbook_backfill_checkpoints"
 -- SQLSTATEs worth retrying a batch for: lock_timeout, deadlock, serialization
 local TRANSIENT = { ["55P03"] = true, ["40P01"] = true, ["40001"] = true }
 
-local function pg() return require "runbook.pg" end
+local pgconn = require "runbook.pg._conn"
 
 local function need(fname, opts, field, kind)
   if type(opts[field]) ~= kind then
@@ -36,7 +36,7 @@ local function qualified(db, name)
   return table.concat(out, ".")
 end
 
-local function is_null(v) return v == nil or v == pg().null end
+local function is_null(v) return v == nil or v == pgconn.null end
 
 local function duration(s)
   if s == nil or s ~= s or s == math.huge then return "?" end
@@ -136,8 +136,8 @@ end
 -- a connection given by the caller is used as is; a URL is opened here
 local function open(v, what)
   if v == nil then error(what .. " required", 3) end
-  if pg().is_conn(v) then return v, false end
-  return pg()._open(v, { application_name = "runbook backfill" }), true
+  if pgconn.is_conn(v) then return v, false end
+  return pgconn._open(v, { application_name = "runbook backfill" }), true
 end
 
 -- runs fn inside a transaction that is always rolled back (for --dry-run)
@@ -369,7 +369,7 @@ function M.copy_rows(opts)
       local hi = upper()
       local n = 0
       if not is_null(hi) then
-        rolled_back(dst, function() n = pg().copy(src, out_sql(hi), dst, in_sql) end)
+        rolled_back(dst, function() n = pgconn.copy(src, out_sql(hi), dst, in_sql) end)
       end
       local batches = remaining and math.ceil(remaining / batch) or nil
       out.planned_batches, out.remaining, out.dry_run, out.first_batch_rows = batches, remaining, true, n
@@ -395,7 +395,7 @@ function M.copy_rows(opts)
       end
       local n, bytes
       dst:tx(function()
-        n, bytes = pg().copy(src, out_sql(hi), dst, in_sql)
+        n, bytes = pgconn.copy(src, out_sql(hi), dst, in_sql)
         dst:query(save, name, tostring(hi), n, last)
       end)
       cursor = tostring(hi)

@@ -18,6 +18,7 @@ local host = require "runbook._host"
 local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 local sqlsplit = require "runbook.pg._sqlsplit"
+local pgconn = require "runbook.pg._conn"
 
 local M = {}
 
@@ -125,8 +126,7 @@ end
 
 local function connect(opts)
   if opts.conn then return opts.conn, false end
-  local pg = require "runbook.pg"
-  return pg._open(opts.url, { connect_timeout = opts.connect_timeout, application_name = "runbook migrate" }), true
+  return pgconn._open(opts.url, { connect_timeout = opts.connect_timeout, application_name = "runbook migrate" }), true
 end
 
 -- schema and table of the ledger, quoted, as dbmate resolves them:
@@ -136,7 +136,7 @@ local function ledger_names(db, tname)
   if not schema then
     name = tname
     schema = db:value("SELECT current_schema()")
-    if schema == nil or schema == require("runbook.pg").null then schema = "public" end
+    if schema == nil or schema == pgconn.null then schema = "public" end
   end
   return {
     schema = schema,
