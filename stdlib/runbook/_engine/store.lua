@@ -34,7 +34,8 @@ local M = {}
 --- Where the store lives: the flag, then RUNBOOK_STATE, then .runbook.
 --- A password in a --state URL is refused: the command line shows in `ps`.
 function M.location(flag)
-  if flag and M.is_postgres(flag) and flag:match("^postgres[%a]*://[^:/@]*:[^@]*@") then
+  -- (the command line parser fills the flag from RUNBOOK_STATE too)
+  if flag and flag ~= os.getenv("RUNBOOK_STATE") and M.is_postgres(flag) and flag:match("^postgres[%a]*://[^:/@]*:[^@]*@") then
     errors.raise { kind = "usage", message = string.format(
       "--state %s: a password on the command line shows in `ps` to every user of this machine; give it through PGPASSWORD, ~/.pgpass or RUNBOOK_STATE instead",
       M.redacted(flag)) }
