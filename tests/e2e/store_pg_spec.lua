@@ -433,4 +433,24 @@ step "C" { run = function(ctx) ctx:once("e", function() return effect("C") end) 
     assert.are.equal(0, rbrun({ "audit", "verify", "last", "--state", url }, dir).code)
     rb.rmtree(dir)
   end)
+
+  it("runs a parallel group's steps at once, each appending from its own connection, in one chain", function()
+    local url, db = fresh_db()
+    local dir = rb.tmpdir("pgpar")
+    local lines = { 'runbook "par" {}', 'step "A" { run = function(ctx) return ctx:once("k", function() return 7 end) end }', 'parallel "g" {' }
+    for i = 1, 6 do
+      lines[#lines + 1] = string.format('  step "P%d" { needs = "A", run = function(ctx) for j = 1, 10 do ctx:checkpoint("j", j) end return %d end },', i, i)
+    end
+    lines[#lines + 1] = "}"
+    lines[#lines + 1] = 'step "Z" { needs = { "P1", "P2", "P3", "P4", "P5", "P6" }, run = function(ctx) ctx:log("sum " .. (ctx.outputs.P1 + ctx.outputs.P6)) end }'
+    rb.write(dir .. "/par.lua", table.concat(lines, "\n") .. "\n")
+    local r = rb.exec({ "par.lua", "--jobs", "6" }, { state = url, cwd = dir, env = ENV })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stderr:find("sum 7", 1, true), r.stderr)
+    assert.are.equal("8", srv:psql("SELECT count(*) FROM runbook_events WHERE type = 'step.finished'", db))
+    assert.are.equal("60", srv:psql("SELECT count(*) FROM runbook_events WHERE type = 'step.checkpoint'", db))
+    r = rbrun({ "audit", "verify", "last", "--state", url }, dir)
+    assert.are.equal(0, r.code, r.stderr)
+    rb.rmtree(dir)
+  end)
 end)
