@@ -89,6 +89,7 @@ describe("the PostgreSQL store", function()
       assert.are.equal(n, json.decode(line).seq)
     end
     assert.are.equal(7, n)
+    assert.are.equal(1, json.decode((r.stdout:match("^[^\n]+"))).log_format, "the export's version")
     local rows = srv:psql("SELECT seq || ' ' || type || ' ' || coalesce(step, '-') FROM runbook_events ORDER BY seq", url:match("/(%w+)$"))
     assert.truthy(rows:find("3 step.memo A", 1, true), rows)
     rb.rmtree(dir)

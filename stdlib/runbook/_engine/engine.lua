@@ -476,6 +476,7 @@ local function begin(run, book, cli_params, values, opts)
     pid = host.pid(), version = host.version(), hmac = akey ~= nil, steps = ids_of(book),
     params = params.recordable(book.params, run.params), anchor = true, modules = modules_of(book),
     declared = declared_by_modules(book),
+    log_format = 1, -- the export's version (docs/teams.md, "The SIEM export")
   })
   return run
 end
