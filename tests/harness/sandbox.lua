@@ -491,20 +491,25 @@ local function seed_k8s(sb)
   write(sb.dir .. "/argocd/tezca.json", json.encode(M.tezca_manifests()) .. "\n")
 end
 
--- the drill's world: a live database and two nightly dumps of it in the bucket
+-- the drill's world: a live database, yesterday's dump (100 shipments) and
+-- today's (1000) in the bucket, another database's dump beside them, and 2%
+-- more rows written since
 local function seed_drill(sb)
   local pg = require "runbook.pg"
   local s3 = require "runbook.s3"
   local secret = require "runbook.secret"
   local db = M.DRILL.db
-  if sb:psql(string.format("SELECT count(*) FROM pg_database WHERE datname = '%s'", db)) == "0" then
-    sb:psql(string.format('CREATE DATABASE "%s"', db))
-    sb:psql([[
-      CREATE TABLE fact_material_shipment (id bigserial PRIMARY KEY, tons numeric NOT NULL);
-      CREATE TABLE dim_jobsite (id int PRIMARY KEY, name text);
-      INSERT INTO dim_jobsite SELECT g, 'site ' || g FROM generate_series(1, 50) g;
-      INSERT INTO fact_material_shipment (tons) SELECT g % 40 FROM generate_series(1, 100) g;]], db)
-  end
+  -- seeded afresh whenever PostgreSQL or moto (which keeps nothing) started
+  sb:psql(string.format('DROP DATABASE IF EXISTS "%s" WITH (FORCE)', db))
+  sb:psql(string.format('CREATE DATABASE "%s"', db))
+  sb:psql([[
+    CREATE TABLE fact_material_shipment (id bigserial PRIMARY KEY, tons numeric NOT NULL);
+    CREATE TABLE dim_jobsite (id int PRIMARY KEY, name text);
+    CREATE SCHEMA audit;
+    CREATE TABLE audit.sync_log (id bigserial PRIMARY KEY, note text);
+    INSERT INTO dim_jobsite SELECT g, 'site ' || g FROM generate_series(1, 50) g;
+    INSERT INTO fact_material_shipment (tons) SELECT g % 40 FROM generate_series(1, 100) g;
+    INSERT INTO audit.sync_log (note) VALUES ('first');]], db)
   local s = sb.services.s3
   local client <close> = s3.connect { endpoint = s.endpoint, region = s.region, access_key = s.access_key,
     secret_key = secret.wrap(s.secret_key) }
@@ -512,12 +517,11 @@ local function seed_drill(sb)
   local seeds = sb.dir .. "/seed"
   mkdir(seeds, 448)
   for i, day in ipairs { "20260301T080000Z", "20260302T080000Z" } do
-    local key = M.DRILL.prefix .. day .. ".pgdump"
     if i == 2 then sb:psql("INSERT INTO fact_material_shipment (tons) SELECT g % 40 FROM generate_series(1, 900) g", db) end
     pg.backup { url = sb:pg_url(db), path = seeds .. "/" .. day .. ".dump" }
-    client:put { bucket = M.DRILL.bucket, key = key, file = seeds .. "/" .. day .. ".dump" }
+    client:put { bucket = M.DRILL.bucket, key = M.DRILL.prefix .. day .. ".pgdump", file = seeds .. "/" .. day .. ".dump" }
   end
-  -- written since the last backup: within the drill's tolerance
+  client:put { bucket = M.DRILL.bucket, key = "other_db-20260303T080000Z.pgdump", body = "not ours" }
   sb:psql("INSERT INTO fact_material_shipment (tons) SELECT 1 FROM generate_series(1, 20)", db)
 end
 
@@ -630,7 +634,7 @@ esac]],
 
 local function write_files(sb)
   local d = sb.dir
-  mkdir(d .. "/bin"); mkdir(d .. "/logs"); mkdir(d .. "/values"); mkdir(d .. "/state", 448)
+  mkdir(d .. "/bin"); mkdir(d .. "/logs"); mkdir(d .. "/values")
   local log = d .. "/logs/cli.log"
   if not exists(log) then write(log, "") end
   for _, tool in ipairs(M.STUBS) do
@@ -1084,8 +1088,7 @@ function Sandbox:fault(what)
   local f = self.fake
   if what == "migration" then
     f:control("POST", "/_fake/job-logs", { namespace = "tezca", prefix = "tezca-migrate-",
-      logs = "Operations to perform:\ndjango.db.utils.OperationalError: connection to server at \"pg.madfam.internal\" failed: "
-        .. "FATAL:  password authentication failed for user \"tezca\"" })
+      logs = "Operations to perform:\ndjango.db.utils.OperationalError: password authentication failed for user \"tezca\"" })
     f:control("POST", "/_fake/fail-job", { namespace = "tezca" })
   elseif what == "clear" then
     f:control("DELETE", "/_fake/fail-job")
