@@ -449,6 +449,8 @@ M.JOB_LOGS = {
     .. "uploaded s3://bowmark-backups/pg-backups/bowmark_reports_concrete/bowmark_reports_concrete-20260301T080000Z.pgdump" },
 }
 
+M.TESSERA_DATABASE_URL = "postgresql+asyncpg://tessera:db-pw-e2e-1234@postgres:5432/tessera"
+
 M.DRILL = { bucket = "bowmark-backups", prefix = "bowmark_reports_paving-", db = "bowmark_reports_paving" }
 
 local function seed_k8s(sb)
@@ -461,7 +463,7 @@ local function seed_k8s(sb)
   local tessera = sb:cluster("tessera")
   if sb.secrets.https_tessera_token and not tessera:get { kind = "Secret", name = "tessera-secrets" } then
     tessera:secret { name = "tessera-secrets", data = {
-      DATABASE_URL = "postgresql+asyncpg://tessera:tessera-db-pw@postgres:5432/tessera",
+      DATABASE_URL = M.TESSERA_DATABASE_URL,
       REDIS_URL = sb.services.redis and sb.services.redis.url or "redis://redis:6379/0",
       BOOTSTRAP_API_KEY = sb.secrets.https_tessera_token } }
   end
@@ -871,7 +873,7 @@ end
 
 --- Runs the sandbox's `runbook` (DIR/bin/runbook: the host names resolve to
 --- the stand-ins) with args, in the sandbox's environment. opts: env (extra),
---- cwd, timeout. Returns {code=, stdout=, stderr=}.
+--- unset (the sandbox variables to leave out), cwd, timeout. Returns {code=, stdout=, stderr=}.
 function Sandbox:runbook(args, opts)
   opts = opts or {}
   local argv = { self.dir .. "/bin/runbook" }
@@ -879,6 +881,7 @@ function Sandbox:runbook(args, opts)
   local env = self:env()
   env.NO_COLOR = "1"
   for k, v in pairs(opts.env or {}) do env[k] = v end
+  for _, k in ipairs(opts.unset or {}) do env[k] = nil end
   local p = assert(proc.spawn { argv = argv, cwd = opts.cwd or self.dir, env = env, stdin = "null" })
   return p:communicate { timeout = opts.timeout or 600 }
 end
