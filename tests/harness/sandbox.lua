@@ -181,18 +181,29 @@ local function as_postgres(argv)
   return out
 end
 
-local function start_pg(sb)
+-- initdb (as the postgres user when we are root: it refuses root), in the
+-- background; start_pg waits for it
+local function init_pg(sb)
+  local dir = sb.dir .. "/pg"
+  local data, sock, log = dir .. "/data", dir .. "/sock", dir .. "/postgres.log"
+  if exists(data .. "/PG_VERSION") then return nil end
+  local root = host.user() == "root"
+  mkdir(dir, 493); assert(fs.chmod(dir, 493)) -- postgres must enter it
+  mkdir(data, 448); mkdir(sock, 493)
+  write(log, "")
+  if root then run { "chown", "-R", "postgres:postgres", data, sock, log } end
+  local initdb = { M.PG_BIN .. "/initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync",
+    "--no-instructions", "-E", "UTF8", "--locale=C" }
+  return assert(proc.spawn { argv = root and as_postgres(initdb) or initdb, cwd = dir })
+end
+
+local function start_pg(sb, init)
   local dir = sb.dir .. "/pg"
   local data, sock, log = dir .. "/data", dir .. "/sock", dir .. "/postgres.log"
   local root = host.user() == "root"
-  if not exists(data .. "/PG_VERSION") then
-    mkdir(dir, 493); assert(fs.chmod(dir, 493)) -- postgres must enter it
-    mkdir(data, 448); mkdir(sock, 493)
-    write(log, "")
-    if root then run { "chown", "-R", "postgres:postgres", data, sock, log } end
-    local initdb = { M.PG_BIN .. "/initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync",
-      "--no-instructions", "-E", "UTF8", "--locale=C" }
-    run(root and as_postgres(initdb) or initdb, { cwd = dir })
+  if init then
+    local r = init:communicate { timeout = 120 }
+    if r.code ~= 0 then fail("initdb failed: %s%s", r.stdout or "", r.stderr or "") end
     write(data .. "/pg_hba.conf", "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n", 384)
     if root then run { "chown", "postgres:postgres", data .. "/pg_hba.conf" } end
   end
@@ -210,11 +221,14 @@ local function start_pg(sb)
     .. "CREATE ROLE sandbox LOGIN SUPERUSER; END IF; END $$; ALTER ROLE sandbox PASSWORD '%s'", sb.secrets.pg_password))
 end
 
---- Runs SQL through psql as the superuser; returns stdout.
+--- Runs SQL through psql as the superuser (a list: each its own
+--- transaction); returns stdout.
 function Sandbox:psql(sql, db)
   local pg = self.services.pg
-  local r = run { "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", pg.sock, "-p", tostring(pg.port),
-    "-U", "postgres", "-d", db or "postgres", "-c", sql }
+  local argv = { "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", pg.sock, "-p", tostring(pg.port),
+    "-U", "postgres", "-d", db or "postgres" }
+  for _, q in ipairs(type(sql) == "table" and sql or { sql }) do argv[#argv + 1] = "-c"; argv[#argv + 1] = q end
+  local r = run(argv)
   return (r.stdout:gsub("\n$", ""))
 end
 
@@ -260,14 +274,6 @@ local function await_s3(sb)
   if not ok then fail("%s; its log %s/s3/moto.log says:\n%s", err, sb.dir, read(sb.dir .. "/s3/moto.log") or "") end
   s.access_key, s.secret_key = s3server.credentials(s.endpoint)
   sb:save()
-end
-
-local function k8s_certs(sb)
-  local dir = sb.dir .. "/k8s"
-  if not exists(dir .. "/server.crt") then
-    mkdir(dir)
-    run { "sh", k8sfake.fake_dir() .. "/gen_certs.sh", dir }
-  end
 end
 
 local function spawn_k8s(sb)
@@ -502,8 +508,7 @@ local function seed_drill(sb)
   local secret = require "runbook.secret"
   local db = M.DRILL.db
   -- seeded afresh whenever PostgreSQL or moto (which keeps nothing) started
-  sb:psql(string.format('DROP DATABASE IF EXISTS "%s" WITH (FORCE)', db))
-  sb:psql(string.format('CREATE DATABASE "%s"', db))
+  sb:psql { string.format('DROP DATABASE IF EXISTS "%s" WITH (FORCE)', db), string.format('CREATE DATABASE "%s"', db) }
   sb:psql([[
     CREATE TABLE fact_material_shipment (id bigserial PRIMARY KEY, tons numeric NOT NULL);
     CREATE TABLE dim_jobsite (id int PRIMARY KEY, name text);
@@ -568,7 +573,8 @@ function Sandbox:env()
   e.BOWMARK_EMAIL_FROM, e.SMTP_USER, e.SMTP_HOST = "reports@bowmark.ca", "apikey", "smtp.sendgrid.net"
   e.SMTP_PASSWORD = "sandbox-smtp-password"
   e.MEILISEARCH_HOST, e.MEILISEARCH_API_KEY = "https://search.bowmark.ca", "sandbox-meili-key"
-  if self.services.redis then e.RUNBOOK_SANDBOX_REDIS_URL = self.services.redis.url end
+  -- every exec holds the team lock in the sandbox's Redis, as a team's would
+  if self.services.redis then e.RUNBOOK_LOCK = self.services.redis.url end
   return e
 end
 
@@ -734,21 +740,41 @@ function M.up(dir, opts)
     fresh[name] = true
     return true
   end
+  -- RUNBOOK_SANDBOX_TIMING=1: how long each phase took
+  local timing = os.getenv("RUNBOOK_SANDBOX_TIMING")
+  local last = t0
+  local function phase(name)
+    local now = host.monotime()
+    if timing and timing ~= "" then say("  (%5.2f s) %s", now - last, name) end
+    last = now
+  end
   local ok, err = pcall(function()
     mkdir(dir .. "/logs")
-    -- certificates first (the servers need them), then everything that
-    -- takes a while to start at once, then PostgreSQL while they do
-    if want.k8s then k8s_certs(sb) end
-    if want.https then https_certs(sb) end
+    -- what takes longest to start goes first (moto imports a lot of
+    -- Python), certificates while it starts, then the servers that need
+    -- them, then PostgreSQL while they all come up
     if want.s3 and needed("s3") then spawn_s3(sb) end
-    if want.k8s and needed("k8s") then spawn_k8s(sb) end
+    local init = want.pg and not sb:running("pg") and init_pg(sb) or nil
+    if want.redis and needed("redis") then spawn_redis(sb) end
+    local gen
+    if want.k8s and not exists(dir .. "/k8s/server.crt") then
+      mkdir(dir .. "/k8s")
+      gen = assert(proc.spawn { argv = { "sh", k8sfake.fake_dir() .. "/gen_certs.sh", dir .. "/k8s" }, stdout = "null" })
+    end
+    if want.https then https_certs(sb) end
+    phase("certificates")
     if want.https then
       for _, site in ipairs { "tezca", "janua", "tessera" } do
         if needed("https-" .. site) then spawn_https(sb, site) end
       end
     end
-    if want.redis and needed("redis") then spawn_redis(sb) end
-    if want.pg and needed("pg") then start_pg(sb) end
+    if gen then
+      local r = gen:communicate { timeout = 60 }
+      if r.code ~= 0 then fail("tests/k8s/gen_certs.sh failed: %s", r.stderr or "") end
+    end
+    if want.k8s and needed("k8s") then spawn_k8s(sb) end
+    if want.pg and needed("pg") then start_pg(sb, init) end
+    phase("postgresql")
     if fresh.redis then await_redis(sb) end
     if fresh.k8s then await_k8s(sb) elseif want.k8s then sb:attach_k8s() end
     if want.https then
@@ -756,11 +782,17 @@ function M.up(dir, opts)
         if fresh["https-" .. site] then await_https(sb, site) end
       end
     end
-    if fresh.s3 then await_s3(sb) end
+    phase("k8s and https ready")
     write_files(sb)
     if fresh.k8s then seed_k8s(sb) end
-    if (fresh.pg or fresh.s3) and want.pg and want.s3 then seed_drill(sb) end
+    -- the stand-in starts while the drill's world is seeded
     if want.argocd and want.k8s and needed("argocd") then spawn_argocd(sb) end
+    phase("k8s seeded")
+    if fresh.s3 then await_s3(sb) end
+    phase("moto ready")
+    write_files(sb)
+    if (fresh.pg or fresh.s3) and want.pg and want.s3 then seed_drill(sb) end
+    phase("drill seeded")
     sb:save()
   end)
   if not ok then
