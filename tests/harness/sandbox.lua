@@ -816,7 +816,16 @@ function M.report(sb)
     local st = started[name] and "started" or (sb:running(name) and "already running" or "NOT RUNNING")
     say("  %-10s %-40s pid %-7s %s", label, where, tostring(p.pid), st)
   end
-  if sb.started and #sb.started == 0 then
+  if not sb.started then
+    local n, up = 0, 0
+    for name in pairs(sb.procs) do
+      n = n + 1
+      if sb:running(name) then up = up + 1 end
+    end
+    say("sandbox in %s: %s", sb.dir, n == 0 and "down (no process recorded)" or
+      string.format("%d of %d process(es) running", up, n))
+    if n == 0 then return end
+  elseif #sb.started == 0 then
     say("sandbox in %s: already up, everything was running (nothing started)", sb.dir)
   else
     say("sandbox in %s: up in %.1f s", sb.dir, sb.seconds or 0)

@@ -28,7 +28,9 @@ elseif cmd == "status" then
   sandbox.report(sb)
   local down = {}
   for name in pairs(sb.procs) do if not sb:running(name) then down[#down + 1] = name end end
+  table.sort(down)
   if #down > 0 then error("not running: " .. table.concat(down, ", ") .. " (scripts/sandbox.sh up starts them)", 0) end
+  if next(sb.procs) == nil then error("nothing running (scripts/sandbox.sh up starts it)", 0) end
 elseif cmd == "rehearse" then
   if not argv[2] then usage() end
   local sb = sandbox.load(dir)
