@@ -862,9 +862,11 @@ function M.stop_proc(sb, name)
   local was = M.alive(p.pid, p.marker)
   if was then
     if name == "pg" then
-      kill(p.pid, "INT") -- fast shutdown; the postmaster removes its pid file last
+      -- fast shutdown; the postmaster removes its pid file, then exits (a
+      -- zombie until its parent reaps it counts as stopped)
+      kill(p.pid, "INT")
       await("PostgreSQL (pid " .. p.pid .. ") to stop", function()
-        return not exists(p.pidfile) or not M.alive(p.pid, p.marker)
+        return not exists(p.pidfile) and not M.alive(p.pid, p.marker)
       end, 30)
     else
       kill(p.pid, "TERM")
