@@ -704,11 +704,6 @@ local function wanted_set(list)
   return t
 end
 
-local PROCS = {
-  pg = { "pg" }, redis = { "redis" }, s3 = { "s3" }, k8s = { "k8s" },
-  https = { "https-tezca", "https-janua", "https-tessera" }, argocd = { "argocd" },
-}
-
 --- Loads a sandbox that is up (raises when none is recorded in dir).
 function M.load(dir)
   dir = absolute(dir)
