@@ -118,7 +118,8 @@ local function ready_port(log, pid, marker, what)
   return await(what .. " to print READY", function()
     local port = (read(log) or ""):match("READY (%d+)")
     if port then return math.tointeger(tonumber(port)) end
-    if not M.alive(pid, marker) then fail("%s exited before it was ready; its log %s says:\n%s", what, log, read(log) or "") end
+    -- no marker here: while sh execs into the server its command line can read empty
+    if not M.alive(pid) then fail("%s exited before it was ready; its log %s says:\n%s", what, log, read(log) or "") end
   end, 30)
 end
 
@@ -279,7 +280,7 @@ local function await_redis(sb)
   local net = require "runbook._net"
   local port = sb.services.redis.port
   await("redis-server on port " .. port, function()
-    if not sb:running("redis") then fail("redis-server exited: %s", read(sb.dir .. "/redis/redis.log") or "") end
+    if not M.alive(sb.procs.redis.pid) then fail("redis-server exited: %s", read(sb.dir .. "/redis/redis.log") or "") end
     return net.tcp_connect("127.0.0.1", port, 0.2)
   end, 10)
 end
@@ -297,7 +298,7 @@ end
 
 local function await_s3(sb)
   local s = sb.services.s3
-  local ok, err = pcall(s3server.await, s.endpoint, function() return sb:running("s3") ~= nil end, 60)
+  local ok, err = pcall(s3server.await, s.endpoint, function() return M.alive(sb.procs.s3.pid) end, 60)
   if not ok then fail("%s; its log %s/s3/moto.log says:\n%s", err, sb.dir, read(sb.dir .. "/s3/moto.log") or "") end
   s.access_key, s.secret_key = s3server.credentials(s.endpoint)
   sb:save()
@@ -431,6 +432,7 @@ end
 
 local function spawn_argocd(sb)
   local log = sb.dir .. "/logs/argocd.log"
+  write(log, "")
   local env = { SANDBOX_ARGV = "argocd", SANDBOX_DIR = sb.dir, RUNBOOK_SOURCE_DIR = rbtest.source_dir,
     RUNBOOK_BIN = rbtest.bin }
   -- the --Xoutput argument (ignored by the handler) marks the process as this sandbox's
@@ -438,6 +440,10 @@ local function spawn_argocd(sb)
   local pid = daemon({ rbtest.bin, "test", "-o", rbtest.source_dir .. "/tests/harness/sandbox_output.lua",
     "--Xoutput=" .. marker, rbtest.source_dir .. "/tests/harness/sandbox_main.lua" }, log, env)
   sb:record("argocd", pid, marker, { log = log })
+  await("the ArgoCD stand-in to start", function()
+    if (read(log) or ""):find("watching Applications", 1, true) then return true end
+    if not M.alive(pid) then fail("the ArgoCD stand-in exited; its log %s says:\n%s", log, read(log) or "") end
+  end, 60)
 end
 
 -- ---------------------------------------------------------------------------
