@@ -115,6 +115,16 @@ function M.start(opts)
   return fake
 end
 
+--- A fake started elsewhere (scripts/sandbox.sh runs one as a daemon, with
+--- the command line M.start uses): o = {server=, ca_file=, dir=, token=}.
+--- Everything but stop() works on it; the caller stops the process.
+function M.attach(o)
+  local fake = setmetatable(o, Fake)
+  fake.token = fake.token or M.TOKEN
+  fake.http = curl.client { ca_file = fake.ca_file, timeout = 30 }
+  return fake
+end
+
 --- Calls the control API: returns the decoded answer (raises on a non-2xx).
 function Fake:control(method, path, body)
   local res, err = self.http:request {
