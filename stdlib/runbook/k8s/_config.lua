@@ -212,8 +212,16 @@ local function cluster_config(cfg, entry, name)
     end
     cfg.insecure = true
   end
+  -- the name the certificate is verified against (and the SNI), while the
+  -- connection goes to the host of server, as client-go's TLSClientConfig.ServerName
   local sn = v(c["tls-server-name"])
-  if sn ~= nil then cfg.tls_server_name = tostring(sn) end
+  if sn ~= nil then
+    if type(sn) ~= "string" or sn == "" or sn:find("[/:@%[%]?#%s]") then
+      fail("kubeconfig %s: %s must be a host name or an IPv4 address, got %q", entry.file,
+        field_path("clusters", name, "tls-server-name"), tostring(sn))
+    end
+    cfg.tls_server_name = sn
+  end
   local proxy = v(c["proxy-url"])
   if proxy ~= nil then cfg.proxy = tostring(proxy) end
   local ext = v(c.extensions)
@@ -371,11 +379,6 @@ function M.load(opts)
     audit.log("warn", string.format(
       "WARNING: kubeconfig %s: cluster %q sets insecure-skip-tls-verify: the certificate of %s is NOT verified, so anyone on the network path can impersonate the API server and read every credential and Secret sent to it",
       cl.file, cluster_name, cfg.server))
-  end
-  if cfg.tls_server_name then
-    audit.log("warn", string.format(
-      "kubeconfig %s: cluster %q sets tls-server-name %q, which runbook does not support; the certificate is verified against the host of %s instead",
-      cl.file, cluster_name, cfg.tls_server_name, cfg.server))
   end
   return cfg
 end
