@@ -1,11 +1,19 @@
 -- The console. On a terminal: a live checklist (each step, its state and
 -- elapsed time, the current step's progress) with log lines scrolling
 -- above it. Elsewhere: plain timestamped lines. With --output json: one
--- JSON object a line. Everything goes through host.write, which scrubs.
+-- JSON object a line, in the versioned format of docs/events.md (every
+-- record has v, type, ts and run). Everything goes through host.write,
+-- which scrubs.
 local host = require "runbook._host"
 local json = require "runbook._json"
 
 local M = {}
+
+--- The version of the --output json stream (docs/events.md). A change that
+--- removes or renames a field, or changes what one means, bumps it; new
+--- fields and record types do not.
+M.STREAM_VERSION = 1
+
 local Console = {}
 Console.__index = Console
 
@@ -19,6 +27,7 @@ local COLOR = {
 }
 
 --- Picks the mode: json when asked, tty when stderr is a terminal, else plain.
+--- opts: output, plain, run (the run's id, when known before begin).
 function M.new(opts)
   opts = opts or {}
   local mode = opts.output == "json" and "json" or (host.isatty(2) and not opts.plain) and "tty" or "plain"
@@ -26,6 +35,7 @@ function M.new(opts)
     mode = mode,
     color = mode == "tty" and (os.getenv("NO_COLOR") or "") == "" and os.getenv("TERM") ~= "dumb",
     rows = {}, order = {}, drawn = 0, last_draw = 0, progress = {},
+    info = opts.run and { run = opts.run } or nil,
   }, Console)
   return c
 end
@@ -57,7 +67,13 @@ function Console:begin(info, steps, st)
   local head = string.format("%s %s (%s)", info.resumed and "Resuming" or "Starting", info.run, info.runbook)
   if info.dry_run then head = head .. " — dry run: nothing is written" end
   if self.mode == "json" then
-    self:json_line { type = "console.begin", run = info.run, runbook = info.runbook, resumed = info.resumed, dry_run = info.dry_run }
+    local list = {}
+    for i, id in ipairs(self.order) do
+      local r = self.rows[id]
+      list[i] = { id = id, title = r.title, status = r.status }
+    end
+    self:json_line { type = "console.begin", runbook = info.runbook, resumed = info.resumed == true,
+      dry_run = info.dry_run == true, steps = json.array(list) }
   elseif self.mode == "plain" then
     host.write(2, stamp() .. " " .. head .. "\n")
   else
@@ -66,8 +82,15 @@ function Console:begin(info, steps, st)
   end
 end
 
+-- One record of the stream: a copy of t with the fields every record has.
+-- run is null only on a note printed before a run was opened.
 function Console:json_line(t)
-  host.write(1, json.encode(t, { secrets = "redact", scrub = true }) .. "\n")
+  local rec = {}
+  for k, v in pairs(t) do rec[k] = v end
+  rec.v = M.STREAM_VERSION
+  rec.ts = rec.ts or host.iso_time()
+  if rec.run == nil then rec.run = self.info and self.info.run or json.null end
+  host.write(1, json.encode(rec, { secrets = "redact", scrub = true }) .. "\n")
 end
 
 -- erases the checklist so text can be printed above it
@@ -139,6 +162,11 @@ end
 
 --- Shows one journal event.
 function Console:event(ev)
+  -- the run is known from its first event on, even before begin
+  if ev.run and not (self.info and self.info.run) then
+    self.info = self.info or {}
+    self.info.run = ev.run
+  end
   if self.mode == "json" then return self:json_line(ev) end
   local r = ev.step and self.rows[ev.step]
   if r then
@@ -168,7 +196,7 @@ end
 --- A log line from a step.
 function Console:log(step, level, msg)
   if self.mode == "json" then
-    return self:json_line { type = "log", step = step, level = level, message = msg, ts = host.iso_time() }
+    return self:json_line { type = "log", step = step or json.null, level = level, message = msg }
   end
   if level == "debug" and not os.getenv("RUNBOOK_VERBOSE") then return end
   local prefix = string.format("%-8s ", step or "")
@@ -188,7 +216,7 @@ end
 function Console:progress_of(step, done, total, note)
   self.progress[step] = { done = done, total = total, note = note }
   if self.mode == "json" then
-    return self:json_line { type = "progress", step = step, done = done, total = total, note = note }
+    return self:json_line { type = "progress", step = step, done = done, total = total or json.null, note = note or json.null }
   elseif self.mode == "tty" then
     self:draw(false)
   else
@@ -216,7 +244,7 @@ end
 --- Final redraw and the summary line.
 function Console:finish(text, level)
   if self.mode == "json" then
-    return self:json_line { type = "console.end", message = text, level = level }
+    return self:json_line { type = "console.end", message = text or "", level = level or "info" }
   end
   if self.mode == "tty" then self:draw(true) end
   self.drawn = 0

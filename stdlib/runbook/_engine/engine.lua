@@ -422,6 +422,7 @@ function M.open_run(book, opts, console)
     for k, v in pairs(recordable) do
       if st.params[k] ~= v then changed_params[k] = v end
     end
+    local old_sha = st.sha256 -- the fold of run.resumed moves it to the new file's
     run:append("run.resumed", {
       user = host.user(), host = host.hostname(), pid = host.pid(), version = host.version(),
       sha256 = changed and book.sha256 or nil, steps = changed and ids_of(book) or nil,
@@ -430,7 +431,7 @@ function M.open_run(book, opts, console)
     })
     if changed then
       console:note(string.format("the runbook changed since this run started (sha256 %s… → %s…)%s",
-        tostring(st.sha256):sub(1, 12), book.sha256:sub(1, 12), #problems > 0 and "; changes accepted" or ""), "warn")
+        tostring(old_sha):sub(1, 12), book.sha256:sub(1, 12), #problems > 0 and "; changes accepted" or ""), "warn")
     end
     return run
   end
