@@ -59,6 +59,7 @@ end
 --- Declares the steps of the run (for the checklist) and prints the header.
 function Console:begin(info, steps, st)
   self.info = info
+  self.t0 = host.monotime()
   for _, s in ipairs(steps) do
     local ss = st and st.steps[s.id]
     self.rows[s.id] = { id = s.id, title = s.title, status = ss and ss.status or "pending", ms = ss and ss.ms }
@@ -96,13 +97,14 @@ end
 -- erases the checklist so text can be printed above it
 function Console:clear()
   if self.mode == "tty" and self.drawn > 0 then
+    host.footer() -- the clock thread must not paint over what comes next
     host.write(2, string.format("\27[%dA\27[J", self.drawn))
     self.drawn = 0
   end
 end
 
 function Console:draw(force)
-  if self.mode ~= "tty" then return end
+  if self.mode ~= "tty" or not self.t0 then return end -- nothing to draw before begin
   local now = host.monotime()
   if not force and now - self.last_draw < 0.1 then return end
   self.last_draw = now
@@ -124,9 +126,25 @@ function Console:draw(force)
     if #line > width - 1 then line = line:sub(1, width - 2) .. "…" end
     lines[#lines + 1] = self:paint(COLOR[r.status], line)
   end
+  local before, after = self:footer()
+  lines[#lines + 1] = self:paint("2", before .. elapsed(math.floor((now - self.t0) * 1000)) .. after)
   self:clear()
   host.write(2, table.concat(lines, "\n") .. "\n")
   self.drawn = #lines
+  -- between redraws a thread keeps the elapsed time of the last line moving
+  if self.color then before, after = "\27[2m" .. before, after .. "\27[0m" end
+  host.footer(2, host.scrub(before), self.t0, host.scrub(after))
+end
+
+-- the checklist's last line, around its clock: how long this invocation
+-- has run, and how far the run is
+function Console:footer()
+  local complete = 0
+  for _, id in ipairs(self.order) do
+    local st = self.rows[id].status
+    if st == "done" or st == "skipped" or st == "confirmed" then complete = complete + 1 end
+  end
+  return "elapsed ", string.format(" · %d of %d steps complete", complete, #self.order)
 end
 
 -- prints a line above the checklist (tty) or as a plain line
@@ -209,7 +227,8 @@ function Console:log(step, level, msg)
       host.write(2, self:paint(code or "2", prefix .. line) .. "\n")
     end
   end
-  self:draw(false)
+  -- the lines went where the checklist was: it comes back at once
+  self:draw(self.mode == "tty")
 end
 
 --- Progress of a running step.
@@ -241,12 +260,52 @@ function Console:note(text, level)
   self:say(text, level == "error" and "31" or level == "warn" and "33" or nil)
 end
 
+local function quote(a)
+  if a:match("^[%w@%%+=:,./_-]+$") then return a end
+  return "'" .. a:gsub("'", "'\\''") .. "'"
+end
+
+--- The command that continues this run: exec's own arguments without
+--- --new (which would start yet another run). Secret params given with
+--- --param are shown as NAME=... (they are never recorded: give them
+--- again); other params are recorded by the run and need not be repeated.
+---@param opts table exec's options
+---@param book table|nil the loaded runbook (for which params are secret)
+function M.resume_command(opts, book)
+  local argv = { "runbook", "exec", quote(opts.file) }
+  local function add(...) for _, a in ipairs { ... } do argv[#argv + 1] = a end end
+  if opts.state then add("--state", quote(opts.state)) end
+  if opts.values then add("--values", quote(opts.values)) end
+  for _, kv in ipairs(opts.params or {}) do
+    local k = kv:match("^([^=]+)=")
+    local spec = k and book and book.params[k]
+    if spec and spec.secret then add("--param", quote(k .. "=...")) end
+  end
+  if opts.from then add("--from", quote(opts.from)) end
+  if opts.only then add("--only", quote(opts.only)) end
+  if opts.yes then add("--yes") end
+  if opts.lock then add("--lock", quote(tostring(opts.lock))) end
+  if opts.jobs then add("--jobs", tostring(opts.jobs)) end
+  if opts.output then add("--output", opts.output) end
+  return table.concat(argv, " ")
+end
+
+--- How to continue the run, for the closing line: "run the same command
+--- again", or after --new the command itself.
+function M.resume_phrase(opts, book)
+  if not opts.new or opts.dry_run then return "run the same command again" end
+  return "run `" .. M.resume_command(opts, book) .. "`"
+end
+
 --- Final redraw and the summary line.
 function Console:finish(text, level)
   if self.mode == "json" then
     return self:json_line { type = "console.end", message = text or "", level = level or "info" }
   end
-  if self.mode == "tty" then self:draw(true) end
+  if self.mode == "tty" then
+    self:draw(true)
+    host.footer() -- the checklist stays as it is: its clock stops
+  end
   self.drawn = 0
   if text then
     if self.mode == "plain" then
