@@ -13,7 +13,7 @@
 
 #include <openssl/crypto.h>
 
-#include "host.h"
+#include "clock.h"
 #include "redis.h"
 
 /* Compare-and-PEXPIRE and compare-and-DEL: only the holder of the token

@@ -31,12 +31,12 @@ describe("runbook.pg after SIGKILL", function()
   end
 
   local function exec(path, env)
-    return rbtest.start({ "exec", path, "--state", dir .. "/state" }, { cwd = dir, env = env })
+    return rbtest.exec(path, { state = dir .. "/state", cwd = dir, env = env, start = true })
   end
 
   -- runs to the end (no failpoint); returns the exit code
   local function finish(path)
-    local r = rbtest.run({ "exec", path, "--state", dir .. "/state" }, { cwd = dir, timeout = 120 })
+    local r = rbtest.exec(path, { state = dir .. "/state", cwd = dir, timeout = 120 })
     return r.code, r
   end
 
@@ -48,13 +48,7 @@ describe("runbook.pg after SIGKILL", function()
     end
   end
 
-  local function events_of_type(t)
-    local out = {}
-    for _, ev in ipairs((rbtest.journal(dir .. "/state"))) do
-      if ev.type == t then out[#out + 1] = ev end
-    end
-    return out
-  end
+  local function events_of_type(t) return rbtest.events(dir .. "/state", t) end
 
   it("resumes migrations after a kill inside a migration transaction", function()
     local url = srv:createdb("mig")
@@ -226,6 +220,34 @@ end }
     assert.is_true(#events_of_type("run.resumed") >= 1)
     local cps = events_of_type("step.checkpoint")
     assert.are.same({ cursor = "60000", rows = 60000, batches = 40, done = true }, cps[#cps].value)
+  end)
+
+  -- the instant a kill can fall in: the last batch committed in the target
+  -- (its checkpoint row done) but its journal mirror never written. Made
+  -- exact by finishing the copy outside any run, so the journal has no
+  -- mirror at all when the step finds the row done.
+  it("records the final mirror when a resumed copy finds the checkpoint row already done", function()
+    local src = srv:createdb("srcdone")
+    local dst = srv:createdb("dstdone")
+    local s <close> = pg.connect(src)
+    local d <close> = pg.connect(dst)
+    s:exec("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+    s:exec("INSERT INTO items SELECT g, g % 7 FROM generate_series(1, 3000) g")
+    d:exec("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+    local r = pg.copy_rows { from = src, to = dst, table = "items", batch = 1000 }
+    assert.are.equal(3000, r.rows)
+    local path = book(string.format([[
+step "C1" { title = "copy", run = function()
+  local r = pg.copy_rows { from = %q, to = %q, table = "items", batch = 1000 }
+  return { rows = r.rows, already = r.already_done }
+end }
+]], src, dst))
+    local code, res = finish(path)
+    assert.are.equal(0, code, res and res.stderr)
+    local cps = events_of_type("step.checkpoint")
+    assert.are.equal(1, #cps)
+    assert.are.same({ cursor = "3000", rows = 3000, batches = 3, done = true }, cps[1].value)
+    assert.are.same({ rows = 3000, already = true }, events_of_type("step.finished")[1].outputs)
   end)
 
   it("leaves no complete-looking backup after a kill, and completes on resume", function()
