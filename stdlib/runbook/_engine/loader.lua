@@ -24,9 +24,9 @@ local PARAM_FIELDS = {
 local BACKOFFS = require("runbook._engine.backoff").POLICIES
 
 
+-- raises a runbook error that names the file and line of the declaration
 local function fail(site, fmt, ...)
-  local where = site and (site.file .. ":" .. site.line .. ": ") or ""
-  errors.raise { kind = "runbook", message = where .. string.format(fmt, ...) }
+  errors.raisef("runbook", nil, "%s" .. fmt, site and (site.file .. ":" .. site.line .. ": ") or "", ...)
 end
 
 local function nearest(word, set)
@@ -251,7 +251,7 @@ end
 ---@return table book
 function M.load(path, opts)
   local f, err = io.open(path, "rb")
-  if not f then errors.raise { kind = "runbook", message = "cannot open runbook: " .. tostring(err) } end
+  if not f then errors.raisef("runbook", nil, "cannot open runbook: %s", tostring(err)) end
   local src = f:read("a")
   f:close()
   local abs = require("runbook._fs").realpath(path) or path
@@ -366,7 +366,7 @@ function M.load(path, opts)
 
   local env = make_env(book, declare)
   local chunk, lerr = load(src, "@" .. path, "t", env)
-  if not chunk then errors.raise { kind = "runbook", message = lerr } end
+  if not chunk then errors.raisef("runbook", nil, "%s", lerr) end
   local ok, rerr = xpcall(chunk, function(e)
     if errors.is(e) then return e end
     return errors.new { kind = "runbook", message = tostring(e), traceback = debug.traceback(nil, 2) }
@@ -388,7 +388,7 @@ function M.validate(book, problems)
   end
   if #book.steps == 0 then
     if problems then problems[#problems + 1] = book.file .. ": no steps declared" return book end
-    errors.raise { kind = "runbook", message = book.file .. ": no steps declared" }
+    errors.raisef("runbook", nil, "%s: no steps declared", book.file)
   end
   local known = {}
   for _, s in ipairs(book.steps) do
