@@ -20,15 +20,20 @@
 #include "host.h"
 #include "modules.h"
 
+/* an error that escapes runbook._engine.cli: its message and traceback */
 static int msghandler(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (!msg) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-      msg = lua_tostring(L, -1);
-    else
-      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  luaL_traceback(L, L, msg, 1);
+  rb_error_normalize(L, 1, "internal", 1);
+  lua_getfield(L, -1, "message");
+  lua_getfield(L, -2, "traceback");
+  lua_pushfstring(L, "%s\n%s", lua_tostring(L, -2), lua_tostring(L, -1));
+  return 1;
+}
+
+/* the message, scrubbed; run protected (the host may not be attached yet) */
+static int scrub_top(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  rb_push_scrubbed(L, s, n);
   return 1;
 }
 
@@ -73,7 +78,13 @@ int main(int argc, char **argv) {
   int status = lua_pcall(L, 2, 1, 1);
   int code;
   if (status != LUA_OK) {
-    const char *msg = lua_tostring(L, -1);
+    /* scrubbed like everything else printed: an error can quote a secret */
+    const char *msg = NULL;
+    if (lua_isstring(L, -1)) {
+      lua_pushcfunction(L, scrub_top);
+      lua_pushvalue(L, -2);
+      msg = lua_pcall(L, 1, 1, 0) == LUA_OK ? lua_tostring(L, -1) : "(an error whose message could not be scrubbed)";
+    }
     fprintf(stderr, "runbook: %s\n", msg ? msg : "(no message)");
     code = 2;
   } else {
