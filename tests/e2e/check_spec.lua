@@ -68,7 +68,7 @@ step "A" { run = function() end }
     assert.are.equal(2, r.code)
     assert.are.equal("runbook: missing required params 'context' (set --param context=...), 'db' (set --param db=... "
       .. "or the environment variable CHECK_SPEC_DB_UNSET) and 'replicas' (set --param replicas=...)\n", r.stderr)
-    r = run({ "exec", "p.lua", "--state", dir .. "/st", "--param", "replicas=2" }, { CHECK_SPEC_DB_UNSET = "x" })
+    r = run({ "exec", "p.lua", "--state", dir .. "/st", "--param", "replicas=2" }, { CHECK_SPEC_DB_UNSET = "postgres://u:s3cret@db/app" })
     assert.are.equal("runbook: missing required param 'context' (set --param context=...)\n", r.stderr)
   end)
 end)
