@@ -14,7 +14,7 @@ local STEP_FIELDS = {
 }
 local MANUAL_FIELDS = {
   title = "string", owner = "string", needs = "needs", instructions = "string", verify = "function",
-  doc = "string", description = "string", tags = "table", timeout = "number",
+  doc = "string", description = "string", tags = "table", timeout = "number", approvers = "number",
 }
 local RUNBOOK_FIELDS = { description = "string", params = "table", owner = "string", version = "string", doc = "string" }
 local PARAM_FIELDS = {
@@ -250,6 +250,10 @@ end
 ---@param opts table|nil
 ---@return table book
 function M.load(path, opts)
+  local pst = require("runbook._fs").stat(path)
+  if pst and pst.type == "directory" then
+    errors.raisef("runbook", nil, "%s is a directory: give the runbook file itself (runbook exec %s/NAME.lua)", path, (path:gsub("/+$", "")))
+  end
   local f, err = io.open(path, "rb")
   if not f then errors.raisef("runbook", nil, "cannot open runbook: %s", tostring(err)) end
   local src = f:read("a")
@@ -327,6 +331,10 @@ function M.load(path, opts)
           s.retry = normalize_retry(site, id, spec.retry)
         else
           if not spec.instructions then fail(site, "manual %s: instructions required", id) end
+          if spec.approvers ~= nil and (math.type(spec.approvers) ~= "integer" or spec.approvers < 1) then
+            fail(site, "manual %s: approvers must be a whole number of people, 1 or more", id)
+          end
+          s.approvers = spec.approvers or 1
           s.retry = normalize_retry(site, id, nil)
         end
         if s.timeout ~= nil and s.timeout <= 0 then fail(site, "%s %s: timeout must be positive", kind, id) end
@@ -357,11 +365,13 @@ function M.load(path, opts)
     book.groups[#book.groups + 1] = g
     return g
   end
+  -- not tail calls: group's site_of(3) is the runbook line that declared it
   declare.parallel = function(a)
     if type(a) == "string" then
-      return function(list) return group(a, list) end
+      return function(list) local g = group(a, list) return g end
     end
-    return group(nil, a)
+    local g = group(nil, a)
+    return g
   end
 
   local env = make_env(book, declare)
