@@ -4,6 +4,7 @@
 local host = require "runbook._host"
 local crypto = require "runbook._crypto"
 local errors = require "runbook.errors"
+local nearest = require("runbook._engine.suggest").nearest
 
 local M = {}
 
@@ -29,35 +30,13 @@ local function fail(site, fmt, ...)
   errors.raisef("runbook", nil, "%s" .. fmt, site and (site.file .. ":" .. site.line .. ": ") or "", ...)
 end
 
-local function nearest(word, set)
-  local best, bestd
-  local limit = math.max(2, #word // 2)
-  for cand in pairs(set) do
-    -- edit distance over lower case; a case-only difference scores 0.5
-    local a, b = word:lower(), cand:lower()
-    local prev = {}
-    for j = 0, #b do prev[j] = j end
-    for i = 1, #a do
-      local cur = { [0] = i }
-      for j = 1, #b do
-        local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
-        cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-      end
-      prev = cur
-    end
-    local d = prev[#b] + (word ~= cand and prev[#b] == 0 and 0.5 or 0)
-    if d <= limit and d < #cand and (not bestd or d < bestd or (d == bestd and cand < best)) then best, bestd = cand, d end
-  end
-  return best
-end
-
 M.nearest = nearest
 
 --- " (did you mean 'x'?)" for the candidate of set (its keys) nearest to
---- word, or "" when none is near enough.
+--- word, or "" when none is near enough (runbook._engine.suggest's rule).
 function M.hint(word, set)
-  local best = type(word) == "string" and nearest(word, set)
-  return best and (" (did you mean '" .. best .. "'?)") or ""
+  if type(word) ~= "string" then return "" end
+  return require("runbook._engine.suggest").hint(word, set)
 end
 
 local KEYWORDS = {}

@@ -37,7 +37,7 @@ local function coerce(name, spec, v)
 end
 
 local function suggest(name, specs)
-  local near = require("runbook._engine.loader").hint(name, specs)
+  local near = require("runbook._engine.suggest").hint(name, specs)
   if near ~= "" then return near end
   local keys = {}
   for k in pairs(specs) do keys[#keys + 1] = k end

@@ -54,6 +54,8 @@ handlers["run.started"] = function(st, ev)
   st.hmac = ev.hmac
   st.step_order = ev.steps or {}
   st.dry_run = ev.dry_run
+  st.modules = ev.modules
+  st.declared = ev.declared
   st.status = "running"
 end
 
@@ -62,6 +64,8 @@ handlers["run.resumed"] = function(st, ev)
   st.status = "running"
   if ev.sha256 then st.sha256 = ev.sha256 end
   if ev.steps then st.step_order = ev.steps end
+  if ev.modules then st.modules = ev.modules end
+  if ev.declared then st.declared = ev.declared end
   if ev.params then
     for k, v in pairs(ev.params) do st.params[k] = v end
   end
