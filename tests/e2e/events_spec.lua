@@ -39,6 +39,7 @@ after_each(function() rb.rmtree(dir) end)
 
 local BOOK = [[
 local sh = require "runbook.sh"
+local lib = require "lib"
 runbook "ev" { params = { ns = { default = "x" }, token = { env = "EV_TOKEN", secret = true } } }
 step "A" { title = "first", run = function(ctx)
   local v = ctx:once("k", function() return "val" end)
@@ -61,6 +62,7 @@ step "E" { run = function(ctx) if ctx.params.ns == "bad" then error({ code = 7 }
 describe("the --output json stream", function()
   it("validates against docs/events.schema.json, run after run, with v, ts and run on every record", function()
     write("ev.lua", BOOK)
+    write("lib.lua", 'step "L" { title = "from a library", run = function() end }\nreturn {}\n')
     local env = { EV_TOKEN = "tok-secret-value-123" }
     local all, types = {}, {}
     local function collect(r)
@@ -80,8 +82,9 @@ describe("the --output json stream", function()
     assert.is_nil(r.stdout:find("tok-secret-value-123", 1, true))
     local id = assert(json.decode(lines(r.stdout)[1]).run)
     assert.are.equal(0, run { "confirm", id, "D", "--note", "done" }.code)
-    -- the file changes (a note says so), the run resumes and finishes
+    -- the file and its library change (a note says so), the run resumes and finishes
     write("ev.lua", BOOK .. "-- edited\n")
+    write("lib.lua", 'step "L" { title = "from a library", run = function() end }\nreturn { edited = true }\n')
     r = run({ "exec", "ev.lua", "--output", "json", "--yes" }, env)
     assert.are.equal(0, r.code, r.stderr)
     collect(r)
