@@ -75,3 +75,17 @@ deps: MISSING moto_server (Python package moto[server]): pip could not install i
 MSG
   fi
 fi
+
+# the event-stream and doc specs check their output with tools nobody here
+# wrote: ajv (JSON Schema) and markdown-it (CommonMark), in a local
+# node_modules shared by test runs (tests/harness/npmtool.lua has the same list)
+if [ "$what" = test ]; then
+  node_dir=${RUNBOOK_TEST_CACHE:-/tmp/runbook-test-cache}/node
+  if [ ! -x "$node_dir/node_modules/.bin/ajv" ] || [ ! -x "$node_dir/node_modules/.bin/markdown-it" ] ||
+     [ ! -f "$node_dir/node_modules/ajv-formats/package.json" ]; then
+    echo "deps: installing ajv, ajv-cli, ajv-formats and markdown-it into $node_dir"
+    mkdir -p "$node_dir"
+    npm install --no-audit --no-fund --prefix "$node_dir" ajv@8 ajv-cli@5 ajv-formats@2 markdown-it@14 >/dev/null ||
+      echo "deps: npm install failed: the events and doc specs will try again" >&2
+  fi
+fi

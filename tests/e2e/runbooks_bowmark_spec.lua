@@ -62,6 +62,9 @@ describe("runbooks/bowmark-first-deploy.lua", function()
 
   it("checks and renders as the guide's seven steps", function()
     local r = rb.run { "check", RUNBOOK }
+    assert.are.equal(2, r.code)
+    assert.truthy(r.stderr:find("missing required param 'jwt_secret' (set --param jwt_secret=... or the environment variable BOWMARK_JWT_SECRET)", 1, true), r.stderr)
+    r = rb.run({ "check", RUNBOOK }, { env = env })
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stdout:find("runbook bowmark-first-deploy, 9 steps (2 manual), 1 parallel group(s)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }

@@ -68,7 +68,11 @@ describe("runbooks/first-deploy.lua", function()
   end
 
   it("checks and renders as the checklist it replaces", function()
+    -- without its environment, check names what exec would miss
     local r = rb.run { "check", RUNBOOK }
+    assert.are.equal(2, r.code)
+    assert.truthy(r.stderr:find("missing required param 'db_host' (set --param db_host=... or the environment variable TEZCA_DB_HOST)", 1, true), r.stderr)
+    r = rb.run({ "check", RUNBOOK }, { env = env })
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stdout:find("runbook tezca-first-deploy, 15 steps (5 manual), 2 parallel group(s)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }

@@ -59,6 +59,10 @@ describe("runbooks/pg-restore-drill.lua", function()
 
   it("checks and renders", function()
     local r = rb.run { "check", RUNBOOK }
+    assert.are.equal(2, r.code)
+    assert.truthy(r.stderr:find("runbook: " .. RUNBOOK .. ": 6 problems", 1, true), r.stderr)
+    r = rb.run({ "check", RUNBOOK, "--param", "endpoint=" .. store.endpoint, "--param", "bucket=bowmark-backups",
+      "--param", "prefix=" .. PREFIX }, { env = env })
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stdout:find("runbook pg-restore-drill, 6 steps (0 manual), 0 parallel group(s)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }
