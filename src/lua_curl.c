@@ -20,10 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crypto.h"
 #include "dl_curl.h"
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/crypto.h>
 
 #include "curl_xfer.h"
 #include "host.h"
@@ -51,7 +51,7 @@ struct client {
 
 static void blob_free(struct blob *b) {
   if (b->data) {
-    OPENSSL_cleanse(b->data, b->len);
+    rb_cleanse(b->data, b->len);
     free(b->data);
   }
   b->data = NULL;
@@ -262,7 +262,7 @@ static void add_header(lua_State *L, struct rb_xfer *r, int *has_expect) {
     line[nlen + 2 + vlen] = '\0';
   }
   struct curl_slist *h = curl_slist_append(r->headers, line);
-  OPENSSL_cleanse(line, nlen + vlen + 2);
+  rb_cleanse(line, nlen + vlen + 2);
   free(line);
   if (!h)
     luaL_error(L, "out of memory");

@@ -9,8 +9,8 @@
 
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/crypto.h>
 
+#include "dynlib.h"
 #include "crypto.h"
 #include "host.h"
 #include "redact.h"
@@ -82,7 +82,7 @@ const char *rb_opt_bytes(lua_State *L, int idx, size_t *len, int *is_secret) {
 static int s_wipe(lua_State *L) {
   struct secret *s = luaL_checkudata(L, 1, RB_SECRET_MT);
   if (s->data) {
-    OPENSSL_cleanse(s->data, s->len);
+    rb_cleanse(s->data, s->len);
     free(s->data);
     s->data = NULL;
   }
@@ -102,7 +102,7 @@ static int s_len(lua_State *L) {
 static int s_eq(lua_State *L) {
   size_t la = 0, lb = 0;
   const char *a = rb_secret_test(L, 1, &la), *b = rb_secret_test(L, 2, &lb);
-  lua_pushboolean(L, a && b && la == lb && CRYPTO_memcmp(a, b, la) == 0);
+  lua_pushboolean(L, a && b && la == lb && rb_ct_memcmp(a, b, la) == 0);
   return 1;
 }
 
@@ -143,7 +143,7 @@ static int m_base64(lua_State *L) {
   if (!enc)
     return luaL_error(L, "out of memory");
   rb_secret_push(L, enc, n);
-  OPENSSL_cleanse(enc, n);
+  rb_cleanse(enc, n);
   free(enc);
   return 1;
 }
@@ -155,7 +155,7 @@ static int m_hex(lua_State *L) {
     return luaL_error(L, "out of memory");
   rb_hex((const uint8_t *)s->data, s->len, hex, 0);
   rb_secret_push(L, hex, 2 * s->len);
-  OPENSSL_cleanse(hex, 2 * s->len);
+  rb_cleanse(hex, 2 * s->len);
   free(hex);
   return 1;
 }
@@ -282,12 +282,12 @@ static int f_random(lua_State *L) {
       tlen = (size_t)n;
     }
   }
-  OPENSSL_cleanse(raw, (size_t)n);
+  rb_cleanse(raw, (size_t)n);
   free(raw);
   if (!text)
     return luaL_error(L, "out of memory");
   rb_secret_push(L, text, tlen);
-  OPENSSL_cleanse(text, tlen);
+  rb_cleanse(text, tlen);
   free(text);
   return 1;
 }
@@ -305,6 +305,9 @@ static int f_seal(lua_State *L) {
   size_t aadlen, ptlen;
   const char *aad = luaL_checklstring(L, 2, &aadlen);
   const char *pt = rb_check_bytes(L, 3, &ptlen, NULL);
+  char err[256];
+  if (rb_dl_crypto(err, sizeof err) != 0)
+    return luaL_error(L, "AES-256-GCM: %s", err);
   uint8_t *out = malloc(ptlen + RB_GCM_OVERHEAD);
   if (!out)
     return luaL_error(L, "out of memory");
@@ -323,6 +326,9 @@ static int f_open(lua_State *L) {
   size_t aadlen, inlen;
   const char *aad = luaL_checklstring(L, 2, &aadlen);
   const uint8_t *in = (const uint8_t *)luaL_checklstring(L, 3, &inlen);
+  char err[256];
+  if (rb_dl_crypto(err, sizeof err) != 0)
+    return luaL_error(L, "AES-256-GCM: %s", err);
   uint8_t *out = malloc(inlen + 1);
   if (!out)
     return luaL_error(L, "out of memory");
@@ -334,7 +340,7 @@ static int f_open(lua_State *L) {
     return 2;
   }
   rb_secret_push(L, (const char *)out, (size_t)n);
-  OPENSSL_cleanse(out, (size_t)n);
+  rb_cleanse(out, (size_t)n);
   free(out);
   return 1;
 }

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
 
 #include "crypto.h"
 #include "redact.h"
@@ -39,7 +38,7 @@ void rb_redactor_free(struct rb_redactor *r) {
   if (!r)
     return;
   for (size_t i = 0; i < r->n; i++) {
-    OPENSSL_cleanse(r->pats[i].data, r->pats[i].len);
+    rb_cleanse(r->pats[i].data, r->pats[i].len);
     free(r->pats[i].data);
   }
   free(r->pats);
@@ -98,7 +97,7 @@ static void add_base64_aligned(struct rb_redactor *r, const char *v, size_t len,
   size_t drop = rem == 0 ? 0 : 1;
   if (n > skip + drop)
     add_form(r, enc + skip, n - skip - drop);
-  OPENSSL_cleanse(enc, n);
+  rb_cleanse(enc, n);
   free(enc);
 }
 
@@ -113,7 +112,7 @@ void rb_redactor_add(struct rb_redactor *r, const char *s, size_t len) {
     add_form(r, hex, 2 * len);
     rb_hex((const uint8_t *)s, len, hex, 1);
     add_form(r, hex, 2 * len);
-    OPENSSL_cleanse(hex, 2 * len);
+    rb_cleanse(hex, 2 * len);
     free(hex);
   }
   for (int url = 0; url <= 1; url++) {
@@ -122,7 +121,7 @@ void rb_redactor_add(struct rb_redactor *r, const char *s, size_t len) {
       char *enc = rb_base64((const uint8_t *)s, len, url, pad, &n);
       if (enc) {
         add_form(r, enc, n);
-        OPENSSL_cleanse(enc, n);
+        rb_cleanse(enc, n);
         free(enc);
       }
     }
