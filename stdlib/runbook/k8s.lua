@@ -138,6 +138,12 @@ function Cluster:apply_manifests(source, opts)
     end
   end
   manifest.order(docs)
+  -- one read per collection instead of one per object (see Cluster:prefetch)
+  local refs = {}
+  for _, d in ipairs(docs) do
+    if not d.deferred then refs[#refs + 1] = self:ref(d.obj, true) end
+  end
+  self:prefetch(refs)
   local report = { created = 0, configured = 0, unchanged = 0 }
   local crds, settled = {}, false
   local dry_namespaces = {}

@@ -136,6 +136,8 @@ end
 
 --- Records the audited action of a write.
 function Cluster:record(verb, r, code, result, dry, extra)
+  -- any other write makes this process's view of the object stale
+  if verb ~= "apply" and self.seen and r.info and not dry then self.seen[client.path(r.info, r.namespace, r.name)] = nil end
   local t = {
     kind = "k8s", verb = verb, api_version = r.api_version, object_kind = r.kind,
     namespace = r.namespace, name = r.name, code = code, result = result, dry_run = dry or nil,
@@ -167,8 +169,13 @@ function Cluster:get(x)
   local r = self:ref(x, true)
   local req = req_for(r, "get", { method = "GET", path = client.path(r.info, r.namespace, r.name), expect = { [404] = true } })
   local res = self.client:request(req)
-  if res.status == 404 then return nil end
-  return decode_object(res.json)
+  if res.status == 404 then
+    self:remember(r, nil)
+    return nil
+  end
+  local obj = decode_object(res.json)
+  self:remember(r, obj)
+  return obj
 end
 
 local function selector(s, what)
@@ -337,6 +344,53 @@ local function unchanged(before, after, sent, manager)
   return subset(s, before) and equal(applied_fields(before, manager) or {}, applied_fields(after, manager) or {})
 end
 
+-- What an apply did: 201 is created; otherwise compared with the view of
+-- the object before it (read first, or this process's last view of it).
+local function apply_result(res, before, out, sent, manager)
+  if res.status == 201 or not before then return "created" end
+  return unchanged(before, out, sent, manager) and "unchanged" or "configured"
+end
+
+--- Keeps this process's latest view of an object (nil: known absent), so
+--- an apply can tell unchanged from configured without reading it first.
+--- Any other write by this Cluster forgets it (see record).
+function Cluster:remember(r, obj)
+  self.seen = self.seen or {}
+  local key = client.path(r.info, r.namespace, r.name)
+  self.seen[key] = obj and copy(obj) or false
+end
+
+--- Reads, in one request per collection, the objects a batch of applies is
+--- about to write, so each apply then needs only its own request. A
+--- collection holding more than `limit` objects is not used (each apply
+--- reads its object first instead). refs: a list of refs.
+function Cluster:prefetch(refs, limit)
+  local groups, order = {}, {}
+  for _, r in ipairs(refs) do
+    local key = client.path(r.info, r.namespace)
+    if not groups[key] then
+      groups[key] = { r = r, refs = {} }
+      order[#order + 1] = key
+    end
+    local g = groups[key]
+    g.refs[#g.refs + 1] = r
+  end
+  for _, key in ipairs(order) do
+    local g = groups[key]
+    if #g.refs >= 2 then
+      local res = self.client:request(req_for({ info = g.r.info, namespace = g.r.namespace }, "list",
+        { method = "GET", path = key, query = { limit = limit or 1000 } }))
+      local body = res.json or {}
+      local more = v((body.metadata or {}).continue)
+      if more == nil or more == "" then
+        local by_name = {}
+        for _, it in ipairs(fill_kind(body.items or {}, g.r.info)) do by_name[v(meta(it).name)] = it end
+        for _, r in ipairs(g.refs) do self:remember(r, by_name[r.name]) end
+      end
+    end
+  end
+end
+
 -- The conflicts of a failed apply: {field=, manager=, message=}.
 local function conflicts(err)
   local out = {}
@@ -361,7 +415,8 @@ function Cluster:apply_one(obj, opts, r)
   r = r or self:ref(obj, true)
   local body = body_for(r, obj)
   body.metadata.resourceVersion = nil
-  local before = self:get(r)
+  local before = self.seen and self.seen[client.path(r.info, r.namespace, r.name)]
+  if before == nil then before = self:get(r) or false end
   local dry = self:dry(opts)
   local q = write_query(self, opts, { force = opts.force and "true" or nil })
   local req = req_for(r, "apply", { method = "PATCH", path = client.path(r.info, r.namespace, r.name),
@@ -379,14 +434,8 @@ function Cluster:apply_one(obj, opts, r)
     error(err, 0)
   end
   local out = decode_object(res.json)
-  local result
-  if not before then
-    result = "created"
-  elseif unchanged(before, out, body, q.fieldManager) then
-    result = "unchanged"
-  else
-    result = "configured"
-  end
+  local result = apply_result(res, before, out, body, q.fieldManager)
+  if not dry then self:remember(r, out) end
   self:record("apply", r, res.status, result, dry, opts.record)
   return out, result
 end
