@@ -1,8 +1,9 @@
 /*
- * One transfer of runbook._curl: the request state and libcurl's
- * callbacks (body in and out, headers, progress), with the Lua callbacks
- * they call run under lua_pcall so an error never longjmps through curl.
- * lua_curl.c builds the request and turns the outcome into Lua values.
+ * Part of the runbook._curl binding (it takes a lua_State). One transfer:
+ * the request state and libcurl's callbacks (body in and out, headers,
+ * progress), with the Lua callbacks they call run under lua_pcall so an
+ * error never longjmps through curl. lua_curl.c builds the request and turns
+ * the outcome into Lua values.
  */
 #include <stdlib.h>
 #include <string.h>

@@ -1,3 +1,9 @@
+/*
+ * libcurl, libpq and hiredis loaded with dlopen the first time a runbook
+ * uses them (dynlib.h, dl_*.h), so a runbook that never talks HTTP,
+ * PostgreSQL or Redis starts without them; a library that is missing is
+ * reported once, naming the Debian package that ships it.
+ */
 #define RB_DL_DEFINE
 #include <dlfcn.h>
 #include <pthread.h>

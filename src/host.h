@@ -13,6 +13,8 @@
 
 #include <lua.h>
 
+#include "clock.h"
+
 struct rb_redactor;
 
 /* A message from a parallel step's thread to the main thread (an event,
@@ -32,9 +34,6 @@ struct rb_host {
   struct rb_msg *head, *tail;
 };
 
-/* Set by the SIGINT handler; the only C global, because signals have no state. */
-extern volatile sig_atomic_t rb_interrupted;
-
 /* Creates the host for a new process, or attaches an existing one to a new
  * state (parallel step). Stored in the registry; released when L closes. */
 struct rb_host *rb_host_attach(lua_State *L, struct rb_host *shared);
@@ -45,10 +44,6 @@ void rb_push_scrubbed(lua_State *L, const char *s, size_t len);
 
 /* Writes already-scrubbed text to fd 1 or 2 under the console lock. */
 void rb_console_write(lua_State *L, int fd, const char *s, size_t len);
-
-/* Seconds on the monotonic and wall clocks. */
-double rb_monotime(void);
-double rb_walltime(void);
 
 /* The deadline of the guarded call running in L (0 when none), so C
  * primitives can bound their own blocking calls (curl, libpq, hiredis). */
@@ -66,6 +61,11 @@ void rb_check_interrupt(lua_State *L);
  * "runbook.Error" metatable (whose __tostring gives the message). `code` may
  * be NULL. Callers add fields (details, ...) before raising or returning it. */
 void rb_push_error(lua_State *L, const char *kind, const char *code, const char *fmt, ...);
+
+/* A time option in seconds, read from field `name` of the table at index t
+ * (the default when t is not a table or the field is nil). Raises
+ * "<who>: <name> must be a number of seconds >= 0" for anything else. */
+double rb_opt_seconds(lua_State *L, int t, const char *name, double def, const char *who);
 
 /* The kinds the guard raises; the engine tells them from step failures. */
 #define RB_ERR_INTERRUPTED "interrupted"

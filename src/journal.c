@@ -1,3 +1,9 @@
+/*
+ * The journal's writer and reader (journal.h): appending an event line with
+ * its hash chain (and HMAC) and fsync'ing it before returning; scanning a
+ * journal line by line, verifying each line's hash and the chain, and
+ * telling a torn last line from damage. No Lua: lua_journal.c binds it.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

@@ -1,3 +1,10 @@
+/*
+ * Converting between Lua values and jansson trees, shared by runbook._json,
+ * runbook._yaml, runbook._pg, the journal binding and its reader
+ * (jsonconv.h): json.null and json.array sentinels, 64-bit integers, floats
+ * that round-trip, depth limits, and secrets refused unless allowed. Takes a
+ * lua_State: it is a conversion library for the bindings, not a binding.
+ */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

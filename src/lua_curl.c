@@ -140,18 +140,6 @@ static void opt_blob_field(lua_State *L, const char *name, struct blob *dst) {
   lua_pop(L, 1);
 }
 
-static double opt_number_field(lua_State *L, int t, const char *name, double def, const char *who) {
-  double v = def;
-  if (lua_getfield(L, t, name) != LUA_TNIL) {
-    int ok;
-    v = lua_tonumberx(L, -1, &ok);
-    if (!ok || v < 0)
-      luaL_error(L, "%s: %s must be a number of seconds >= 0", who, name);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
 static int opt_bool_field(lua_State *L, int t, const char *name, int def) {
   int v = def;
   int ty = lua_getfield(L, t, name);
@@ -185,8 +173,8 @@ static int f_client(lua_State *L) {
   opt_blob_field(L, "key_data", &c->key_data);
   c->insecure = opt_bool_field(L, 1, "insecure", 0);
   c->http2 = opt_bool_field(L, 1, "http2", 1);
-  c->timeout = opt_number_field(L, 1, "timeout", 30, "curl.client");
-  c->connect_timeout = opt_number_field(L, 1, "connect_timeout", 10, "curl.client");
+  c->timeout = rb_opt_seconds(L, 1, "timeout", 30, "curl.client");
+  c->connect_timeout = rb_opt_seconds(L, 1, "connect_timeout", 10, "curl.client");
   if (!c->user_agent)
     c->user_agent = dup_bytes(L, "runbook/" RUNBOOK_VERSION, strlen("runbook/" RUNBOOK_VERSION));
 
@@ -349,24 +337,30 @@ static void apply_client(struct client *c, CURL *e) {
 
 /* Pushes the structured error {kind, code, message, details={curl_code, url}}.
  * The message is scrubbed of every registered secret. */
+/* Pushes {kind=, code=, message="METHOD url: cause", details={curl_code=,
+ * url=, cause=}}: callers that word their own message (the Kubernetes
+ * client) read details.cause instead of parsing the message. */
 static void push_request_error(lua_State *L, const char *kind, const char *code, CURLcode rc,
                                const char *method, const char *url, const char *detail) {
-  if (detail && *detail)
-    lua_pushfstring(L, "%s %s: %s", method, url, detail);
-  else
-    lua_pushfstring(L, "%s %s: %s", method, url, rb_curl_what(code));
+  if (!detail || !*detail)
+    detail = rb_curl_what(code);
+  rb_push_scrubbed(L, detail, strlen(detail));
+  int cause = lua_gettop(L);
+  lua_pushfstring(L, "%s %s: %s", method, url, detail);
   size_t n;
   const char *m = lua_tolstring(L, -1, &n);
   rb_push_scrubbed(L, m, n);
   rb_push_error(L, kind, code, "%s", lua_tostring(L, -1));
-  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, 3);
   lua_pushinteger(L, (lua_Integer)rc);
   lua_setfield(L, -2, "curl_code");
   lua_pushstring(L, url);
   lua_setfield(L, -2, "url");
+  lua_pushvalue(L, cause);
+  lua_setfield(L, -2, "cause");
   lua_setfield(L, -2, "details");
-  lua_replace(L, -3);
-  lua_pop(L, 1);
+  lua_replace(L, cause);
+  lua_settop(L, cause);
 }
 
 static void trim_line(const char **s, size_t *n) {
@@ -524,10 +518,10 @@ static int m_request(lua_State *L) {
     luaL_argexpected(L, lua_isfunction(L, -1), ARG_REQ, "on_data as a function");
     x->on_data_idx = lua_gettop(L);
   }
-  double timeout = opt_number_field(L, ARG_REQ, "timeout", c->timeout, "request");
-  double ctimeout = opt_number_field(L, ARG_REQ, "connect_timeout", c->connect_timeout, "request");
-  double low_time = opt_number_field(L, ARG_REQ, "low_speed_time", 0, "request");
-  double low_limit = opt_number_field(L, ARG_REQ, "low_speed_limit", 1, "request");
+  double timeout = rb_opt_seconds(L, ARG_REQ, "timeout", c->timeout, "request");
+  double ctimeout = rb_opt_seconds(L, ARG_REQ, "connect_timeout", c->connect_timeout, "request");
+  double low_time = rb_opt_seconds(L, ARG_REQ, "low_speed_time", 0, "request");
+  double low_limit = rb_opt_seconds(L, ARG_REQ, "low_speed_limit", 1, "request");
   int follow = opt_bool_field(L, ARG_REQ, "follow", 0);
   int path_as_is = opt_bool_field(L, ARG_REQ, "path_as_is", 0);
   lua_Integer max_redirs = 5;

@@ -14,6 +14,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "fileio.h"
 #include "secret.h"
 
 static int push_errno(lua_State *L, const char *what) {
@@ -147,19 +148,12 @@ static int f_write_file(lua_State *L) {
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0)
     return push_errno(L, tmp);
-  size_t off = 0;
-  while (off < len) {
-    ssize_t n = write(fd, data + off, len - off);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      int e = errno;
-      close(fd);
-      unlink(tmp);
-      errno = e;
-      return push_errno(L, tmp);
-    }
-    off += (size_t)n;
+  if (rb_write_all(fd, data, len) != 0) {
+    int e = errno;
+    close(fd);
+    unlink(tmp);
+    errno = e;
+    return push_errno(L, tmp);
   }
   if (fchmod(fd, mode) != 0 || fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
     int e = errno;

@@ -18,6 +18,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "fileio.h"
 #include "host.h"
 #include "modules.h"
 #include "redact.h"
@@ -203,6 +204,20 @@ double rb_walltime(void) {
   return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+double rb_opt_seconds(lua_State *L, int t, const char *name, double def, const char *who) {
+  if (lua_type(L, t) != LUA_TTABLE)
+    return def;
+  double v = def;
+  if (lua_getfield(L, t, name) != LUA_TNIL) {
+    int ok;
+    v = lua_tonumberx(L, -1, &ok);
+    if (!ok || v < 0 || v != v)
+      luaL_error(L, "%s: %s must be a number of seconds >= 0", who, name);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
 double rb_deadline(lua_State *L) {
   struct guard *g = get_guard(L);
   return g && g->armed ? g->deadline : 0;
@@ -241,16 +256,8 @@ static int l_monotime(lua_State *L) {
 
 /* host.iso_time([t]) -> "2026-11-22T10:41:07.113Z" */
 static int l_iso_time(lua_State *L) {
-  double t = luaL_optnumber(L, 1, rb_walltime());
-  time_t secs = (time_t)t;
-  int ms = (int)((t - (double)secs) * 1000.0);
-  if (ms > 999)
-    ms = 999;
-  struct tm tm;
-  gmtime_r(&secs, &tm);
   char buf[64];
-  size_t k = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf + k, sizeof buf - k, ".%03dZ", ms < 0 ? 0 : ms);
+  rb_iso_time(luaL_optnumber(L, 1, rb_walltime()), buf, sizeof buf);
   lua_pushstring(L, buf);
   return 1;
 }

@@ -132,6 +132,46 @@ void rb_pg_deliver_notices(lua_State *L, struct rb_pg_conn *c) {
   lua_settop(L, top);
 }
 
+/* Raises the interrupt or timeout after a stopped wait; the caller has
+ * cancelled and drained already. */
+int rb_pg_raise_stop(lua_State *L, struct rb_pg_conn *c) {
+  rb_pg_clear_res(c);
+  rb_pg_deliver_notices(L, c);
+  rb_check_interrupt(L);
+  rb_push_error(L, RB_ERR_INTERRUPTED, NULL, "interrupted");
+  return lua_error(L);
+}
+
+/* nil, err for a wait that failed (RB_PG_BROKEN) */
+int rb_pg_push_lost(lua_State *L, struct rb_pg_conn *c) {
+  rb_pg_clear_res(c);
+  rb_pg_deliver_notices(L, c);
+  lua_pushnil(L);
+  rb_pg_push_conn_error(L, "lost the connection to", c->label, c->pg ? PQerrorMessage(c->pg) : "");
+  return 2;
+}
+
+/* nil, err for a failed result held in c->res */
+int rb_pg_push_failed(lua_State *L, struct rb_pg_conn *c) {
+  lua_pushnil(L);
+  rb_pg_push_result_error(L, c->res, c->pg ? PQerrorMessage(c->pg) : "");
+  rb_pg_clear_res(c);
+  rb_pg_deliver_notices(L, c);
+  return 2;
+}
+
+
+int rb_pg_collect_l(lua_State *L, struct rb_pg_conn *c) {
+  int why = rb_pg_collect(c, rb_deadline(L));
+  if (why == RB_PG_COPY_OUT) {
+    rb_pg_deliver_notices(L, c);
+    rb_push_error(L, "pg", "0A000", "COPY TO STDOUT needs copy_out()");
+    return lua_error(L);
+  }
+  return why;
+}
+
+
 static int f_on_notice(lua_State *L) {
   if (!lua_isnoneornil(L, 1))
     luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -196,19 +236,6 @@ static int connect_failed(lua_State *L, struct rb_pg_conn *c, const char *msg) {
   return 2;
 }
 
-static double opt_number(lua_State *L, int t, const char *k, double def) {
-  if (lua_type(L, t) != LUA_TTABLE)
-    return def;
-  double v = def;
-  if (lua_getfield(L, t, k) != LUA_TNIL) {
-    if (!lua_isnumber(L, -1))
-      luaL_error(L, "connect: option %s must be a number", k);
-    v = lua_tonumber(L, -1);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
 /* connect(conninfo_or_secret [, {connect_timeout=s, statement_timeout=s,
  * application_name=}]) -> Conn | nil, err */
 static int f_connect(lua_State *L) {
@@ -245,8 +272,8 @@ static int f_connect(lua_State *L) {
   }
   PQconninfoFree(opts);
   register_url_password(L, ci);
-  timeout = opt_number(L, 2, "connect_timeout", timeout);
-  double stmt_timeout = opt_number(L, 2, "statement_timeout", 0);
+  timeout = rb_opt_seconds(L, 2, "connect_timeout", timeout, "pg.connect");
+  double stmt_timeout = rb_opt_seconds(L, 2, "statement_timeout", 0, "pg.connect");
 
   /* keywords before dbname are defaults the connection string may override */
   const char *kw[5], *val[5];
@@ -272,12 +299,14 @@ static int f_connect(lua_State *L) {
       snprintf(msg, sizeof msg, "timeout after %g s (connect_timeout)", timeout);
       return connect_failed(L, c, msg);
     }
-    int ev = rb_pg_wait(L, c->pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 50);
+    int ev = rb_pg_wait(c->pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 50, rb_deadline(L));
     if (ev == RB_PG_STOP) {
+      set_label(c);
       PQfinish(c->pg);
       c->pg = NULL;
       rb_check_interrupt(L);
-      return luaL_error(L, "interrupted");
+      rb_push_error(L, RB_ERR_INTERRUPTED, NULL, "interrupted while connecting to %s", c->label);
+      return lua_error(L);
     }
     if (ev != 0)
       st = PQconnectPoll(c->pg);
@@ -293,7 +322,7 @@ static int f_connect(lua_State *L) {
       rb_pg_push_conn_error(L, "lost the connection to", c->label, PQerrorMessage(c->pg));
       return 2;
     }
-    int why = rb_pg_collect(L, c);
+    int why = rb_pg_collect_l(L, c);
     if (why == RB_PG_STOP)
       return rb_pg_raise_stop(L, c);
     if (why)
@@ -410,7 +439,7 @@ static int build_params(lua_State *L, int first, const char ***values, int **len
 
 /* common tail: the command was sent; rb_pg_collect and push the outcome */
 static int finish(lua_State *L, struct rb_pg_conn *c, int rows) {
-  int why = rb_pg_collect(L, c);
+  int why = rb_pg_collect_l(L, c);
   if (why == RB_PG_STOP)
     return rb_pg_raise_stop(L, c);
   if (why)
@@ -452,29 +481,22 @@ static int m_exec(lua_State *L) {
 
 /* ---- small methods ------------------------------------------------------------------ */
 
-static int m_escape_literal(lua_State *L) {
+/* PQescapeLiteral and PQescapeIdentifier share a signature and a contract */
+static int escape_with(lua_State *L, char *(*esc)(PGconn *, const char *, size_t), const char *what) {
   struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
   size_t len;
   const char *s = luaL_checklstring(L, 2, &len);
-  char *e = PQescapeLiteral(c->pg, s, len);
+  char *e = esc(c->pg, s, len);
   if (!e)
-    return luaL_error(L, "escape_literal: %s", PQerrorMessage(c->pg));
+    return luaL_error(L, "%s: %s", what, PQerrorMessage(c->pg));
   lua_pushstring(L, e);
   PQfreemem(e);
   return 1;
 }
 
-static int m_escape_identifier(lua_State *L) {
-  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
-  size_t len;
-  const char *s = luaL_checklstring(L, 2, &len);
-  char *e = PQescapeIdentifier(c->pg, s, len);
-  if (!e)
-    return luaL_error(L, "escape_identifier: %s", PQerrorMessage(c->pg));
-  lua_pushstring(L, e);
-  PQfreemem(e);
-  return 1;
-}
+static int m_escape_literal(lua_State *L) { return escape_with(L, PQescapeLiteral, "escape_literal"); }
+
+static int m_escape_identifier(lua_State *L) { return escape_with(L, PQescapeIdentifier, "escape_identifier"); }
 
 /* c:status() -> "idle" | "active" | "transaction" | "failed-transaction" | "closed" | "broken" */
 static int m_status(lua_State *L) {

@@ -312,13 +312,6 @@ static const char *opt_string(lua_State *L, int opts, const char *name) {
   return s;
 }
 
-static double opt_number(lua_State *L, int opts, const char *name, double def) {
-  lua_getfield(L, opts, name);
-  double v = luaL_optnumber(L, -1, def);
-  lua_pop(L, 1);
-  return v;
-}
-
 /* connect(url_or_secret [, {connect_timeout=, timeout=, password=, user=, db=}])
  *   -> Conn | nil, err */
 static int f_connect(lua_State *L) {
@@ -331,8 +324,8 @@ static int f_connect(lua_State *L) {
     lua_replace(L, opts);
   }
   luaL_checktype(L, opts, LUA_TTABLE);
-  double connect_timeout = opt_number(L, opts, "connect_timeout", 5);
-  double timeout = opt_number(L, opts, "timeout", 10);
+  double connect_timeout = rb_opt_seconds(L, opts, "connect_timeout", 5, "redis.connect");
+  double timeout = rb_opt_seconds(L, opts, "timeout", 10, "redis.connect");
   const char *user = opt_string(L, opts, "user");
   lua_getfield(L, opts, "password");
   size_t pwlen = 0;

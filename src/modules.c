@@ -1,3 +1,9 @@
+/*
+ * The one table of built-in modules, in the manner of Lua's linit.c: every
+ * C core (runbook._host, runbook._pg, ...) and every embedded stdlib file
+ * (the table cmake/embed_stdlib.cmake generates) registered as a
+ * package.preload loader; RUNBOOK_STDLIB_DIR loads the stdlib from disk.
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

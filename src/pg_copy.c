@@ -1,5 +1,5 @@
 /*
- * runbook._pg: COPY. FROM STDIN takes its data from a string, a list or a
+ * Part of the runbook._pg binding (it takes a lua_State): COPY. FROM STDIN takes its data from a string, a list or a
  * function; TO STDOUT hands whole rows to a function in chunks; copy_pipe
  * streams one connection's COPY TO into another's COPY FROM row by row in
  * C. Every wait is interruptible; an error on one side (or in a Lua
@@ -22,10 +22,10 @@
 static int start_copy(lua_State *L, struct rb_pg_conn *c, const char *sql, ExecStatusType want) {
   if (!PQsendQuery(c->pg, sql))
     return rb_pg_push_lost(L, c);
-  int why = rb_pg_flush(L, c->pg);
+  int why = rb_pg_flush(c->pg, rb_deadline(L));
   if (why == 0) {
     rb_pg_clear_res(c);
-    c->res = rb_pg_next_result(L, c->pg, &why);
+    c->res = rb_pg_next_result(c->pg, rb_deadline(L), &why);
   }
   if (why == RB_PG_STOP) {
     rb_pg_cancel(c);
@@ -50,7 +50,7 @@ static int start_copy(lua_State *L, struct rb_pg_conn *c, const char *sql, ExecS
   /* an error: rb_pg_collect the remaining results (the final NULL) */
   PGresult *err = c->res;
   c->res = NULL;
-  rb_pg_collect(L, c);
+  rb_pg_collect_l(L, c);
   rb_pg_clear_res(c);
   c->res = err;
   return rb_pg_push_failed(L, c);
@@ -58,7 +58,7 @@ static int start_copy(lua_State *L, struct rb_pg_conn *c, const char *sql, ExecS
 
 /* waits for the final result of a COPY and pushes its row count */
 static int end_copy(lua_State *L, struct rb_pg_conn *c, lua_Integer bytes) {
-  int why = rb_pg_collect(L, c);
+  int why = rb_pg_collect_l(L, c);
   if (why == RB_PG_STOP)
     return rb_pg_raise_stop(L, c);
   if (why)
@@ -130,7 +130,7 @@ int rb_pg_copy_out(lua_State *L) {
       if (c->buflen >= chunk)
         deliver_chunk(L, c, 3);
     } else if (n == 0) {
-      int ev = rb_pg_wait(L, c->pg, POLLIN, 50);
+      int ev = rb_pg_wait(c->pg, POLLIN, 50, rb_deadline(L));
       if (ev == RB_PG_STOP) {
         rb_pg_cancel(c);
         return rb_pg_raise_stop(L, c);
@@ -152,7 +152,7 @@ static int put_data(lua_State *L, PGconn *pg, const char *p, size_t n) {
     int part = n > (1 << 30) ? (1 << 30) : (int)n;
     int r;
     while ((r = PQputCopyData(pg, p, part)) == 0) {
-      int ev = rb_pg_wait(L, pg, POLLOUT, 50);
+      int ev = rb_pg_wait(pg, POLLOUT, 50, rb_deadline(L));
       if (ev < 0)
         return ev;
       if (PQflush(pg) < 0)
@@ -169,7 +169,7 @@ static int put_data(lua_State *L, PGconn *pg, const char *p, size_t n) {
 static int end_copy_in(lua_State *L, PGconn *pg, const char *errmsg) {
   int r;
   while ((r = PQputCopyEnd(pg, errmsg)) == 0) {
-    int ev = rb_pg_wait(L, pg, POLLOUT, 50);
+    int ev = rb_pg_wait(pg, POLLOUT, 50, rb_deadline(L));
     if (ev < 0)
       return ev;
   }
@@ -276,7 +276,7 @@ int rb_pg_copy_pipe(lua_State *L) {
         why = RB_PG_BROKEN;
         break;
       }
-      int ev = rb_pg_wait(L, src->pg, POLLIN, 50);
+      int ev = rb_pg_wait(src->pg, POLLIN, 50, rb_deadline(L));
       if (ev == RB_PG_STOP || ev == RB_PG_BROKEN) {
         why = ev;
         src_failed = ev == RB_PG_BROKEN;
@@ -309,7 +309,7 @@ int rb_pg_copy_pipe(lua_State *L) {
     return rb_pg_push_lost(L, dst);
   }
   /* the source's final result: an error there must abort the target */
-  why = rb_pg_collect(L, src);
+  why = rb_pg_collect_l(L, src);
   if (why == RB_PG_STOP) {
     end_copy_in(L, dst->pg, "interrupted by runbook");
     rb_pg_drain(dst);

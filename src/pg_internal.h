@@ -1,64 +1,34 @@
 /*
- * Shared between the files of runbook._pg: lua_pg.c (connections, queries,
- * the module), pg_io.c (interruptible waits, cancel and drain), pg_copy.c
+ * Shared between the Lua-facing files of runbook._pg: lua_pg.c (connections,
+ * queries, the module), pg_copy.c
  * (COPY in, out and between connections), pg_result.c (results and errors
  * as Lua values) and pg_sink.c (the durable file sink and the streaming
- * sha256 for backups).
+ * sha256 for backups). The socket waits are pg_io.c's, Lua-free (pg_io.h).
  */
 #ifndef RUNBOOK_PG_INTERNAL_H
 #define RUNBOOK_PG_INTERNAL_H
 
-#include "dl_pq.h"
 #include <lua.h>
 
+#include "pg_io.h"
+
 #define PG_CONN_MT "runbook.pg.Conn"
-
-/* a runbook.pg.Conn userdata */
-struct rb_pg_conn {
-  PGconn *pg;     /* NULL once closed */
-  PGresult *res;  /* the result being converted; freed by close if a raise intervenes */
-  char label[320];
-  char **notices; /* server notices waiting to be logged */
-  int nnotices, capnotices, dropped;
-  char *buf; /* COPY TO aggregation */
-  size_t buflen, bufcap;
-};
-
-static inline void rb_pg_clear_res(struct rb_pg_conn *c) {
-  if (c->res) {
-    PQclear(c->res);
-    c->res = NULL;
-  }
-}
 
 /* lua_pg.c */
 struct rb_pg_conn *rb_pg_check_conn(lua_State *L, int idx);
 /* Hands queued server notices to the handler runbook.pg installed. */
 void rb_pg_deliver_notices(lua_State *L, struct rb_pg_conn *c);
 
-/* pg_io.c: waiting on the socket. The wait functions return 0, or
- * RB_PG_STOP on Ctrl-C or the step's deadline, or RB_PG_BROKEN when the
- * connection failed. */
-#define RB_PG_STOP (-1)
-#define RB_PG_BROKEN (-2)
-/* the revents seen within one slice of slice_ms (0 when none), or a code */
-int rb_pg_wait(lua_State *L, PGconn *pg, short events, int slice_ms);
-/* sends everything queued (non-blocking mode) */
-int rb_pg_flush(lua_State *L, PGconn *pg);
-/* the next result, or NULL when the command is complete (*why = 0) */
-PGresult *rb_pg_next_result(lua_State *L, PGconn *pg, int *why);
-/* bounded drain after a cancel: 0 idle again, -1 the connection was closed */
-int rb_pg_drain(struct rb_pg_conn *c);
-/* PQcancel, then drain */
-void rb_pg_cancel(struct rb_pg_conn *c);
-/* collects the results of the command sent: first error or last result in c->res */
-int rb_pg_collect(lua_State *L, struct rb_pg_conn *c);
-int rb_pg_is_error(ExecStatusType st);
-/* raises the interrupt or timeout (after the caller cancelled) */
+/* lua_pg.c: the binding's side of a stopped or failed wait */
+/* raises the interrupt or timeout (after pg_io cancelled) */
 int rb_pg_raise_stop(lua_State *L, struct rb_pg_conn *c);
 /* push nil, err and return 2: the connection broke / c->res holds an error */
 int rb_pg_push_lost(lua_State *L, struct rb_pg_conn *c);
 int rb_pg_push_failed(lua_State *L, struct rb_pg_conn *c);
+/* rb_pg_collect with the step's deadline, its codes turned into Lua: 0
+ * collected (c->res), RB_PG_STOP/RB_PG_BROKEN as from pg_io; raises for
+ * COPY TO STDOUT started by a plain query */
+int rb_pg_collect_l(lua_State *L, struct rb_pg_conn *c);
 
 /* pg_copy.c: the COPY methods and copy_pipe */
 int rb_pg_copy_out(lua_State *L);

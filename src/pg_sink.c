@@ -1,9 +1,10 @@
 /*
- * The local end of a backup stream: a file sink that hashes what it
- * writes, keeps it under "<path>.partial" until finish() has fsync'd it,
- * then renames it into place (and fsyncs the directory), so a crash or a
- * failed dump never leaves a file that looks complete. And a streaming
- * sha256 for any other writer (object storage) to use.
+ * Part of the runbook._pg binding (it takes a lua_State). The local end of a
+ * backup stream: a file sink that hashes what it writes, keeps it under
+ * "<path>.partial" until finish() has fsync'd it, then renames it into place
+ * (and fsyncs the directory), so a crash or a failed dump never leaves a
+ * file that looks complete. And a streaming sha256 for any other writer
+ * (object storage) to use.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,8 +17,9 @@
 #include <lua.h>
 
 #include "crypto.h"
-#include "sha256.h"
+#include "fileio.h"
 #include "pg_internal.h"
+#include "sha256.h"
 
 #define SINK_MT "runbook.pg.FileSink"
 #define HASHER_MT "runbook.pg.Hasher"
@@ -95,31 +97,11 @@ static int sink_write(lua_State *L) {
   size_t len;
   const char *p = luaL_checklstring(L, 2, &len);
   rb_sha256_update(&s->md, p, len);
-  size_t off = 0;
-  while (off < len) {
-    ssize_t w = write(s->fd, p + off, len - off);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w < 0)
-      return push_errno(L, "cannot write", s->partial);
-    off += (size_t)w;
-  }
+  if (rb_write_all(s->fd, p, len) != 0)
+    return push_errno(L, "cannot write", s->partial);
   s->size += (long long)len;
   lua_pushboolean(L, 1);
   return 1;
-}
-
-static void fsync_parent(const char *path) {
-  const char *slash = strrchr(path, '/');
-  char *dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : strdup(".");
-  if (!dir)
-    return;
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    fsync(fd);
-    close(fd);
-  }
-  free(dir);
 }
 
 /* sink:finish() -> {size=, sha256=, location=} | nil, message */
@@ -139,7 +121,7 @@ static int sink_finish(lua_State *L) {
     sink_release(s, 0);
     return 2;
   }
-  fsync_parent(s->path);
+  rb_fsync_parent(s->path);
   unsigned char d[RB_SHA256_LEN];
   rb_sha256_final(&s->md, d);
   char hex[65];

@@ -11,8 +11,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include "clock.h"
 #include "crypto.h"
-#include "host.h"
 #include "redis.h"
 
 /* Compare-and-PEXPIRE and compare-and-DEL: only the holder of the token

@@ -8,7 +8,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "host.h"
+#include "clock.h"
 #include "resolve.h"
 
 struct lookup {

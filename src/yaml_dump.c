@@ -1,10 +1,10 @@
 /*
- * yaml.dump for runbook._yaml: Lua values to YAML text through libyaml's
- * emitter, block style, mapping keys sorted. Strings are quoted exactly
- * where a plain scalar would load back as something else (see
- * rb_yaml_needs_quotes), so load(dump(v)) gives v back. The emitter and its
- * output buffer live in a userdata with __gc, so a Lua error in the middle
- * of a dump cannot leak them.
+ * Part of the runbook._yaml binding (it takes a lua_State): yaml.dump, Lua
+ * values to YAML text through libyaml's emitter, block style, mapping keys
+ * sorted. Strings are quoted exactly where a plain scalar would load back as
+ * something else (see rb_yaml_needs_quotes), so load(dump(v)) gives v back.
+ * The emitter and its output buffer live in a userdata with __gc, so a Lua
+ * error in the middle of a dump cannot leak them.
  */
 #include <limits.h>
 #include <stdarg.h>

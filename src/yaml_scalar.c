@@ -1,3 +1,11 @@
+/*
+ * YAML 1.2 core-schema scalar resolution for runbook._yaml (yamlconv.h): a
+ * plain scalar's text to null, boolean, integer, float or string, the way
+ * YAML 1.2 says (not YAML 1.1's yes/no/on/off), so configuration reads the
+ * same in runbook as in kubectl; and, for yaml.dump, which strings need
+ * quotes so that no reader (1.1's yes/no/on/off included) takes them for
+ * something else.
+ */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

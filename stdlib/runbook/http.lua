@@ -10,6 +10,7 @@ local json = require "runbook._json"
 local crypto = require "runbook._crypto"
 local host = require "runbook._host"
 local audit = require "runbook._engine.audit"
+local backoffs = require "runbook._engine.backoff"
 local errors = require "runbook.errors"
 local secret = require "runbook.secret"
 local url_lib = require "runbook.http.url"
@@ -242,8 +243,7 @@ function M.retry_after(value, now)
 end
 
 local function backoff(opts, attempt)
-  local base = opts.retry_delay or 0.5
-  return math.min(base * 2 ^ (attempt - 1), opts.max_delay or 8)
+  return backoffs.delay("exponential", opts.retry_delay or 0.5, attempt, opts.max_delay or 8)
 end
 
 local function perform(client, wire, method, display, req)

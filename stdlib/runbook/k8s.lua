@@ -134,7 +134,7 @@ function Cluster:apply_manifests(source, opts)
     elseif defined[d.obj.apiVersion .. "|" .. d.obj.kind] then
       d.deferred = true
     else
-      errors.raise { kind = "config", code = "UnknownKind", message = manifest.where(d) .. ": " .. why }
+      errors.raise { kind = "config", code = "UnknownKind", message = manifest.where(d) .. ": " .. why.message, details = why.details }
     end
   end
   manifest.order(docs)
@@ -162,7 +162,9 @@ function Cluster:apply_manifests(source, opts)
     else
       if d.deferred then
         local info, why = self.client:resource(o.apiVersion, o.kind)
-        if not info then errors.raise { kind = "config", code = "UnknownKind", message = manifest.where(d) .. ": " .. why } end
+        if not info then
+          errors.raise { kind = "config", code = "UnknownKind", message = manifest.where(d) .. ": " .. why.message, details = why.details }
+        end
       end
       r = self:ref(o, true)
       if dry and r.namespace and dry_namespaces[r.namespace] then

@@ -8,6 +8,7 @@ local crypto = require "runbook._crypto"
 local hash = require "runbook._hash"
 local host = require "runbook._host"
 local audit = require "runbook._engine.audit"
+local backoffs = require "runbook._engine.backoff"
 local errors = require "runbook.errors"
 local secret = require "runbook.secret"
 local url_lib = require "runbook.http.url"
@@ -165,7 +166,7 @@ function S3:_send(op)
     if res and errbody then res.body = errbody end
     local retry = attempt < attempts and ((res and RETRY_STATUS[res.status]) or (err and err.kind == "http" and RETRY_CODES[err.code]))
     if not retry then break end
-    local delay = 0.2 * 2 ^ (attempt - 1)
+    local delay = backoffs.delay("exponential", 0.2, attempt)
     audit.log("warn", string.format("s3: %s %s: %s, trying again in %g s (attempt %d of %d)", op.verb,
       target(op.bucket, op.key), res and ("HTTP " .. res.status) or err.code, delay, attempt + 1, attempts))
     host.sleep(delay)

@@ -228,6 +228,34 @@ end }
     assert.are.same({ cursor = "60000", rows = 60000, batches = 40, done = true }, cps[#cps].value)
   end)
 
+  -- the instant a kill can fall in: the last batch committed in the target
+  -- (its checkpoint row done) but its journal mirror never written. Made
+  -- exact by finishing the copy outside any run, so the journal has no
+  -- mirror at all when the step finds the row done.
+  it("records the final mirror when a resumed copy finds the checkpoint row already done", function()
+    local src = srv:createdb("srcdone")
+    local dst = srv:createdb("dstdone")
+    local s <close> = pg.connect(src)
+    local d <close> = pg.connect(dst)
+    s:exec("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+    s:exec("INSERT INTO items SELECT g, g % 7 FROM generate_series(1, 3000) g")
+    d:exec("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+    local r = pg.copy_rows { from = src, to = dst, table = "items", batch = 1000 }
+    assert.are.equal(3000, r.rows)
+    local path = book(string.format([[
+step "C1" { title = "copy", run = function()
+  local r = pg.copy_rows { from = %q, to = %q, table = "items", batch = 1000 }
+  return { rows = r.rows, already = r.already_done }
+end }
+]], src, dst))
+    local code, res = finish(path)
+    assert.are.equal(0, code, res and res.stderr)
+    local cps = events_of_type("step.checkpoint")
+    assert.are.equal(1, #cps)
+    assert.are.same({ cursor = "3000", rows = 3000, batches = 3, done = true }, cps[1].value)
+    assert.are.same({ rows = 3000, already = true }, events_of_type("step.finished")[1].outputs)
+  end)
+
   it("leaves no complete-looking backup after a kill, and completes on resume", function()
     local url = srv:createdb("big")
     local db <close> = pg.connect(url)

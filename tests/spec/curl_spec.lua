@@ -210,6 +210,8 @@ describe("runbook._curl", function()
       assert.are.equal("GET " .. srv:url("/big?n=1000000") .. ": aborted: on_data returned false", err.message)
       assert.are.equal(srv:url("/big?n=1000000"), err.details.url)
       assert.are.equal("number", type(err.details.curl_code))
+      -- the cause alone, for callers that word their own message
+      assert.are.equal("aborted: on_data returned false", err.details.cause)
     end)
 
     it("re-raises an error from on_data after curl returns, and stays usable", function()

@@ -73,3 +73,15 @@ step "probe" {
     assert.is_truthy((r.stdout .. r.stderr):find("refused " .. #private .. " private modules", 1, true), r.stdout .. r.stderr)
   end)
 end)
+
+describe("runbook._engine.backoff", function()
+  local backoff = require "runbook._engine.backoff"
+  it("is the one rule behind step retries and the primitives' retries", function()
+    assert.are.same({ 2, 2, 2 }, { backoff.delay("fixed", 2, 1), backoff.delay("fixed", 2, 2), backoff.delay("fixed", 2, 9) })
+    assert.are.same({ 2, 4, 6 }, { backoff.delay("linear", 2, 1), backoff.delay("linear", 2, 2), backoff.delay("linear", 2, 3) })
+    assert.are.same({ 0.5, 1, 2, 4, 8, 8 }, {
+      backoff.delay("exponential", 0.5, 1, 8), backoff.delay("exponential", 0.5, 2, 8), backoff.delay("exponential", 0.5, 3, 8),
+      backoff.delay("exponential", 0.5, 4, 8), backoff.delay("exponential", 0.5, 5, 8), backoff.delay("exponential", 0.5, 6, 8) })
+    assert.has_error(function() backoff.delay("random", 1, 1) end, "backoff: unknown policy random")
+  end)
+end)

@@ -13,6 +13,7 @@ local params = require "runbook._engine.params"
 local memo = require "runbook._engine.memo"
 local ctxmod = require "runbook._engine.ctx"
 local audit = require "runbook._engine.audit"
+local backoffs = require "runbook._engine.backoff"
 local consolemod = require "runbook._engine.console"
 
 local M = {}
@@ -99,15 +100,7 @@ function Run:call(s, fn, ctx, timeout)
 end
 
 local function backoff_delay(retry, attempt)
-  local d
-  if retry.backoff == "fixed" then
-    d = retry.delay
-  elseif retry.backoff == "linear" then
-    d = retry.delay * attempt
-  else
-    d = retry.delay * 2 ^ (attempt - 1)
-  end
-  return math.min(d, retry.max_delay)
+  return backoffs.delay(retry.backoff, retry.delay, attempt, retry.max_delay)
 end
 
 -- An error's details go into the journal, which every resume reads: a

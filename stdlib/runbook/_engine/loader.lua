@@ -21,7 +21,7 @@ local PARAM_FIELDS = {
   default = "any", required = "boolean", env = "string", secret = "boolean", doc = "string",
   type = "string", choices = "table",
 }
-local BACKOFFS = { fixed = true, linear = true, exponential = true }
+local BACKOFFS = require("runbook._engine.backoff").POLICIES
 
 
 local function fail(site, fmt, ...)

@@ -27,6 +27,7 @@ local errors = require "runbook.errors"
 local secret = require "runbook.secret"
 local url = require "runbook.http.url"
 local retry_after = require("runbook.http").retry_after
+local backoffs = require "runbook._engine.backoff"
 local exec = require "runbook.k8s._exec"
 
 local M = {}
@@ -194,7 +195,7 @@ end
 --- The structured error for a request that got no response.
 function Client:transport_error(err, req)
   if err.kind ~= "http" then return err end -- interrupted, or the step's time limit
-  local cause = err.message:match("^%u+ %S+: (.*)$") or err.message
+  local cause = err.details and err.details.cause or err.message
   local code, message = err.code, nil
   if err.code == "tls" then
     local ca = self.cfg.insecure and "" or (" (CA from " .. (self.cfg.ca_field and (self.cfg.source .. " " .. self.cfg.ca_field) or "the system's trust store") .. ")")
@@ -289,7 +290,7 @@ function Client:try(req)
       end
       if err and AMBIGUOUS[errcode] then ambiguous = true end
       if status and status >= 500 then ambiguous = true end
-      local delay = math.min(self.retry_delay * 2 ^ (attempt - 1), self.max_delay)
+      local delay = backoffs.delay("exponential", self.retry_delay, attempt, self.max_delay)
       local why
       if status then
         local ra = retry_after(res.headers["retry-after"])
@@ -454,12 +455,18 @@ local function lookup(e, kind)
 end
 
 --- The resource for an apiVersion and kind: {api_version, group, version,
---- kind, plural, namespaced, verbs, subresources}, or nil and a message.
+--- kind, plural, namespaced, verbs, subresources}, or nil and a structured
+--- error (kind "k8s", code "UnknownKind", details {api_version=, kind=}).
 --- Without api_version, common kinds are found at once and others by
 --- walking discovery. A kind missing from a cached list is looked up again
 --- once (a CRD may have just been created).
+local function unknown(api_version, kind, fmt, ...)
+  return nil, errors.new { kind = "k8s", code = "UnknownKind", message = string.format(fmt, ...),
+    details = { api_version = api_version, kind = kind } }
+end
+
 function Client:resource(api_version, kind)
-  if type(kind) ~= "string" or kind == "" then return nil, "kind is missing" end
+  if type(kind) ~= "string" or kind == "" then return unknown(api_version, kind, "kind is missing") end
   if api_version == nil or api_version == "" then
     local gv = M.DEFAULT_GV[kind]
     if gv then return self:resource(gv, kind) end
@@ -467,7 +474,7 @@ function Client:resource(api_version, kind)
       local e = self:group_version(cand)
       if type(e) == "table" and lookup(e, kind) then return lookup(e, kind) end
     end
-    return nil, string.format("unknown kind %s (no group version served by %s has it)", kind, self.server)
+    return unknown(nil, kind, "unknown kind %s (no group version served by %s has it)", kind, self.server)
   end
   local e = self:group_version(api_version)
   if e == "offline" then
@@ -482,9 +489,9 @@ function Client:resource(api_version, kind)
   end
   if not info then
     if e == false then
-      return nil, string.format("unknown kind %s: apiVersion %s is not served by %s", kind, api_version, self.server)
+      return unknown(api_version, kind, "unknown kind %s: apiVersion %s is not served by %s", kind, api_version, self.server)
     end
-    return nil, string.format("unknown kind %s in apiVersion %s (not served by %s)", kind, api_version, self.server)
+    return unknown(api_version, kind, "unknown kind %s in apiVersion %s (not served by %s)", kind, api_version, self.server)
   end
   return info
 end

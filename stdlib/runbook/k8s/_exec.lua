@@ -23,49 +23,41 @@ local function v(x)
   return x
 end
 
-local function config_error(fmt, ...)
-  errors.raise { kind = "config", code = "kubeconfig", message = string.format(fmt, ...) }
-end
-
-local function plugin_error(code, fmt, ...)
-  errors.raise { kind = "k8s", code = code, message = string.format(fmt, ...) }
-end
-
 --- Checks users[].user.exec as client-go's validation does; entry is the
 --- kubeconfig entry ({file=, dir=}). Returns the normalized plugin config.
 function M.validate(exec, entry, user)
   local where = string.format("kubeconfig %s: users[\"%s\"].user.exec", entry.file, user)
-  if type(exec) ~= "table" then config_error("%s must be a mapping", where) end
+  if type(exec) ~= "table" then errors.raisef("config", "kubeconfig", "%s must be a mapping", where) end
   local api = v(exec.apiVersion)
   if not API_VERSIONS[api] then
-    config_error("%s.apiVersion must be client.authentication.k8s.io/v1 or v1beta1, got %s", where, tostring(api))
+    errors.raisef("config", "kubeconfig", "%s.apiVersion must be client.authentication.k8s.io/v1 or v1beta1, got %s", where, tostring(api))
   end
   local command = v(exec.command)
-  if type(command) ~= "string" or command == "" then config_error("%s.command is missing", where) end
+  if type(command) ~= "string" or command == "" then errors.raisef("config", "kubeconfig", "%s.command is missing", where) end
   -- a command with a slash is relative to the kubeconfig's folder
   if command:find("/", 1, true) and command:sub(1, 1) ~= "/" then
     command = entry.dir .. "/" .. command
   end
   local args = {}
   for i, a in ipairs(v(exec.args) or {}) do
-    if type(a) ~= "string" then config_error("%s.args[%d] must be a string", where, i - 1) end
+    if type(a) ~= "string" then errors.raisef("config", "kubeconfig", "%s.args[%d] must be a string", where, i - 1) end
     args[#args + 1] = a
   end
   local env = {}
   for i, e in ipairs(v(exec.env) or {}) do
     if type(e) ~= "table" or type(v(e.name)) ~= "string" then
-      config_error("%s.env[%d].name is missing", where, i - 1)
+      errors.raisef("config", "kubeconfig", "%s.env[%d].name is missing", where, i - 1)
     end
     env[e.name] = tostring(v(e.value) or "")
   end
   local mode = v(exec.interactiveMode)
   if mode == nil then
     if api == "client.authentication.k8s.io/v1" then
-      config_error("%s.interactiveMode must be specified for %s (Never, IfAvailable or Always)", where, api)
+      errors.raisef("config", "kubeconfig", "%s.interactiveMode must be specified for %s (Never, IfAvailable or Always)", where, api)
     end
     mode = "IfAvailable"
   elseif not MODES[mode] then
-    config_error("%s.interactiveMode must be Never, IfAvailable or Always, got %s", where, tostring(mode))
+    errors.raisef("config", "kubeconfig", "%s.interactiveMode must be Never, IfAvailable or Always, got %s", where, tostring(mode))
   end
   return {
     api_version = api, command = command, args = args, env = env, interactive_mode = mode,
@@ -109,7 +101,7 @@ local function run(p, cfg)
   local interactive = p.interactive_mode == "Always"
     or (p.interactive_mode == "IfAvailable" and host.isatty(0))
   if p.interactive_mode == "Always" and not host.isatty(0) then
-    plugin_error("exec-plugin", "%s: exec plugin %s needs a terminal (interactiveMode: Always) and there is none",
+    errors.raisef("k8s", "exec-plugin", "%s: exec plugin %s needs a terminal (interactiveMode: Always) and there is none",
       p.where, p.command)
   end
   local env = {}
@@ -121,48 +113,48 @@ local function run(p, cfg)
     stdout = "pipe", stderr = interactive and "inherit" or "pipe" }
   if not child then
     local hint = p.install_hint and (" (" .. p.install_hint:gsub("%s+", " ") .. ")") or ""
-    plugin_error("exec-plugin", "%s: cannot run exec plugin %s: %s%s", p.where, p.command, err, hint)
+    errors.raisef("k8s", "exec-plugin", "%s: cannot run exec plugin %s: %s%s", p.where, p.command, err, hint)
   end
   local r = child:communicate { timeout = 120, grace = 2 }
   if r.interrupted then errors.raise { kind = "interrupted", message = "interrupted" } end
   if r.timed_out then
-    plugin_error("exec-plugin", "%s: exec plugin %s did not finish within 120 s", p.where, p.command)
+    errors.raisef("k8s", "exec-plugin", "%s: exec plugin %s did not finish within 120 s", p.where, p.command)
   end
   if r.code ~= 0 then
-    plugin_error("exec-plugin", "%s: exec plugin %s failed (exit %s): %s", p.where, p.command,
+    errors.raisef("k8s", "exec-plugin", "%s: exec plugin %s failed (exit %s): %s", p.where, p.command,
       tostring(r.code or ("signal " .. tostring(r.signal))), snippet(r.stderr))
   end
   local cred, jerr = json.decode(r.stdout or "")
   if type(cred) ~= "table" then
-    plugin_error("exec-plugin", "%s: exec plugin %s printed no ExecCredential JSON (%s)", p.where, p.command, tostring(jerr))
+    errors.raisef("k8s", "exec-plugin", "%s: exec plugin %s printed no ExecCredential JSON (%s)", p.where, p.command, tostring(jerr))
   end
   if v(cred.kind) ~= "ExecCredential" or v(cred.apiVersion) ~= p.api_version then
-    plugin_error("exec-plugin", "%s: exec plugin %s answered %s %s, expected ExecCredential %s", p.where, p.command,
+    errors.raisef("k8s", "exec-plugin", "%s: exec plugin %s answered %s %s, expected ExecCredential %s", p.where, p.command,
       tostring(v(cred.apiVersion)), tostring(v(cred.kind)), p.api_version)
   end
   local status = v(cred.status)
   if type(status) ~= "table" then
-    plugin_error("exec-plugin", "%s: exec plugin %s returned no status", p.where, p.command)
+    errors.raisef("k8s", "exec-plugin", "%s: exec plugin %s returned no status", p.where, p.command)
   end
   local out = {}
   local tok = v(status.token)
   if type(tok) == "string" and tok ~= "" then out.token = secret.wrap(tok) end
   local cert, key = v(status.clientCertificateData), v(status.clientKeyData)
   if (cert ~= nil) ~= (key ~= nil) then
-    plugin_error("exec-plugin", "%s: exec plugin %s returned only one of clientCertificateData and clientKeyData", p.where, p.command)
+    errors.raisef("k8s", "exec-plugin", "%s: exec plugin %s returned only one of clientCertificateData and clientKeyData", p.where, p.command)
   end
   if cert then
     out.cert = tostring(cert)
     out.key = secret.wrap(tostring(key))
   end
   if not out.token and not out.cert then
-    plugin_error("exec-plugin", "%s: exec plugin %s returned neither a token nor a client certificate and key", p.where, p.command)
+    errors.raisef("k8s", "exec-plugin", "%s: exec plugin %s returned neither a token nor a client certificate and key", p.where, p.command)
   end
   local exp = v(status.expirationTimestamp)
   if exp ~= nil then
     out.expires = M.parse_time(exp)
     if not out.expires then
-      plugin_error("exec-plugin", "%s: exec plugin %s returned an expirationTimestamp that is not RFC 3339: %s", p.where, p.command, tostring(exp))
+      errors.raisef("k8s", "exec-plugin", "%s: exec plugin %s returned an expirationTimestamp that is not RFC 3339: %s", p.where, p.command, tostring(exp))
     end
   end
   return out

@@ -18,10 +18,6 @@ local function v(x)
   return x
 end
 
-local function fail(code, fmt, ...)
-  errors.raise { kind = "config", code = code, message = string.format(fmt, ...) }
-end
-
 -- ---------------------------------------------------------------------------
 -- ${VAR} substitution
 
@@ -54,16 +50,16 @@ function M.substitute(text, vars, where)
       local name, default = (expr or ""):match("^([%a_][%w_]*):%-(.*)$")
       if not name then name = (expr or ""):match("^([%a_][%w_]*)$") end
       if not name then
-        fail("manifest", "%s line %d: ${%s is not a valid variable reference (use ${NAME} or ${NAME:-default})",
+        errors.raisef("config", "manifest", "%s line %d: ${%s is not a valid variable reference (use ${NAME} or ${NAME:-default})",
           where, line, (expr or text:sub(s + 2, s + 20)) .. (close and "}" or ""))
       end
       local val = lookup(vars, name)
       if val == nil or val == "" then val = default end
       if val == nil then
-        fail("manifest", "%s line %d: ${%s} is not set (pass it in vars, or write ${%s:-default})", where, line, name, name)
+        errors.raisef("config", "manifest", "%s line %d: ${%s} is not set (pass it in vars, or write ${%s:-default})", where, line, name, name)
       end
       if secret.is(val) then
-        fail("manifest", "%s line %d: ${%s} is a secret value; manifests are not secret, put it in a Secret (cluster:secret) instead",
+        errors.raisef("config", "manifest", "%s line %d: ${%s} is a secret value; manifests are not secret, put it in a Secret (cluster:secret) instead",
           where, line, name)
       end
       out[#out + 1] = tostring(val)
@@ -99,7 +95,7 @@ local function parse_yaml(text, where)
   else
     err = "YAML support (runbook._yaml) is not built into this runbook binary"
   end
-  if not docs then fail("manifest", "%s: not valid YAML: %s", where, tostring(err)) end
+  if not docs then errors.raisef("config", "manifest", "%s: not valid YAML: %s", where, tostring(err)) end
   return docs
 end
 
@@ -113,7 +109,7 @@ local function add_docs(out, docs, file)
     doc = v(doc)
     if doc ~= nil then
       if type(doc) ~= "table" then
-        fail("manifest", "%s document %d: expected a mapping, got %s", file, i, type(doc))
+        errors.raisef("config", "manifest", "%s document %d: expected a mapping, got %s", file, i, type(doc))
       end
       if doc.kind == "List" or (type(doc.kind) == "string" and doc.kind:match("List$") and type(v(doc.items)) == "table") then
         for j, item in ipairs(doc.items or {}) do
@@ -130,7 +126,7 @@ local EXTS = { yaml = true, yml = true, json = true }
 
 local function files_of(dir, recursive, out)
   local names = fs.listdir(dir)
-  if not names then fail("manifest", "%s: cannot list the folder", dir) end
+  if not names then errors.raisef("config", "manifest", "%s: cannot list the folder", dir) end
   table.sort(names)
   for _, n in ipairs(names) do
     local p = dir .. "/" .. n
@@ -146,7 +142,7 @@ end
 
 local function load_file(out, path, opts)
   local f, err = io.open(path, "rb")
-  if not f then fail("manifest", "%s: cannot read: %s", path, tostring(err)) end
+  if not f then errors.raisef("config", "manifest", "%s: cannot read: %s", path, tostring(err)) end
   local text = f:read("a")
   f:close()
   if opts.vars then text = M.substitute(text, opts.vars, path) end
@@ -160,10 +156,10 @@ local function load_string(out, s, opts, label)
     return
   end
   local st = fs.stat(s)
-  if not st then fail("manifest", "%s: no such file or folder", s) end
+  if not st then errors.raisef("config", "manifest", "%s: no such file or folder", s) end
   if st.type == "directory" then
     local files = files_of(s, opts.recursive, {})
-    if #files == 0 then fail("manifest", "%s: no .yaml, .yml or .json files in the folder", s) end
+    if #files == 0 then errors.raisef("config", "manifest", "%s: no .yaml, .yml or .json files in the folder", s) end
     for _, p in ipairs(files) do load_file(out, p, opts) end
   else
     load_file(out, s, opts)
@@ -214,11 +210,11 @@ end
 function M.check(d)
   local o = d.obj
   local where = M.where(d)
-  if type(v(o.apiVersion)) ~= "string" or o.apiVersion == "" then fail("manifest", "%s: apiVersion is missing", where) end
-  if type(v(o.kind)) ~= "string" or o.kind == "" then fail("manifest", "%s: kind is missing", where) end
+  if type(v(o.apiVersion)) ~= "string" or o.apiVersion == "" then errors.raisef("config", "manifest", "%s: apiVersion is missing", where) end
+  if type(v(o.kind)) ~= "string" or o.kind == "" then errors.raisef("config", "manifest", "%s: kind is missing", where) end
   local m = v(o.metadata)
   if type(m) ~= "table" or type(v(m.name)) ~= "string" or m.name == "" then
-    fail("manifest", "%s: metadata.name is missing (%s %s)", where, o.apiVersion, o.kind)
+    errors.raisef("config", "manifest", "%s: metadata.name is missing (%s %s)", where, o.apiVersion, o.kind)
   end
 end
 

@@ -107,9 +107,7 @@ function Cluster:ref(x, need_name)
   if type(kind) ~= "string" or kind == "" then usage("kind is required") end
   if need_name and (type(name) ~= "string" or name == "") then usage("%s: name is required", kind) end
   local info, why = self.client:resource(api_version, kind)
-  if not info then
-    errors.raise { kind = "k8s", code = "UnknownKind", message = why }
-  end
+  if not info then error(why, 0) end
   if info.namespaced then
     namespace = namespace or self.namespace
   else

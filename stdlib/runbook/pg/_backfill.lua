@@ -22,7 +22,7 @@ M.CHECKPOINT_TABLE = "runbook_backfill_checkpoints"
 -- SQLSTATEs worth retrying a batch for: lock_timeout, deadlock, serialization
 local TRANSIENT = { ["55P03"] = true, ["40P01"] = true, ["40001"] = true }
 
-local function pg() return require "runbook.pg" end
+local pgconn = require "runbook.pg._conn"
 
 local function need(fname, opts, field, kind)
   if type(opts[field]) ~= kind then
@@ -36,7 +36,7 @@ local function qualified(db, name)
   return table.concat(out, ".")
 end
 
-local function is_null(v) return v == nil or v == pg().null end
+local function is_null(v) return v == nil or v == pgconn.null end
 
 local function duration(s)
   if s == nil or s ~= s or s == math.huge then return "?" end
@@ -97,6 +97,20 @@ local function mirror(jkey, cursor, rows, batches, done)
   end
 end
 
+-- a kill between the last batch's commit and its journal mirror leaves the
+-- journal one batch behind a finished checkpoint row: the resume that finds
+-- the row done records the final mirror, so the journal ends where the
+-- database does
+local function catch_up_mirror(jkey, row)
+  local ctx = audit.current()
+  if not ctx or audit.dry_run() then return end
+  local m = ctx:cursor(jkey)
+  local cursor = not is_null(row.cursor) and row.cursor or nil
+  if type(m) ~= "table" or m.done ~= true or m.cursor ~= cursor then
+    mirror(jkey, cursor, row.rows, row.batches, true)
+  end
+end
+
 -- nothing is left after the cursor: the checkpoint row says so, in the
 -- target database and in the journal's mirror
 local function close_checkpoint(db, cpt, name, cursor, jkey, rows, batches)
@@ -122,8 +136,8 @@ end
 -- a connection given by the caller is used as is; a URL is opened here
 local function open(v, what)
   if v == nil then error(what .. " required", 3) end
-  if pg().is_conn(v) then return v, false end
-  return pg()._open(v, { application_name = "runbook backfill" }), true
+  if pgconn.is_conn(v) then return v, false end
+  return pgconn._open(v, { application_name = "runbook backfill" }), true
 end
 
 -- runs fn inside a transaction that is always rolled back (for --dry-run)
@@ -167,6 +181,7 @@ function M.backfill(opts)
     if row and row.done then
       out.rows, out.batches, out.done, out.already_done = row.rows, row.batches, true, true
       audit.log("info", string.format("%s: already complete (%d rows in %d batches)", name, row.rows, row.batches))
+      catch_up_mirror(jkey, row)
       return out
     end
     -- statements are built by concatenation: set and where are the
@@ -331,6 +346,7 @@ function M.copy_rows(opts)
     if row and row.done then
       out.rows, out.batches, out.done, out.already_done = row.rows, row.batches, true, true
       audit.log("info", string.format("%s: already complete (%d rows in %d batches)", name, row.rows, row.batches))
+      catch_up_mirror(jkey, row)
       return out
     end
     local from = "(" .. q .. ") s"
@@ -353,7 +369,7 @@ function M.copy_rows(opts)
       local hi = upper()
       local n = 0
       if not is_null(hi) then
-        rolled_back(dst, function() n = pg().copy(src, out_sql(hi), dst, in_sql) end)
+        rolled_back(dst, function() n = pgconn.copy(src, out_sql(hi), dst, in_sql) end)
       end
       local batches = remaining and math.ceil(remaining / batch) or nil
       out.planned_batches, out.remaining, out.dry_run, out.first_batch_rows = batches, remaining, true, n
@@ -379,7 +395,7 @@ function M.copy_rows(opts)
       end
       local n, bytes
       dst:tx(function()
-        n, bytes = pg().copy(src, out_sql(hi), dst, in_sql)
+        n, bytes = pgconn.copy(src, out_sql(hi), dst, in_sql)
         dst:query(save, name, tostring(hi), n, last)
       end)
       cursor = tostring(hi)

@@ -19,10 +19,6 @@ local M = {}
 
 local CHUNK = 1048576
 
-local function fail(code, fmt, ...)
-  errors.raise { kind = "backup", code = code, message = string.format(fmt, ...) }
-end
-
 local function quote(v)
   return "'" .. tostring(v):gsub("\\", "\\\\"):gsub("'", "\\'") .. "'"
 end
@@ -101,7 +97,7 @@ function M.backup(opts)
 
   local t0 = host.monotime()
   local p, perr = proc.spawn { argv = argv, env = env, stdin = "null", stdout = "pipe", stderr = "pipe" }
-  if not p then fail("spawn", "cannot run %s: %s", argv[1], perr) end
+  if not p then errors.raisef("backup", "spawn", "cannot run %s: %s", argv[1], perr) end
   local w = opts.to or (opts.store and opts.store:writer(name)) or storemod.file_writer(opts.path)
   local bytes, next_report = 0, 0
   local ok, err = pcall(function()
@@ -129,7 +125,7 @@ function M.backup(opts)
   if r.code ~= 0 then
     w:abort()
     if r.interrupted then host.check_interrupt() end
-    fail("pg_dump", "pg_dump of %s failed (%s): %s; nothing was kept at %s", db,
+    errors.raisef("backup", "pg_dump", "pg_dump of %s failed (%s): %s; nothing was kept at %s", db,
       r.code and ("exit " .. r.code) or ("signal " .. tostring(r.signal)), host.scrub(error_line(r.stderr)), location)
   end
   local res = w:finish()
@@ -153,7 +149,7 @@ end
 -- hashing, the sha256 of what was streamed.
 local function hash_file(path)
   local f, err = io.open(path, "rb")
-  if not f then fail("not-found", "cannot open %s: %s", path, err) end
+  if not f then errors.raisef("backup", "not-found", "cannot open %s: %s", path, err) end
   local h = core.hasher()
   while true do
     local chunk = f:read(CHUNK)
@@ -170,7 +166,7 @@ local function run_on_backup(argv, env, opts, want_hash)
     local sha = want_hash and hash_file(path) or nil
     argv[#argv + 1] = path
     local p, err = proc.spawn { argv = argv, env = env, stdin = "null", stdout = "pipe", stderr = "stdout" }
-    if not p then fail("spawn", "cannot run %s: %s", argv[1], err) end
+    if not p then errors.raisef("backup", "spawn", "cannot run %s: %s", argv[1], err) end
     return p:communicate {}, sha
   end
   local reader = opts.store:open(opts.name)
@@ -178,7 +174,7 @@ local function run_on_backup(argv, env, opts, want_hash)
   local p, err = proc.spawn { argv = argv, env = env, stdin = "pipe", stdout = "pipe", stderr = "stdout" }
   if not p then
     reader:close()
-    fail("spawn", "cannot run %s: %s", argv[1], err)
+    errors.raisef("backup", "spawn", "cannot run %s: %s", argv[1], err)
   end
   local out = {}
   local ok, e = pcall(function()
@@ -228,7 +224,7 @@ function M.verify(opts)
   local location = source_of("pg.verify_backup", opts)
   local r, sha = run_on_backup({ opts.pg_restore or "pg_restore", "--list" }, nil, opts, opts.sha256 ~= nil)
   if r.code ~= 0 then
-    fail("invalid", "%s is not a readable pg_dump archive: %s", location, error_line(r.stdout))
+    errors.raisef("backup", "invalid", "%s is not a readable pg_dump archive: %s", location, error_line(r.stdout))
   end
   local res = { entries = 0, tables = 0, table_data = 0, location = location, sha256 = sha }
   local format
@@ -246,10 +242,10 @@ function M.verify(opts)
     end
   end
   -- an empty database lists no entries, but every archive has its header
-  if not format then fail("invalid", "%s is not a readable pg_dump archive: pg_restore --list printed no header", location) end
+  if not format then errors.raisef("backup", "invalid", "%s is not a readable pg_dump archive: pg_restore --list printed no header", location) end
   res.format = format
   if opts.sha256 and sha ~= opts.sha256 then
-    fail("checksum", "%s has sha256 %s, expected %s: the backup was altered or damaged", location, sha, opts.sha256)
+    errors.raisef("backup", "checksum", "%s has sha256 %s, expected %s: the backup was altered or damaged", location, sha, opts.sha256)
   end
   audit.action {
     kind = "backup", verb = "verify", location = location, entries = res.entries, tables = res.tables, sha256 = sha,
@@ -282,7 +278,7 @@ function M.restore(opts)
   local r = run_on_backup(argv, env, opts, false)
   if r.interrupted then host.check_interrupt() end
   if r.code ~= 0 then
-    fail("pg_restore", "restore of %s into %s failed (%s): %s", location, db,
+    errors.raisef("backup", "pg_restore", "restore of %s into %s failed (%s): %s", location, db,
       r.code and ("exit " .. r.code) or ("signal " .. tostring(r.signal)), host.scrub(error_line(r.stdout)))
   end
   local secs = host.monotime() - t0

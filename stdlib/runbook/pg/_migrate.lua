@@ -18,14 +18,11 @@ local host = require "runbook._host"
 local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 local sqlsplit = require "runbook.pg._sqlsplit"
+local pgconn = require "runbook.pg._conn"
 
 local M = {}
 
 M.CHECKSUM_TABLE = "runbook_migration_checksums"
-
-local function fail(code, fmt, ...)
-  errors.raise { kind = "migration", code = code, message = string.format(fmt, ...) }
-end
 
 -- ---------------------------------------------------------------------------
 -- files
@@ -74,22 +71,22 @@ function M.parse(text, file)
     end
   end
   if not up then
-    fail("malformed", "%s: no '-- migrate:up' section; nothing was applied", file)
+    errors.raisef("migration", "malformed", "%s: no '-- migrate:up' section; nothing was applied", file)
   end
   for i = 1, up.line - 1 do
     local t = lines[i].text
     if not (t:match("^%s*$") or t:match("^%s*%-%-")) then
-      fail("malformed", "%s: line %d: statements before '-- migrate:up' (dbmate refuses them too); nothing was applied", file, i)
+      errors.raisef("migration", "malformed", "%s: line %d: statements before '-- migrate:up' (dbmate refuses them too); nothing was applied", file, i)
     end
   end
   if ups > 1 or downs > 1 then
-    fail("malformed", "%s: more than one '-- migrate:up' or '-- migrate:down' section; dbmate would record the version twice. Split it into separate files; nothing was applied", file)
+    errors.raisef("migration", "malformed", "%s: more than one '-- migrate:up' or '-- migrate:down' section; dbmate would record the version twice. Split it into separate files; nothing was applied", file)
   end
   if not down then
-    fail("malformed", "%s: no '-- migrate:down' section (dbmate requires one; leave it empty if there is nothing to undo); nothing was applied", file)
+    errors.raisef("migration", "malformed", "%s: no '-- migrate:down' section (dbmate requires one; leave it empty if there is nothing to undo); nothing was applied", file)
   end
   if down.start < up.start then
-    fail("malformed", "%s: '-- migrate:down' comes before '-- migrate:up'; nothing was applied", file)
+    errors.raisef("migration", "malformed", "%s: '-- migrate:down' comes before '-- migrate:up'; nothing was applied", file)
   end
   return {
     up = text:sub(up.start, down.start - 1), up_line = up.line, up_tx = up.opts.transaction ~= "false",
@@ -101,7 +98,7 @@ end
 ---@return {file:string, path:string, version:string}[]
 function M.files(dir)
   local names, err = fs.listdir(dir)
-  if not names then fail("no-directory", "cannot read migrations directory %s: %s", dir, (tostring(err):gsub("^.*: ", ""))) end
+  if not names then errors.raisef("migration", "no-directory", "cannot read migrations directory %s: %s", dir, (tostring(err):gsub("^.*: ", ""))) end
   local out = {}
   for _, name in ipairs(names) do
     local version = name:match("^(%d+).*%.sql$")
@@ -117,7 +114,7 @@ end
 local function read_file(m)
   if m.text then return m.text end
   local f, err = io.open(m.path, "rb")
-  if not f then fail("unreadable", "%s: %s", m.file, err) end
+  if not f then errors.raisef("migration", "unreadable", "%s: %s", m.file, err) end
   m.text = f:read("a")
   f:close()
   m.sha256 = crypto.sha256(m.text)
@@ -129,8 +126,7 @@ end
 
 local function connect(opts)
   if opts.conn then return opts.conn, false end
-  local pg = require "runbook.pg"
-  return pg._open(opts.url, { connect_timeout = opts.connect_timeout, application_name = "runbook migrate" }), true
+  return pgconn._open(opts.url, { connect_timeout = opts.connect_timeout, application_name = "runbook migrate" }), true
 end
 
 -- schema and table of the ledger, quoted, as dbmate resolves them:
@@ -140,7 +136,7 @@ local function ledger_names(db, tname)
   if not schema then
     name = tname
     schema = db:value("SELECT current_schema()")
-    if schema == nil or schema == require("runbook.pg").null then schema = "public" end
+    if schema == nil or schema == pgconn.null then schema = "public" end
   end
   return {
     schema = schema,
@@ -239,7 +235,7 @@ local function report_changed(changed, on_changed)
   for _, c in ipairs(changed) do
     local msg = string.format("%s was edited after it was applied (sha256 when applied %s…, now %s…); the database did not change: write a new migration instead",
       c.file, c.recorded_sha256:sub(1, 12), c.sha256:sub(1, 12))
-    if on_changed == "error" then fail("changed", "%s", msg) end
+    if on_changed == "error" then errors.raisef("migration", "changed", "%s", msg) end
     audit.log("warn", msg)
   end
 end
@@ -367,7 +363,7 @@ function M.migrate(opts)
   opts = check_common("pg.migrate", opts)
   local files = M.files(opts.dir)
   -- as dbmate: an empty folder is more likely a wrong path than nothing to do
-  if #files == 0 then fail("no-files", "no migration files (VERSION_name.sql) in %s", opts.dir) end
+  if #files == 0 then errors.raisef("migration", "no-files", "no migration files (VERSION_name.sql) in %s", opts.dir) end
   for _, m in ipairs(files) do m.parsed = M.parse(read_file(m), m.file) end
   local dry = audit.dry_run()
   local db, own = connect(opts)
@@ -386,7 +382,7 @@ function M.migrate(opts)
       end
     end
     if opts.strict and pending[1] and highest and pending[1].version <= highest then
-      fail("out-of-order", "%s is older than the applied migration %s (strict mode); nothing was applied", pending[1].file, highest)
+      errors.raisef("migration", "out-of-order", "%s is older than the applied migration %s (strict mode); nothing was applied", pending[1].file, highest)
     end
     local out = { applied = {}, already = #files - #pending, changed = {}, dry_run = dry }
     if dry then return M._dry_run(db, names, pending, out) end
@@ -503,7 +499,7 @@ function M.down(opts)
     for _, v in ipairs(chosen) do
       local m = by_version[v]
       if not m then
-        fail("missing-file", "version %s is applied but no file in %s has it, so its down section is unknown; nothing was rolled back", v, opts.dir)
+        errors.raisef("migration", "missing-file", "version %s is applied but no file in %s has it, so its down section is unknown; nothing was rolled back", v, opts.dir)
       end
       m.parsed = M.parse(read_file(m), m.file)
     end

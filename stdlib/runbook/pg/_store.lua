@@ -21,10 +21,6 @@ local M = {}
 
 local PARTIAL = "%.partial$"
 
-local function fail(code, fmt, ...)
-  errors.raise { kind = "store", code = code, message = string.format(fmt, ...) }
-end
-
 ---@class runbook.pg.Writer
 ---@field write fun(self, chunk:string)
 ---@field finish fun(self):{size:integer, sha256:string, location:string}
@@ -41,21 +37,21 @@ function M.file_writer(path, mode)
   local dir = path:match("^(.*)/[^/]*$")
   if dir and dir ~= "" then
     local ok, err = fs.mkdir_p(dir, 448)
-    if not ok then fail("io", "cannot create %s: %s", dir, err) end
+    if not ok then errors.raisef("store", "io", "cannot create %s: %s", dir, err) end
   end
   local sink, err = core.file_sink(path, mode)
-  if not sink then fail("io", "%s", err) end
+  if not sink then errors.raisef("store", "io", "%s", err) end
   local w = { location = path }
   function w:write(chunk)
     local ok, e = sink:write(chunk)
     if not ok then
       sink:abort()
-      fail("io", "%s", e)
+      errors.raisef("store", "io", "%s", e)
     end
   end
   function w:finish()
     local res, e = sink:finish()
-    if not res then fail("io", "%s", e) end
+    if not res then errors.raisef("store", "io", "%s", e) end
     return res
   end
   function w:abort() sink:abort() end
@@ -109,14 +105,14 @@ end
 function Local:delete(name)
   check_name(name)
   local ok, err = fs.remove(self.dir .. "/" .. name)
-  if not ok then fail("io", "cannot delete %s: %s", self:location(name), err) end
+  if not ok then errors.raisef("store", "io", "cannot delete %s: %s", self:location(name), err) end
   return true
 end
 
 function Local:open(name)
   check_name(name)
   local f, err = io.open(self.dir .. "/" .. name, "rb")
-  if not f then fail("not-found", "cannot open %s: %s", self:location(name), err) end
+  if not f then errors.raisef("store", "not-found", "cannot open %s: %s", self:location(name), err) end
   return {
     read = function(_, max) return f:read(max or 1048576) end,
     close = function() f:close() end,
@@ -132,7 +128,7 @@ function M.local_store(dir, opts)
   if type(dir) ~= "string" or dir == "" then error("local_store: directory required", 2) end
   dir = dir:gsub("/+$", "")
   local ok, err = fs.mkdir_p(dir, 448)
-  if not ok then fail("io", "cannot create %s: %s", dir, err) end
+  if not ok then errors.raisef("store", "io", "cannot create %s: %s", dir, err) end
   return setmetatable({ dir = dir, kind = "local", mode = opts and opts.mode }, Local)
 end
 
