@@ -132,8 +132,8 @@ function Cluster:dry(opts)
   return (opts and opts.dry_run) or audit.dry_run()
 end
 
---- Records the audited action of a write.
-function Cluster:record(verb, r, code, result, dry, extra)
+--- The audited action of a write, to record.
+function Cluster:action(verb, r, code, result, dry, extra)
   -- any other write makes this process's view of the object stale
   if verb ~= "apply" and self.seen and r.info and not dry then self.seen[client.path(r.info, r.namespace, r.name)] = nil end
   local t = {
@@ -143,7 +143,12 @@ function Cluster:record(verb, r, code, result, dry, extra)
     summary = string.format("%s %s: %s%s", verb, display(r), result, dry and " (dry run)" or ""),
   }
   for k, val in pairs(extra or {}) do t[k] = val end
-  audit.action(t)
+  return t
+end
+
+--- Records the audited action of a write.
+function Cluster:record(verb, r, code, result, dry, extra)
+  audit.action(self:action(verb, r, code, result, dry, extra))
 end
 
 local function fill_kind(items, info)
@@ -409,33 +414,72 @@ M.conflicts = conflicts
 ---@return table object
 ---@return "created"|"configured"|"unchanged" result
 function Cluster:apply_one(obj, opts, r)
-  opts = opts or {}
-  r = r or self:ref(obj, true)
+  local out = self:apply_many({ { obj = obj, r = r } }, opts)[1]
+  return out.object, out.result
+end
+
+-- The apply request of one object, and what finishing it needs.
+local function apply_request(self, obj, opts, r)
   local body = body_for(r, obj)
   body.metadata.resourceVersion = nil
   local before = self.seen and self.seen[client.path(r.info, r.namespace, r.name)]
   if before == nil then before = self:get(r) or false end
-  local dry = self:dry(opts)
   local q = write_query(self, opts, { force = opts.force and "true" or nil })
   local req = req_for(r, "apply", { method = "PATCH", path = client.path(r.info, r.namespace, r.name),
     query = q, body = body, content_type = "application/apply-patch+yaml", policy = "idempotent" })
-  local res, err = self.client:try(req)
-  if not res then
-    if err.code == "Conflict" then
-      err.conflicts = conflicts(err)
-      if #err.conflicts > 0 then
-        local parts = {}
-        for _, c in ipairs(err.conflicts) do parts[#parts + 1] = string.format("%s (owned by %s)", c.field, c.manager or "?") end
-        err.hint = "fields owned by another manager: " .. table.concat(parts, ", ") .. "; apply with force = true to take them"
-      end
+  return { r = r, req = req, body = body, before = before, manager = q.fieldManager }
+end
+
+local function apply_error(err)
+  if err.code == "Conflict" then
+    err.conflicts = conflicts(err)
+    if #err.conflicts > 0 then
+      local parts = {}
+      for _, c in ipairs(err.conflicts) do parts[#parts + 1] = string.format("%s (owned by %s)", c.field, c.manager or "?") end
+      err.hint = "fields owned by another manager: " .. table.concat(parts, ", ") .. "; apply with force = true to take them"
     end
-    error(err, 0)
   end
-  local out = decode_object(res.json)
-  local result = apply_result(res, before, out, body, q.fieldManager)
-  if not dry then self:remember(r, out) end
-  self:record("apply", r, res.status, result, dry, opts.record)
-  return out, result
+  return err
+end
+
+--- Server-side apply of independent objects at once (none may need
+--- another of them first): one request each, at most opts.concurrency (8)
+--- in flight on kept-alive connections. Their audited actions are recorded
+--- together once every apply has answered, before the caller does anything
+--- else. items: a list of {obj=, r=} (r optional). Returns a list of
+--- {object=, result=}; the first failure raises, after the successful
+--- applies are recorded.
+function Cluster:apply_many(items, opts)
+  opts = opts or {}
+  local dry = self:dry(opts)
+  local preps, reqs = {}, {}
+  for i, it in ipairs(items) do
+    preps[i] = apply_request(self, it.obj, opts, it.r or self:ref(it.obj, true))
+    reqs[i] = preps[i].req
+  end
+  local answers
+  if #reqs == 1 then
+    local res, err = self.client:try(reqs[1])
+    answers = { { res = res, err = err } }
+  else
+    answers = self.client:try_many(reqs, opts.concurrency)
+  end
+  local out, actions, failure = {}, {}, nil
+  for i, p in ipairs(preps) do
+    local a = answers[i]
+    if a.res then
+      local obj = decode_object(a.res.json)
+      local result = apply_result(a.res, p.before, obj, p.body, p.manager)
+      if not dry then self:remember(p.r, obj) end
+      actions[#actions + 1] = self:action("apply", p.r, a.res.status, result, dry, opts.record)
+      out[i] = { object = obj, result = result }
+    elseif not failure then
+      failure = apply_error(a.err)
+    end
+  end
+  audit.actions(actions)
+  if failure then error(failure, 0) end
+  return out
 end
 
 --- Deletes an object. opts: propagation ("Background" default, "Foreground",
