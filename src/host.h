@@ -67,6 +67,14 @@ void rb_push_error(lua_State *L, const char *kind, const char *code, const char 
  * "<who>: <name> must be a number of seconds >= 0" for anything else. */
 double rb_opt_seconds(lua_State *L, int t, const char *name, double def, const char *who);
 
+/* The one error normaliser: pushes the structured error for the error
+ * value at idx. A table with a string `message` is kept as it is; any other
+ * value becomes {kind=kind, message=tostring(v)} (its __tostring, or "(error
+ * object is a T value)"). With level > 0, a traceback from that level is
+ * added as `traceback` when the error has none. Message handlers (main.c,
+ * the step guard) and Lua's (host.error_of: cli, loader, engine) use it. */
+void rb_error_normalize(lua_State *L, int idx, const char *kind, int level);
+
 /* The kinds the guard raises; the engine tells them from step failures. */
 #define RB_ERR_INTERRUPTED "interrupted"
 #define RB_ERR_TIMEOUT "timeout"

@@ -190,6 +190,53 @@ void rb_push_error(lua_State *L, const char *kind, const char *code, const char 
   lua_setmetatable(L, -2);
 }
 
+void rb_error_normalize(lua_State *L, int idx, const char *kind, int level) {
+  idx = lua_absindex(L, idx);
+  int t = lua_type(L, idx);
+  if (t == LUA_TTABLE && lua_getfield(L, idx, "message") == LUA_TSTRING) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, idx);
+  } else {
+    if (t == LUA_TTABLE)
+      lua_pop(L, 1);
+    const char *msg = lua_tostring(L, idx);
+    int pushed = 0;
+    if (!msg) {
+      pushed = 1;
+      int has = luaL_callmeta(L, idx, "__tostring");
+      if (!has || lua_type(L, -1) != LUA_TSTRING) {
+        if (has)
+          lua_pop(L, 1);
+        lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
+      }
+      msg = lua_tostring(L, -1);
+    }
+    rb_push_error(L, kind, NULL, "%s", msg);
+    if (pushed)
+      lua_remove(L, -2);
+  }
+  if (level > 0) {
+    if (lua_getfield(L, -1, "traceback") == LUA_TNIL) {
+      lua_pop(L, 1);
+      luaL_traceback(L, L, NULL, level);
+      lua_setfield(L, -2, "traceback");
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+}
+
+/* host.error_of(e, kind [, traceback]) -> the structured error for any
+ * error value (rb_error_normalize); the traceback, unless traceback is
+ * false, starts at the function that raised, skipping the handler. */
+static int l_error_of(lua_State *L) {
+  const char *kind = luaL_checkstring(L, 2);
+  int tb = lua_isnone(L, 3) || lua_toboolean(L, 3);
+  lua_settop(L, 2);
+  rb_error_normalize(L, 1, kind, tb ? 2 : 0);
+  return 1;
+}
+
 /* ---- clocks and sleep ------------------------------------------------------ */
 
 double rb_monotime(void) {
@@ -331,27 +378,10 @@ void rb_check_interrupt(lua_State *L) {
   raise_guard(L, g);
 }
 
-/* message handler: keeps structured errors, adds a traceback to strings */
+/* message handler: keeps structured errors, wraps anything else, and adds
+ * a traceback (rb_error_normalize) */
 static int guard_msgh(lua_State *L) {
-  if (lua_type(L, 1) == LUA_TTABLE) {
-    if (lua_getfield(L, 1, "traceback") == LUA_TNIL) {
-      luaL_traceback(L, L, NULL, 1);
-      lua_setfield(L, 1, "traceback");
-    }
-    lua_pop(L, 1);
-    lua_settop(L, 1);
-    return 1;
-  }
-  const char *msg = lua_tostring(L, 1);
-  if (!msg) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-      msg = lua_tostring(L, -1);
-    else
-      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  rb_push_error(L, "error", NULL, "%s", msg);
-  luaL_traceback(L, L, NULL, 1);
-  lua_setfield(L, -2, "traceback");
+  rb_error_normalize(L, 1, "error", 1);
   return 1;
 }
 
@@ -575,6 +605,7 @@ static const luaL_Reg funcs[] = {
   {"iso_time", l_iso_time},
   {"sleep", l_sleep},
   {"guarded", l_guarded},
+  {"error_of", l_error_of},
   {"guard_coroutine", l_guard_coroutine},
   {"trap_signals", l_trap_signals},
   {"interrupted", l_interrupted},

@@ -20,15 +20,12 @@
 #include "host.h"
 #include "modules.h"
 
+/* an error that escapes runbook._engine.cli: its message and traceback */
 static int msghandler(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (!msg) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-      msg = lua_tostring(L, -1);
-    else
-      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  luaL_traceback(L, L, msg, 1);
+  rb_error_normalize(L, 1, "internal", 1);
+  lua_getfield(L, -1, "message");
+  lua_getfield(L, -2, "traceback");
+  lua_pushfstring(L, "%s\n%s", lua_tostring(L, -2), lua_tostring(L, -1));
   return 1;
 }
 

@@ -59,7 +59,7 @@ local function setup_dir()
 end
 
 local function exec(dir, env)
-  return rb.run({ "exec", "crash.lua", "--param", "dir=" .. dir }, { cwd = dir, env = env })
+  return rb.exec("crash.lua", { cwd = dir, env = env, params = { dir = dir } })
 end
 
 -- every effect exactly once, and S2 and S4 saw the same secret
@@ -118,7 +118,7 @@ describe("crash and resume", function()
     assert.truthy(total and total > 20)
     for k = 1, total - 1 do
       local dir = setup_dir()
-      local p = rb.start({ "exec", "crash.lua", "--param", "dir=" .. dir }, { cwd = dir, env = { RUNBOOK_FAILPOINT = "after:" .. k } })
+      local p = rb.exec("crash.lua", { cwd = dir, params = { dir = dir }, start = true, env = { RUNBOOK_FAILPOINT = "after:" .. k } })
       assert.is_true(p:stopped(20), "process did not reach event " .. k)
       p:kill("KILL")
       local code, sig = p:wait(10)
@@ -143,7 +143,7 @@ describe("crash and resume", function()
     assert.truthy(#points >= 8)
     for _, k in ipairs(points) do
       local dir = setup_dir()
-      local p = rb.start({ "exec", "crash.lua", "--param", "dir=" .. dir }, { cwd = dir, env = { RUNBOOK_FAILPOINT = "torn:" .. k } })
+      local p = rb.exec("crash.lua", { cwd = dir, params = { dir = dir }, start = true, env = { RUNBOOK_FAILPOINT = "torn:" .. k } })
       assert.is_true(p:stopped(20))
       p:kill("KILL")
       p:wait(10)
@@ -166,7 +166,7 @@ describe("crash and resume", function()
     for _, i in ipairs { 1, 2, 3 } do
       local dir = setup_dir()
       local env = { CRASH_SLEEP_AT = tostring(i) }
-      local p = rb.start({ "exec", "crash.lua", "--param", "dir=" .. dir }, { cwd = dir, env = env })
+      local p = rb.exec("crash.lua", { cwd = dir, params = { dir = dir }, start = true, env = env })
       local deadline = os.time() + 20
       while not rb.exists(dir .. "/sleeping-" .. i) and os.time() < deadline do
         require("runbook._host").sleep(0.01)

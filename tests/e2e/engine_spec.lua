@@ -8,11 +8,7 @@ local dir
 
 local function write(name, text) rb.write(dir .. "/" .. name, text) end
 
-local function exec(args, env)
-  local a = { "exec" }
-  for _, x in ipairs(args) do a[#a + 1] = x end
-  return rb.run(a, { cwd = dir, env = env })
-end
+local function exec(args, env) return rb.exec(args, { cwd = dir, env = env }) end
 
 local function runs()
   return fs.listdir(dir .. "/.runbook/runs") or {}

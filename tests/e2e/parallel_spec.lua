@@ -46,9 +46,9 @@ end)
 after_each(function() rb.rmtree(dir) end)
 
 local function exec(args, env)
-  local a = { "exec", "par.lua", "--param", "dir=" .. dir }
+  local a = { "par.lua" }
   for _, x in ipairs(args or {}) do a[#a + 1] = x end
-  return rb.run(a, { cwd = dir, env = env })
+  return rb.exec(a, { cwd = dir, env = env, params = { dir = dir } })
 end
 
 local function effects()

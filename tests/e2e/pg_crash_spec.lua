@@ -31,12 +31,12 @@ describe("runbook.pg after SIGKILL", function()
   end
 
   local function exec(path, env)
-    return rbtest.start({ "exec", path, "--state", dir .. "/state" }, { cwd = dir, env = env })
+    return rbtest.exec(path, { state = dir .. "/state", cwd = dir, env = env, start = true })
   end
 
   -- runs to the end (no failpoint); returns the exit code
   local function finish(path)
-    local r = rbtest.run({ "exec", path, "--state", dir .. "/state" }, { cwd = dir, timeout = 120 })
+    local r = rbtest.exec(path, { state = dir .. "/state", cwd = dir, timeout = 120 })
     return r.code, r
   end
 
@@ -48,13 +48,7 @@ describe("runbook.pg after SIGKILL", function()
     end
   end
 
-  local function events_of_type(t)
-    local out = {}
-    for _, ev in ipairs((rbtest.journal(dir .. "/state"))) do
-      if ev.type == t then out[#out + 1] = ev end
-    end
-    return out
-  end
+  local function events_of_type(t) return rbtest.events(dir .. "/state", t) end
 
   it("resumes migrations after a kill inside a migration transaction", function()
     local url = srv:createdb("mig")

@@ -63,6 +63,38 @@ function M.start(args, opts)
   return assert(proc.spawn { argv = argv, cwd = opts.cwd, env = env, stdout = "null", stderr = opts.stderr or "null" })
 end
 
+--- Runs `runbook exec` the way the e2e specs do, so none redefines it.
+--- args: what follows "exec" (a list, or the runbook's path alone).
+--- opts: state (--state DIR), params ({k = v}: --param k=v, in key order),
+--- new (--new), yes (--yes), and cwd, env, input, timeout as for M.run;
+--- start = true spawns it without waiting (M.start) and returns the process.
+function M.exec(args, opts)
+  opts = opts or {}
+  local a = { "exec" }
+  for _, x in ipairs(type(args) == "table" and args or { args }) do a[#a + 1] = x end
+  if opts.state then a[#a + 1] = "--state"; a[#a + 1] = opts.state end
+  if opts.new then a[#a + 1] = "--new" end
+  if opts.yes then a[#a + 1] = "--yes" end
+  local keys = {}
+  for k in pairs(opts.params or {}) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    a[#a + 1] = "--param"
+    a[#a + 1] = k .. "=" .. tostring(opts.params[k])
+  end
+  if opts.start then return M.start(a, opts) end
+  return M.run(a, opts)
+end
+
+--- The events of one type (all when t is nil) of the newest run in a store.
+function M.events(state_dir, t)
+  local out = {}
+  for _, ev in ipairs((M.journal(state_dir))) do
+    if t == nil or ev.type == t then out[#out + 1] = ev end
+  end
+  return out
+end
+
 --- A free TCP port on 127.0.0.1 (asks the kernel through python3).
 function M.free_port()
   local p = assert(proc.spawn { argv = { "python3", "-c",

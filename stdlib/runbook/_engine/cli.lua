@@ -259,13 +259,7 @@ local USAGE_KINDS = { usage = true, runbook = true, store = true, secret = true 
 
 --- Entry point: returns the process exit code.
 function M.main(argv)
-  local ok, res = xpcall(dispatch, function(e)
-    if errors.is(e) or (type(e) == "table" and e.message) then
-      if not e.traceback then e.traceback = debug.traceback(nil, 2) end
-      return e
-    end
-    return { kind = "internal", message = tostring(e), traceback = debug.traceback(nil, 2) }
-  end, argv)
+  local ok, res = xpcall(dispatch, function(e) return host.error_of(e, "internal") end, argv)
   if ok then return res end
   local msg = errors.message(res)
   host.write(2, "runbook: " .. msg .. "\n")

@@ -62,10 +62,7 @@ function MemoryJournal:close() end
 -- ---------------------------------------------------------------------------
 -- calling step functions
 
-local function normalize_error(e)
-  if errors.is(e) or (type(e) == "table" and type(e.message) == "string") then return e end
-  return errors.new { kind = "error", message = tostring(e) }
-end
+local function normalize_error(e) return host.error_of(e, "error", false) end
 
 -- the first line of a traceback that points into the runbook, for "where"
 local function where_in(tb, file)

@@ -329,10 +329,7 @@ function M.load(path)
   local env = make_env(book, declare)
   local chunk, lerr = load(src, "@" .. path, "t", env)
   if not chunk then errors.raise { kind = "runbook", message = lerr } end
-  local ok, rerr = xpcall(chunk, function(e)
-    if errors.is(e) then return e end
-    return errors.new { kind = "runbook", message = tostring(e), traceback = debug.traceback(nil, 2) }
-  end)
+  local ok, rerr = xpcall(chunk, function(e) return host.error_of(e, "runbook") end)
   if not ok then error(rerr, 0) end
   book.env = env
   M.validate(book)

@@ -1,0 +1,58 @@
+-- The one error normaliser (rb_error_normalize, host.error_of) behind every
+-- message handler: main, the step guard, the CLI, the loader, the engine.
+local host = require "runbook._host"
+local errors = require "runbook.errors"
+
+describe("host.error_of", function()
+  it("keeps a structured error as it is and adds a traceback from where it was raised", function()
+    local e0 = errors.new { kind = "pg", code = "42P01", message = "relation missing" }
+    local ok, e = xpcall(function() error(e0, 0) end, function(x) return host.error_of(x, "internal") end)
+    assert.is_false(ok)
+    assert.are.equal(e0, e)
+    assert.are.equal("pg", e.kind)
+    assert.is_truthy(e.traceback:find("errors_spec.lua", 1, true), e.traceback)
+    assert.is_nil(e.traceback:find("[C]: in function 'runbook._host.error_of'", 1, true), "the handler's own frame is not shown")
+  end)
+
+  it("keeps a traceback that is already there", function()
+    local e = host.error_of({ message = "m", traceback = "tb" }, "x")
+    assert.are.equal("tb", e.traceback)
+    assert.are.equal("m", e.message)
+  end)
+
+  it("wraps strings, non-string values and tables without a message", function()
+    local s = host.error_of("boom", "runbook", false)
+    assert.is_true(errors.is(s, "runbook"))
+    assert.are.equal("boom", s.message)
+    assert.is_nil(s.traceback)
+    assert.are.equal("42", host.error_of(42, "error", false).message)
+    assert.are.equal("(error object is a nil value)", host.error_of(nil, "error", false).message)
+    assert.are.equal("(error object is a boolean value)", host.error_of(true, "error", false).message)
+    local named = setmetatable({}, { __tostring = function() return "named" end })
+    assert.are.equal("named", host.error_of(named, "error", false).message)
+    local odd = setmetatable({}, { __tostring = function() return 7 end })
+    assert.are.equal("(error object is a table value)", host.error_of(odd, "error", false).message)
+    assert.are.equal("(error object is a table value)", host.error_of({ code = 1 }, "error", false).message)
+  end)
+
+  it("gives step errors the same shape through the guard", function()
+    local ok, e = host.guarded(nil, function() error("plain", 0) end)
+    assert.is_false(ok)
+    assert.are.equal("error", e.kind)
+    assert.are.equal("plain", e.message)
+    assert.is_string(e.traceback)
+  end)
+end)
+
+describe("errors.raisef", function()
+  it("raises a structured error with a formatted message, and raisedf with details", function()
+    local ok, e = pcall(errors.raisef, "s3", "NoSuchKey", "s3: %s/%s not found", "b", "k")
+    assert.is_false(ok)
+    assert.is_true(errors.is(e, "s3"))
+    assert.are.same({ "NoSuchKey", "s3: b/k not found" }, { e.code, e.message })
+    ok, e = pcall(errors.raisedf, "k8s", 409, { name = "x" }, "conflict on %s", "x")
+    assert.is_false(ok)
+    assert.are.same({ name = "x" }, e.details)
+    assert.are.equal("conflict on x", tostring(e))
+  end)
+end)
