@@ -777,6 +777,7 @@ static int m_request_many(lua_State *L) {
     curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
   }
   curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)conc);
+  curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)conc); /* kept alive between calls */
   b->easy = calloc((size_t)n, sizeof *b->easy);
   b->x = calloc((size_t)n, sizeof *b->x);
   b->added = calloc((size_t)n, 1);
