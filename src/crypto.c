@@ -115,11 +115,9 @@ long rb_unhex(const char *in, size_t len, uint8_t *out) {
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-char *rb_base64(const uint8_t *in, size_t len, int url, int pad, size_t *outlen) {
+size_t rb_base64_to(const uint8_t *in, size_t len, int url, int pad, char *out) {
   const char *a = url ? B64URL : B64;
-  char *out = malloc(4 * ((len + 2) / 3) + 1), *p = out;
-  if (!out)
-    return NULL;
+  char *p = out;
   size_t i = 0;
   for (; i + 2 < len; i += 3) {
     uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
@@ -140,8 +138,16 @@ char *rb_base64(const uint8_t *in, size_t len, int url, int pad, size_t *outlen)
       *p++ = '=';
   }
   *p = '\0';
+  return (size_t)(p - out);
+}
+
+char *rb_base64(const uint8_t *in, size_t len, int url, int pad, size_t *outlen) {
+  char *out = malloc(RB_BASE64_SIZE(len));
+  if (!out)
+    return NULL;
+  size_t n = rb_base64_to(in, len, url, pad, out);
   if (outlen)
-    *outlen = (size_t)(p - out);
+    *outlen = n;
   return out;
 }
 

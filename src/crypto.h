@@ -32,6 +32,10 @@ long rb_unhex(const char *in, size_t len, uint8_t *out);
 
 /* base64: url selects the URL alphabet, pad adds '='. Returns malloc'd text. */
 char *rb_base64(const uint8_t *in, size_t len, int url, int pad, size_t *outlen);
+/* The same into out, which holds RB_BASE64_SIZE(len) bytes; returns the
+ * length written (a '\0' follows). */
+size_t rb_base64_to(const uint8_t *in, size_t len, int url, int pad, char *out);
+#define RB_BASE64_SIZE(len) (4 * (((len) + 2) / 3) + 1)
 /* Accepts both alphabets, padding optional, no whitespace. -1 on bad input. */
 long rb_unbase64(const char *in, size_t len, uint8_t *out);
 

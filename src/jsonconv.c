@@ -97,13 +97,18 @@ static json_t *fail(struct conv *c, const char *msg) {
 static json_t *make_string(struct conv *c, const char *s, size_t len) {
   json_t *j;
   char *scrubbed = NULL;
-  size_t slen;
-  if (c->redactor && (scrubbed = rb_redactor_scrub(c->redactor, s, len, &slen))) {
+  size_t slen = 0;
+  int rc = c->redactor ? rb_redactor_scrub(c->redactor, s, len, &scrubbed, &slen) : RB_SCRUB_CLEAN;
+  if (rc == RB_SCRUB_CHANGED) {
     s = scrubbed;
     len = slen;
+  } else if (rc == RB_SCRUB_NOMEM) {
+    /* the string could not be checked: withhold it */
+    s = RB_REDACTED;
+    len = sizeof RB_REDACTED - 1;
   }
   j = json_stringn(s, len);
-  free(scrubbed);
+  rb_redactor_free_text(c->redactor, scrubbed, slen);
   if (!j)
     return fail(c, "string is not valid UTF-8 (encode binary data as base64 or hex)");
   return j;
@@ -204,15 +209,24 @@ static json_t *convert_table(struct conv *c, int idx, int depth) {
       lua_pop(L, 1);
       return NULL;
     }
-    size_t klen = keys[i].len;
-    char *scrubbed = c->redactor ? rb_redactor_scrub(c->redactor, keys[i].s, klen, &klen) : NULL;
-    if (json_object_setn_new(o, scrubbed ? scrubbed : keys[i].s, klen, v) != 0) {
-      free(scrubbed);
+    size_t klen = keys[i].len, slen = 0;
+    const char *key = keys[i].s;
+    char *scrubbed = NULL;
+    int rc = c->redactor ? rb_redactor_scrub(c->redactor, key, klen, &scrubbed, &slen) : RB_SCRUB_CLEAN;
+    if (rc == RB_SCRUB_CHANGED) {
+      key = scrubbed;
+      klen = slen;
+    } else if (rc == RB_SCRUB_NOMEM) {
+      key = RB_REDACTED; /* keys that collide this way keep the last value */
+      klen = sizeof RB_REDACTED - 1;
+    }
+    int bad = json_object_setn_new(o, key, klen, v) != 0;
+    rb_redactor_free_text(c->redactor, scrubbed, slen);
+    if (bad) {
       json_decref(o);
       lua_pop(L, 1);
       return fail(c, "object key is not valid UTF-8");
     }
-    free(scrubbed);
   }
   lua_pop(L, 1);
   return o;

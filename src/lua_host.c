@@ -66,8 +66,11 @@ static int host_gc(lua_State *L) {
 struct rb_host *rb_host_attach(lua_State *L, struct rb_host *shared) {
   struct rb_host *h = shared;
   if (!h) {
+    void *ud;
+    lua_Alloc alloc = lua_getallocf(L, &ud);
     h = calloc(1, sizeof *h);
-    if (!h || !(h->redactor = rb_redactor_new())) {
+    /* the state's allocator: the one tests make fail */
+    if (!h || !(h->redactor = rb_redactor_new(alloc, ud))) {
       free(h);
       luaL_error(L, "out of memory");
       return NULL; /* not reached: luaL_error raises */
@@ -110,15 +113,45 @@ static struct guard *get_guard(lua_State *L) {
 
 /* ---- scrubbing and console --------------------------------------------- */
 
+/* Holds the scrubbed copy while Lua copies it, so a memory error raised
+ * by lua_pushlstring does not leak it. */
+struct scrub_box {
+  struct rb_redactor *r;
+  char *text;
+  size_t len;
+};
+
+static int scrub_box_gc(lua_State *L) {
+  struct scrub_box *b = lua_touserdata(L, 1);
+  if (b->text)
+    rb_redactor_free_text(b->r, b->text, b->len);
+  b->text = NULL;
+  return 0;
+}
+
+/* Out of memory inside the redactor means the text cannot be checked: it
+ * is withheld whole, never shown as it was. */
 void rb_push_scrubbed(lua_State *L, const char *s, size_t len) {
-  size_t outlen;
-  char *out = rb_redactor_scrub(rb_host_get(L)->redactor, s, len, &outlen);
-  if (!out) {
-    lua_pushlstring(L, s, len);
-    return;
+  struct rb_redactor *r = rb_host_get(L)->redactor;
+  struct scrub_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->r = r;
+  b->text = NULL;
+  if (luaL_newmetatable(L, "runbook.ScrubBox")) {
+    lua_pushcfunction(L, scrub_box_gc);
+    lua_setfield(L, -2, "__gc");
   }
-  lua_pushlstring(L, out, outlen);
-  free(out);
+  lua_setmetatable(L, -2);
+  int rc = rb_redactor_scrub(r, s, len, &b->text, &b->len);
+  if (rc == RB_SCRUB_CLEAN)
+    lua_pushlstring(L, s, len);
+  else if (rc == RB_SCRUB_NOMEM)
+    lua_pushliteral(L, RB_REDACTED);
+  else
+    lua_pushlstring(L, b->text, b->len);
+  if (b->text)
+    rb_redactor_free_text(r, b->text, b->len);
+  b->text = NULL;
+  lua_remove(L, -2);
 }
 
 void rb_console_write(lua_State *L, int fd, const char *s, size_t len) {

@@ -12,6 +12,13 @@
 
 #include "jsonconv.h"
 
+static int text_gc(lua_State *L) {
+  char **box = lua_touserdata(L, 1);
+  free(*box);
+  *box = NULL;
+  return 0;
+}
+
 /* encode(value [, {pretty=, indent=, secrets="error"|"redact"|"reveal", scrub=}]) */
 static int f_encode(lua_State *L) {
   static const char *const modes[] = {"error", "redact", "reveal", NULL};
@@ -36,16 +43,25 @@ static int f_encode(lua_State *L) {
     }
     lua_pop(L, 1);
   }
+  /* holds the text while Lua copies it: a memory error there cannot leak it */
+  char **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  if (luaL_newmetatable(L, "runbook.json.Text")) {
+    lua_pushcfunction(L, text_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
   char err[256];
   json_t *j = rb_lua_to_json(L, 1, &o, err, sizeof err);
   if (!j)
     return luaL_error(L, "json.encode: %s", err);
-  char *s = json_dumps(j, flags);
+  *box = json_dumps(j, flags);
   json_decref(j);
-  if (!s)
+  if (!*box)
     return luaL_error(L, "json.encode: out of memory");
-  lua_pushstring(L, s);
-  free(s);
+  lua_pushstring(L, *box);
+  free(*box);
+  *box = NULL;
   return 1;
 }
 

@@ -24,6 +24,7 @@
 #include "dl_pq.h"
 #include <lua.h>
 
+#include "crypto.h"
 #include "host.h"
 #include "jsonconv.h"
 #include "modules.h"
@@ -198,7 +199,7 @@ static void register_url_password(lua_State *L, const char *ci) {
     return;
   const char *colon = memchr(p, ':', (size_t)(at - p));
   if (colon && at - colon - 1 >= RB_REDACT_MIN)
-    rb_redactor_add_literal(rb_host_get(L)->redactor, colon + 1, (size_t)(at - colon - 1));
+    rb_secret_register(L, colon + 1, (size_t)(at - colon - 1), 1);
 }
 
 /* libpq may quote parts of a bad connection string in its message; drop
@@ -254,6 +255,12 @@ static int f_connect(lua_State *L) {
   memset(c, 0, sizeof *c);
   luaL_setmetatable(L, PG_CONN_MT);
 
+  /* the password is copied out of libpq's options so it is registered
+   * (which may raise) only after they are freed; it is no longer than ci */
+  char *pw = lua_newuserdatauv(L, len + 1, 0); /* index 5 */
+  size_t pwlen = 0;
+  int has_pw = 0;
+
   char *perr = NULL;
   PQconninfoOption *opts = PQconninfoParse(ci, &perr);
   if (!opts) {
@@ -265,12 +272,18 @@ static int f_connect(lua_State *L) {
   for (PQconninfoOption *o = opts; o->keyword; o++) {
     if (!o->val || !*o->val)
       continue;
-    if (strcmp(o->keyword, "password") == 0)
-      rb_redactor_add(rb_host_get(L)->redactor, o->val, strlen(o->val));
-    else if (strcmp(o->keyword, "connect_timeout") == 0 && atof(o->val) > 0)
+    if (strcmp(o->keyword, "password") == 0 && (pwlen = strlen(o->val)) <= len) {
+      memcpy(pw, o->val, pwlen);
+      has_pw = 1;
+    } else if (strcmp(o->keyword, "connect_timeout") == 0 && atof(o->val) > 0)
       timeout = atof(o->val);
   }
   PQconninfoFree(opts);
+  if (has_pw) {
+    rb_secret_register(L, pw, pwlen, 0);
+    rb_cleanse(pw, pwlen);
+  }
+  lua_remove(L, 5);
   register_url_password(L, ci);
   timeout = rb_opt_seconds(L, 2, "connect_timeout", timeout, "pg.connect");
   double stmt_timeout = rb_opt_seconds(L, 2, "statement_timeout", 0, "pg.connect");

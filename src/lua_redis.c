@@ -371,7 +371,7 @@ static int f_connect(lua_State *L) {
   if (has_db)
     c->t.db = (long)db;
   if (c->t.pass)
-    rb_redactor_add(rb_host_get(L)->redactor, c->t.pass, c->t.passlen);
+    rb_secret_register(L, c->t.pass, c->t.passlen, 0);
 
   char addr[300];
   addr_of(c, addr, sizeof addr);

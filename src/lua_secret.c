@@ -10,8 +10,8 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "dynlib.h"
 #include "crypto.h"
+#include "dynlib.h"
 #include "host.h"
 #include "redact.h"
 #include "secret.h"
@@ -30,19 +30,102 @@ static struct secret *check_secret(lua_State *L, int idx) {
 
 static void push_secret_mt(lua_State *L);
 
-void rb_secret_push(lua_State *L, const char *data, size_t len) {
+/* ---- registering with the redactor ---------------------------------------- */
+
+/* The nearest caller outside the standard library (the runbook or spec
+ * that made the secret), as " (registered at file:line)", or "". */
+static void push_where(lua_State *L) {
+  lua_Debug ar;
+  const char *dev = getenv("RUNBOOK_STDLIB_DIR"); /* stdlib files loaded from there */
+  size_t devlen = dev ? strlen(dev) : 0;
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    if (!lua_getinfo(L, "Sl", &ar) || ar.currentline <= 0 || ar.source[0] != '@')
+      continue;
+    if (strncmp(ar.source, "@runbook/", 9) == 0)
+      continue;
+    if (dev && strncmp(ar.source + 1, dev, devlen) == 0 && strncmp(ar.source + 1 + devlen, "/runbook/", 9) == 0)
+      continue;
+    lua_pushfstring(L, " (registered at %s:%d)", ar.short_src, ar.currentline);
+    return;
+  }
+  lua_pushliteral(L, "");
+}
+
+/* A short secret explains odd output: said once, when it is first
+ * registered. It goes to the running step's log and console, or straight
+ * to stderr outside a step (parameters are read before the first step).
+ * Scrubbed like everything else, so it cannot show the value. */
+static void warn_short(lua_State *L, size_t len) {
+  push_where(L);
+  if (len < RB_REDACT_MIN)
+    lua_pushfstring(L, "a secret of %d character%s%s is too short to redact: it is shown as it is wherever it "
+                       "appears (secrets need %d characters or more)",
+                    (int)len, len == 1 ? "" : "s", lua_tostring(L, -1), RB_REDACT_MIN);
+  else
+    lua_pushfstring(L, "a secret of %d characters%s is shorter than %d: it is still redacted, so every "
+                       "occurrence of the same text, even inside other words and step titles, shows as "
+                       RB_REDACTED "; use a longer secret to avoid this",
+                    (int)len, lua_tostring(L, -1), RB_REDACT_WARN);
+  lua_remove(L, -2);
+  int in_step = 0;
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "runbook._engine.audit") == LUA_TTABLE) {
+    lua_getfield(L, -1, "current");
+    lua_call(L, 0, 1);
+    in_step = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+  }
+  if (in_step) {
+    lua_getfield(L, -1, "log");
+    lua_pushliteral(L, "warn");
+    lua_pushvalue(L, -5);
+    lua_call(L, 2, 0);
+    lua_pop(L, 3);
+    return;
+  }
+  lua_pop(L, 2);
+  lua_pushliteral(L, "runbook: warning: ");
+  lua_insert(L, -2);
+  lua_pushliteral(L, "\n");
+  lua_concat(L, 3);
+  size_t n;
+  const char *msg = lua_tolstring(L, -1, &n);
+  rb_push_scrubbed(L, msg, n);
+  msg = lua_tolstring(L, -1, &n);
+  rb_console_write(L, 2, msg, n);
+  lua_pop(L, 2);
+}
+
+void rb_secret_register(lua_State *L, const char *data, size_t len, int literal) {
+  struct rb_redactor *r = rb_host_get(L)->redactor;
+  int is_new = 0;
+  int rc = literal ? rb_redactor_add_literal(r, data, len, &is_new) : rb_redactor_add(r, data, len, &is_new);
+  if (rc != 0)
+    luaL_error(L, "out of memory while registering a secret with the redactor: the secret was not used, "
+                  "so it cannot be shown; free some memory and run again");
+  if (is_new && len < RB_REDACT_WARN)
+    warn_short(L, len);
+}
+
+/* A new Secret of len bytes, zeroed, owned by the userdata from the start
+ * so a raised error cannot leak (or leave unwiped) what is written into it. */
+static struct secret *new_secret(lua_State *L, size_t len) {
   struct secret *s = lua_newuserdatauv(L, sizeof *s, 0);
   s->data = NULL;
   s->len = 0;
   push_secret_mt(L);
   lua_setmetatable(L, -2);
-  s->data = malloc(len + 1);
+  s->data = calloc(1, len + 1);
   if (!s->data)
     luaL_error(L, "out of memory");
-  memcpy(s->data, data, len);
-  s->data[len] = '\0';
   s->len = len;
-  rb_redactor_add(rb_host_get(L)->redactor, data, len);
+  return s;
+}
+
+void rb_secret_push(lua_State *L, const char *data, size_t len) {
+  struct secret *s = new_secret(L, len);
+  memcpy(s->data, data, len);
+  rb_secret_register(L, s->data, len, 0);
 }
 
 const char *rb_secret_test(lua_State *L, int idx, size_t *len) {
@@ -79,13 +162,16 @@ const char *rb_opt_bytes(lua_State *L, int idx, size_t *len, int *is_secret) {
 
 /* ---- metamethods ---------------------------------------------------------- */
 
-static int s_wipe(lua_State *L) {
-  struct secret *s = luaL_checkudata(L, 1, RB_SECRET_MT);
+static void wipe(struct secret *s) {
   if (s->data) {
     rb_cleanse(s->data, s->len);
     free(s->data);
     s->data = NULL;
   }
+}
+
+static int s_wipe(lua_State *L) {
+  wipe(luaL_checkudata(L, 1, RB_SECRET_MT));
   return 0;
 }
 
@@ -111,19 +197,11 @@ static int s_concat(lua_State *L) {
   size_t la = 0, lb = 0;
   const char *a = rb_check_bytes(L, 1, &la, NULL);
   const char *b = rb_check_bytes(L, 2, &lb, NULL);
-  char *buf = malloc(la + lb + 1);
-  if (!buf)
-    return luaL_error(L, "out of memory");
-  memcpy(buf, a, la);
-  memcpy(buf + la, b, lb);
-  buf[la + lb] = '\0'; /* as every secret's bytes are: C APIs take them */
+  struct secret *s = new_secret(L, la + lb); /* '\0'-terminated, as every secret's bytes are: C APIs take them */
+  memcpy(s->data, a, la);
+  memcpy(s->data + la, b, lb);
   /* the joined value is registered as one literal: each part already is */
-  struct secret *s = lua_newuserdatauv(L, sizeof *s, 0);
-  s->data = buf;
-  s->len = la + lb;
-  push_secret_mt(L);
-  lua_setmetatable(L, -2);
-  rb_redactor_add_literal(rb_host_get(L)->redactor, buf, la + lb);
+  rb_secret_register(L, s->data, la + lb, 1);
   return 1;
 }
 
@@ -138,25 +216,17 @@ static int m_reveal(lua_State *L) {
 static int m_base64(lua_State *L) {
   struct secret *s = check_secret(L, 1);
   int url = lua_toboolean(L, 2);
-  size_t n;
-  char *enc = rb_base64((const uint8_t *)s->data, s->len, url, !url, &n);
-  if (!enc)
-    return luaL_error(L, "out of memory");
-  rb_secret_push(L, enc, n);
-  rb_cleanse(enc, n);
-  free(enc);
+  struct secret *e = new_secret(L, RB_BASE64_SIZE(s->len));
+  e->len = rb_base64_to((const uint8_t *)s->data, s->len, url, !url, e->data);
+  rb_secret_register(L, e->data, e->len, 0);
   return 1;
 }
 
 static int m_hex(lua_State *L) {
   struct secret *s = check_secret(L, 1);
-  char *hex = malloc(2 * s->len + 1);
-  if (!hex)
-    return luaL_error(L, "out of memory");
-  rb_hex((const uint8_t *)s->data, s->len, hex, 0);
-  rb_secret_push(L, hex, 2 * s->len);
-  rb_cleanse(hex, 2 * s->len);
-  free(hex);
+  struct secret *h = new_secret(L, 2 * s->len);
+  rb_hex((const uint8_t *)s->data, s->len, h->data, 0);
+  rb_secret_register(L, h->data, h->len, 0);
   return 1;
 }
 
@@ -229,7 +299,7 @@ static int f_is(lua_State *L) {
 static int f_register(lua_State *L) {
   size_t len;
   const char *p = rb_check_bytes(L, 1, &len, NULL);
-  rb_redactor_add(rb_host_get(L)->redactor, p, len);
+  rb_secret_register(L, p, len, 0);
   return 0;
 }
 
@@ -241,54 +311,38 @@ static int f_random(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   int enc = luaL_checkoption(L, 2, "hex", encs);
   luaL_argcheck(L, n >= 1 && n <= 4096, 1, "between 1 and 4096 expected");
-  uint8_t *raw = malloc((size_t)n);
-  char *text = NULL;
-  size_t tlen = 0;
+  size_t len = (size_t)n;
+  size_t size = enc == 0 ? 2 * len : enc == 1 || enc == 2 ? RB_BASE64_SIZE(len) : len;
+  /* the secret first: nothing below may raise while raw is held */
+  struct secret *s = new_secret(L, size);
+  uint8_t *raw = malloc(len);
+  int ok = raw != NULL;
+  if (ok && enc == 3) {
+    /* rejection sampling keeps every character equally likely */
+    size_t got = 0;
+    while (ok && got < len) {
+      ok = rb_random(raw, 1) == 0;
+      if (ok && raw[0] < 248)
+        s->data[got++] = ALNUM[raw[0] % 62];
+    }
+  } else if (ok) {
+    ok = rb_random(raw, len) == 0;
+    if (ok && enc == 0)
+      rb_hex(raw, len, s->data, 0);
+    else if (ok && (enc == 1 || enc == 2))
+      s->len = rb_base64_to(raw, len, enc == 2, enc == 1, s->data);
+    else if (ok)
+      memcpy(s->data, raw, len);
+  }
+  if (raw) {
+    rb_cleanse(raw, len);
+    free(raw);
+  }
   if (!raw)
     return luaL_error(L, "out of memory");
-  if (enc == 3) {
-    /* rejection sampling keeps every character equally likely */
-    text = malloc((size_t)n);
-    size_t got = 0;
-    uint8_t b;
-    while (text && got < (size_t)n) {
-      if (rb_random(&b, 1) != 0)
-        break;
-      if (b < 248)
-        text[got++] = ALNUM[b % 62];
-    }
-    if (!text || got < (size_t)n) {
-      free(raw);
-      free(text);
-      return luaL_error(L, "the system random generator failed");
-    }
-    tlen = (size_t)n;
-  } else {
-    if (rb_random(raw, (size_t)n) != 0) {
-      free(raw);
-      return luaL_error(L, "the system random generator failed");
-    }
-    if (enc == 0) {
-      text = malloc(2 * (size_t)n + 1);
-      if (text)
-        rb_hex(raw, (size_t)n, text, 0);
-      tlen = 2 * (size_t)n;
-    } else if (enc == 1 || enc == 2) {
-      text = rb_base64(raw, (size_t)n, enc == 2, enc == 1, &tlen);
-    } else {
-      text = malloc((size_t)n);
-      if (text)
-        memcpy(text, raw, (size_t)n);
-      tlen = (size_t)n;
-    }
-  }
-  rb_cleanse(raw, (size_t)n);
-  free(raw);
-  if (!text)
-    return luaL_error(L, "out of memory");
-  rb_secret_push(L, text, tlen);
-  rb_cleanse(text, tlen);
-  free(text);
+  if (!ok)
+    return luaL_error(L, "the system random generator failed");
+  rb_secret_register(L, s->data, s->len, 0);
   return 1;
 }
 
@@ -329,19 +383,18 @@ static int f_open(lua_State *L) {
   char err[256];
   if (rb_dl_crypto(err, sizeof err) != 0)
     return luaL_error(L, "AES-256-GCM: %s", err);
-  uint8_t *out = malloc(inlen + 1);
-  if (!out)
-    return luaL_error(L, "out of memory");
-  long n = rb_gcm_open(key, aad, aadlen, in, inlen, out);
+  struct secret *s = new_secret(L, inlen);
+  long n = rb_gcm_open(key, aad, aadlen, in, inlen, (uint8_t *)s->data);
   if (n < 0) {
-    free(out);
+    wipe(s); /* whatever was decrypted before the tag failed */
+    lua_pop(L, 1);
     lua_pushnil(L);
     lua_pushliteral(L, "authentication failed");
     return 2;
   }
-  rb_secret_push(L, (const char *)out, (size_t)n);
-  rb_cleanse(out, (size_t)n);
-  free(out);
+  rb_cleanse(s->data + n, inlen - (size_t)n); /* keep the '\0' after the value */
+  s->len = (size_t)n;
+  rb_secret_register(L, s->data, s->len, 0);
   return 1;
 }
 

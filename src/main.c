@@ -29,6 +29,14 @@ static int msghandler(lua_State *L) {
   return 1;
 }
 
+/* the message, scrubbed; run protected (the host may not be attached yet) */
+static int scrub_top(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  rb_push_scrubbed(L, s, n);
+  return 1;
+}
+
 static int pmain(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
   char **argv = lua_touserdata(L, 2);
@@ -70,7 +78,13 @@ int main(int argc, char **argv) {
   int status = lua_pcall(L, 2, 1, 1);
   int code;
   if (status != LUA_OK) {
-    const char *msg = lua_tostring(L, -1);
+    /* scrubbed like everything else printed: an error can quote a secret */
+    const char *msg = NULL;
+    if (lua_isstring(L, -1)) {
+      lua_pushcfunction(L, scrub_top);
+      lua_pushvalue(L, -2);
+      msg = lua_pcall(L, 1, 1, 0) == LUA_OK ? lua_tostring(L, -1) : "(an error whose message could not be scrubbed)";
+    }
     fprintf(stderr, "runbook: %s\n", msg ? msg : "(no message)");
     code = 2;
   } else {

@@ -15,6 +15,11 @@
 /* Pushes a new Secret holding a copy of data. */
 void rb_secret_push(lua_State *L, const char *data, size_t len);
 
+/* Registers bytes with the process redactor (literal: exactly these, no
+ * derived forms). Raises when the redactor is out of memory, so the value
+ * is never used unprotected; warns once when it is short. */
+void rb_secret_register(lua_State *L, const char *data, size_t len, int literal);
+
 /* The bytes of the Secret at idx, or NULL when the value is not a Secret. */
 const char *rb_secret_test(lua_State *L, int idx, size_t *len);
 

@@ -1,6 +1,6 @@
 -- runbook.secret: secret values. A secret prints as [REDACTED], is scrubbed
--- (with its hex and base64 forms) from the console, logs and journal, and
--- gives up its bytes only through :reveal().
+-- (with its hex, base64, percent-encoded and JSON-escaped forms) from the
+-- console, logs and journal, and gives up its bytes only through :reveal().
 local core = require "runbook._secret"
 local errors = require "runbook.errors"
 
@@ -25,7 +25,10 @@ function M.random(opts)
   return core.random(n, enc)
 end
 
---- Wraps a string as a secret (and registers it for scrubbing).
+--- Wraps a string as a secret (and registers it for scrubbing). Every way
+--- of making a secret registers it: one under 8 characters is warned about
+--- once (it also redacts the same text inside ordinary words), and one the
+--- redactor has no memory for raises rather than being handed back.
 ---@param value string
 ---@return userdata secret
 function M.wrap(value)
@@ -86,7 +89,9 @@ function M.reveal(v)
   return v
 end
 
---- Marks a plain string as secret for scrubbing without wrapping it.
+--- Marks a plain string as secret for scrubbing without wrapping it
+--- (raises, like wrap, when the redactor is out of memory).
+---@param s string
 function M.register(s) core.register(s) end
 
 return M

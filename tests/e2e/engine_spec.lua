@@ -81,7 +81,7 @@ end }
     r = exec({ "p.lua", "--param", "ctx=prod" })
     assert.are.equal(2, r.code)
     assert.are.equal("runbook: missing required param 'db' (set --param db=... or the environment variable P_DB)\n", r.stderr)
-    r = exec({ "p.lua", "--param", "ctx=prod", "--param", "replicas=two" }, { P_DB = "x" })
+    r = exec({ "p.lua", "--param", "ctx=prod", "--param", "replicas=two" }, { P_DB = "postgres://u:pw@h/db" })
     assert.are.equal("runbook: param replicas: a number expected, got 'two'\n", r.stderr)
     assert.are.equal(0, #runs())
   end)
