@@ -154,11 +154,11 @@ function Cluster:apply_manifests(source, opts)
       result = result, file = d.file, index = d.index, object = obj }
   end
   -- Objects other than Namespaces and CRDs, whose kinds are known, go in
-  -- waves of `concurrency` concurrent applies (their order among
-  -- themselves does not matter: manifest.order put what they live in
-  -- first); each wave's actions are recorded before the next starts.
+  -- waves of `concurrency` concurrent applies, never mixing tiers (so
+  -- Secrets and ConfigMaps are in before the workloads that use them, as
+  -- in sequence); each wave's actions are recorded before the next starts.
   local wave_size = opts.concurrency or 8
-  local wave = {}
+  local wave, wave_tier = {}, nil
   local function flush()
     if #wave == 0 then return end
     local items = {}
@@ -173,6 +173,9 @@ function Cluster:apply_manifests(source, opts)
     local plain = not d.deferred and o.kind ~= "Namespace" and o.kind ~= "CustomResourceDefinition"
     local r = plain and self:ref(o, true) or nil
     if plain and not (dry and r.namespace and dry_namespaces[r.namespace]) then
+      local tier = manifest.tier(o)
+      if tier ~= wave_tier then flush() end
+      wave_tier = tier
       wave[#wave + 1] = { d = d, r = r }
       if #wave >= wave_size then flush() end
     else
