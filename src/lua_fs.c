@@ -172,21 +172,6 @@ static int f_write_file(lua_State *L) {
   return 1;
 }
 
-/* create(path [, mode=0600]): an empty file, made with that mode if it is
- * not there (kept as it is if it is; a symlink is refused). No sync: for
- * files such as the run log, whose loss in a crash loses nothing the
- * journal does not hold. */
-static int f_create(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  mode_t mode = (mode_t)luaL_optinteger(L, 2, 0600);
-  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, mode);
-  if (fd < 0)
-    return push_errno(L, path);
-  close(fd);
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
 /* remove(path): a file or an empty directory */
 static int f_remove(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
@@ -199,7 +184,6 @@ static int f_remove(lua_State *L) {
 static const luaL_Reg funcs[] = {
   {"mkdir_p", f_mkdir_p}, {"listdir", f_listdir}, {"stat", f_stat},       {"chmod", f_chmod},
   {"realpath", f_realpath}, {"cwd", f_cwd},       {"write_file", f_write_file}, {"remove", f_remove},
-  {"create", f_create},
   {NULL, NULL},
 };
 

@@ -213,6 +213,10 @@ end
 ---@param path string
 ---@return table book
 function M.load(path)
+  local pst = require("runbook._fs").stat(path)
+  if pst and pst.type == "directory" then
+    errors.raise { kind = "runbook", message = string.format("%s is a directory: give the runbook file itself (runbook exec %s/NAME.lua)", path, (path:gsub("/+$", ""))) }
+  end
   local f, err = io.open(path, "rb")
   if not f then errors.raise { kind = "runbook", message = "cannot open runbook: " .. tostring(err) } end
   local src = f:read("a")
@@ -319,11 +323,13 @@ function M.load(path)
     book.groups[#book.groups + 1] = g
     return g
   end
+  -- not tail calls: group's site_of(3) is the runbook line that declared it
   declare.parallel = function(a)
     if type(a) == "string" then
-      return function(list) return group(a, list) end
+      return function(list) local g = group(a, list) return g end
     end
-    return group(nil, a)
+    local g = group(nil, a)
+    return g
   end
 
   local env = make_env(book, declare)

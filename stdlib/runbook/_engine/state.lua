@@ -180,6 +180,46 @@ function M.apply(st, ev)
   return st
 end
 
+-- The fields every event of a type must carry for the fold (and the
+-- commands that show a run) to make sense of it.
+local NEEDS = {
+  ["run.started"] = { "runbook", "file", "sha256", "steps", "user", "host" },
+}
+local STEP_TYPES = {
+  ["step.started"] = true, ["step.memo"] = true, ["step.checkpoint"] = true, ["step.finished"] = true,
+  ["step.failed"] = true, ["step.skipped"] = true, ["step.waiting"] = true, ["step.confirmed"] = true,
+  ["step.interrupted"] = true, ["step.reset"] = true, ["step.undone"] = true, ["step.undo_failed"] = true,
+}
+
+--- Checks that the events can be folded: the first is run.started, and
+--- each carries the fields its type needs. Returns nil, or the seq of the
+--- first event that cannot and why.
+function M.check(events)
+  local started = false
+  for i, ev in ipairs(events) do
+    -- a crash while run.started was written leaves its cut recorded first
+    if not started and ev.type ~= "journal.truncated" then
+      if ev.type ~= "run.started" then
+        return i, string.format("seq %d is %s, not run.started: a run's journal begins with run.started", i, tostring(ev.type))
+      end
+      started = true
+    end
+    for _, f in ipairs({ "ts", "run", "type" }) do
+      if type(ev[f]) ~= "string" then return i, string.format("seq %d lacks its '%s'", i, f) end
+    end
+    local need = NEEDS[ev.type] or {}
+    if ev.type == "step.memo" or ev.type == "step.checkpoint" then
+      need = { "step", "key" }
+    elseif STEP_TYPES[ev.type] then
+      need = { "step" }
+    end
+    for _, f in ipairs(need) do
+      if ev[f] == nil then return i, string.format("seq %d (%s) lacks its '%s'", i, ev.type, f) end
+    end
+  end
+  return nil
+end
+
 --- Folds a list of events into a run state.
 function M.fold(events)
   local st = M.new()
