@@ -1,10 +1,11 @@
-/* libcrypto, for AES-256-GCM only, called through pointers loaded on first
+/* libcrypto, for AES-256-GCM (and its version, for `runbook version`), called through pointers loaded on first
  * use (see dynlib.h). SHA-256, HMAC, randomness and constant-time helpers
  * are our own (sha256.c, crypto.c), so a run that seals no secret never
  * maps libcrypto. */
 #ifndef RUNBOOK_DL_CRYPTO_H
 #define RUNBOOK_DL_CRYPTO_H
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "dynlib.h"
@@ -19,7 +20,8 @@
   X(EVP_EncryptFinal_ex) \
   X(EVP_EncryptInit_ex) \
   X(EVP_EncryptUpdate) \
-  X(EVP_aes_256_gcm)
+  X(EVP_aes_256_gcm) \
+  X(OpenSSL_version)
 
 #define RB_DL_FIELD(name) __typeof__(name) *name;
 struct rb_crypto_api {
@@ -40,6 +42,7 @@ extern struct rb_crypto_api rb_crypto;
 #define EVP_EncryptInit_ex (rb_crypto.EVP_EncryptInit_ex)
 #define EVP_EncryptUpdate (rb_crypto.EVP_EncryptUpdate)
 #define EVP_aes_256_gcm (rb_crypto.EVP_aes_256_gcm)
+#define OpenSSL_version (rb_crypto.OpenSSL_version)
 #endif
 
 #endif

@@ -7,6 +7,7 @@ local json = require "runbook._json"
 local errors = require "runbook.errors"
 local loader = require "runbook._engine.loader"
 local state = require "runbook._engine.state"
+local actor = require "runbook._engine.actor"
 local storemod = require "runbook._engine.store"
 local params = require "runbook._engine.params"
 
@@ -33,9 +34,21 @@ local function fmt_ms(ms)
   return string.format("%.1fs", ms / 1000)
 end
 
+local function approvers_of(s)
+  local who = {}
+  for _, a in ipairs(s.approvals or {}) do who[#who + 1] = a.actor end
+  return table.concat(who, ", ")
+end
+
 local function step_note(s)
-  if s.status == "confirmed" then
+  if s.status == "confirmed" and (s.approvals_needed or 1) > 1 then
+    return "approved by " .. approvers_of(s) .. (s.note and (": " .. s.note) or "")
+  elseif s.status == "confirmed" then
     return (s.via == "verify" and "verify passed" or ("by " .. tostring(s.confirmed_by))) .. (s.note and (": " .. s.note) or "")
+  elseif s.status == "waiting" and s.approvals and #s.approvals > 0 then
+    local more = s.approvals_needed - #s.approvals
+    return string.format("approved by %s (%d of %d); %d more needed from someone else", approvers_of(s), #s.approvals,
+      s.approvals_needed, more)
   elseif s.status == "failed" or s.status == "retrying" then return short_error(s.error)
   elseif s.status == "skipped" then return tostring(s.reason or "")
   end
@@ -261,8 +274,23 @@ function M.confirm(pos, opts)
     elseif not okb and s.status ~= "waiting" then
       errors.raise { kind = "usage", message = string.format("step %s is not waiting for confirmation (and the runbook %s cannot be read to check it)", step, tostring(r.state.file)) }
     end
-    r.append("step.confirmed", { step = step, via = "command", by = host.user(), host = host.hostname(), note = opts.note })
-    printf("confirmed %s in run %s by %s@%s. Run `runbook exec %s` to continue.", step, r.id, host.user(), host.hostname(), tostring(r.state.file))
+    local needed = okb and book.by_id[step] and book.by_id[step].approvers or 1
+    local me = actor()
+    for _, a in ipairs(s.approvals or {}) do
+      if a.actor == me then
+        errors.raise { kind = "usage", message = string.format("%s has already approved step %s of run %s (%d of %d); another person must approve it",
+          me, step, r.id, #s.approvals, needed) }
+      end
+    end
+    r.append("step.confirmed", { step = step, via = "command", by = host.user(), host = host.hostname(), note = opts.note,
+      actor = me, needed = needed > 1 and needed or nil })
+    local after = state.step(r.state, step)
+    if state.COMPLETE[after.status] then
+      printf("confirmed %s in run %s by %s. Run `runbook exec %s` to continue.", step, r.id, me, tostring(r.state.file))
+    else
+      printf("approved %s in run %s by %s (%d of %d approvals; %d more needed from someone else)", step, r.id, me,
+        #after.approvals, after.approvals_needed, after.approvals_needed - #after.approvals)
+    end
     return 0
   end)
 end

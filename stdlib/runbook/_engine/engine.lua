@@ -13,10 +13,11 @@ local ctxmod = require "runbook._engine.ctx"
 local audit = require "runbook._engine.audit"
 local backoffs = require "runbook._engine.backoff"
 local consolemod = require "runbook._engine.console"
+local actor = require "runbook._engine.actor"
 
 local M = {}
 
-M.EXIT = { ok = 0, failed = 1, usage = 2, waiting = 3, locked = 4, interrupted = 130 }
+M.EXIT = require("runbook._engine.cli").EXIT -- the one table of exit codes
 
 local Run = {}
 Run.__index = Run
@@ -260,14 +261,14 @@ function Run:run_manual(s)
   local sst = state.step(self.state, s.id)
   local held = self:verify_before(s, sst, "info", "verify: ")
   if held == true then
-    self:append("step.confirmed", { step = s.id, via = "verify", by = host.user(), host = host.hostname() })
+    self:append("step.confirmed", { step = s.id, via = "verify", by = host.user(), host = host.hostname(), actor = actor() })
     return "done"
   elseif held then
     return held
   end
   if self.dry_run then
     self.console:note(string.format("%s (manual) would wait for a person: %s", s.id, s.title))
-    self:append("step.confirmed", { step = s.id, via = "dry-run", by = host.user(), host = host.hostname() })
+    self:append("step.confirmed", { step = s.id, via = "dry-run", by = host.user(), host = host.hostname(), actor = actor() })
     return "done"
   end
   local interactive = not self.opts.yes and host.isatty(0) and host.isatty(2) and self.console.mode ~= "json"
@@ -276,13 +277,19 @@ function Run:run_manual(s)
     local bar = string.rep("─", 60)
     host.write(2, string.format("\n%s\n%s  %s%s\n\n%s\n%s\n", bar, s.id, s.title,
       s.owner and ("  (owner: " .. s.owner .. ")") or "", s.instructions, bar))
-    local answer = host.read_line("Type 'done' once this is complete, or press Enter to stop here: ")
+    local me = actor()
+    local already = false
+    for _, a in ipairs(sst.approvals or {}) do
+      if a.actor == me then already = true end
+    end
+    local answer = not already and host.read_line("Type 'done' once this is complete, or press Enter to stop here: ")
     if answer and answer:lower():match("^%s*done%s*$") then
       local note = host.read_line("Note for the audit trail (optional): ")
       if note and note:match("^%s*$") then note = nil end
-      self:append("step.confirmed", { step = s.id, via = "terminal", by = host.user(), host = host.hostname(), note = note })
+      self:append("step.confirmed", { step = s.id, via = "terminal", by = host.user(), host = host.hostname(), note = note,
+        actor = me, needed = s.approvers > 1 and s.approvers or nil })
       self.console:draw(true)
-      return "done"
+      if state.COMPLETE[state.step(self.state, s.id).status] then return "done" end
     end
     self.console:draw(true)
   end
@@ -329,6 +336,56 @@ local function ids_of(book)
   local ids = {}
   for i, s in ipairs(book.order) do ids[i] = s.id end
   return ids
+end
+
+-- The local modules the runbook loaded (step libraries and helpers), with
+-- the sha256 of each: paths relative to the runbook's folder when inside it.
+local function modules_of(book)
+  local out = {}
+  for i, m in ipairs(book.modules or {}) do
+    local rel = m.path:sub(1, #book.dir + 1) == book.dir .. "/" and m.path:sub(#book.dir + 2) or m.path
+    out[i] = { name = m.name, path = rel, sha256 = m.sha256 }
+  end
+  return out
+end
+
+-- The steps that local modules declared (step libraries): id -> {module,
+-- title}, so a resume can tell when a library now declares a completed
+-- step differently (its numbering shifted) or no longer declares it.
+local function declared_by_modules(book)
+  local by_path = {}
+  for _, m in ipairs(book.modules or {}) do by_path[m.path] = m.name end
+  local out, any = {}, false
+  for _, s in ipairs(book.steps) do
+    local mod = s.site and by_path[s.site.file]
+    if mod then
+      out[s.id] = { module = mod, title = s.title }
+      any = true
+    end
+  end
+  return any and out or nil
+end
+
+-- What changed among the loaded modules since the run started: one line
+-- each, or an empty list.
+local function module_changes(recorded, now)
+  local before, lines = {}, {}
+  for _, m in ipairs(recorded or {}) do before[m.name] = m end
+  local seen = {}
+  for _, m in ipairs(now) do
+    seen[m.name] = true
+    local b = before[m.name]
+    if not b then
+      lines[#lines + 1] = string.format("module %s (%s) is new since this run started", m.name, m.path)
+    elseif b.sha256 ~= m.sha256 then
+      lines[#lines + 1] = string.format("module %s (%s) changed since this run started (sha256 %s… → %s…)", m.name, m.path,
+        tostring(b.sha256):sub(1, 12), m.sha256:sub(1, 12))
+    end
+  end
+  for _, m in ipairs(recorded or {}) do
+    if not seen[m.name] then lines[#lines + 1] = string.format("module %s (%s) is no longer loaded", m.name, tostring(m.path)) end
+  end
+  return lines
 end
 
 --- Which steps this invocation takes, in order, honouring --from / --only.
@@ -378,8 +435,22 @@ end
 local function resume(run, r, book, opts, console, cli_params, values)
   attach(run, r)
   local st = r.state
-  local changed = st.sha256 ~= book.sha256
+  local modules = modules_of(book)
+  -- runs from before modules were recorded have none to compare
+  local mod_changes = st.modules and module_changes(st.modules, modules) or {}
+  local file_changed = st.sha256 ~= book.sha256
+  local changed = file_changed or #mod_changes > 0
   local problems = changed and check_changes(book, st) or {}
+  if changed and st.declared then
+    local now = declared_by_modules(book) or {}
+    for _, id in ipairs(st.completed) do
+      local was, is = st.declared[id], now[id]
+      if was and book.by_id[id] and (not is or is.module ~= was.module or is.title ~= was.title) then
+        problems[#problems + 1] = string.format("step %s already ran as '%s' (declared by %s) but is now %s: the library's steps moved",
+          id, tostring(was.title), tostring(was.module), is and string.format("'%s' (declared by %s)", is.title, is.module) or "declared by the runbook itself")
+      end
+    end
+  end
   if #problems > 0 and not opts.accept_changes then
     console:note("the runbook changed since this run started, and the resume would not be safe:\n  - "
       .. table.concat(problems, "\n  - ")
@@ -399,11 +470,14 @@ local function resume(run, r, book, opts, console, cli_params, values)
     sha256 = changed and book.sha256 or nil, steps = changed and ids_of(book) or nil,
     changed = changed or nil, accepted_changes = (#problems > 0) and problems or nil,
     params = next(changed_params) and changed_params or nil,
+    modules = #mod_changes > 0 and modules or nil, modules_changed = #mod_changes > 0 and mod_changes or nil,
+    declared = #mod_changes > 0 and declared_by_modules(book) or nil,
   })
-  if changed then
+  if file_changed then
     console:note(string.format("the runbook changed since this run started (sha256 %s… → %s…)%s",
       tostring(st.sha256):sub(1, 12), book.sha256:sub(1, 12), #problems > 0 and "; changes accepted" or ""), "warn")
   end
+  for _, line in ipairs(mod_changes) do console:note(line, "warn") end
   return run
 end
 
@@ -417,7 +491,8 @@ local function begin(run, book, cli_params, values, opts)
   run:append("run.started", {
     runbook = book.name, file = book.file, sha256 = book.sha256, user = host.user(), host = host.hostname(),
     pid = host.pid(), version = host.version(), hmac = akey ~= nil, steps = ids_of(book),
-    params = params.recordable(book.params, run.params), anchor = true,
+    params = params.recordable(book.params, run.params), anchor = true, modules = modules_of(book),
+    declared = declared_by_modules(book),
   })
   return run
 end

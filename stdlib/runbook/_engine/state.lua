@@ -54,6 +54,8 @@ handlers["run.started"] = function(st, ev)
   st.hmac = ev.hmac
   st.step_order = ev.steps or {}
   st.dry_run = ev.dry_run
+  st.modules = ev.modules
+  st.declared = ev.declared
   st.status = "running"
 end
 
@@ -62,6 +64,8 @@ handlers["run.resumed"] = function(st, ev)
   st.status = "running"
   if ev.sha256 then st.sha256 = ev.sha256 end
   if ev.steps then st.step_order = ev.steps end
+  if ev.modules then st.modules = ev.modules end
+  if ev.declared then st.declared = ev.declared end
   if ev.params then
     for k, v in pairs(ev.params) do st.params[k] = v end
   end
@@ -116,14 +120,30 @@ handlers["step.waiting"] = function(st, ev)
   step(st, ev.step).status = "waiting"
 end
 
+-- A manual step may need more than one person (manual "X" { approvers = 2 }):
+-- each confirmation is its own event naming its actor and how many are
+-- needed; the same actor twice counts once, and the step is confirmed
+-- (complete) when enough different people have confirmed it.
 handlers["step.confirmed"] = function(st, ev)
   local s = step(st, ev.step)
-  s.status = "confirmed"
+  local actor = ev.actor or (ev.by and (ev.by .. "@" .. tostring(ev.host))) or "?"
+  s.approvals = s.approvals or {}
+  local seen = false
+  for _, a in ipairs(s.approvals) do
+    if a.actor == actor then seen = true end
+  end
+  if not seen then s.approvals[#s.approvals + 1] = { actor = actor, note = ev.note, ts = ev.ts, via = ev.via } end
+  s.approvals_needed = math.max(math.tointeger(ev.needed) or 1, 1)
   s.confirmed_by = ev.by and (ev.by .. "@" .. tostring(ev.host)) or nil
   s.note = ev.note
   s.via = ev.via
-  s.finished_at = ev.ts
-  complete(st, ev.step)
+  if #s.approvals >= s.approvals_needed or ev.via == "verify" or ev.via == "dry-run" then
+    s.status = "confirmed"
+    s.finished_at = ev.ts
+    complete(st, ev.step)
+  else
+    s.status = "waiting"
+  end
 end
 
 handlers["step.interrupted"] = function(st, ev)
@@ -133,6 +153,7 @@ end
 handlers["step.reset"] = function(st, ev)
   local s = step(st, ev.step)
   s.status = "pending"
+  s.approvals = nil
   s.outputs = nil
   s.checkpoints = {}
   s.error = nil
