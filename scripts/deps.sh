@@ -5,8 +5,8 @@ set -eu
 what=${1:-test}
 
 build_pkgs="build-essential cmake ninja-build pkg-config liblua5.4-dev lua5.4 lua-busted
-  libcurl4-openssl-dev libjansson-dev libyaml-dev libpq-dev libhiredis-dev libssl-dev"
-test_pkgs="postgresql postgresql-client redis-server redis-tools openssl python3 ca-certificates procps iproute2 util-linux"
+  libcurl4-openssl-dev libjansson-dev libyaml-dev libpq-dev libhiredis-dev libssl-dev libmicrohttpd-dev"
+test_pkgs="postgresql postgresql-client redis-server redis-tools openssl python3 ca-certificates procps iproute2 util-linux chromium"
 
 pkgs=$build_pkgs
 [ "$what" = test ] && pkgs="$pkgs $test_pkgs"
@@ -28,4 +28,15 @@ fi
 if [ "$what" = test ] && ! command -v npm >/dev/null; then
   echo "deps: installing npm"
   $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+# the browser tests of runbook serve drive Debian's chromium with
+# playwright-core from the npm registry, installed into tests/web/node_modules
+# from its lock file (no browser is downloaded: they use /usr/bin/chromium)
+if [ "$what" = test ]; then
+  here=$(cd "$(dirname "$0")/.." && pwd)
+  if [ ! -d "$here/tests/web/node_modules/playwright-core" ]; then
+    echo "deps: installing playwright-core into tests/web/node_modules"
+    (cd "$here/tests/web" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null) ||
+      echo "deps: could not install playwright-core (npm ci in tests/web failed); the web tests will be skipped" >&2
+  fi
 fi

@@ -76,6 +76,30 @@ Checks every event's seq, prev and hash (and HMAC when the journal has
 them). Exits 0 when the chain holds; otherwise exits 1 and names the first
 bad seq.]],
   },
+  report = {
+    usage = "runbook report RUN [--output FILE.html]",
+    summary = "write one run as a self-contained HTML page",
+    args = { "RUN" }, min = 1, max = 1, output_file = true,
+    opts = { ["--output"] = { value = true, help = "write the page to FILE (mode 0600) instead of stdout" } },
+    help = [[
+The page has the run's header (chain and HMAC state), a timeline of its
+attempts, each step with its actions, confirmations and run log lines, and
+the whole audit trail with a filter. It loads nothing from anywhere: every
+value is escaped and scrubbed, and its only script is its own.]],
+  },
+  serve = {
+    usage = "runbook serve [--listen 127.0.0.1:8080]",
+    summary = "a read-only web view of the store's runs (live while they run)",
+    min = 0, max = 0,
+    opts = { ["--listen"] = { value = true, help = "ADDRESS:PORT to listen on (default 127.0.0.1:8080; port 0 picks one)" } },
+    help = [[
+Serves the runs, each run's report page (updated as events arrive), the
+runs waiting for a person with the command that confirms them, and audit
+verification, with the JSON API behind them (docs/serve.md). It changes
+nothing in the store. Any address but loopback needs RUNBOOK_SERVE_TOKEN:
+clients then send it as "Authorization: Bearer TOKEN", or open
+/?token=TOKEN once to get a cookie.]],
+  },
   confirm = {
     usage = "runbook confirm RUN STEP [--note TEXT]",
     summary = "record that a person completed a manual step",
@@ -119,7 +143,7 @@ bad seq.]],
   version = { usage = "runbook version", summary = "print the version", min = 0, max = 0, opts = {} },
 }
 
-local ORDER = { "exec", "plan", "status", "runs", "log", "audit", "confirm", "reset", "rollback", "check", "doc", "test", "version" }
+local ORDER = { "exec", "plan", "status", "runs", "log", "audit", "report", "serve", "confirm", "reset", "rollback", "check", "doc", "test", "version" }
 
 local function usage_error(fmt, ...)
   errors.raise { kind = "usage", message = string.format(fmt, ...) }
@@ -206,10 +230,10 @@ function M.parse(name, argv)
     usage_error("%s: missing %s (usage: %s)", name, table.concat(c.args or {}, " "), c.usage)
   end
   if c.max and #pos > c.max then usage_error("%s: unexpected argument '%s' (usage: %s)", name, pos[c.max + 1], c.usage) end
-  if opts.output and opts.output ~= "json" and opts.output ~= "text" then
+  if opts.output and not c.output_file and opts.output ~= "json" and opts.output ~= "text" then
     usage_error("%s: --output must be json or text", name)
   end
-  if opts.output == "text" then opts.output = nil end
+  if opts.output == "text" and not c.output_file then opts.output = nil end
   return pos, opts
 end
 
