@@ -199,7 +199,7 @@ local function clusters(run)
     end
     if from and to then
       if cur and from < cur.to and i == cur.last + 1 then
-        cur.last, cur.to = i, math.max(cur.to, to)
+        cur.last, cur.from, cur.to = i, math.min(cur.from, from), math.max(cur.to, to)
       else
         if cur and cur.last > cur.first then out[#out + 1] = cur end
         cur = { first = i, last = i, from = from, to = to }
