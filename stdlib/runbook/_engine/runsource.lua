@@ -70,6 +70,19 @@ function Source:events(id, after)
   return out, c.info
 end
 
+--- fn(events, info) for the run, computed again only when its journal
+--- changed (a live page asks for its run's view after every new event).
+function Source:derived(id, name, fn)
+  local c = self:scan(id)
+  c.derived = c.derived or {}
+  local v = c.derived[name]
+  if v == nil then
+    v = fn(c.events, c.info)
+    c.derived[name] = v
+  end
+  return v
+end
+
 --- The run's folded state (runbook.state), and the scan info.
 function Source:state(id)
   local c = self:scan(id)
@@ -78,10 +91,17 @@ function Source:state(id)
 end
 
 --- Checks the run's chain (and HMACs with RUNBOOK_AUDIT_KEY), as `runbook
---- audit verify` does: {ok, events, hmac, bad_seq, reason}.
-function Source:verify(id)
+--- audit verify` does: {ok, events, hmac, bad_seq, reason}. With `fresh`
+--- the journal is read again now; without, the check made when its events
+--- were last read (every read verifies) is reported.
+function Source:verify(id, fresh)
   local key = storemod.audit_key()
-  local _, info = self.store:read(id, "none")
+  local info
+  if fresh then
+    info = select(2, self.store:read(id, "none"))
+  else
+    info = self:scan(id).info
+  end
   local r = { run = id, ok = true, events = info.count, hmac = info.hmac and key ~= nil, hmac_present = info.hmac }
   if info.bad_seq then
     r.ok, r.bad_seq, r.reason = false, info.bad_seq, info.reason

@@ -23,7 +23,7 @@ function M.report(pos, opts)
   local src = runsource.open(opts.state)
   local id = src:resolve(pos[1])
   local events = src:events(id)
-  local html = report.render { events = events, run = id, verify = src:verify(id), log = src:log(id) }
+  local html = report.render { events = events, run = id, verify = src:verify(id, true), log = src:log(id) }
   if opts.output then
     local ok, err = fs.write_file(opts.output, html, 384) -- 0600, as the store's own files
     if not ok then errors.raise { kind = "io", message = string.format("report: cannot write %s: %s", opts.output, err) } end
@@ -121,7 +121,7 @@ function M.handler(src, opts)
     { "^/runs/([^/]+)/verify$", function(_, raw)
       local id = run_id(raw)
       if not id then return html_page(404, pages.not_found(raw), pages.csp()) end
-      return html_page(200, pages.verify(id, src:verify(id)), pages.csp())
+      return html_page(200, pages.verify(id, src:verify(id, true)), pages.csp())
     end },
     { "^/api/runs$", function(req)
       return respond(200, "application/json", encode { runs = pages.rows(src, req.query) } .. "\n")
@@ -129,11 +129,13 @@ function M.handler(src, opts)
     { "^/api/runs/([^/]+)$", function(_, raw)
       local id = run_id(raw)
       if not id then return api_error(404, "not-found", "no run " .. raw) end
-      local events, info = src:events(id)
-      local v = report.view(events)
-      v.run = id
-      v.journal = { events = info.count, bad_seq = info.bad_seq, torn_seq = info.torn_bytes and info.torn_seq or nil }
-      return respond(200, "application/json", encode(v) .. "\n")
+      local body = src:derived(id, "api.view", function(events, info)
+        local v = report.view(events)
+        v.run = id
+        v.journal = { events = info.count, bad_seq = info.bad_seq, torn_seq = info.torn_bytes and info.torn_seq or nil }
+        return encode(v) .. "\n"
+      end)
+      return respond(200, "application/json", body)
     end },
     { "^/api/runs/([^/]+)/events$", function(req, raw)
       local id = run_id(raw)
@@ -155,7 +157,7 @@ function M.handler(src, opts)
     { "^/api/runs/([^/]+)/verify$", function(_, raw)
       local id = run_id(raw)
       if not id then return api_error(404, "not-found", "no run " .. raw) end
-      return respond(200, "application/json", encode(src:verify(id)) .. "\n")
+      return respond(200, "application/json", encode(src:verify(id, true)) .. "\n")
     end },
   }
 
