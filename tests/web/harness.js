@@ -82,18 +82,17 @@ function serve(state, extraEnv) {
   });
 }
 
-async function browser(dir) {
+async function browser(dir, extra) {
   const { chromium } = require('playwright-core');
-  const profile = path.join(dir, 'chromium-profile');
-  fs.mkdirSync(profile);
+  const profile = fs.mkdtempSync(path.join(dir, 'chromium-profile-'));
   // a persistent context is how playwright takes a --user-data-dir: a
   // fresh one per test file, so no profile state carries over
-  return chromium.launchPersistentContext(profile, {
+  return chromium.launchPersistentContext(profile, Object.assign({
     executablePath: CHROMIUM,
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  }, extra || {}));
 }
 
 function cleanup() {
