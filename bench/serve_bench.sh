@@ -59,6 +59,9 @@ for path in "/runs/$id" "/api/runs/$id" "/api/runs/$id/events?after=9990" "/api/
   printf '%-40s cold %6.1f ms  warm %6.1f ms  %8d bytes\n' "GET $path" "$(echo "$cold*1000" | bc)" "$(echo "$warm*1000" | bc)" "$size"
 done
 
+# CPU time of the same in process (the machine's load inflates wall times)
+(cd "$src" && BENCH_STATE="$tmp/state" "$RB" test bench/serve_cpu.lua | grep "cpu median")
+
 # 3. the report command
 hyperfine -N --style none --warmup 2 --runs 10 "$RB report $id --state $tmp/state --output $tmp/r.html" --export-json report.json >/dev/null
 report_ms=$(python3 -c "import json;print('%.1f' % (json.load(open('report.json'))['results'][0]['median']*1000))")

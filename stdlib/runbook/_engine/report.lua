@@ -162,7 +162,10 @@ body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#1c1c1c;max-width:80em
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
 dl.head{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{color:#666}dd{margin:0}
 .ok{color:#17702d}.bad{color:#b00020}.warn{color:#8a5a00}code,.mono{font-family:ui-monospace,monospace;font-size:.92em}
-table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #eee;padding:.25em .5em;text-align:left;vertical-align:top}
+table{border-collapse:collapse;width:100%}table.trail{table-layout:fixed}
+table.trail th:nth-child(1),table.trail td:nth-child(1){width:4em}table.trail th:nth-child(2),table.trail td:nth-child(2){width:14em}
+table.trail th:nth-child(3),table.trail td:nth-child(3){width:9em}table.trail th:nth-child(4),table.trail td:nth-child(4){width:8em}
+.chunk{content-visibility:auto;contain-intrinsic-size:auto 6500px}td,th{border-bottom:1px solid #eee;padding:.25em .5em;text-align:left;vertical-align:top}
 svg text{font:11px system-ui,sans-serif}rect.done{fill:#2e8b57}rect.failed{fill:#c62828}rect.interrupted{fill:#ef6c00}
 rect.running{fill:#1e88e5}rect.wait{fill:#bdbdbd}rect.retrying{fill:#c62828}rect.group{fill:#e3f2fd;stroke:#90caf9}
 .step{margin:1em 0}.step h3{font-size:1em;margin:.2em 0}
@@ -316,6 +319,7 @@ end
 -- A step's section lists its first actions; all of them are in the audit
 -- trail, so a step of 10,000 actions does not put them on the page twice.
 M.MAX_ACTIONS = 200
+M.CHUNK = 250
 
 --- "2 attempts", or "" before the first.
 function M.attempts_text(n)
@@ -412,12 +416,21 @@ function M.render(opts)
   add("</div>")
 
   add('<h2>Audit trail</h2><input id="filter" type="search" placeholder="filter events" aria-label="filter events">')
-  add('<table id="trail"><thead><tr><th>seq</th><th>time</th><th>event</th><th>step</th><th>what</th></tr></thead><tbody>')
-  for _, ev in ipairs(events) do
-    add(string.format('<tr data-seq="%s"><td>%s</td><td class="mono">%s</td><td>%s</td><td>%s</td><td>%s</td></tr>',
-      esc(ev.seq or ""), esc(ev.seq or ""), esc(ev.ts or ""), esc(ev.type or ""), esc(ev.step or ""), esc(summary(ev))))
+  -- One table per CHUNK events, all of fixed layout with the same column
+  -- widths: chromium took 9 s to lay out 10,000 rows as one table on a
+  -- loaded machine, 1.4 s as tables of 250 (and 0.15 s with no trail).
+  add('<div id="trail"><table class="trail"><thead><tr><th>seq</th><th>time</th><th>event</th><th>step</th><th>what</th></tr></thead></table>')
+  local n = #events
+  for from = 1, math.max(n, 1), M.CHUNK do
+    add('<div class="chunk"><table class="trail"><tbody>')
+    for i = from, math.min(from + M.CHUNK - 1, n) do
+      local ev = events[i]
+      add(string.format('<tr data-seq="%s"><td>%s</td><td class="mono">%s</td><td>%s</td><td>%s</td><td>%s</td></tr>',
+        esc(ev.seq or ""), esc(ev.seq or ""), esc(ev.ts or ""), esc(ev.type or ""), esc(ev.step or ""), esc(summary(ev))))
+    end
+    add("</tbody></table></div>")
   end
-  add("</tbody></table>")
+  add("</div>")
   add("<script>" .. SCRIPT .. "</script>")
   if opts.live and opts.live.script then add(opts.live.script) end
   add("</body></html>\n")

@@ -12,7 +12,9 @@ return [==[
   var run = idEl.textContent;
   var base = '/api/runs/' + encodeURIComponent(run);
   var SVG = 'http://www.w3.org/2000/svg';
-  var body = document.querySelector('#trail tbody');
+  // new rows go to the last of the trail's tables (report.lua splits it in chunks)
+  var bodies = document.querySelectorAll('#trail tbody');
+  var body = bodies[bodies.length - 1];
   var lastSeq = 0;
   var rows = document.querySelectorAll('#trail tbody tr[data-seq]');
   if (rows.length) lastSeq = parseInt(rows[rows.length - 1].getAttribute('data-seq'), 10) || 0;
