@@ -6,7 +6,11 @@ what=${1:-test}
 
 build_pkgs="build-essential cmake ninja-build pkg-config liblua5.4-dev lua5.4 lua-busted
   libcurl4-openssl-dev libjansson-dev libyaml-dev libpq-dev libhiredis-dev libssl-dev libmicrohttpd-dev"
-test_pkgs="postgresql postgresql-client redis-server redis-tools openssl python3 ca-certificates procps iproute2 util-linux chromium"
+# dpkg-dev (dpkg-shlibdeps) builds the .deb (scripts/package.sh); zsh and
+# groff-base check the completions and the man pages; chromium runs the
+# browser tests of runbook serve (tests/web)
+test_pkgs="postgresql postgresql-client redis-server redis-tools openssl python3 ca-certificates procps iproute2 util-linux
+  dpkg-dev zsh groff-base gzip chromium"
 
 pkgs=$build_pkgs
 [ "$what" = test ] && pkgs="$pkgs $test_pkgs"

@@ -44,10 +44,10 @@ static void *open_lib(struct lib *l) {
   return h;
 }
 
-static struct lib curl_lib = {RB_SONAME_CURL, "libcurl4", PTHREAD_ONCE_INIT, 0, ""};
-static struct lib pq_lib = {RB_SONAME_PQ, "libpq5", PTHREAD_ONCE_INIT, 0, ""};
-static struct lib redis_lib = {RB_SONAME_HIREDIS, "libhiredis0.14", PTHREAD_ONCE_INIT, 0, ""};
-static struct lib mhd_lib = {RB_SONAME_MHD, "libmicrohttpd12", PTHREAD_ONCE_INIT, 0, ""};
+static struct lib curl_lib = {RB_SONAME_CURL, RB_PKG_CURL, PTHREAD_ONCE_INIT, 0, ""};
+static struct lib pq_lib = {RB_SONAME_PQ, RB_PKG_PQ, PTHREAD_ONCE_INIT, 0, ""};
+static struct lib redis_lib = {RB_SONAME_HIREDIS, RB_PKG_HIREDIS, PTHREAD_ONCE_INIT, 0, ""};
+static struct lib mhd_lib = {RB_SONAME_MHD, RB_PKG_MHD, PTHREAD_ONCE_INIT, 0, ""};
 
 static void load_curl(void) {
   struct lib *l = &curl_lib;

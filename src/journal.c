@@ -17,9 +17,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pwd.h>
+
 #include <openssl/crypto.h>
 
 #include "crypto.h"
+#include "fileio.h"
 #include "journal.h"
 #include "jsonscan.h"
 
@@ -38,6 +41,7 @@ struct rb_journal {
   long long seq;
   char prev[65];
   char *run;
+  int tip_fd; /* the tip record, or -1 */
   uint8_t *key;
   size_t keylen;
   /* test failpoints from RUNBOOK_FAILPOINT: stop after appending seq N
@@ -145,11 +149,14 @@ static int check_line(const char *line, size_t len, long long seq, const char *p
   return 0;
 }
 
-int rb_journal_scan(const char *path, const void *key, size_t keylen, rb_event_fn fn, void *ud,
-                    struct rb_scan *scan) {
+int rb_journal_scan(const char *path, const void *key, size_t keylen, long long mark_seq,
+                    rb_event_fn fn, void *ud, struct rb_scan *scan) {
   memset(scan, 0, sizeof *scan);
   strcpy(scan->last_hash, RB_GENESIS);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  scan->mark_seq = mark_seq;
+  if (mark_seq == 0)
+    strcpy(scan->mark_hash, RB_GENESIS);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0)
     return -1;
   struct stat st;
@@ -205,8 +212,10 @@ int rb_journal_scan(const char *path, const void *key, size_t keylen, rb_event_f
       }
     }
     if (bad) {
-      if (next >= size) {
-        /* the last line: torn by a crash, cut on the next open */
+      if (!nl) {
+        /* an unfinished last line: torn by a crash, cut on the next open.
+         * A complete line that does not verify is no crash's doing (an
+         * event is one write ending in its newline): it is damage */
         uint8_t d[RB_SHA256_LEN];
         scan->torn_bytes = (off_t)(size - pos);
         rb_sha256(line, size - pos, d);
@@ -218,6 +227,8 @@ int rb_journal_scan(const char *path, const void *key, size_t keylen, rb_event_f
     }
     if (rc > 0)
       stopped = 1;
+    if (seq == mark_seq)
+      memcpy(scan->mark_hash, hash, 65);
     memcpy(prev, hash, 65);
     scan->count = seq;
     scan->valid_bytes = (off_t)next;
@@ -237,27 +248,127 @@ static long long env_failpoint(const char *kind) {
   return atoll(fp + n + 1);
 }
 
-static void fsync_dir(const char *path) {
-  char *dir = strdup(path);
-  if (!dir)
-    return;
-  char *slash = strrchr(dir, '/');
-  if (slash)
-    *slash = '\0';
-  int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    fsync(fd);
-    close(fd);
+static const char *open_error(int e) {
+  return e == ELOOP ? "a symbolic link; store files are never followed (replace it with the run's own file)"
+                    : strerror(e);
+}
+
+static void tip_mac(const struct rb_journal *j, long long seq, const char *hash, char mac[65]) {
+  char msg[512];
+  int n = snprintf(msg, sizeof msg, "runbook-tip 1 %s %lld %s", j->run, seq, hash);
+  uint8_t d[RB_SHA256_LEN];
+  rb_hmac_sha256(j->key, j->keylen, msg, n > 0 && (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1, d);
+  rb_hex(d, sizeof d, mac, 0);
+}
+
+#define TIP_SLOT 256
+
+/* The tip file holds two fixed slots, written in turn (seq N goes to slot
+ * N % 2) by one pwrite each: cheap, and a write torn by a power cut spoils
+ * one slot only, whose checksum then fails, leaving the other (one event
+ * older: a tip that lags). Not synced: a lost update only makes it lag. */
+static void write_tip_slot(struct rb_journal *j, long long seq, int slot) {
+  char rec[TIP_SLOT + 1], mac[65] = "-";
+  if (j->key)
+    tip_mac(j, seq, j->prev, mac);
+  int n = snprintf(rec, sizeof rec, "runbook-tip 1 %lld %s %s", seq, j->prev, mac);
+  uint8_t d[RB_SHA256_LEN];
+  char sum[65];
+  rb_sha256(rec, (size_t)n, d);
+  rb_hex(d, sizeof d, sum, 0);
+  n += snprintf(rec + n, sizeof rec - (size_t)n, " %s", sum);
+  memset(rec + n, ' ', (size_t)(TIP_SLOT - 1 - n));
+  rec[TIP_SLOT - 1] = '\n';
+  (void)!pwrite(j->tip_fd, rec, TIP_SLOT, (off_t)slot * TIP_SLOT);
+}
+
+static void write_tip(struct rb_journal *j) {
+  if (j->tip_fd >= 0)
+    write_tip_slot(j, j->seq, (int)(j->seq % 2));
+}
+
+/* One slot: 1 when it parses and its checksum holds. */
+static int parse_tip(const char *rec, size_t len, long long *seq, char hash[65], char mac[65]) {
+  char line[TIP_SLOT + 1], sum[65];
+  while (len > 0 && rec[len - 1] == ' ')
+    len--;
+  if (len < 66 || len >= sizeof line)
+    return 0;
+  memcpy(line, rec, len);
+  line[len] = '\0';
+  int used = 0;
+  if (sscanf(line, "runbook-tip 1 %lld %64s %64s %64s%n", seq, hash, mac, sum, &used) != 4 ||
+      (size_t)used != len || *seq < 0 || strlen(hash) != 64 || !is_hex64(hash) ||
+      strlen(sum) != 64)
+    return 0;
+  uint8_t d[RB_SHA256_LEN];
+  char want[65];
+  rb_sha256(line, len - 65, d);
+  rb_hex(d, sizeof d, want, 0);
+  return strcmp(want, sum) == 0;
+}
+
+int rb_tip_read(const char *path, const char *run, const void *key, size_t keylen,
+                struct rb_tip *tip, char *err, size_t errlen) {
+  memset(tip, 0, sizeof *tip);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    if (errno == ENOENT)
+      return 0;
+    snprintf(err, errlen, "the tip record %s: %s", path, open_error(errno));
+    return -1;
   }
-  free(dir);
+  char buf[4 * TIP_SLOT];
+  ssize_t n = read(fd, buf, sizeof buf);
+  close(fd);
+  if (n < 0) {
+    snprintf(err, errlen, "the tip record %s: %s", path, strerror(errno));
+    return -1;
+  }
+  struct rb_journal fake = {.run = (char *)run, .key = (uint8_t *)key, .keylen = keylen};
+  int found = 0;
+  size_t pos = 0;
+  while (pos < (size_t)n) {
+    char *nl = memchr(buf + pos, '\n', (size_t)n - pos);
+    if (!nl)
+      break; /* a slot without its newline is not whole */
+    size_t len = (size_t)(nl - (buf + pos));
+    long long seq;
+    char hash[65], mac[65];
+    if (parse_tip(buf + pos, len, &seq, hash, mac)) {
+      int has_hmac = strcmp(mac, "-") != 0, verified = 0;
+      if (has_hmac && key && keylen) {
+        char want[65];
+        tip_mac(&fake, seq, hash, want);
+        if (strlen(mac) != 64 || CRYPTO_memcmp(want, mac, 64) != 0) {
+          snprintf(err, errlen, "the tip record %s: HMAC does not verify (edited, or a different audit key)", path);
+          return -1;
+        }
+        verified = 1;
+      }
+      if (!found || seq > tip->seq) {
+        tip->seq = seq;
+        memcpy(tip->hash, hash, 65);
+        tip->has_hmac = has_hmac;
+        tip->verified = verified;
+      }
+      found = 1;
+    }
+    pos += len + 1;
+  }
+  if (!found) {
+    snprintf(err, errlen, "the tip record %s is garbled", path);
+    return -1;
+  }
+  return 1;
 }
 
 struct rb_journal *rb_journal_open(const char *path, const char *run, const void *key,
                                    size_t keylen, const struct rb_scan *scan, int create,
-                                   char *err, size_t errlen) {
-  int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+                                   const char *tip_path, char *err, size_t errlen) {
+  int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0), 0600);
   if (fd < 0) {
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    snprintf(err, errlen, "%s: %s", path, open_error(errno));
     return NULL;
   }
   if (scan && scan->torn_bytes > 0) {
@@ -268,14 +379,23 @@ struct rb_journal *rb_journal_open(const char *path, const char *run, const void
     }
   }
   off_t size = lseek(fd, 0, SEEK_END);
-  if (create && size == 0)
-    fsync_dir(path);
   struct rb_journal *j = calloc(1, sizeof *j);
   if (!j || !(j->run = strdup(run))) {
     free(j);
     close(fd);
     snprintf(err, errlen, "out of memory");
     return NULL;
+  }
+  j->tip_fd = -1;
+  if (tip_path) {
+    j->tip_fd = open(tip_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (j->tip_fd < 0) {
+      snprintf(err, errlen, "%s: %s", tip_path, open_error(errno));
+      free(j->run);
+      free(j);
+      close(fd);
+      return NULL;
+    }
   }
   pthread_mutex_init(&j->lock, NULL);
   j->refs = 1;
@@ -293,36 +413,26 @@ struct rb_journal *rb_journal_open(const char *path, const char *run, const void
   }
   j->stop_after = env_failpoint("after");
   j->torn_at = env_failpoint("torn");
+  struct stat tst;
+  if (j->tip_fd >= 0 && fstat(j->tip_fd, &tst) == 0 && tst.st_size < 2 * TIP_SLOT) {
+    /* a tip made now (a new journal, or one from before tips) starts at
+     * the events the caller read, in both slots: never an empty file */
+    write_tip_slot(j, j->seq, 0);
+    write_tip_slot(j, j->seq, 1);
+  }
+  if (create && size == 0) {
+    /* a new journal's tip exists from the start, and both names are made
+     * durable by one directory sync */
+    (void)rb_fsync_parent(path);
+  }
   return j;
 }
 
-static int write_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-static void iso_now(char *buf, size_t n) {
-  struct timespec ts;
-  struct tm tm;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  gmtime_r(&ts.tv_sec, &tm);
-  size_t k = strftime(buf, n, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf + k, n - k, ".%03dZ", (int)(ts.tv_nsec / 1000000) % 1000);
-}
+const char *const rb_journal_reserved[] = {"seq", "ts", "run", "type", "step", "prev", "hash", "hmac", NULL};
 
 static int reserved(const char *k) {
-  static const char *const names[] = {"seq", "ts", "run", "type", "step", "prev", "hash", "hmac", NULL};
-  for (int i = 0; names[i]; i++)
-    if (strcmp(k, names[i]) == 0)
+  for (int i = 0; rb_journal_reserved[i]; i++)
+    if (strcmp(k, rb_journal_reserved[i]) == 0)
       return 1;
   return 0;
 }
@@ -332,7 +442,9 @@ long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fiel
   char ts[40];
   pthread_mutex_lock(&j->lock);
   long long seq = j->seq + 1;
-  iso_now(ts, sizeof ts);
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  rb_iso_time((double)now.tv_sec + now.tv_nsec / 1e9, ts, sizeof ts);
   json_t *o = json_object();
   json_object_set_new(o, "seq", json_integer(seq));
   json_object_set_new(o, "ts", json_string(ts));
@@ -380,7 +492,7 @@ long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fiel
     fsync(j->fd);
     raise(SIGSTOP);
   }
-  if (write_all(j->fd, line, (size_t)n) != 0 || fdatasync(j->fd) != 0) {
+  if (rb_write_all(j->fd, line, (size_t)n) != 0 || fdatasync(j->fd) != 0) {
     int e = errno;
     /* leave the file as it was: a half line would be cut as torn anyway,
      * but a later append must not follow it */
@@ -395,6 +507,7 @@ long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fiel
   j->size += n;
   j->seq = seq;
   memcpy(j->prev, hash, 65);
+  write_tip(j); /* only now: the event it names is durable */
   pthread_mutex_unlock(&j->lock);
   if (seq == j->stop_after)
     raise(SIGSTOP);
@@ -428,40 +541,77 @@ void rb_journal_release(struct rb_journal *j) {
     free(j->key);
   }
   free(j->run);
+  if (j->tip_fd >= 0)
+    close(j->tip_fd);
   pthread_mutex_destroy(&j->lock);
   free(j);
 }
 
-int rb_lock_acquire(const char *path, char *holder, size_t holderlen) {
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    snprintf(holder, holderlen, "%s: %s", path, strerror(errno));
-    return -1;
-  }
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    int e = errno;
-    ssize_t n = e == EWOULDBLOCK ? read(fd, holder, holderlen - 1) : -1;
-    if (n > 0) {
-      holder[n] = '\0';
-      holder[strcspn(holder, "\n")] = '\0';
-    } else if (e == EWOULDBLOCK) {
-      snprintf(holder, holderlen, "another process");
-    } else {
-      snprintf(holder, holderlen, "%s: %s", path, strerror(e));
-    }
-    close(fd);
-    return -1;
-  }
+static void holder_text(char *buf, size_t n) {
   char host[HOST_NAME_MAX + 1] = "unknown";
   gethostname(host, sizeof host);
   host[HOST_NAME_MAX] = '\0';
-  char buf[HOST_NAME_MAX + 64];
-  int n = snprintf(buf, sizeof buf, "pid %ld on %s\n", (long)getpid(), host);
-  if (ftruncate(fd, 0) == 0)
-    (void)!pwrite(fd, buf, (size_t)n, 0);
-  return fd;
+  struct passwd pw, *res = NULL;
+  char pwbuf[1024];
+  const char *user = NULL;
+  if (getpwuid_r(geteuid(), &pw, pwbuf, sizeof pwbuf, &res) == 0 && res)
+    user = res->pw_name;
+  if (!user)
+    user = getenv("USER");
+  snprintf(buf, n, "pid %ld on %s (user %s)\n", (long)getpid(), host, user ? user : "unknown");
 }
 
+int rb_lock_acquire(const char *path, char *holder, size_t holderlen, int *busy) {
+  if (busy)
+    *busy = 0;
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    snprintf(holder, holderlen, "%s: %s", path, open_error(errno));
+    return -1;
+  }
+  /* The holder writes who it is just after taking the lock, and empties
+   * the file just before letting go: a process that finds the lock held
+   * but the file empty or half written looks again (taking the lock, if
+   * it was let go meanwhile) until the text is whole, within a deadline. */
+  struct timespec t0, now, nap = {0, 5 * 1000 * 1000};
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+      break;
+    int e = errno;
+    if (e != EWOULDBLOCK) {
+      snprintf(holder, holderlen, "%s: %s", path, strerror(e));
+      close(fd);
+      return -1;
+    }
+    ssize_t n = pread(fd, holder, holderlen - 1, 0);
+    if (n > 0 && holder[n - 1] == '\n') {
+      holder[n - 1] = '\0';
+      holder[strcspn(holder, "\n")] = '\0';
+      if (busy)
+        *busy = 1;
+      close(fd);
+      return -1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 > 3000) {
+      snprintf(holder, holderlen, "another process (it has not written who it is into %s)", path);
+      if (busy)
+        *busy = 1;
+      close(fd);
+      return -1;
+    }
+    nanosleep(&nap, NULL);
+  }
+  char buf[HOST_NAME_MAX + 1200];
+  holder_text(buf, sizeof buf);
+  size_t n = strlen(buf);
+  /* the whole text in one write, then drop whatever an older holder left */
+  if (pwrite(fd, buf, n, 0) == (ssize_t)n && ftruncate(fd, (off_t)n) == 0) {
+    /* written */
+  }
+  return fd;
+}
 void rb_lock_release(int fd) {
   if (fd >= 0) {
     if (ftruncate(fd, 0) != 0) {

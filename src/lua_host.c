@@ -23,6 +23,8 @@
 #include "modules.h"
 #include "redact.h"
 
+extern char **environ;
+
 volatile sig_atomic_t rb_interrupted = 0;
 
 #define HOST_KEY "runbook.host"
@@ -615,6 +617,20 @@ static int l_read_line(lua_State *L) {
   return 1;
 }
 
+/* environ() -> {NAME = value, ...}: for options read from RUNBOOK_PARAM_<NAME> */
+static int l_environ(lua_State *L) {
+  lua_newtable(L);
+  for (char **e = environ; *e; e++) {
+    const char *eq = strchr(*e, '=');
+    if (!eq)
+      continue;
+    lua_pushlstring(L, *e, (size_t)(eq - *e));
+    lua_pushstring(L, eq + 1);
+    lua_rawset(L, -3);
+  }
+  return 1;
+}
+
 static int l_version(lua_State *L) {
   lua_pushstring(L, RUNBOOK_VERSION);
   return 1;
@@ -652,6 +668,7 @@ static const luaL_Reg funcs[] = {
   {"read_password", l_read_password},
   {"read_line", l_read_line},
   {"version", l_version},
+  {"environ", l_environ},
   {"source_stdlib", l_source_stdlib},
   {"redactor_count", l_redactor_count},
   {NULL, NULL},

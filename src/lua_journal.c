@@ -5,11 +5,16 @@
  * the secrets a memo must keep before they get here.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "host.h"
 #include "journal.h"
 #include "jsonconv.h"
 #include "jsonscan.h"
@@ -76,6 +81,10 @@ static void push_scan(lua_State *L, const struct rb_scan *s) {
     lua_pushstring(L, s->reason);
     lua_setfield(L, -2, "reason");
   }
+  if (s->mark_hash[0]) {
+    lua_pushstring(L, s->mark_hash);
+    lua_setfield(L, -2, "mark_hash");
+  }
   if (s->torn_bytes) {
     lua_pushinteger(L, (lua_Integer)s->torn_bytes);
     lua_setfield(L, -2, "torn_bytes");
@@ -86,18 +95,25 @@ static void push_scan(lua_State *L, const struct rb_scan *s) {
   }
 }
 
-/* scan(path [, key [, "events"|"lines"|"none"]]) -> items, info | nil, message */
+static const char *open_error(int e) {
+  return e == ELOOP ? "a symbolic link; store files are never followed (replace it with the run's own file)"
+                    : strerror(e);
+}
+
+/* scan(path [, key [, "events"|"lines"|"none" [, mark_seq]]]) -> items, info
+ * | nil, message: info.mark_hash is the hash of event mark_seq */
 static int f_scan(lua_State *L) {
   static const char *const modes[] = {"events", "lines", "none", NULL};
   const char *path = luaL_checkstring(L, 1);
   size_t keylen;
   const char *key = opt_key(L, 2, &keylen);
   struct collect c = {L, luaL_checkoption(L, 3, "events", modes), 0};
+  lua_Integer mark = luaL_optinteger(L, 4, 0);
   struct rb_scan s;
   lua_newtable(L);
-  if (rb_journal_scan(path, key, keylen, collect_event, &c, &s) != 0) {
+  if (rb_journal_scan(path, key, keylen, mark, collect_event, &c, &s) != 0) {
     lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    lua_pushfstring(L, "%s: %s", path, open_error(errno));
     return 2;
   }
   push_scan(L, &s);
@@ -111,13 +127,15 @@ static lua_Integer field_int(lua_State *L, int t, const char *k) {
   return v;
 }
 
-/* open(path, run, key_or_nil, scan_info_or_nil, create) -> Journal | nil, message */
+/* open(path, run, key_or_nil, scan_info_or_nil, create [, tip_path]) -> Journal
+ * | nil, message */
 static int f_open(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   const char *run = luaL_checkstring(L, 2);
   size_t keylen;
   const char *key = opt_key(L, 3, &keylen);
   int create = lua_toboolean(L, 5);
+  const char *tip = luaL_optstring(L, 6, NULL);
   struct rb_scan s, *sp = NULL;
   if (lua_istable(L, 4)) {
     memset(&s, 0, sizeof s);
@@ -137,7 +155,7 @@ static int f_open(lua_State *L) {
   lj->j = NULL;
   luaL_setmetatable(L, JOURNAL_MT);
   char err[512];
-  lj->j = rb_journal_open(path, run, key, keylen, sp, create, err, sizeof err);
+  lj->j = rb_journal_open(path, run, key, keylen, sp, create, tip, err, sizeof err);
   if (!lj->j) {
     lua_pushnil(L);
     lua_pushstring(L, err);
@@ -167,17 +185,24 @@ static int m_append(lua_State *L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     struct rb_jsonopts o = {RB_SECRETS_REDACT, 1};
     fields = rb_lua_to_json(L, 3, &o, err, sizeof err);
-    if (!fields)
-      return luaL_error(L, "journal event %s: %s", type, err);
+    if (!fields) {
+      /* the value cannot be recorded; nothing was written */
+      rb_push_error(L, "journal", "unencodable", "journal event %s: %s", type, err);
+      return lua_error(L);
+    }
     if (!json_is_object(fields)) {
       json_decref(fields);
-      return luaL_error(L, "journal event %s: fields must be an object", type);
+      rb_push_error(L, "journal", "unencodable", "journal event %s: fields must be an object", type);
+      return lua_error(L);
     }
   }
   long long seq = rb_journal_append(j, type, fields, err, sizeof err);
   json_decref(fields);
-  if (seq < 0)
-    return luaL_error(L, "%s", err);
+  if (seq < 0) {
+    /* the journal itself failed: no step may go on */
+    rb_push_error(L, "journal", "io", "%s", err);
+    return lua_error(L);
+  }
   lua_pushinteger(L, seq);
   return 1;
 }
@@ -209,19 +234,143 @@ static int m_tostring(lua_State *L) {
   return 1;
 }
 
-/* lock(path) -> Lock | nil, holder */
+/* lock(path) -> Lock | nil, holder_or_error, busy (true when another
+ * process holds it; false when the file could not be locked at all) */
 static int f_lock(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   struct llock *lk = lua_newuserdatauv(L, sizeof *lk, 0);
   lk->fd = -1;
   luaL_setmetatable(L, LOCK_MT);
-  char holder[512];
-  lk->fd = rb_lock_acquire(path, holder, sizeof holder);
+  char holder[1536];
+  int busy = 0;
+  lk->fd = rb_lock_acquire(path, holder, sizeof holder, &busy);
   if (lk->fd < 0) {
     lua_pushnil(L);
     lua_pushstring(L, holder);
+    lua_pushboolean(L, busy);
+    return 3;
+  }
+  return 1;
+}
+
+/* tip(path, run [, key]) -> {seq, hash, hmac, verified} | nil, "missing" | "bad", message */
+static int f_tip(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  const char *run = luaL_checkstring(L, 2);
+  size_t keylen;
+  const char *key = opt_key(L, 3, &keylen);
+  struct rb_tip t;
+  char err[1024];
+  int rc = rb_tip_read(path, run, key, keylen, &t, err, sizeof err);
+  if (rc <= 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, rc == 0 ? "missing" : "bad");
+    lua_pushstring(L, rc == 0 ? "no tip record" : err);
+    return 3;
+  }
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, t.seq);
+  lua_setfield(L, -2, "seq");
+  lua_pushstring(L, t.hash);
+  lua_setfield(L, -2, "hash");
+  lua_pushboolean(L, t.has_hmac);
+  lua_setfield(L, -2, "hmac");
+  lua_pushboolean(L, t.verified);
+  lua_setfield(L, -2, "verified");
+  return 1;
+}
+
+/* Reads a journal's first or last complete line alone, decoded; nil when
+ * there is none (empty, torn, not JSON, unreadable). Cheap whatever the
+ * journal's length, and no reader depends on the writer's field order. */
+static int read_edge(lua_State *L, int last) {
+  const char *path = luaL_checkstring(L, 1);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || st.st_size == 0) {
+    close(fd);
+    lua_pushnil(L);
+    return 1;
+  }
+  /* a window at the start or the end, doubled until it holds a whole line
+   * or the whole file; the buffer is a userdata, so an error frees it */
+  const char *line = NULL;
+  size_t len = 0;
+  for (off_t window = 65536;; window *= 2) {
+    if (window > st.st_size)
+      window = st.st_size;
+    off_t from = last ? st.st_size - window : 0;
+    char *buf = lua_newuserdatauv(L, (size_t)window, 0);
+    ssize_t n = pread(fd, buf, (size_t)window, from);
+    if (n <= 0)
+      break;
+    if (!last) {
+      char *nl = memchr(buf, '\n', (size_t)n);
+      if (nl) {
+        line = buf;
+        len = (size_t)(nl - buf);
+      }
+    } else if (buf[n - 1] == '\n') {
+      ssize_t i = n - 1;
+      while (i > 0 && buf[i - 1] != '\n')
+        i--;
+      if (i > 0 || from == 0) {
+        line = buf + i;
+        len = (size_t)(n - 1 - i);
+      }
+    } else {
+      break; /* a torn last line: there is no last complete event */
+    }
+    if (line || window == st.st_size)
+      break;
+    lua_pop(L, 1);
+  }
+  close(fd);
+  if (!line || rb_json_scan(L, line, len) != 0 || !lua_istable(L, -1)) {
+    lua_pushnil(L);
+    return 1;
+  }
+  return 1;
+}
+
+static int f_head(lua_State *L) { return read_edge(L, 0); }
+static int f_last(lua_State *L) { return read_edge(L, 1); }
+
+static int log_fclose(lua_State *L) {
+  luaL_Stream *p = luaL_checkudata(L, 1, LUA_FILEHANDLE);
+  int ok = fclose(p->f) == 0;
+  return luaL_fileresult(L, ok, NULL);
+}
+
+/* open_log(path) -> file | nil, message: the run log, opened for appending
+ * (created 0600, never through a symbolic link), as a Lua file */
+static int f_open_log(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  luaL_Stream *p = lua_newuserdatauv(L, sizeof *p, 0);
+  p->closef = NULL;
+  p->f = NULL;
+  luaL_setmetatable(L, LUA_FILEHANDLE);
+  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, open_error(errno));
     return 2;
   }
+  struct stat st;
+  if (fstat(fd, &st) == 0 && (st.st_mode & 077) != 0)
+    (void)fchmod(fd, 0600);
+  p->f = fdopen(fd, "a");
+  if (!p->f) {
+    close(fd);
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    return 2;
+  }
+  p->closef = log_fclose;
   return 1;
 }
 
@@ -245,7 +394,9 @@ static const luaL_Reg lmethods[] = {{"release", lock_release}, {NULL, NULL}};
 static const luaL_Reg lmeta[] = {{"__gc", lock_release}, {"__close", lock_release}, {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {
-  {"scan", f_scan}, {"open", f_open}, {"attach", f_attach}, {"lock", f_lock}, {NULL, NULL},
+  {"scan", f_scan}, {"open", f_open},         {"attach", f_attach}, {"lock", f_lock},
+  {"tip", f_tip},   {"head", f_head},         {"last", f_last},     {"open_log", f_open_log},
+  {NULL, NULL},
 };
 
 int luaopen_runbook__journal(lua_State *L) {
@@ -260,5 +411,12 @@ int luaopen_runbook__journal(lua_State *L) {
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   luaL_newlib(L, funcs);
+  /* the names the writer lays out itself (seq, ts, ..., hmac), for readers */
+  lua_newtable(L);
+  for (int i = 0; rb_journal_reserved[i]; i++) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, rb_journal_reserved[i]);
+  }
+  lua_setfield(L, -2, "RESERVED");
   return 1;
 }

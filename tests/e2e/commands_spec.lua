@@ -213,6 +213,15 @@ step "B" { title = "second", run = function() error("nope") end }
       assert.are.equal(64, #ev.hash)
     end
     assert.are.equal(7, n)
+    -- --step picks the step's events by their step field, not by text
+    r = run { "log", "last", "--output", "json", "--step", "A" }
+    local seqs = {}
+    for line in r.stdout:gmatch("[^\n]+") do
+      local ev = json.decode(line)
+      assert.are.equal("A", ev.step)
+      seqs[#seqs + 1] = ev.seq
+    end
+    assert.are.same({ 2, 3, 4 }, seqs)
   end)
 
   it("--output json streams events on stdout", function()

@@ -162,6 +162,23 @@ describe("crash and resume", function()
     end
   end)
 
+  it("starts the run over a half-written first event (the cut is recorded first)", function()
+    local dir = setup_dir()
+    local p = rb.start({ "exec", "crash.lua", "--param", "dir=" .. dir }, { cwd = dir, env = { RUNBOOK_FAILPOINT = "torn:1" } })
+    assert.is_true(p:stopped(20))
+    p:kill("KILL")
+    p:wait(10)
+    local r = exec(dir)
+    assert.are.equal(0, r.code, r.stderr)
+    check_effects(dir)
+    audit_ok(dir)
+    local types = journal_types(dir)
+    assert.are.equal("journal.truncated", types[1])
+    assert.are.equal("run.started", types[2])
+    assert.are.equal("run.finished", types[#types])
+    rb.rmtree(dir)
+  end)
+
   it("is exactly-once when killed while a step is in the middle of its work", function()
     for _, i in ipairs { 1, 2, 3 } do
       local dir = setup_dir()

@@ -156,3 +156,38 @@ describe("runbook._engine.state.fold", function()
     assert.is_string(st.finished_at)
   end)
 end)
+
+describe("runbook._engine.state.check", function()
+  before_each(function() seq = 0 end)
+
+  local function step_ev(t)
+    t.run = "book-1"
+    return ev(t)
+  end
+
+  it("accepts a run's journal, a cut recorded before run.started included", function()
+    assert.is_nil(state.check {})
+    assert.is_nil(state.check { started(), step_ev { type = "step.started", step = "a", attempt = 1 } })
+    seq = 0
+    assert.is_nil(state.check { step_ev { type = "journal.truncated", torn_seq = 1 }, started() })
+  end)
+
+  it("names the first event a fold cannot make sense of", function()
+    local s, why = state.check { step_ev { type = "step.started", step = "a" } }
+    assert.are.equal(1, s)
+    assert.are.equal("seq 1 is step.started, not run.started: a run's journal begins with run.started", why)
+    seq = 0
+    local first = started()
+    first.user = nil
+    s, why = state.check { first }
+    assert.are.same({ 1, "seq 1 (run.started) lacks its 'user'" }, { s, why })
+    seq = 0
+    s, why = state.check { started(), step_ev { type = "step.memo", step = "a" } }
+    assert.are.same({ 2, "seq 2 (step.memo) lacks its 'key'" }, { s, why })
+    seq = 0
+    local e = step_ev { type = "step.finished", step = "a" }
+    e.ts = nil
+    s, why = state.check { started(), e }
+    assert.are.same({ 2, "seq 2 lacks its 'ts'" }, { s, why })
+  end)
+end)

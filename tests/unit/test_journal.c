@@ -22,7 +22,7 @@ static void write_n(const char *path, int n, const char *key) {
   struct rb_scan s;
   unlink(path);
   char err[256];
-  struct rb_journal *j = rb_journal_open(path, "run-1", key, key ? strlen(key) : 0, NULL, 1, err, sizeof err);
+  struct rb_journal *j = rb_journal_open(path, "run-1", key, key ? strlen(key) : 0, NULL, 1, NULL, err, sizeof err);
   CHECK(j != NULL);
   for (int i = 1; i <= n; i++) {
     json_t *f = json_pack("{s:s, s:i}", "step", "M1", "i", i);
@@ -71,7 +71,7 @@ static void test_chain(void) {
   write_n(p, 10, NULL);
   struct rb_scan s;
   int seen = 0;
-  CHECK(rb_journal_scan(p, NULL, 0, count_cb, &seen, &s) == 0);
+  CHECK(rb_journal_scan(p, NULL, 0, 0, count_cb, &seen, &s) == 0);
   CHECK(s.count == 10 && seen == 10 && s.bad_seq == 0 && s.torn_bytes == 0 && !s.hmac);
   struct stat st;
   CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0600);
@@ -88,7 +88,7 @@ static void test_chain(void) {
   char *i4 = strstr(l4, "\"i\":4");
   i4[4] = '9';
   spit(p, copy, len);
-  CHECK(rb_journal_scan(p, NULL, 0, NULL, NULL, &s) == 0);
+  CHECK(rb_journal_scan(p, NULL, 0, 0, NULL, NULL, &s) == 0);
   CHECK(s.bad_seq == 4 && s.count == 3);
   CHECK(strstr(s.reason, "hash does not match") != NULL);
 
@@ -99,14 +99,14 @@ static void test_chain(void) {
     char err[256];
     const char *q = path_of("notjson.jsonl");
     write_n(q, 2, NULL);
-    CHECK(rb_journal_scan(q, NULL, 0, NULL, NULL, &s2) == 0);
-    j = rb_journal_open(q, "run-1", NULL, 0, &s2, 0, err, sizeof err);
+    CHECK(rb_journal_scan(q, NULL, 0, 0, NULL, NULL, &s2) == 0);
+    j = rb_journal_open(q, "run-1", NULL, 0, &s2, 0, NULL, err, sizeof err);
     json_t *f = json_pack("{s:s}", "x", "y");
     CHECK(rb_journal_append(j, "a", f, err, sizeof err) == 3);
     CHECK(rb_journal_append(j, "b", f, err, sizeof err) == 4);
     json_decref(f);
     rb_journal_release(j);
-    CHECK(rb_journal_scan(q, NULL, 0, NULL, NULL, &s2) == 0 && s2.count == 4);
+    CHECK(rb_journal_scan(q, NULL, 0, 0, NULL, NULL, &s2) == 0 && s2.count == 4);
   }
 
   /* delete event 6 */
@@ -114,7 +114,7 @@ static void test_chain(void) {
   char *l6 = line_at(copy, 6), *l7 = line_at(copy, 7);
   memmove(l6, l7, strlen(l7) + 1);
   spit(p, copy, strlen(copy));
-  CHECK(rb_journal_scan(p, NULL, 0, NULL, NULL, &s) == 0);
+  CHECK(rb_journal_scan(p, NULL, 0, 0, NULL, NULL, &s) == 0);
   CHECK(s.bad_seq == 6 && strstr(s.reason, "expected seq 6, found seq 7") != NULL);
 
   /* swap events 2 and 3 */
@@ -127,7 +127,7 @@ static void test_chain(void) {
   memcpy(a, tmp, la + lb);
   free(tmp);
   spit(p, copy, len);
-  CHECK(rb_journal_scan(p, NULL, 0, NULL, NULL, &s) == 0);
+  CHECK(rb_journal_scan(p, NULL, 0, 0, NULL, NULL, &s) == 0);
   CHECK(s.bad_seq == 2);
 
   /* re-chaining an edit (hash recomputed without the key) breaks the next prev */
@@ -145,33 +145,34 @@ static void test_torn_tail(void) {
   size_t keep = (size_t)(l5 - buf) + 40;
   spit(p, buf, keep);
   struct rb_scan s;
-  CHECK(rb_journal_scan(p, NULL, 0, NULL, NULL, &s) == 0);
+  CHECK(rb_journal_scan(p, NULL, 0, 0, NULL, NULL, &s) == 0);
   CHECK(s.count == 4 && s.bad_seq == 0 && s.torn_bytes == 40 && strlen(s.torn_sha256) == 64);
   CHECK(s.valid_bytes == (off_t)(l5 - buf));
 
   /* opening cuts it and the chain continues from event 4 */
   char err[256];
-  struct rb_journal *j = rb_journal_open(p, "run-1", NULL, 0, &s, 0, err, sizeof err);
+  struct rb_journal *j = rb_journal_open(p, "run-1", NULL, 0, &s, 0, NULL, err, sizeof err);
   CHECK(j != NULL);
   json_t *f = json_pack("{s:i}", "bytes", 40);
   CHECK(rb_journal_append(j, "journal.truncated", f, err, sizeof err) == 5);
   json_decref(f);
   rb_journal_release(j);
-  CHECK(rb_journal_scan(p, NULL, 0, NULL, NULL, &s) == 0);
+  CHECK(rb_journal_scan(p, NULL, 0, 0, NULL, NULL, &s) == 0);
   CHECK(s.count == 5 && s.bad_seq == 0 && s.torn_bytes == 0);
 
-  /* a complete but corrupt last line is a torn tail too; one before it is damage */
+  /* a complete but corrupt last line is damage, not a torn tail: a crash
+   * cannot leave a whole line with its newline that fails to verify */
   free(buf);
   buf = slurp(p, &len);
   char *l5b = line_at(buf, 5);
   l5b[10] = 'X';
   spit(p, buf, len);
-  CHECK(rb_journal_scan(p, NULL, 0, NULL, NULL, &s) == 0);
-  CHECK(s.count == 4 && s.torn_bytes > 0 && s.bad_seq == 0);
+  CHECK(rb_journal_scan(p, NULL, 0, 0, NULL, NULL, &s) == 0);
+  CHECK(s.count == 4 && s.torn_bytes == 0 && s.bad_seq == 5);
   char *l3 = line_at(buf, 3);
   l3[12] = 'X';
   spit(p, buf, len);
-  CHECK(rb_journal_scan(p, NULL, 0, NULL, NULL, &s) == 0);
+  CHECK(rb_journal_scan(p, NULL, 0, 0, NULL, NULL, &s) == 0);
   CHECK(s.bad_seq == 3 && s.torn_bytes == 0);
   free(buf);
 }
@@ -180,11 +181,11 @@ static void test_hmac(void) {
   const char *p = path_of("hmac.jsonl");
   write_n(p, 4, "team-key");
   struct rb_scan s;
-  CHECK(rb_journal_scan(p, "team-key", 8, NULL, NULL, &s) == 0);
+  CHECK(rb_journal_scan(p, "team-key", 8, 0, NULL, NULL, &s) == 0);
   CHECK(s.count == 4 && s.hmac && s.bad_seq == 0);
-  CHECK(rb_journal_scan(p, "other-key", 9, NULL, NULL, &s) == 0);
+  CHECK(rb_journal_scan(p, "other-key", 9, 0, NULL, NULL, &s) == 0);
   CHECK(s.bad_seq == 1 && strstr(s.reason, "HMAC does not verify") != NULL);
-  CHECK(rb_journal_scan(p, NULL, 0, NULL, NULL, &s) == 0);
+  CHECK(rb_journal_scan(p, NULL, 0, 0, NULL, NULL, &s) == 0);
   CHECK(s.bad_seq == 1 && strstr(s.reason, "RUNBOOK_AUDIT_KEY") != NULL);
 
   /* stripping the HMAC from one line is detected */
@@ -196,7 +197,7 @@ static void test_hmac(void) {
   size_t cut = 10 + 64;
   memmove(h, h + cut, strlen(h + cut) + 1);
   spit(p, buf, strlen(buf));
-  CHECK(rb_journal_scan(p, "team-key", 8, NULL, NULL, &s) == 0);
+  CHECK(rb_journal_scan(p, "team-key", 8, 0, NULL, NULL, &s) == 0);
   CHECK(s.bad_seq == 2);
   free(buf);
 }
@@ -205,9 +206,9 @@ static void test_reopen(void) {
   const char *p = path_of("reopen.jsonl");
   write_n(p, 3, NULL);
   struct rb_scan s;
-  CHECK(rb_journal_scan(p, NULL, 0, NULL, NULL, &s) == 0);
+  CHECK(rb_journal_scan(p, NULL, 0, 0, NULL, NULL, &s) == 0);
   char err[256];
-  struct rb_journal *j = rb_journal_open(p, "run-1", NULL, 0, &s, 0, err, sizeof err);
+  struct rb_journal *j = rb_journal_open(p, "run-1", NULL, 0, &s, 0, NULL, err, sizeof err);
   CHECK(rb_journal_seq(j) == 3);
   CHECK(rb_journal_append(j, "run.resumed", NULL, err, sizeof err) == 4);
   /* fields may not override the chain's own keys */
@@ -215,21 +216,68 @@ static void test_reopen(void) {
   CHECK(rb_journal_append(j, "note", f, err, sizeof err) == 5);
   json_decref(f);
   rb_journal_release(j);
-  CHECK(rb_journal_scan(p, NULL, 0, NULL, NULL, &s) == 0);
+  CHECK(rb_journal_scan(p, NULL, 0, 0, NULL, NULL, &s) == 0);
   CHECK(s.count == 5 && s.bad_seq == 0);
+}
+
+static void test_tip(void) {
+  char p[512], tip[512], err[256]; /* path_of's buffer is reused */
+  snprintf(p, sizeof p, "%s", path_of("tip.jsonl"));
+  snprintf(tip, sizeof tip, "%s", path_of("tip"));
+  unlink(p);
+  unlink(tip);
+  struct rb_tip t;
+  CHECK(rb_tip_read(tip, "run-1", NULL, 0, &t, err, sizeof err) == 0);
+  struct rb_journal *j = rb_journal_open(p, "run-1", "team-key", 8, NULL, 1, tip, err, sizeof err);
+  CHECK(j != NULL);
+  /* a new journal's tip exists at once, at seq 0 */
+  CHECK(rb_tip_read(tip, "run-1", "team-key", 8, &t, err, sizeof err) == 1 && t.seq == 0);
+  CHECK(strcmp(t.hash, RB_GENESIS) == 0 && t.has_hmac && t.verified);
+  for (int i = 1; i <= 3; i++)
+    CHECK(rb_journal_append(j, "step.memo", NULL, err, sizeof err) == i);
+  rb_journal_release(j);
+  struct rb_scan s;
+  CHECK(rb_journal_scan(p, "team-key", 8, 2, NULL, NULL, &s) == 0 && s.count == 3);
+  CHECK(rb_tip_read(tip, "run-1", "team-key", 8, &t, err, sizeof err) == 1);
+  CHECK(t.seq == 3 && strcmp(t.hash, s.last_hash) == 0 && t.verified);
+  CHECK(strlen(s.mark_hash) == 64 && strcmp(s.mark_hash, s.last_hash) != 0);
+  /* another run's tip, or another key, does not verify */
+  CHECK(rb_tip_read(tip, "run-2", "team-key", 8, &t, err, sizeof err) == -1 && strstr(err, "HMAC") != NULL);
+  CHECK(rb_tip_read(tip, "run-1", "other", 5, &t, err, sizeof err) == -1);
+  /* without a key it is read, unverified */
+  CHECK(rb_tip_read(tip, "run-1", NULL, 0, &t, err, sizeof err) == 1 && t.has_hmac && !t.verified);
+  /* two slots, written in turn: a spoilt newest slot (a torn write) leaves
+   * the older one, a tip that lags; with both spoilt it is garbled */
+  size_t len;
+  char *buf = slurp(tip, &len);
+  CHECK(len == 512 && buf[255] == '\n' && buf[511] == '\n' && buf[256 + 14] == '3' && buf[14] == '2');
+  buf[256 + 14] = '4';
+  spit(tip, buf, len);
+  CHECK(rb_tip_read(tip, "run-1", NULL, 0, &t, err, sizeof err) == 1 && t.seq == 2);
+  buf[14] = '5';
+  spit(tip, buf, len);
+  CHECK(rb_tip_read(tip, "run-1", NULL, 0, &t, err, sizeof err) == -1 && strstr(err, "garbled") != NULL);
+  free(buf);
+  /* a symbolic link is never followed, for the journal nor the tip */
+  char link[512];
+  snprintf(link, sizeof link, "%s", path_of("link.jsonl"));
+  unlink(link);
+  CHECK(symlink(p, link) == 0);
+  CHECK(rb_journal_scan(link, NULL, 0, 0, NULL, NULL, &s) == -1);
+  CHECK(rb_journal_open(link, "run-1", NULL, 0, NULL, 0, NULL, err, sizeof err) == NULL && strstr(err, "symbolic link") != NULL);
 }
 
 static void test_lock(void) {
   char holder[256];
-  int fd = rb_lock_acquire(path_of("lock"), holder, sizeof holder);
+  int fd = rb_lock_acquire(path_of("lock"), holder, sizeof holder, NULL);
   CHECK(fd >= 0);
-  int fd2 = rb_lock_acquire(path_of("lock"), holder, sizeof holder);
+  int fd2 = rb_lock_acquire(path_of("lock"), holder, sizeof holder, NULL);
   CHECK(fd2 == -1);
   char want[64];
   snprintf(want, sizeof want, "pid %ld on ", (long)getpid());
-  CHECK(strncmp(holder, want, strlen(want)) == 0);
+  CHECK(strncmp(holder, want, strlen(want)) == 0 && strstr(holder, " (user ") != NULL);
   rb_lock_release(fd);
-  fd2 = rb_lock_acquire(path_of("lock"), holder, sizeof holder);
+  fd2 = rb_lock_acquire(path_of("lock"), holder, sizeof holder, NULL);
   CHECK(fd2 >= 0);
   rb_lock_release(fd2);
 }
@@ -242,6 +290,7 @@ int main(void) {
   test_torn_tail();
   test_hmac();
   test_reopen();
+  test_tip();
   test_lock();
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

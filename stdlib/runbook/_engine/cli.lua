@@ -1,195 +1,333 @@
--- The command line: parsing, help, dispatch and the mapping of outcomes to
--- exit codes. main() is called by src/main.c inside a protected call.
+-- The command line: the one table of commands, options, examples, exit
+-- codes and environment variables, argument parsing and dispatch. The same
+-- table renders --help, the man pages and docs/cli.md's reference
+-- (runbook._engine.clidoc) and the shell completions
+-- (runbook._engine.completion). main() is called by src/main.c inside a
+-- protected call.
 local host = require "runbook._host"
 local errors = require "runbook.errors"
+local suggest = require "runbook._engine.suggest"
 
 local M = {}
 
-local EXIT_TEXT = [[
-Exit codes: 0 finished, 1 a step failed, 2 usage or runbook error,
-3 waiting for a manual step, 4 run locked by another process, 130 interrupted.
-]]
-
-local COMMON = {
-  ["--state"] = { value = true, help = "the state store directory (default .runbook, or RUNBOOK_STATE)" },
-  ["--help"] = { help = "show this help" },
+-- Every exit code the tool returns. engine.lua and the docs take theirs
+-- from here (tests/spec/cli_docs_spec.lua checks the docs' tables).
+M.EXIT_CODES = {
+  { code = 0, name = "ok", short = "finished",
+    meaning = "the run finished (or the command succeeded)" },
+  { code = 1, name = "failed", short = "a step failed",
+    meaning = "a step failed (after its retries); `audit verify` found damage; `rollback` stopped at a step without `undo`" },
+  { code = 2, name = "usage", short = "usage, runbook or configuration error",
+    meaning = "usage error, or an error in the runbook (syntax, duplicate ids, unknown `needs`, a cycle, an unknown or missing param, a damaged journal, a refused resume), or a configuration error that retrying cannot fix (a kubeconfig naming an unknown context): fix it and run the same command again" },
+  { code = 3, name = "waiting", short = "waiting for a manual step",
+    meaning = "waiting for a manual step: confirm it, then run the same command again" },
+  { code = 4, name = "locked", short = "locked by another process",
+    meaning = "the run is locked by another process, named by pid, host and user (or another exec is choosing the runbook's run)" },
+  { code = 130, name = "interrupted", short = "interrupted",
+    meaning = "interrupted (Ctrl-C or SIGTERM): the run stopped at a resumable point" },
 }
+M.EXIT = {}
+for _, e in ipairs(M.EXIT_CODES) do M.EXIT[e.name] = e.code end
 
--- name -> { args = {...names}, min = n, max = n, opts = {...}, summary, help }
-local COMMANDS = {
-  exec = {
-    usage = "runbook exec FILE [options]",
-    summary = "run a runbook, resuming its newest unfinished run",
-    args = { "FILE" }, min = 1, max = 1,
-    opts = {
-      ["--param"] = { value = true, multi = true, help = "set a param: NAME=VALUE (repeatable)" },
-      ["--values"] = { value = true, help = "params from a YAML file of NAME: VALUE" },
-      ["--new"] = { help = "start a new run even if one is unfinished" },
-      ["--from"] = { value = true, help = "start at STEP (earlier pending steps are left for later)" },
-      ["--only"] = { value = true, help = "run only STEP" },
-      ["--dry-run"] = { help = "run steps with every writing primitive in dry mode; record nothing" },
-      ["--yes"] = { help = "never prompt: manual steps wait for `runbook confirm`" },
-      ["--accept-changes"] = { help = "resume even though completed steps were removed, renamed or reordered" },
-      ["--output"] = { value = true, help = "json: stream events as JSON lines on stdout" },
-      ["--jobs"] = { value = true, help = "how many steps of a parallel group run at once (default 4)" },
-      ["--lock"] = { value = true, help = "redis://...: hold a Redis lock on this runbook while it runs, so no other machine drives it (exit 4 if held); or RUNBOOK_LOCK" },
+-- Error kinds that end the process as a usage error (exit 2) rather than a
+-- failure: nothing ran that retrying would change.
+local USAGE_KINDS = { usage = true, runbook = true, store = true, secret = true, config = true }
+
+-- Options shared by every command that reads or writes the store.
+M.STATE_OPTION = { "--state", arg = "DIR", env = "RUNBOOK_STATE", complete = "dir",
+  help = "the state store directory (default .runbook)" }
+M.HELP_OPTION = { "--help", env = false, help = "show this help" }
+
+local OUTPUT = { "--output", arg = "FORMAT", choices = { "text", "json" } }
+local function output(help) return { OUTPUT[1], arg = OUTPUT.arg, choices = OUTPUT.choices, help = help } end
+
+-- The commands, in the order help lists them. Fields:
+--   name, summary (one line), description (paragraphs; `code` in backquotes)
+--   args: positional arguments { NAME, optional=, choices=, literal=, complete= }
+--   options: { "--name", arg = VALUE-NAME (absent for a flag), multi=, env=,
+--              choices=, complete=, help= }
+--   store: takes --state; examples: { { command, what } }; exits: codes that apply
+--   complete: "file" (a runbook) | "anyfile" | "run" | "run_step" | "file_step" | "dir" | "none"
+--   hidden: not listed (helpers for completion and the build)
+M.COMMANDS = {
+  {
+    name = "exec", summary = "run a runbook, resuming its newest unfinished run",
+    args = { { "FILE", complete = "file" } }, store = true,
+    options = {
+      { "--param", arg = "NAME=VALUE", multi = true, env = "RUNBOOK_PARAM_<NAME>", complete = "none",
+        help = "set a param (repeatable)" },
+      { "--values", arg = "FILE", complete = "anyfile", help = "params from a YAML mapping of NAME: VALUE" },
+      { "--new", help = "start a new run even if one is unfinished" },
+      { "--from", arg = "STEP", complete = "file_step", help = "start at STEP; earlier pending steps are left for a later invocation" },
+      { "--only", arg = "STEP", complete = "file_step", help = "run only STEP (its `needs` must be complete)" },
+      { "--dry-run", help = "run the steps with every writing primitive in its dry mode; nothing is recorded" },
+      { "--yes", help = "never prompt: manual steps wait for `runbook confirm` (exit 3)" },
+      { "--accept-changes", help = "resume even though completed steps were removed, renamed or reordered" },
+      { "--jobs", arg = "N", complete = "none", help = "how many steps of a `parallel` group run at once (default 4)" },
+      { "--lock", arg = "URL", complete = "none",
+        help = "hold a Redis lock (`runbook:lock:NAME`) while the run lasts, so no other machine drives it; the second gets exit 4 naming the holder. The variable keeps the password out of `ps`" },
+      output("`json`: one JSON object per line on stdout: every journal event, log lines, progress"),
     },
-    help = [[
-Runs FILE. When the store holds an unfinished run of this runbook, it is
-resumed: done, skipped and confirmed steps are not run again, and an
-interrupted step runs again with its memos and checkpoints.]],
+    description = [[
+Runs FILE. When the store holds an unfinished run of the same runbook (by
+its `runbook "name"`), that run continues: done, skipped and confirmed steps
+do not run again, and a step that was interrupted or failed runs again with
+its memos and checkpoints. Otherwise a new run starts.]],
+    examples = { { "runbook exec deploy.lua --param namespace=prod", "run deploy.lua, or resume its unfinished run" } },
+    exits = { 0, 1, 2, 3, 4, 130 },
   },
-  plan = {
-    usage = "runbook plan FILE [options]",
-    summary = "list the steps, their status in the current run and what would run next",
-    args = { "FILE" }, min = 1, max = 1,
-    opts = { ["--output"] = { value = true, help = "json: the plan as JSON" } },
+  {
+    name = "plan", summary = "list the steps, their status in the current run and what would run next",
+    args = { { "FILE", complete = "file" } }, store = true,
+    options = { output("`json`: the plan as JSON") },
+    examples = { { "runbook plan deploy.lua", "what the next `exec` would do" } },
   },
-  status = {
-    usage = "runbook status [RUN] [options]",
-    summary = "show one run step by step (default: the newest)",
-    args = { "RUN" }, min = 0, max = 1,
-    opts = { ["--output"] = { value = true, help = "json: the folded state as JSON" } },
+  {
+    name = "status", summary = "show one run step by step (default: the newest)",
+    args = { { "RUN", optional = true, complete = "run" } }, store = true,
+    options = { output("`json`: the folded state as JSON") },
+    examples = { { "runbook status last", "the newest run, step by step" } },
   },
-  runs = {
-    usage = "runbook runs [options]",
-    summary = "list all runs in the store",
-    min = 0, max = 0,
-    opts = { ["--output"] = { value = true, help = "json: one object per run" } },
+  {
+    name = "runs", summary = "list all runs in the store", store = true,
+    options = { output("`json`: one object per run") },
+    examples = { { "runbook runs --state /srv/runbook/state", "the runs kept in a shared folder" } },
   },
-  log = {
-    usage = "runbook log RUN [options]",
-    summary = "show a run's audit trail",
-    args = { "RUN" }, min = 0, max = 1,
-    opts = {
-      ["--output"] = { value = true, help = "json: the journal's lines as stored" },
-      ["--step"] = { value = true, help = "only events of STEP" },
+  {
+    name = "log", summary = "show a run's audit trail",
+    args = { { "RUN", optional = true, complete = "run" } }, store = true,
+    options = {
+      { "--step", arg = "STEP", complete = "run_step", help = "only the events of STEP" },
+      output("`json`: the journal's lines as stored"),
     },
+    examples = { { "runbook log last --step M7", "what happened at M7, attempt by attempt" } },
   },
-  audit = {
-    usage = "runbook audit verify RUN",
-    summary = "verify a run's hash chain (and HMACs with RUNBOOK_AUDIT_KEY)",
-    args = { "verify", "RUN" }, min = 2, max = 2,
-    opts = { ["--output"] = { value = true, help = "json: the result as JSON" } },
-    help = [[
+  {
+    name = "audit", summary = "verify a run's hash chain (and HMACs with RUNBOOK_AUDIT_KEY)",
+    args = { { "verify", literal = true }, { "RUN", complete = "run" } }, store = true,
+    options = { output("`json`: the result as JSON") },
+    description = [[
 Checks every event's seq, prev and hash (and HMAC when the journal has
 them). Exits 0 when the chain holds; otherwise exits 1 and names the first
 bad seq.]],
+    examples = { { "runbook audit verify last", "the newest run's journal is intact" } },
+    exits = { { 0, "the chain holds" }, { 1, "damage found (the first bad seq is named)" }, 2 },
   },
-  report = {
-    usage = "runbook report RUN [--output FILE.html]",
-    summary = "write one run as a self-contained HTML page",
-    args = { "RUN" }, min = 1, max = 1, output_file = true,
-    opts = { ["--output"] = { value = true, help = "write the page to FILE (mode 0600) instead of stdout" } },
-    help = [[
+  {
+    name = "report", summary = "write one run as a self-contained HTML page",
+    args = { { "RUN", complete = "run" } }, store = true,
+    options = {
+      { "--output", arg = "FILE", env = false, complete = "anyfile", help = "write the page to FILE (mode 0600) instead of stdout" },
+    },
+    description = [[
 The page has the run's header (chain and HMAC state), a timeline of its
-attempts, each step with its actions, confirmations and run log lines, and
-the whole audit trail with a filter. It loads nothing from anywhere: every
-value is escaped and scrubbed, and its only script is its own.]],
+attempts (parallel steps side by side), each step with its actions,
+confirmations and run log lines, and the whole audit trail with a filter.
+It loads nothing from anywhere: every value is scrubbed and escaped, and
+its only script is its own (docs/serve.md).]],
+    examples = { { "runbook report last --output run.html", "the newest run as one page, to attach to a ticket" } },
+    exits = { 0, 2 },
   },
-  serve = {
-    usage = "runbook serve [--listen 127.0.0.1:8080]",
-    summary = "a read-only web view of the store's runs (live while they run)",
-    min = 0, max = 0,
-    opts = { ["--listen"] = { value = true, help = "ADDRESS:PORT to listen on (default 127.0.0.1:8080; port 0 picks one)" } },
-    help = [[
-Serves the runs, each run's report page (updated as events arrive), the
-runs waiting for a person with the command that confirms them, and audit
-verification, with the JSON API behind them (docs/serve.md). It changes
-nothing in the store. Any address but loopback needs RUNBOOK_SERVE_TOKEN:
-clients then send it as "Authorization: Bearer TOKEN", or open
-/?token=TOKEN once to get a cookie.]],
-  },
-  confirm = {
-    usage = "runbook confirm RUN STEP [--note TEXT]",
-    summary = "record that a person completed a manual step",
-    args = { "RUN", "STEP" }, min = 2, max = 2,
-    opts = { ["--note"] = { value = true, help = "a note for the audit trail" } },
-  },
-  reset = {
-    usage = "runbook reset RUN STEP",
-    summary = "make a completed step run again on the next exec (recorded)",
-    args = { "RUN", "STEP" }, min = 2, max = 2,
-    opts = { ["--note"] = { value = true, help = "why, for the audit trail" } },
-  },
-  rollback = {
-    usage = "runbook rollback RUN [--to STEP]",
-    summary = "run the undo of completed steps, newest first (recorded)",
-    args = { "RUN" }, min = 1, max = 1,
-    opts = {
-      ["--to"] = { value = true, help = "stop at STEP (it stays done)" },
-      ["--output"] = { value = true, help = "json: stream events as JSON lines" },
+  {
+    name = "serve", summary = "a read-only web view of the store's runs, live while they run",
+    store = true,
+    options = {
+      { "--listen", arg = "ADDRESS:PORT", env = "RUNBOOK_SERVE_LISTEN", complete = "none",
+        help = "where to listen (default 127.0.0.1:8080; [::1]:PORT for IPv6; port 0 picks a free one). Anything but loopback needs RUNBOOK_SERVE_TOKEN" },
     },
+    description = [[
+Serves the runs (filtered by runbook, status, actor and date), each run's
+report page (updated as its events arrive), the runs waiting for a person
+with the `runbook confirm` command to copy, and an audit check of any run,
+with the JSON API behind them (docs/serve.md). It changes nothing in the
+store. Its first line says where it listens; it runs until Ctrl-C or
+SIGTERM. With RUNBOOK_SERVE_TOKEN set every request needs the token, as
+`Authorization: Bearer TOKEN` or the cookie that opening a page with
+`?token=TOKEN` once sets.]],
+    examples = { { "runbook serve --listen 127.0.0.1:0", "the runs on a free loopback port, printed at start" } },
+    exits = { { 0, "stopped by Ctrl-C or SIGTERM" }, { 2, "a bad --listen, no token for a non-loopback address, or the address is in use" } },
   },
-  check = {
-    usage = "runbook check FILE [--param NAME=VALUE]...",
-    summary = "static checks: syntax, unique ids, unknown needs, cycles, params",
-    args = { "FILE" }, min = 1, max = 1,
-    opts = {
-      ["--param"] = { value = true, multi = true, help = "check these params against the declaration" },
-      ["--values"] = { value = true, help = "check a values file against the declaration" },
+  {
+    name = "confirm", summary = "record that a person completed a manual step",
+    args = { { "RUN", complete = "run" }, { "STEP", complete = "run_step" } }, store = true,
+    options = { { "--note", arg = "TEXT", complete = "none", help = "a note for the audit trail" } },
+    examples = { { "runbook confirm last M5 --note 'records created'", "M5 is done; the next `exec` goes on" } },
+    exits = { 0, 2, 4 },
+  },
+  {
+    name = "reset", summary = "make a completed step run again on the next exec (recorded)",
+    args = { { "RUN", complete = "run" }, { "STEP", complete = "run_step" } }, store = true,
+    options = { { "--note", arg = "TEXT", complete = "none", help = "why, for the audit trail" } },
+    examples = { { "runbook reset last M9 --note 'index rebuilt by hand'", "M9 runs again on the next `exec`" } },
+    exits = { 0, 2, 4 },
+  },
+  {
+    name = "rollback", summary = "run the undo of completed steps, newest first (recorded)",
+    args = { { "RUN", complete = "run" } }, store = true,
+    options = {
+      { "--to", arg = "STEP", complete = "run_step", help = "stop at STEP (it stays done)" },
+      output("`json`: stream events as JSON lines"),
     },
+    examples = { { "runbook rollback last --to M3", "undo what came after M3" } },
+    exits = { 0, { 1, "a step without undo recorded actions, or an undo failed" }, 2, 4, 130 },
   },
-  doc = {
-    usage = "runbook doc FILE",
-    summary = "print the runbook as a Markdown checklist",
-    args = { "FILE" }, min = 1, max = 1, opts = {},
+  {
+    name = "check", summary = "static checks: syntax, unique ids, unknown needs, cycles, params",
+    args = { { "FILE", complete = "file" } },
+    options = {
+      { "--param", arg = "NAME=VALUE", multi = true, env = "RUNBOOK_PARAM_<NAME>", complete = "none",
+        help = "check these params against the declaration (repeatable)" },
+      { "--values", arg = "FILE", complete = "anyfile", help = "check a values file against the declaration" },
+    },
+    examples = { { "runbook check deploy.lua --values prod.yaml", "the runbook loads and prod.yaml fits its params" } },
+    exits = { 0, 2 },
   },
-  test = {
-    usage = "runbook test [PATH...] [busted options]",
-    summary = "run busted specs inside runbook, with every module available",
-    passthrough = true,
+  {
+    name = "doc", summary = "print the runbook as a Markdown checklist",
+    args = { { "FILE", complete = "file" } },
+    examples = { { "runbook doc deploy.lua > DEPLOY.md", "the checklist for people who read rather than run it" } },
   },
-  version = { usage = "runbook version", summary = "print the version", min = 0, max = 0, opts = {} },
+  {
+    name = "test", summary = "run busted specs inside runbook, with every module available",
+    usage = "runbook test [PATH...] [busted options]", passthrough = true,
+    examples = { { "runbook test spec/", "every spec under spec/; the last line is `N passed, N failed, N skipped`" } },
+    exits = { { 0, "every test passed" }, { 1, "a test failed" }, { 2, "busted is missing or could not start" } },
+  },
+  {
+    name = "init", summary = "write a starter runbook, its spec and editor settings",
+    args = { { "NAME", optional = true, complete = "none" } },
+    options = {
+      { "--dir", arg = "DIR", complete = "dir", help = "write into DIR (default: the current directory)" },
+      { "--force", help = "overwrite files that exist" },
+    },
+    description = [[
+Writes NAME.lua (default NAME: the directory's name), a starter runbook with
+params, a secret made once, a Kubernetes apply, a manual step with a verify
+and a migration; db/migrations/ with its first migration; spec/NAME_spec.lua
+for `runbook test`; .luarc.json pointing lua-language-server at the
+installed type stubs; and .gitignore (the store holds the key sealing
+secrets). Existing files are left alone unless --force.]],
+    examples = { { "runbook init shop && runbook check shop.lua", "a runbook to start from" } },
+    exits = { 0, 2 },
+  },
+  {
+    name = "completion", summary = "print the shell completion script for bash or zsh",
+    args = { { "SHELL", choices = { "bash", "zsh" } } },
+    description = [[
+Completes commands, options, runbook files, run ids from the store and the
+step ids of a run or a runbook. Installed packages put the scripts where
+bash-completion and zsh find them; otherwise load it from your shell's rc file.]],
+    examples = { { "source <(runbook completion bash)", "completion in this bash session" } },
+  },
+  {
+    name = "version", summary = "print the version, the commit and the libraries in use",
+    options = { output("`json`: the same as one JSON object") },
+    description = [[
+libcurl, libpq, hiredis and libmicrohttpd (for serve) are loaded when first needed;
+version loads each to report the version found, or why it cannot be
+loaded and which package to install.]],
+    examples = { { "runbook version", "what to paste into a bug report" } },
+  },
+  -- helpers for the completion scripts and the build, not listed
+  { name = "__complete", hidden = true, passthrough = true, summary = "completion candidates" },
+  { name = "__man", hidden = true, passthrough = true, summary = "print or write the man pages" },
+  { name = "__doc", hidden = true, passthrough = true, summary = "print or update docs/cli.md's reference" },
 }
 
-local ORDER = { "exec", "plan", "status", "runs", "log", "audit", "report", "serve", "confirm", "reset", "rollback", "check", "doc", "test", "version" }
+M.BY_NAME = {}
+for _, c in ipairs(M.COMMANDS) do
+  M.BY_NAME[c.name] = c
+  c.options = c.options or {}
+  c.args = c.args or {}
+  if not c.passthrough then
+    if c.store then c.options[#c.options + 1] = M.STATE_OPTION end
+    c.options[#c.options + 1] = M.HELP_OPTION
+  end
+  c.by_option = {}
+  for _, o in ipairs(c.options) do
+    c.by_option[o[1]] = o
+    if o.env == nil then o.env = "RUNBOOK_" .. o[1]:sub(3):upper():gsub("%-", "_") end
+  end
+  if not c.usage then
+    local u = { "runbook", c.name }
+    for _, a in ipairs(c.args) do u[#u + 1] = a.optional and ("[" .. a[1] .. "]") or a[1] end
+    if #c.options > 1 then u[#u + 1] = "[options]" end
+    c.usage = table.concat(u, " ")
+  end
+end
+
+-- Variables that are not an option's.
+M.ENVIRONMENT = {
+  { "RUNBOOK_SECRET_KEY", "the key sealing secret memos (64 hex digits or base64 of 32 bytes); default: `secret.key` in the store" },
+  { "RUNBOOK_AUDIT_KEY", "adds an HMAC to every event of new runs; needed to verify them" },
+  { "RUNBOOK_SERVE_TOKEN", "the token `runbook serve` requires of every request (at least 16 characters); required to listen beyond loopback" },
+  { "RUNBOOK_ACTOR", "who is acting, recorded with each confirmation (default user@host); approvals count distinct actors" },
+  { "RUNBOOK_PATH", "extra folders (colon-separated) for `require` in runbooks" },
+  { "NO_COLOR", "no colours" },
+  { "RUNBOOK_VERBOSE", "show debug log lines" },
+  { "RUNBOOK_DEBUG", "print tracebacks of host errors" },
+  { "RUNBOOK_STDLIB_DIR", "(development) load the Lua standard library from this folder" },
+  { "RUNBOOK_FAILPOINT", "(tests) `after:N` stops the process with SIGSTOP right after journal event N is durable; `torn:N` after writing half of it" },
+}
 
 local function usage_error(fmt, ...)
   errors.raise { kind = "usage", message = string.format(fmt, ...) }
 end
 
-local function main_help()
-  local lines = { "runbook — resumable, audited deploy runbooks", "", "Usage: runbook COMMAND [ARGS] [OPTIONS]", "", "Commands:" }
-  for _, name in ipairs(ORDER) do
-    lines[#lines + 1] = string.format("  %-10s %s", name, COMMANDS[name].summary)
+local function visible_names()
+  local names = {}
+  for _, c in ipairs(M.COMMANDS) do
+    if not c.hidden then names[#names + 1] = c.name end
   end
-  lines[#lines + 1] = ""
-  lines[#lines + 1] = "Run `runbook COMMAND --help` for a command's options."
-  lines[#lines + 1] = ""
-  return table.concat(lines, "\n") .. "\n" .. EXIT_TEXT
+  return names
 end
 
-local function command_help(name)
-  local c = COMMANDS[name]
-  local lines = { "Usage: " .. c.usage, "", c.summary .. "." }
-  if c.help then
-    lines[#lines + 1] = ""
-    lines[#lines + 1] = c.help
-  end
-  local names = {}
-  for k in pairs(c.opts or {}) do names[#names + 1] = k end
-  if not c.passthrough then
-    for k in pairs(COMMON) do names[#names + 1] = k end
-  end
-  table.sort(names)
-  if #names > 0 then
-    lines[#lines + 1] = ""
-    lines[#lines + 1] = "Options:"
-    for _, k in ipairs(names) do
-      local o = (c.opts or {})[k] or COMMON[k]
-      lines[#lines + 1] = string.format("  %-22s %s", k .. (o.value and " VALUE" or ""), o.help)
+local TRUE = { ["1"] = true, ["true"] = true, yes = true, on = true }
+local FALSE = { ["0"] = true, ["false"] = true, no = true, off = true, [""] = true }
+
+-- Options not given on the command line from their environment variables.
+local function from_env(c, opts, given)
+  for _, o in ipairs(c.options) do
+    local field = o[1]:sub(3):gsub("%-", "_")
+    if o.env and o.env:match("<NAME>$") then
+      -- RUNBOOK_PARAM_<NAME>: each variable is one NAME=VALUE, before the
+      -- command line's, so a --param of the same name wins
+      local prefix = o.env:gsub("<NAME>$", "")
+      local list = {}
+      for k, v in pairs(host.environ()) do
+        if k:sub(1, #prefix) == prefix and #k > #prefix then list[#list + 1] = k:sub(#prefix + 1) .. "=" .. v end
+      end
+      table.sort(list)
+      if #list > 0 then
+        for _, kv in ipairs(opts[field] or {}) do list[#list + 1] = kv end
+        opts[field] = list
+      end
+    elseif o.env and not given[o[1]] then
+      local v = os.getenv(o.env)
+      if v ~= nil and v ~= "" then
+        if not o.arg then
+          local lv = v:lower()
+          if TRUE[lv] then
+            opts[field] = true
+          elseif not FALSE[lv] then
+            usage_error("%s=%s: expected 1 or 0 (for %s)", o.env, v, o[1])
+          end
+        elseif o.multi then
+          opts[field] = { v }
+        else
+          opts[field] = v
+        end
+      end
     end
   end
-  lines[#lines + 1] = ""
-  return table.concat(lines, "\n") .. "\n" .. EXIT_TEXT
 end
 
 --- Parses argv for a command: returns positional args and an options table
---- keyed by option name without dashes ("dry_run" for --dry-run).
+--- keyed by option name without dashes ("dry_run" for --dry-run). Options
+--- not on the command line come from their environment variables.
 function M.parse(name, argv)
-  local c = COMMANDS[name]
-  local pos, opts = {}, {}
+  local c = M.BY_NAME[name]
+  local pos, opts, given = {}, {}, {}
   local i = 1
   while i <= #argv do
     local a = argv[i]
@@ -201,14 +339,18 @@ function M.parse(name, argv)
     elseif a:sub(1, 2) == "--" then
       local key, val = a:match("^(%-%-[^=]+)=(.*)$")
       key = key or a
-      local spec = (c.opts or {})[key] or COMMON[key]
-      if not spec then usage_error("%s: unknown option %s (see runbook %s --help)", name, key, name) end
+      local spec = c.by_option[key]
+      if not spec then
+        local hint = suggest.hint(key, c.by_option)
+        usage_error("%s: unknown option %s%s (see runbook %s --help)", name, key, hint, name)
+      end
+      given[key] = true
       local field = key:sub(3):gsub("%-", "_")
-      if spec.value then
+      if spec.arg then
         if val == nil then
           i = i + 1
           val = argv[i]
-          if val == nil then usage_error("%s: option %s needs a value", name, key) end
+          if val == nil then usage_error("%s: option %s needs a value (%s %s)", name, key, key, spec.arg) end
         end
         if spec.multi then
           opts[field] = opts[field] or {}
@@ -226,46 +368,124 @@ function M.parse(name, argv)
     i = i + 1
   end
   if opts.help then return pos, opts end
-  if c.min and #pos < c.min then
-    usage_error("%s: missing %s (usage: %s)", name, table.concat(c.args or {}, " "), c.usage)
+  from_env(c, opts, given)
+  local min, max = 0, #c.args
+  for _, a in ipairs(c.args) do
+    if not a.optional then min = min + 1 end
   end
-  if c.max and #pos > c.max then usage_error("%s: unexpected argument '%s' (usage: %s)", name, pos[c.max + 1], c.usage) end
-  if opts.output and not c.output_file and opts.output ~= "json" and opts.output ~= "text" then
-    usage_error("%s: --output must be json or text", name)
+  if #pos < min then
+    local missing = {}
+    for k = #pos + 1, #c.args do
+      if not c.args[k].optional then missing[#missing + 1] = c.args[k][1] end
+    end
+    usage_error("%s: missing %s (usage: %s)", name, table.concat(missing, " "), c.usage)
   end
-  if opts.output == "text" and not c.output_file then opts.output = nil end
+  if #pos > max then usage_error("%s: unexpected argument '%s' (usage: %s)", name, pos[max + 1], c.usage) end
+  for k, a in ipairs(c.args) do
+    local v = pos[k]
+    if v ~= nil and (a.literal or a.choices) then
+      local allowed = a.literal and { a[1] } or a.choices
+      local okv = false
+      for _, ch in ipairs(allowed) do okv = okv or ch == v end
+      if not okv and a.literal then
+        usage_error("%s: unknown subcommand '%s'%s (usage: %s)", name, v, suggest.hint(v, allowed), c.usage)
+      elseif not okv then
+        usage_error("%s: %s must be %s, not '%s'%s", name, a[1], table.concat(allowed, " or "), v, suggest.hint(v, allowed))
+      end
+    end
+  end
+  for _, o in ipairs(c.options) do
+    local field = o[1]:sub(3):gsub("%-", "_")
+    local v = opts[field]
+    if o.choices and v ~= nil then
+      local okv = false
+      for _, ch in ipairs(o.choices) do okv = okv or ch == v end
+      if not okv then usage_error("%s: %s must be %s, not '%s'", name, o[1], table.concat(o.choices, " or "), v) end
+    end
+  end
+  if opts.output == "text" then opts.output = nil end
   return pos, opts
 end
 
+local function version(opts)
+  local build = require "runbook._build"
+  local info = build.info()
+  local libs = {}
+  for _, l in ipairs { { "libcurl", "curl" }, { "libpq", "pq" }, { "hiredis", "hiredis" }, { "libmicrohttpd", "mhd", "MHD" } } do
+    local v, err = build.load(l[2])
+    libs[#libs + 1] = { name = l[1], label = l[3] or l[1], soname = info.sonames[l[2]], package = info.packages[l[2]], version = v, error = err }
+  end
+  if opts.output == "json" then
+    local out = { version = info.version, commit = info.commit, libraries = {
+      lua = info.lua, openssl = info.openssl, jansson = info.jansson, libyaml = info.libyaml } }
+    for _, l in ipairs(libs) do
+      out.libraries[l.name] = { version = l.version or nil, soname = l.soname, package = l.package, loaded = l.version ~= nil, error = l.error }
+    end
+    host.write(1, require("runbook._json").encode(out) .. "\n")
+    return 0
+  end
+  local lines = {
+    string.format("runbook %s (commit %s)", info.version, info.commit),
+    string.format("  %-9s %s", "Lua", info.lua),
+    string.format("  %-9s %s", "OpenSSL", info.openssl),
+    string.format("  %-9s %s", "jansson", info.jansson),
+    string.format("  %-9s %s", "libyaml", info.libyaml),
+  }
+  for _, l in ipairs(libs) do
+    if l.version then
+      lines[#lines + 1] = string.format("  %-9s %s (%s, loaded on demand)", l.label, l.version, l.soname)
+    else
+      lines[#lines + 1] = string.format("  %-9s not loaded: %s", l.label, l.error)
+    end
+  end
+  host.write(1, table.concat(lines, "\n") .. "\n")
+  return 0
+end
+
 local function dispatch(argv)
+  local clidoc = require "runbook._engine.clidoc"
   local name = argv[1]
   if name == nil or name == "--help" or name == "-h" or name == "help" then
-    if name == "help" and argv[2] and COMMANDS[argv[2]] then
-      host.write(1, command_help(argv[2]))
+    if name == "help" and argv[2] then
+      local c = M.BY_NAME[argv[2]]
+      if not c or c.hidden then usage_error("help: unknown command '%s'%s", argv[2], suggest.hint(argv[2], visible_names())) end
+      host.write(1, clidoc.help(c))
       return 0
     end
-    host.write(name and 1 or 2, main_help())
+    host.write(name and 1 or 2, clidoc.main_help())
     return name and 0 or 2
   end
   if name == "--version" then name = "version" end
-  local c = COMMANDS[name]
-  if not c then usage_error("unknown command '%s' (see runbook --help)", name) end
+  local c = M.BY_NAME[name]
+  if not c then
+    usage_error("unknown command '%s'%s (see runbook --help)", name, suggest.hint(name, visible_names()))
+  end
   local rest = { table.unpack(argv, 2) }
-  if c.passthrough then
+  if name == "test" then
     if rest[1] == "--help" or rest[1] == "-h" then
-      host.write(1, command_help(name) .. "\nOther options are busted's (see busted --help).\n")
+      host.write(1, clidoc.help(c) .. "\nOther options are busted's (see busted --help).\n")
       return 0
     end
     return require("runbook._engine.testing").run(rest)
+  elseif name == "__complete" then
+    return require("runbook._engine.completion").candidates(rest)
+  elseif name == "__man" then
+    return clidoc.man_command(rest)
+  elseif name == "__doc" then
+    return clidoc.doc_command(rest)
   end
   local pos, opts = M.parse(name, rest)
   if opts.help then
-    host.write(1, command_help(name))
+    host.write(1, clidoc.help(c))
     return 0
   end
   if name == "version" then
-    host.write(1, "runbook " .. host.version() .. " (" .. _VERSION .. ")\n")
+    return version(opts)
+  elseif name == "completion" then
+    host.write(1, require("runbook._engine.completion").script(pos[1]))
     return 0
+  elseif name == "init" then
+    return require("runbook._engine.scaffold").init(pos[1], opts)
   elseif name == "exec" then
     opts.file = pos[1]
     opts.params = opts.param
@@ -279,8 +499,6 @@ local function dispatch(argv)
   return require("runbook._engine.commands")[name](pos, opts)
 end
 
-local USAGE_KINDS = { usage = true, runbook = true, store = true, secret = true }
-
 --- Entry point: returns the process exit code.
 function M.main(argv)
   local ok, res = xpcall(dispatch, function(e) return host.error_of(e, "internal") end, argv)
@@ -290,9 +508,9 @@ function M.main(argv)
   if os.getenv("RUNBOOK_DEBUG") and res.traceback then host.write(2, res.traceback .. "\n") end
   if res.kind == "internal" then
     host.write(2, (res.traceback or "") .. "\n")
-    return 2
+    return M.EXIT.usage
   end
-  return USAGE_KINDS[res.kind] and 2 or 1
+  return USAGE_KINDS[res.kind] and M.EXIT.usage or M.EXIT.failed
 end
 
 return M

@@ -7,6 +7,7 @@ local json = require "runbook._json"
 local errors = require "runbook.errors"
 local loader = require "runbook._engine.loader"
 local state = require "runbook._engine.state"
+local actor = require "runbook._engine.actor"
 local storemod = require "runbook._engine.store"
 local params = require "runbook._engine.params"
 
@@ -33,9 +34,21 @@ local function fmt_ms(ms)
   return string.format("%.1fs", ms / 1000)
 end
 
+local function approvers_of(s)
+  local who = {}
+  for _, a in ipairs(s.approvals or {}) do who[#who + 1] = a.actor end
+  return table.concat(who, ", ")
+end
+
 local function step_note(s)
-  if s.status == "confirmed" then
+  if s.status == "confirmed" and (s.approvals_needed or 1) > 1 then
+    return "approved by " .. approvers_of(s) .. (s.note and (": " .. s.note) or "")
+  elseif s.status == "confirmed" then
     return (s.via == "verify" and "verify passed" or ("by " .. tostring(s.confirmed_by))) .. (s.note and (": " .. s.note) or "")
+  elseif s.status == "waiting" and s.approvals and #s.approvals > 0 then
+    local more = s.approvals_needed - #s.approvals
+    return string.format("approved by %s (%d of %d); %d more needed from someone else", approvers_of(s), #s.approvals,
+      s.approvals_needed, more)
   elseif s.status == "failed" or s.status == "retrying" then return short_error(s.error)
   elseif s.status == "skipped" then return tostring(s.reason or "")
   end
@@ -44,36 +57,51 @@ end
 
 -- ---------------------------------------------------------------------------
 
+-- A run whose journal cannot be shown (HMAC without the key, events
+-- lacking the fields a run needs) is an error, in one line.
+local function readable(id, info)
+  if info.unreadable then
+    errors.raise { kind = "store", code = info.needs_key and "audit-key" or "damaged", message = string.format("run %s cannot be shown: %s", id, info.unreadable) }
+  end
+end
+
 function M.runs(_, opts)
   local store = open_store(opts)
-  local rows = {}
+  local rows, unreadable = {}, {}
   for _, id in ipairs(store:list()) do
     local st, info = store:state(id)
-    local done, total = #st.completed, #(st.step_order or {})
-    rows[#rows + 1] = {
-      run = id, runbook = st.runbook, status = info.bad_seq and "damaged" or st.status,
-      started = st.started_at, by = st.started_by, done = done, steps = total, events = info.count,
-    }
+    if info.unreadable then
+      unreadable[#unreadable + 1] = string.format("runbook: run %s cannot be shown: %s\n", id, info.unreadable)
+    else
+      local done, total = #st.completed, #(st.step_order or {})
+      rows[#rows + 1] = {
+        run = id, runbook = st.runbook, status = info.damaged and "damaged" or st.status,
+        started = st.started_at, by = st.started_by, done = done, steps = total, events = info.count,
+      }
+    end
   end
+  local code = #unreadable > 0 and 2 or 0
+  for _, line in ipairs(unreadable) do host.write(2, line) end
   if opts.output == "json" then
     for _, r in ipairs(rows) do out(json.encode(r) .. "\n") end
-    return 0
+    return code
   end
   if #rows == 0 then
-    printf("no runs in %s", store.root)
-    return 0
+    if code == 0 then printf("no runs in %s", store.root) end
+    return code
   end
   printf("%-48s %-12s %-8s %-20s %s", "RUN", "STATUS", "STEPS", "STARTED", "BY")
   for _, r in ipairs(rows) do
-    printf("%-48s %-12s %-8s %-20s %s", r.run, r.status, r.done .. "/" .. r.steps, tostring(r.started):sub(1, 19), tostring(r.by))
+    printf("%-48s %-12s %-8s %-20s %s", r.run, r.status, r.done .. "/" .. r.steps, (r.started or "?"):sub(1, 19), r.by or "?")
   end
-  return 0
+  return code
 end
 
 function M.status(pos, opts)
   local store = open_store(opts)
   local id = store:resolve(pos[1])
   local st, info, events = store:state(id)
+  readable(id, info)
   if opts.output == "json" then
     out(json.encode({ run = id, state = st, journal = info }, { pretty = true }) .. "\n")
     return 0
@@ -90,6 +118,7 @@ function M.status(pos, opts)
   if st.status == "waiting" then status = "waiting for " .. tostring(st.waiting_step) end
   printf("  status   %s", status)
   local jstate = info.bad_seq and ("DAMAGED at seq " .. info.bad_seq .. ": " .. info.reason)
+    or info.damaged and ("DAMAGED: " .. info.damage)
     or info.torn_bytes and ("torn tail at seq " .. info.torn_seq .. " (cut on the next exec)")
     or "hash chain intact"
   printf("  journal  %d events, %s%s", info.count, jstate, st.resumes > 0 and string.format(", resumed %d time(s)", st.resumes) or "")
@@ -122,7 +151,7 @@ local function describe(ev)
   elseif t == "action" then
     local parts = {}
     for k, v in pairs(ev) do
-      if not ({ seq = 1, ts = 1, run = 1, type = 1, step = 1, prev = 1, hash = 1, hmac = 1, kind = 1, summary = 1 })[k] then
+      if not jcore.RESERVED[k] and k ~= "kind" and k ~= "summary" then
         parts[#parts + 1] = k .. "=" .. (type(v) == "table" and json.encode(v, { secrets = "redact" }) or tostring(v))
       end
     end
@@ -140,16 +169,22 @@ function M.log(pos, opts)
   local id = store:resolve(pos[1])
   if opts.output == "json" then
     local lines, info = store:read(id, "lines")
+    readable(id, info)
     for _, l in ipairs(lines) do
-      if not opts.step or l:find('"step":' .. json.encode(opts.step), 1, true) then out(l .. "\n") end
+      -- the lines as written (byte for byte), chosen by their decoded step
+      if not opts.step or (json.decode(l) or {}).step == opts.step then out(l .. "\n") end
     end
     if info.bad_seq or info.torn_bytes then
       host.write(2, string.format("runbook: journal stops being valid at seq %d: %s\n", info.bad_seq or info.torn_seq, info.reason))
+      return 1
+    elseif info.damaged then
+      host.write(2, string.format("runbook: journal damaged: %s\n", info.damage))
       return 1
     end
     return 0
   end
   local events, info = store:read(id)
+  readable(id, info)
   for _, ev in ipairs(events) do
     if not opts.step or ev.step == opts.step then
       printf("#%-5d %s  %-8s %-18s %s", ev.seq, ev.ts, ev.step or "", ev.type, describe(ev))
@@ -157,6 +192,9 @@ function M.log(pos, opts)
   end
   if info.bad_seq or info.torn_bytes then
     printf("!! journal stops being valid at seq %d: %s", info.bad_seq or info.torn_seq, info.reason)
+    return 1
+  elseif info.damaged then
+    printf("!! journal damaged: %s", info.damage)
     return 1
   end
   return 0
@@ -171,16 +209,22 @@ function M.audit(pos, opts)
   local ok, msg = true, nil
   if info.bad_seq then
     ok, msg = false, string.format("seq %d: %s", info.bad_seq, info.reason)
+  elseif info.missing then
+    ok, msg = false, string.format("seq %d: %s", info.missing_after + 1, info.damage)
+  elseif info.damaged then
+    ok, msg = false, string.format("seq %d: %s", info.count, info.damage)
   elseif info.torn_bytes then
     ok, msg = false, string.format("seq %d: %s (a torn tail from a crash; the next exec cuts it and records the cut)", info.torn_seq, info.reason)
   elseif key and not info.hmac and info.count > 0 then
     ok, msg = false, "seq 1: the journal carries no HMAC, but RUNBOOK_AUDIT_KEY is set (HMACs stripped, or a run made without the key)"
   end
   if opts.output == "json" then
-    out(json.encode({ run = id, ok = ok, events = info.count, hmac = info.hmac and key ~= nil, bad_seq = info.bad_seq or info.torn_seq, reason = msg }) .. "\n")
+    out(json.encode({ run = id, ok = ok, events = info.count, hmac = info.hmac and key ~= nil, bad_seq = info.bad_seq or (info.missing and info.missing_after + 1) or info.torn_seq,
+      missing = info.missing, reason = msg }) .. "\n")
   elseif ok then
     printf("run %s: %d events, hash chain intact%s", id, info.count,
-      info.hmac and (key and ", HMACs verified" or "") or (key and "" or " (no HMAC)"))
+      info.hmac and (key and ", HMACs verified" or "")
+        or (key and "" or " (no HMAC: anyone who can write the file can recompute the chain; set RUNBOOK_AUDIT_KEY when runs start to prevent that)"))
   else
     host.write(2, string.format("run %s: audit FAILED at %s\n", id, msg))
   end
@@ -201,35 +245,18 @@ end
 local function with_run(opts, ref, fn)
   local store = open_store(opts)
   local id = store:resolve(ref)
-  local lock, holder = jcore.lock(store:lock_path(id))
-  if not lock then
-    host.write(2, string.format("runbook: run %s is locked by %s\n", id, holder))
-    return 4
+  local ok, r = pcall(store.open_run, store, id)
+  if not ok then
+    if type(r) == "table" and r.kind == "store" and r.code == "locked" then
+      host.write(2, "runbook: " .. errors.message(r) .. "\n")
+      return 4
+    end
+    error(r, 0)
   end
-  local events, info = store:read(id)
-  if info.bad_seq then
-    lock:release()
-    errors.raise { kind = "store", message = string.format("run %s: the journal is damaged at seq %d (%s)", id, info.bad_seq, info.reason) }
-  end
-  local st = state.fold(events)
-  local journal, err = jcore.open(store:journal_path(id), id, storemod.audit_key(), info, false)
-  if not journal then
-    lock:release()
-    errors.raise { kind = "store", message = err }
-  end
-  local function append(type_, fields)
-    local seq = journal:append(type_, fields)
-    fields.type, fields.seq = type_, seq
-    state.apply(st, fields)
-    return seq
-  end
-  if info.torn_bytes then
-    append("journal.truncated", { torn_seq = info.torn_seq, bytes = info.torn_bytes, sha256 = info.torn_sha256, reason = info.reason })
-  end
-  local ok, res = pcall(fn, { store = store, id = id, state = st, append = append, journal = journal })
-  journal:close()
-  lock:release()
-  if not ok then error(res, 0) end
+  local okf, res = pcall(fn, { store = store, id = id, state = r.state, journal = r.journal, log = r.log,
+    append = function(type_, fields) return r:append(type_, fields).seq end })
+  r:close()
+  if not okf then error(res, 0) end
   return res
 end
 
@@ -255,8 +282,23 @@ function M.confirm(pos, opts)
     elseif not okb and s.status ~= "waiting" then
       errors.raise { kind = "usage", message = string.format("step %s is not waiting for confirmation (and the runbook %s cannot be read to check it)", step, tostring(r.state.file)) }
     end
-    r.append("step.confirmed", { step = step, via = "command", by = host.user(), host = host.hostname(), note = opts.note })
-    printf("confirmed %s in run %s by %s@%s. Run `runbook exec %s` to continue.", step, r.id, host.user(), host.hostname(), tostring(r.state.file))
+    local needed = okb and book.by_id[step] and book.by_id[step].approvers or 1
+    local me = actor()
+    for _, a in ipairs(s.approvals or {}) do
+      if a.actor == me then
+        errors.raise { kind = "usage", message = string.format("%s has already approved step %s of run %s (%d of %d); another person must approve it",
+          me, step, r.id, #s.approvals, needed) }
+      end
+    end
+    r.append("step.confirmed", { step = step, via = "command", by = host.user(), host = host.hostname(), note = opts.note,
+      actor = me, needed = needed > 1 and needed or nil })
+    local after = state.step(r.state, step)
+    if state.COMPLETE[after.status] then
+      printf("confirmed %s in run %s by %s. Run `runbook exec %s` to continue.", step, r.id, me, tostring(r.state.file))
+    else
+      printf("approved %s in run %s by %s (%d of %d approvals; %d more needed from someone else)", step, r.id, me,
+        #after.approvals, after.approvals_needed, after.approvals_needed - #after.approvals)
+    end
     return 0
   end)
 end

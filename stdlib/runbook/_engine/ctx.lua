@@ -66,7 +66,8 @@ function Ctx:once(key, fn)
     return memo.open(m.value, run.keyfn, a, string.format("memo '%s' of step %s", key, self.step))
   end
   local v = fn()
-  run:append("step.memo", { step = self.step, key = key, value = memo.seal(v, run.keyfn, a) })
+  local what = string.format("ctx:once('%s'): the result", key)
+  run:append("step.memo", { step = self.step, key = key, value = memo.seal(v, run.keyfn, a, what) })
   return v
 end
 
@@ -77,7 +78,8 @@ function Ctx:checkpoint(key, value)
   check_key(key, "ctx:checkpoint")
   local run = private[self]
   run:append("step.checkpoint", {
-    step = self.step, key = key, value = memo.seal(value, run.keyfn, aad(self.run_id, self.step, "checkpoint", key)),
+    step = self.step, key = key,
+    value = memo.seal(value, run.keyfn, aad(self.run_id, self.step, "checkpoint", key), string.format("ctx:checkpoint('%s'): the value", key)),
   })
 end
 

@@ -2,8 +2,6 @@
 -- through verify, attempts with retry and timeout, and the journal. Every
 -- event is durable before the engine moves past it.
 local host = require "runbook._host"
-local fs = require "runbook._fs"
-local jcore = require "runbook._journal"
 local secret = require "runbook._secret"
 local errors = require "runbook.errors"
 local loader = require "runbook._engine.loader"
@@ -15,14 +13,31 @@ local ctxmod = require "runbook._engine.ctx"
 local audit = require "runbook._engine.audit"
 local backoffs = require "runbook._engine.backoff"
 local consolemod = require "runbook._engine.console"
+local actor = require "runbook._engine.actor"
 
 local M = {}
 
-M.EXIT = { ok = 0, failed = 1, usage = 2, waiting = 3, locked = 4, interrupted = 130 }
+M.EXIT = require("runbook._engine.cli").EXIT -- the one table of exit codes
 
 local Run = {}
 Run.__index = Run
 M.Run = Run
+
+--- The one way a Run is made (exec, a parallel worker, rollback): fields
+--- are book, opts, store, console, id, state, journal, logfile, lock...
+function M.new_run(fields)
+  local run = setmetatable(fields, Run)
+  if not run.keyfn and run.store then
+    local store = run.store
+    run.keyfn = function(create) return store:secret_key(create) end
+  end
+  return run
+end
+
+-- Takes what store:open_run gathered.
+local function attach(run, r)
+  run.id, run.lock, run.journal, run.logfile, run.state = r.id, r.lock, r.journal, r.log, r.state
+end
 
 -- ---------------------------------------------------------------------------
 -- journal, log and state
@@ -176,15 +191,18 @@ function Run:run_step(s)
     end
     local ms = math.floor((host.monotime() - t0) * 1000 + 0.5)
     if ok then
-      local sealed_ok, sealed = pcall(memo.seal, out, self.keyfn, self.id .. "\0" .. s.id .. "\0outputs\0")
+      local sealed_ok, sealed = pcall(memo.seal, out, self.keyfn, self.id .. "\0" .. s.id .. "\0outputs\0", "the step's return value")
       local appended, aerr = false, sealed
       if sealed_ok then
         appended, aerr = pcall(self.append, self, "step.finished", { step = s.id, attempt = attempt, ms = ms, outputs = sealed })
+        if appended then return "done" end
+        -- the journal itself failed: stop; a value it cannot encode fails the step
+        if not (type(aerr) == "table" and aerr.kind == "journal" and aerr.code == "unencodable") then error(aerr, 0) end
       end
-      if appended then return "done" end
-      local msg = errors.message(aerr)
-      if not msg:match("^journal event") then error(aerr, 0) end -- the journal itself failed: stop
-      ok, err = false, errors.new { kind = "outputs", message = "the step's return value cannot be recorded: " .. msg }
+      local e = normalize_error(aerr)
+      local msg = errors.message(e)
+      if e.kind ~= "value" then msg = "the step's return value cannot be recorded: " .. msg end
+      ok, err = false, errors.new { kind = "outputs", code = e.code, message = msg }
     end
     if err.kind == "interrupted" then return self:interrupted(s, attempt, ms) end
     if err.traceback then self:log(s.id, "debug", err.traceback) end
@@ -225,14 +243,14 @@ function Run:run_manual(s)
   local sst = state.step(self.state, s.id)
   local held = self:verify_before(s, sst, "info", "verify: ")
   if held == true then
-    self:append("step.confirmed", { step = s.id, via = "verify", by = host.user(), host = host.hostname() })
+    self:append("step.confirmed", { step = s.id, via = "verify", by = host.user(), host = host.hostname(), actor = actor() })
     return "done"
   elseif held then
     return held
   end
   if self.dry_run then
     self.console:note(string.format("%s (manual) would wait for a person: %s", s.id, s.title))
-    self:append("step.confirmed", { step = s.id, via = "dry-run", by = host.user(), host = host.hostname() })
+    self:append("step.confirmed", { step = s.id, via = "dry-run", by = host.user(), host = host.hostname(), actor = actor() })
     return "done"
   end
   local interactive = not self.opts.yes and host.isatty(0) and host.isatty(2) and self.console.mode ~= "json"
@@ -241,13 +259,19 @@ function Run:run_manual(s)
     local bar = string.rep("─", 60)
     host.write(2, string.format("\n%s\n%s  %s%s\n\n%s\n%s\n", bar, s.id, s.title,
       s.owner and ("  (owner: " .. s.owner .. ")") or "", s.instructions, bar))
-    local answer = host.read_line("Type 'done' once this is complete, or press Enter to stop here: ")
+    local me = actor()
+    local already = false
+    for _, a in ipairs(sst.approvals or {}) do
+      if a.actor == me then already = true end
+    end
+    local answer = not already and host.read_line("Type 'done' once this is complete, or press Enter to stop here: ")
     if answer and answer:lower():match("^%s*done%s*$") then
       local note = host.read_line("Note for the audit trail (optional): ")
       if note and note:match("^%s*$") then note = nil end
-      self:append("step.confirmed", { step = s.id, via = "terminal", by = host.user(), host = host.hostname(), note = note })
+      self:append("step.confirmed", { step = s.id, via = "terminal", by = host.user(), host = host.hostname(), note = note,
+        actor = me, needed = s.approvers > 1 and s.approvers or nil })
       self.console:draw(true)
-      return "done"
+      if state.COMPLETE[state.step(self.state, s.id).status] then return "done" end
     end
     self.console:draw(true)
   end
@@ -296,6 +320,56 @@ local function ids_of(book)
   return ids
 end
 
+-- The local modules the runbook loaded (step libraries and helpers), with
+-- the sha256 of each: paths relative to the runbook's folder when inside it.
+local function modules_of(book)
+  local out = {}
+  for i, m in ipairs(book.modules or {}) do
+    local rel = m.path:sub(1, #book.dir + 1) == book.dir .. "/" and m.path:sub(#book.dir + 2) or m.path
+    out[i] = { name = m.name, path = rel, sha256 = m.sha256 }
+  end
+  return out
+end
+
+-- The steps that local modules declared (step libraries): id -> {module,
+-- title}, so a resume can tell when a library now declares a completed
+-- step differently (its numbering shifted) or no longer declares it.
+local function declared_by_modules(book)
+  local by_path = {}
+  for _, m in ipairs(book.modules or {}) do by_path[m.path] = m.name end
+  local out, any = {}, false
+  for _, s in ipairs(book.steps) do
+    local mod = s.site and by_path[s.site.file]
+    if mod then
+      out[s.id] = { module = mod, title = s.title }
+      any = true
+    end
+  end
+  return any and out or nil
+end
+
+-- What changed among the loaded modules since the run started: one line
+-- each, or an empty list.
+local function module_changes(recorded, now)
+  local before, lines = {}, {}
+  for _, m in ipairs(recorded or {}) do before[m.name] = m end
+  local seen = {}
+  for _, m in ipairs(now) do
+    seen[m.name] = true
+    local b = before[m.name]
+    if not b then
+      lines[#lines + 1] = string.format("module %s (%s) is new since this run started", m.name, m.path)
+    elseif b.sha256 ~= m.sha256 then
+      lines[#lines + 1] = string.format("module %s (%s) changed since this run started (sha256 %s… → %s…)", m.name, m.path,
+        tostring(b.sha256):sub(1, 12), m.sha256:sub(1, 12))
+    end
+  end
+  for _, m in ipairs(recorded or {}) do
+    if not seen[m.name] then lines[#lines + 1] = string.format("module %s (%s) is no longer loaded", m.name, tostring(m.path)) end
+  end
+  return lines
+end
+
 --- Which steps this invocation takes, in order, honouring --from / --only.
 --- Raises a usage error when a selected step needs one that has not completed.
 local function selection(book, opts, st)
@@ -323,29 +397,118 @@ local function selection(book, opts, st)
   return sel
 end
 
+-- A store's refusal the operator must act on (a lock held, a damaged
+-- journal, a missing audit key): one line, and its exit code.
+local function refused(console, err)
+  if type(err) == "table" and err.kind == "store" then
+    if err.code == "locked" then
+      console:note(errors.message(err), "error")
+      return nil, M.EXIT.locked
+    elseif err.code == "damaged" or err.code == "audit-key" then
+      console:note(errors.message(err), "error")
+      return nil, M.EXIT.usage
+    end
+  end
+  error(err, 0)
+end
+
+-- Continues run r (opened by the store): checks the runbook's changes and
+-- the params, records the resume.
+local function resume(run, r, book, opts, console, cli_params, values)
+  attach(run, r)
+  local st = r.state
+  local modules = modules_of(book)
+  -- runs from before modules were recorded have none to compare
+  local mod_changes = st.modules and module_changes(st.modules, modules) or {}
+  local file_changed = st.sha256 ~= book.sha256
+  local changed = file_changed or #mod_changes > 0
+  local problems = changed and check_changes(book, st) or {}
+  if changed and st.declared then
+    local now = declared_by_modules(book) or {}
+    for _, id in ipairs(st.completed) do
+      local was, is = st.declared[id], now[id]
+      if was and book.by_id[id] and (not is or is.module ~= was.module or is.title ~= was.title) then
+        problems[#problems + 1] = string.format("step %s already ran as '%s' (declared by %s) but is now %s: the library's steps moved",
+          id, tostring(was.title), tostring(was.module), is and string.format("'%s' (declared by %s)", is.title, is.module) or "declared by the runbook itself")
+      end
+    end
+  end
+  if #problems > 0 and not opts.accept_changes then
+    console:note("the runbook changed since this run started, and the resume would not be safe:\n  - "
+      .. table.concat(problems, "\n  - ")
+      .. "\nPass --accept-changes to resume anyway, or --new to start a new run.", "error")
+    return nil, M.EXIT.usage
+  end
+  run.params = params.resolve(book.params, { cli = cli_params, values = values, recorded = st.params })
+  selection(book, opts, st)
+  run.resumed = true
+  local changed_params = {}
+  local recordable = params.recordable(book.params, run.params)
+  for k, v in pairs(recordable) do
+    if st.params[k] ~= v then changed_params[k] = v end
+  end
+  run:append("run.resumed", {
+    user = host.user(), host = host.hostname(), pid = host.pid(), version = host.version(),
+    sha256 = changed and book.sha256 or nil, steps = changed and ids_of(book) or nil,
+    changed = changed or nil, accepted_changes = (#problems > 0) and problems or nil,
+    params = next(changed_params) and changed_params or nil,
+    modules = #mod_changes > 0 and modules or nil, modules_changed = #mod_changes > 0 and mod_changes or nil,
+    declared = #mod_changes > 0 and declared_by_modules(book) or nil,
+  })
+  if file_changed then
+    console:note(string.format("the runbook changed since this run started (sha256 %s… → %s…)%s",
+      tostring(st.sha256):sub(1, 12), book.sha256:sub(1, 12), #problems > 0 and "; changes accepted" or ""), "warn")
+  end
+  for _, line in ipairs(mod_changes) do console:note(line, "warn") end
+  return run
+end
+
+-- Records run.started in the run just opened (new, or made by a process
+-- that died before it could record it).
+local function begin(run, book, cli_params, values, opts)
+  run.params = params.resolve(book.params, { cli = cli_params, values = values })
+  selection(book, opts, run.state)
+  run.resumed = false
+  local akey = storemod.audit_key()
+  run:append("run.started", {
+    runbook = book.name, file = book.file, sha256 = book.sha256, user = host.user(), host = host.hostname(),
+    pid = host.pid(), version = host.version(), hmac = akey ~= nil, steps = ids_of(book),
+    params = params.recordable(book.params, run.params), anchor = true, modules = modules_of(book),
+    declared = declared_by_modules(book),
+  })
+  return run
+end
+
+-- Starts a new run of the book in the store.
+local function start(run, store, book, opts, cli_params, values)
+  params.resolve(book.params, { cli = cli_params, values = values }) -- refuse bad params before making a run
+  selection(book, opts, state.new())
+  attach(run, store:open_run(store:new_id(book.name), { create = true }))
+  return begin(run, book, cli_params, values, opts)
+end
+
 --- Opens a run for the book: resumes the newest unfinished one unless
 --- opts.new, or starts one. Returns the Run, or nil and an exit code after
 --- printing why (locked, damaged journal, refused changes).
 function M.open_run(book, opts, console)
   local dry = opts.dry_run
   local store = storemod.open(storemod.location(opts.state), not dry)
-  local run = setmetatable({ book = book, opts = opts, dry_run = dry, console = console, store = store }, Run)
+  local run = M.new_run { book = book, opts = opts, dry_run = dry, console = console, store = store }
   local cli_params = params.parse_cli(opts.params or {})
   local values = opts.values and params.read_values(opts.values) or nil
 
-  local id, events, info, st
-  if store and not opts.new then id = store:find_unfinished(book.name) end
-
   if dry then
+    local id, events, st
+    if store and not opts.new then id = store:find_unfinished(book.name) end
     if id then
-      events, info = store:read(id)
+      events = store:read(id)
       st = state.fold(events)
     end
     run.id = id or (book.name .. "-dry-run")
     run.state = st or state.new()
     run.journal = setmetatable({ n = run.state.last_seq or 0 }, MemoryJournal)
     local k = secret.random(32, "raw")
-    run.keyfn = function(create)
+    run.keyfn = function()
       if id and store then
         local key, kid = store:secret_key(false)
         if key then return key, kid end
@@ -358,96 +521,41 @@ function M.open_run(book, opts, console)
     return run
   end
 
-  run.keyfn = function(create) return store:secret_key(create) end
-  if id then
-    local lock, holder = jcore.lock(store:lock_path(id))
-    if not lock then
-      console:note(string.format("run %s is locked by %s", id, holder), "error")
-      return nil, M.EXIT.locked
+  -- Finding or making the run happens under the runbook's lock in the
+  -- store, so two fresh execs cannot both make one: the second finds the
+  -- first's run, locked.
+  local ok, res, code = pcall(function()
+    if not os.getenv("RUNBOOK_SECRET_KEY") then store:check_key_file() end
+    local choosing <close> = store:choose(book.name)
+    local id, damaged, why = store:find_unfinished(book.name)
+    if id and opts.new then
+      -- passed over for a new run: still say when it is damaged
+      local okr, _, info = pcall(store.read, store, id, "none")
+      if okr and info.damaged then damaged, why = id, info.damage end
+      id = nil
     end
-    run.lock = lock
-    -- read under the lock: no other process moves it on from here
-    events, info = store:read(id)
-    st = state.fold(events)
-    if info.bad_seq then
-      lock:release()
-      console:note(string.format("run %s: the journal is damaged at seq %d (%s); it will not be continued. Run `runbook audit verify %s` for details.",
-        id, info.bad_seq, info.reason, id), "error")
-      return nil, M.EXIT.usage
+    if id then
+      local r = store:open_run(id)
+      local go = resume
+      if r.state.status == "new" then -- its maker died before recording run.started
+        go = function() attach(run, r) return begin(run, book, cli_params, values, opts) end
+      end
+      local okr, rr, rc = pcall(go, run, r, book, opts, console, cli_params, values)
+      if not okr or not rr then r:close() run.journal, run.logfile, run.lock = nil, nil, nil end
+      if not okr then error(rr, 0) end
+      return rr, rc
     end
-    if st.hmac and not storemod.audit_key() then
-      lock:release()
-      console:note(string.format("run %s is HMAC-protected: set RUNBOOK_AUDIT_KEY to continue it", id), "error")
-      return nil, M.EXIT.usage
+    if damaged then
+      console:note(string.format("the newest run of %s, %s, is damaged (%s); it is left as it is (see `runbook audit verify %s`). Starting a new run.",
+        book.name, damaged, why, damaged), "warn")
     end
-    local changed = st.sha256 ~= book.sha256
-    local problems = changed and check_changes(book, st) or {}
-    if #problems > 0 and not opts.accept_changes then
-      lock:release()
-      console:note("the runbook changed since this run started, and the resume would not be safe:\n  - "
-        .. table.concat(problems, "\n  - ")
-        .. "\nPass --accept-changes to resume anyway, or --new to start a new run.", "error")
-      return nil, M.EXIT.usage
-    end
-    local okp, perr = pcall(function()
-      run.params = params.resolve(book.params, { cli = cli_params, values = values, recorded = st.params })
-      selection(book, opts, st)
-    end)
-    if not okp then
-      lock:release()
-      error(perr, 0)
-    end
-    local journal, jerr = jcore.open(store:journal_path(id), id, storemod.audit_key(), info, false)
-    if not journal then
-      lock:release()
-      errors.raise { kind = "store", message = jerr }
-    end
-    run.journal, run.id, run.state, run.resumed = journal, id, st, true
-    run.logfile = io.open(store:log_path(id), "a")
-    if info.torn_bytes then
-      run:append("journal.truncated", { torn_seq = info.torn_seq, bytes = info.torn_bytes, sha256 = info.torn_sha256, reason = info.reason })
-    end
-    local changed_params = {}
-    local recordable = params.recordable(book.params, run.params)
-    for k, v in pairs(recordable) do
-      if st.params[k] ~= v then changed_params[k] = v end
-    end
-    run:append("run.resumed", {
-      user = host.user(), host = host.hostname(), pid = host.pid(), version = host.version(),
-      sha256 = changed and book.sha256 or nil, steps = changed and ids_of(book) or nil,
-      changed = changed or nil, accepted_changes = (#problems > 0) and problems or nil,
-      params = next(changed_params) and changed_params or nil,
-    })
-    if changed then
-      console:note(string.format("the runbook changed since this run started (sha256 %s… → %s…)%s",
-        tostring(st.sha256):sub(1, 12), book.sha256:sub(1, 12), #problems > 0 and "; changes accepted" or ""), "warn")
-    end
-    return run
+    return start(run, store, book, opts, cli_params, values)
+  end)
+  if not ok then
+    if run.journal then run:close() end
+    return refused(console, res)
   end
-
-  run.params = params.resolve(book.params, { cli = cli_params, values = values })
-  selection(book, opts, state.new())
-  id = store:new_id(book.name)
-  local ok, err = fs.mkdir_p(store:run_dir(id), 448)
-  if not ok then errors.raise { kind = "store", message = err } end
-  local lock, holder = jcore.lock(store:lock_path(id))
-  if not lock then
-    console:note(string.format("run %s is locked by %s", id, holder), "error")
-    return nil, M.EXIT.locked
-  end
-  run.lock = lock
-  local akey = storemod.audit_key()
-  local journal, jerr = jcore.open(store:journal_path(id), id, akey, nil, true)
-  if not journal then errors.raise { kind = "store", message = jerr } end
-  fs.write_file(store:log_path(id), "", 384)
-  run.logfile = io.open(store:log_path(id), "a")
-  run.journal, run.id, run.state, run.resumed = journal, id, state.new(), false
-  run:append("run.started", {
-    runbook = book.name, file = book.file, sha256 = book.sha256, user = host.user(), host = host.hostname(),
-    pid = host.pid(), version = host.version(), hmac = akey ~= nil, steps = ids_of(book),
-    params = params.recordable(book.params, run.params),
-  })
-  return run
+  return res, code
 end
 
 function Run:close()

@@ -4,6 +4,7 @@
 local host = require "runbook._host"
 local crypto = require "runbook._crypto"
 local errors = require "runbook.errors"
+local nearest = require("runbook._engine.suggest").nearest
 
 local M = {}
 
@@ -14,7 +15,7 @@ local STEP_FIELDS = {
 }
 local MANUAL_FIELDS = {
   title = "string", owner = "string", needs = "needs", instructions = "string", verify = "function",
-  doc = "string", description = "string", tags = "table", timeout = "number",
+  doc = "string", description = "string", tags = "table", timeout = "number", approvers = "number",
 }
 local RUNBOOK_FIELDS = { description = "string", params = "table", owner = "string", version = "string", doc = "string" }
 local PARAM_FIELDS = {
@@ -27,28 +28,6 @@ local BACKOFFS = require("runbook._engine.backoff").POLICIES
 local function fail(site, fmt, ...)
   local where = site and (site.file .. ":" .. site.line .. ": ") or ""
   errors.raise { kind = "runbook", message = where .. string.format(fmt, ...) }
-end
-
-local function nearest(word, set)
-  local best, bestd
-  local limit = math.max(2, #word // 2)
-  for cand in pairs(set) do
-    -- edit distance over lower case; a case-only difference scores 0.5
-    local a, b = word:lower(), cand:lower()
-    local prev = {}
-    for j = 0, #b do prev[j] = j end
-    for i = 1, #a do
-      local cur = { [0] = i }
-      for j = 1, #b do
-        local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
-        cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-      end
-      prev = cur
-    end
-    local d = prev[#b] + (word ~= cand and prev[#b] == 0 and 0.5 or 0)
-    if d <= limit and d < #cand and (not bestd or d < bestd or (d == bestd and cand < best)) then best, bestd = cand, d end
-  end
-  return best
 end
 
 local function check_fields(site, what, spec, fields)
@@ -213,6 +192,10 @@ end
 ---@param path string
 ---@return table book
 function M.load(path)
+  local pst = require("runbook._fs").stat(path)
+  if pst and pst.type == "directory" then
+    errors.raise { kind = "runbook", message = string.format("%s is a directory: give the runbook file itself (runbook exec %s/NAME.lua)", path, (path:gsub("/+$", ""))) }
+  end
   local f, err = io.open(path, "rb")
   if not f then errors.raise { kind = "runbook", message = "cannot open runbook: " .. tostring(err) } end
   local src = f:read("a")
@@ -289,6 +272,10 @@ function M.load(path)
           s.retry = normalize_retry(site, id, spec.retry)
         else
           if not spec.instructions then fail(site, "manual %s: instructions required", id) end
+          if spec.approvers ~= nil and (math.type(spec.approvers) ~= "integer" or spec.approvers < 1) then
+            fail(site, "manual %s: approvers must be a whole number of people, 1 or more", id)
+          end
+          s.approvers = spec.approvers or 1
           s.retry = normalize_retry(site, id, nil)
         end
         if s.timeout ~= nil and s.timeout <= 0 then fail(site, "%s %s: timeout must be positive", kind, id) end
@@ -319,11 +306,13 @@ function M.load(path)
     book.groups[#book.groups + 1] = g
     return g
   end
+  -- not tail calls: group's site_of(3) is the runbook line that declared it
   declare.parallel = function(a)
     if type(a) == "string" then
-      return function(list) return group(a, list) end
+      return function(list) local g = group(a, list) return g end
     end
-    return group(nil, a)
+    local g = group(nil, a)
+    return g
   end
 
   local env = make_env(book, declare)

@@ -3,8 +3,14 @@
 -- each secret inside them is stored as {"$secret":{"kid":K,"box":B}}, B
 -- being AES-256-GCM of the value under the store's key, bound to the run,
 -- step and key by the associated data so sealed values cannot be swapped.
+--
+-- A plain string that holds a registered secret (a connection string built
+-- around a password) is sealed too, marked plain, and comes back as the
+-- same plain string: the engine reads these values back, so they are never
+-- scrubbed (scrubbing is for what people read).
 local secret = require "runbook._secret"
 local crypto = require "runbook._crypto"
+local host = require "runbook._host"
 local errors = require "runbook.errors"
 
 local M = {}
@@ -29,17 +35,48 @@ function M.has_secret(v)
   return found
 end
 
---- A journal-safe copy of value: every secret sealed.
+local function unrecordable(what, path, v)
+  errors.raise { kind = "value", code = "unrecordable", message = string.format(
+    "%s%s is a %s, which cannot be recorded (only JSON data, secrets or nil)",
+    what or "the value", path ~= "" and (" (at " .. path .. ")") or "", type(v)) }
+end
+
+--- A journal-safe copy of value: every secret sealed, and every string
+--- holding a registered secret sealed as a plain string. Raises (kind
+--- "value", code "unrecordable") on a function, userdata or thread, or a
+--- table key that is neither a string nor a number.
 ---@param value any
 ---@param keyfn fun(create:boolean):(userdata, string)  the store's secret_key
 ---@param aad string
-function M.seal(value, keyfn, aad)
-  return walk(value, function(s)
-    if not secret.is(s) then return s end
+---@param what string|nil  names the value in errors ("the step's outputs")
+function M.seal(value, keyfn, aad, what)
+  local function box_of(s, plain)
     local key, kid = keyfn(true)
     local box = secret.seal(key, aad, s)
-    return { ["$secret"] = { kid = kid, box = crypto.base64_encode(box) } }
-  end)
+    return { ["$secret"] = { kid = kid, box = crypto.base64_encode(box), plain = plain or nil } }
+  end
+  local function go(v, path, depth)
+    if depth > 100 then error("value nested too deeply (a cycle?)", 0) end
+    if secret.is(v) then return box_of(v) end
+    local t = type(v)
+    if t == "string" then
+      if host.scrub(v) ~= v then return box_of(secret.new(v), true) end
+      return v
+    elseif t == "table" then
+      if v["$secret"] ~= nil then return v end -- sealed already
+      local out = {}
+      for k, x in pairs(v) do
+        local kt = type(k)
+        if kt ~= "string" and kt ~= "number" then unrecordable(what, path, k) end
+        out[k] = go(x, path .. (kt == "string" and ("." .. k) or ("[" .. tostring(k) .. "]")), depth + 1)
+      end
+      return setmetatable(out, getmetatable(v))
+    elseif t == "nil" or t == "boolean" or t == "number" then
+      return v
+    end
+    unrecordable(what, path:sub(1, 1) == "." and path:sub(2) or path, v)
+  end
+  return go(value, "", 0)
 end
 
 --- The value with sealed secrets opened again. `what` names the value in
@@ -67,6 +104,7 @@ function M.open(value, keyfn, aad, what)
     if not s then
       errors.raise { kind = "secret", code = "auth", message = what .. ": the sealed secret does not authenticate (edited journal or wrong key)" }
     end
+    if sealed.plain then return s:reveal() end
     return s
   end)
 end

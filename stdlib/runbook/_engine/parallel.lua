@@ -119,19 +119,18 @@ function M.worker(payload, journal_handle, ekey)
   local s = book.by_id[p.step]
   if not s then error("parallel worker: step " .. tostring(p.step) .. " is not in " .. p.file) end
   local store = storemod.open(p.state_dir, false)
-  local run = setmetatable({
+  local run = engine.new_run {
     book = book, opts = p.opts, dry_run = p.dry_run, id = p.run_id, store = store, console = setmetatable({}, Forward),
-  }, engine.Run)
+  }
   run.state = state.new()
   run.state.steps = p.steps
   for _, st in pairs(run.state.steps) do
     st.memos = st.memos or {}
     st.checkpoints = st.checkpoints or {}
   end
-  run.keyfn = function(create) return store:secret_key(create) end
   run.params = memo.open(p.params, function() return ekey, TRANSFER end, TRANSFER, "params")
   run.journal = jcore.attach(journal_handle)
-  run.logfile = io.open(store:log_path(run.id), "a")
+  run.logfile = jcore.open_log(store:log_path(run.id))
   local ok, res = pcall(run.run_step, run, s)
   if run.logfile then run.logfile:close() end
   run.journal:close()

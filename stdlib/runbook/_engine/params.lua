@@ -54,6 +54,15 @@ function M.read_values(path)
   local v = docs[1]
   if v == nil then return {} end
   if type(v) ~= "table" then raise("--values %s: a mapping of param names to values expected", path) end
+  for k, x in pairs(v) do
+    if type(k) ~= "string" then
+      raise("--values %s: a mapping of param names to values expected, got a list", path)
+    end
+    if type(x) == "table" then
+      raise("--values %s: param '%s' must be one value (a string, number or boolean), got a %s", path, k,
+        (next(x) == nil or x[1] ~= nil) and "list" or "mapping")
+    end
+  end
   return v
 end
 

@@ -23,13 +23,11 @@ function M.run(pos, opts, with_run)
       errors.raise { kind = "usage", message = string.format("--to: no step '%s' in %s", opts.to, book.name) }
     end
     local console = consolemod.new { output = opts.output }
-    local run = setmetatable({
+    local run = engine.new_run {
       book = book, opts = opts, id = r.id, state = r.state, console = console, store = r.store,
       params = params.resolve(book.params, { recorded = r.state.params }),
-    }, engine.Run)
-    run.keyfn = function(create) return r.store:secret_key(create) end
-    run.journal = r.journal
-    run.logfile = io.open(r.store:log_path(r.id), "a")
+      journal = r.journal, logfile = r.log,
+    }
     host.trap_signals()
     local undone, code = 0, 0
     local completed = { table.unpack(r.state.completed) }
@@ -68,8 +66,7 @@ function M.run(pos, opts, with_run)
       run:append("run.rolled_back", { to = opts.to, steps = undone, by = host.user(), host = host.hostname() })
       console:finish(string.format("rolled back %d step(s) of run %s", undone, r.id))
     end
-    if run.logfile then run.logfile:close() end
-    return code
+    return code -- with_run closes the log, the journal and the lock
   end)
 end
 

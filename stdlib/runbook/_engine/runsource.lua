@@ -33,8 +33,8 @@ end
 
 -- the run's scanned journal, from the cache while the file is unchanged
 function Source:scan(id)
-  local path = self.store:journal_path(id)
-  local key = stamp(path)
+  -- the tip record too: a tip deleted or rewritten alone changes the verdict
+  local key = (stamp(self.store:journal_path(id)) or "-") .. "/" .. (stamp(self.store:tip_path(id)) or "-")
   local c = self.cache[id]
   if c and c.key == key then return c end
   local events, info = self.store:read(id)
@@ -103,8 +103,13 @@ function Source:verify(id, fresh)
     info = self:scan(id).info
   end
   local r = { run = id, ok = true, events = info.count, hmac = info.hmac and key ~= nil, hmac_present = info.hmac }
+  -- the same verdicts, in the same order, as `runbook audit verify`
   if info.bad_seq then
     r.ok, r.bad_seq, r.reason = false, info.bad_seq, info.reason
+  elseif info.missing then
+    r.ok, r.bad_seq, r.reason, r.missing = false, info.missing_after + 1, info.damage, info.missing
+  elseif info.damaged then
+    r.ok, r.bad_seq, r.reason = false, info.count, info.damage
   elseif info.torn_bytes then
     r.ok, r.bad_seq = false, info.torn_seq
     r.reason = info.reason .. " (a torn tail from a crash; the next exec cuts it and records the cut)"

@@ -202,7 +202,7 @@ end
 
 function M.serve(_, opts)
   local httpd = require "runbook._httpd"
-  local listen = opts.listen or os.getenv("RUNBOOK_SERVE_LISTEN") or "127.0.0.1:8080"
+  local listen = opts.listen or "127.0.0.1:8080"
   local spec = listen:gsub("^localhost:", "127.0.0.1:")
   local addr, perr = httpd.parse_address(spec)
   if not addr then usage("serve: --listen %s", perr) end

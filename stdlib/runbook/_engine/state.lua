@@ -54,6 +54,8 @@ handlers["run.started"] = function(st, ev)
   st.hmac = ev.hmac
   st.step_order = ev.steps or {}
   st.dry_run = ev.dry_run
+  st.modules = ev.modules
+  st.declared = ev.declared
   st.status = "running"
 end
 
@@ -62,6 +64,8 @@ handlers["run.resumed"] = function(st, ev)
   st.status = "running"
   if ev.sha256 then st.sha256 = ev.sha256 end
   if ev.steps then st.step_order = ev.steps end
+  if ev.modules then st.modules = ev.modules end
+  if ev.declared then st.declared = ev.declared end
   if ev.params then
     for k, v in pairs(ev.params) do st.params[k] = v end
   end
@@ -116,14 +120,30 @@ handlers["step.waiting"] = function(st, ev)
   step(st, ev.step).status = "waiting"
 end
 
+-- A manual step may need more than one person (manual "X" { approvers = 2 }):
+-- each confirmation is its own event naming its actor and how many are
+-- needed; the same actor twice counts once, and the step is confirmed
+-- (complete) when enough different people have confirmed it.
 handlers["step.confirmed"] = function(st, ev)
   local s = step(st, ev.step)
-  s.status = "confirmed"
+  local actor = ev.actor or (ev.by and (ev.by .. "@" .. tostring(ev.host))) or "?"
+  s.approvals = s.approvals or {}
+  local seen = false
+  for _, a in ipairs(s.approvals) do
+    if a.actor == actor then seen = true end
+  end
+  if not seen then s.approvals[#s.approvals + 1] = { actor = actor, note = ev.note, ts = ev.ts, via = ev.via } end
+  s.approvals_needed = math.max(math.tointeger(ev.needed) or 1, 1)
   s.confirmed_by = ev.by and (ev.by .. "@" .. tostring(ev.host)) or nil
   s.note = ev.note
   s.via = ev.via
-  s.finished_at = ev.ts
-  complete(st, ev.step)
+  if #s.approvals >= s.approvals_needed or ev.via == "verify" or ev.via == "dry-run" then
+    s.status = "confirmed"
+    s.finished_at = ev.ts
+    complete(st, ev.step)
+  else
+    s.status = "waiting"
+  end
 end
 
 handlers["step.interrupted"] = function(st, ev)
@@ -133,6 +153,7 @@ end
 handlers["step.reset"] = function(st, ev)
   local s = step(st, ev.step)
   s.status = "pending"
+  s.approvals = nil
   s.outputs = nil
   s.checkpoints = {}
   s.error = nil
@@ -178,6 +199,46 @@ function M.apply(st, ev)
   if ev.seq then st.last_seq = ev.seq end
   st.last_ts = ev.ts or st.last_ts
   return st
+end
+
+-- The fields every event of a type must carry for the fold (and the
+-- commands that show a run) to make sense of it.
+local NEEDS = {
+  ["run.started"] = { "runbook", "file", "sha256", "steps", "user", "host" },
+}
+local STEP_TYPES = {
+  ["step.started"] = true, ["step.memo"] = true, ["step.checkpoint"] = true, ["step.finished"] = true,
+  ["step.failed"] = true, ["step.skipped"] = true, ["step.waiting"] = true, ["step.confirmed"] = true,
+  ["step.interrupted"] = true, ["step.reset"] = true, ["step.undone"] = true, ["step.undo_failed"] = true,
+}
+
+--- Checks that the events can be folded: the first is run.started, and
+--- each carries the fields its type needs. Returns nil, or the seq of the
+--- first event that cannot and why.
+function M.check(events)
+  local started = false
+  for i, ev in ipairs(events) do
+    -- a crash while run.started was written leaves its cut recorded first
+    if not started and ev.type ~= "journal.truncated" then
+      if ev.type ~= "run.started" then
+        return i, string.format("seq %d is %s, not run.started: a run's journal begins with run.started", i, tostring(ev.type))
+      end
+      started = true
+    end
+    for _, f in ipairs({ "ts", "run", "type" }) do
+      if type(ev[f]) ~= "string" then return i, string.format("seq %d lacks its '%s'", i, f) end
+    end
+    local need = NEEDS[ev.type] or {}
+    if ev.type == "step.memo" or ev.type == "step.checkpoint" then
+      need = { "step", "key" }
+    elseif STEP_TYPES[ev.type] then
+      need = { "step" }
+    end
+    for _, f in ipairs(need) do
+      if ev[f] == nil then return i, string.format("seq %d (%s) lacks its '%s'", i, ev.type, f) end
+    end
+  end
+  return nil
 end
 
 --- Folds a list of events into a run state.

@@ -1,6 +1,16 @@
 -- The file store: a directory (.runbook/, --state DIR or RUNBOOK_STATE)
--- holding one folder per run (journal.jsonl, log, lock) and the key file
--- that seals memos. Directories are 0700 and files 0600.
+-- holding one folder per run (journal.jsonl, tip, log, lock), a lock per
+-- runbook name (locks/NAME) and the key file that seals memos. Directories
+-- are 0700 and files 0600; no file in it is opened through a symbolic link.
+--
+-- The operations a store offers (the PostgreSQL store offers the same):
+--   list() resolve(ref) new_id(name) find_unfinished(name)
+--   read(id, mode)     events and scan info, checked against the tip anchor
+--   state(id)          the folded state, scan info and events
+--   choose(name)       the lock held while a run of `name` is found or made
+--   open_run(id, opts) lock, check, fold and open one run (below)
+--   anchor(id)         the tip record: the last durable seq and its hash
+--   secret_key(create)
 local fs = require "runbook._fs"
 local jcore = require "runbook._journal"
 local crypto = require "runbook._crypto"
@@ -48,14 +58,12 @@ function Store:run_dir(id) return self.runs .. "/" .. id end
 function Store:journal_path(id) return self.runs .. "/" .. id .. "/journal.jsonl" end
 function Store:log_path(id) return self.runs .. "/" .. id .. "/log" end
 function Store:lock_path(id) return self.runs .. "/" .. id .. "/lock" end
+function Store:tip_path(id) return self.runs .. "/" .. id .. "/tip" end
 
--- The time a run started, from its journal's first line (read alone).
+-- The time a run started, from its journal's first event (read alone).
 local function started_at(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local first = f:read("l") or ""
-  f:close()
-  return first:match('^{"seq":1,"ts":"([^"]+)"') or ""
+  local first = jcore.head(path)
+  return first and first.seq == 1 and type(first.ts) == "string" and first.ts or ""
 end
 
 --- All run ids, oldest first: by the time each started (ids carry only
@@ -94,10 +102,64 @@ function M.audit_key()
   return nil
 end
 
---- Reads a run's journal: events, scan info. Raises when it cannot be read.
+--- The run's tip anchor: {seq, hash, hmac, verified}, or nil and
+--- "missing" | "bad" and why. It may lag the journal, never lead it.
+function Store:anchor(id)
+  return jcore.tip(self:tip_path(id), id, M.audit_key())
+end
+
+local function damage(info, text)
+  info.damaged = true
+  info.damage = info.damage or text
+end
+
+--- Reads a run's journal: events (or lines, or none) and scan info.
+--- info.damaged and info.damage (one line) say what is wrong: a bad line
+--- (info.bad_seq, info.reason), or events missing after the last one the
+--- tip says was durable (info.missing events after seq info.missing_after).
+--- info.needs_key: HMAC-protected and RUNBOOK_AUDIT_KEY unset. Raises
+--- when it cannot be read.
 function Store:read(id, mode)
-  local items, info = jcore.scan(self:journal_path(id), M.audit_key(), mode or "events")
+  local key = M.audit_key()
+  -- the tip first: read after the journal, it could name an event
+  -- appended in between
+  local tip, tip_state, tip_err = self:anchor(id)
+  local items, info = jcore.scan(self:journal_path(id), key, mode or "events", tip and tip.seq or nil)
   if not items then raise("io", "%s", info) end
+  if info.hmac and not key then
+    info.needs_key = true
+    info.unreadable = "it is HMAC-protected: set RUNBOOK_AUDIT_KEY to read it"
+  end
+  if (mode or "events") == "events" and not info.needs_key then
+    local seq, why = state.check(items)
+    if seq and not (info.bad_seq and info.bad_seq <= seq) then
+      info.bad_seq, info.reason = seq, why
+      info.unreadable = "the journal is damaged at seq " .. seq .. " (" .. why .. ")"
+    end
+  end
+  if info.needs_key then
+    -- not damage: the chain cannot be checked without the key
+  elseif info.bad_seq then
+    damage(info, string.format("seq %d: %s", info.bad_seq, info.reason))
+  elseif tip then
+    if info.count < tip.seq then
+      info.missing, info.missing_after = tip.seq - info.count, info.count
+      damage(info, string.format("%d %s missing after seq %d (the tip record says seq %d was written; the journal's tail was cut or deleted)",
+        info.missing, info.missing == 1 and "event" or "events", info.count, tip.seq))
+    elseif info.mark_hash ~= tip.hash then
+      info.bad_seq, info.reason = tip.seq, string.format("seq %d is not the event the tip record names (the journal was rewritten)", tip.seq)
+      damage(info, string.format("seq %d: %s", info.bad_seq, info.reason))
+    elseif key and info.hmac and not tip.verified then
+      damage(info, "the tip record carries no HMAC though the journal does (rewritten without the audit key)")
+    end
+  elseif tip_state == "bad" then
+    damage(info, tip_err)
+  elseif info.count > 0 then
+    -- runs made since the tip exists say so in run.started: a missing tip
+    -- there is a deleted one
+    local first = jcore.head(self:journal_path(id))
+    if first and first.anchor then damage(info, "the tip record is missing (deleted?)") end
+  end
   return items, info
 end
 
@@ -133,37 +195,133 @@ end
 -- a torn line (a crash: that run is unfinished). Reads only the tail, so
 -- finding the run to resume costs the same whatever the journals' length.
 local function last_type(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local size = f:seek("end")
-  local from = math.max(0, size - 65536)
-  f:seek("set", from)
-  local tail = f:read("a") or ""
-  f:close()
-  if tail:sub(-1) ~= "\n" then return nil end
-  -- walk back to the previous newline (a pattern anchored at $ would try
-  -- every start position)
-  local i = #tail - 1
-  while i > 0 and tail:byte(i) ~= 10 do i = i - 1 end
-  local last = tail:sub(i + 1, #tail - 1)
-  return last:match('^{"seq":%d+,"ts":"[^"]*","run":"[^"]*","type":"([^"]+)"')
+  local last = jcore.last(path)
+  return last and last.type
 end
 
 local DONE = { ["run.finished"] = true, ["run.rolled_back"] = true }
 
---- The newest unfinished run of the named runbook, or nil. The caller
---- reads (and, to continue it, locks) the run.
+--- The newest unfinished run of the named runbook, or nil; and, when the
+--- newest run of that runbook is finished but damaged, its id and what is
+--- wrong (so starting a new run does not pass over it in silence). The
+--- caller reads (and, to continue it, locks) the run.
 function Store:find_unfinished(name)
   local ids = self:list()
   local prefix = name .. "-"
+  local newest
   for i = #ids, 1, -1 do
     local id = ids[i]
     local rest = id:sub(#prefix + 1)
     if id:sub(1, #prefix) == prefix and rest:match("^%d%d%d%d%d%d%d%d%-%d%d%d%d%d%d%-%x%x%x%x$") then
       if not DONE[last_type(self:journal_path(id)) or ""] then return id end
+      if not newest then newest = id end
     end
   end
+  if newest then
+    local ok, _, info = pcall(self.read, self, newest, "none")
+    if ok and info.damaged then return nil, newest, info.damage end
+  end
   return nil
+end
+
+local function locked(what, holder, busy)
+  errors.raise { kind = "store", code = busy and "locked" or "io", message = string.format("%s is locked by %s", what, holder),
+    details = { holder = holder } }
+end
+
+--- The lock held while a run of runbook `name` is found or made, so two
+--- fresh `exec`s cannot both start one. Raises kind "store" code "locked".
+function Store:choose(name)
+  local dir = self.root .. "/locks"
+  fs.mkdir_p(dir, 448)
+  local lock, holder, busy = jcore.lock(dir .. "/" .. name)
+  if not lock then locked("runbook " .. name .. " (another exec is choosing its run)", holder, busy) end
+  return lock
+end
+
+-- Releases what an open_run gathered, unless it was handed over.
+local Gathered = { __close = function(g)
+  if g.kept then return end
+  if g.log then g.log:close() end
+  if g.journal then g.journal:close() end
+  if g.lock then g.lock:release() end
+end }
+
+local OpenRun = {}
+OpenRun.__index = OpenRun
+
+--- Appends an event and applies it to the state. Returns the event.
+function OpenRun:append(type_, fields)
+  fields = fields or {}
+  local seq = self.journal:append(type_, fields)
+  local ev = {}
+  for k, v in pairs(fields) do ev[k] = v end
+  ev.type, ev.seq, ev.run = type_, seq, self.id
+  state.apply(self.state, ev)
+  return ev
+end
+
+function OpenRun:close()
+  if self.log then self.log:close() self.log = nil end
+  if self.journal then self.journal:close() self.journal = nil end
+  if self.lock then self.lock:release() self.lock = nil end
+end
+OpenRun.__close = OpenRun.close
+
+--- Opens one run to drive or change it: takes its lock, reads and checks
+--- the journal (against its tip), folds it, opens it for appending (a
+--- torn tail is cut here, and the cut recorded) and opens the run log.
+--- opts.create makes a new run with id (its folder, journal, tip, log).
+--- Returns an OpenRun {id, lock, journal, log, state, info, events} with
+--- :append and :close. Raises kind "store" with code "locked" (details.holder),
+--- "damaged" (details: seq, missing, after, reason), "audit-key" or "io";
+--- nothing stays locked or open when it raises.
+function Store:open_run(id, opts)
+  opts = opts or {}
+  local create = opts.create
+  if create then
+    local ok, err = fs.mkdir_p(self:run_dir(id), 448)
+    if not ok then raise("io", "cannot create the run folder: %s", err) end
+  end
+  local g <close> = setmetatable({}, Gathered)
+  local lock, holder, busy = jcore.lock(self:lock_path(id))
+  if not lock then locked("run " .. id, holder, busy) end
+  g.lock = lock
+  local key = M.audit_key()
+  local events, info
+  if create then
+    events, info = {}, nil
+  else
+    -- read under the lock: no other process moves it on from here
+    events, info = self:read(id)
+    if info.needs_key then
+      errors.raise { kind = "store", code = "audit-key", message = string.format("run %s is HMAC-protected: set RUNBOOK_AUDIT_KEY to continue it", id) }
+    end
+    if info.damaged then
+      local what = info.bad_seq and string.format("at seq %d (%s)", info.bad_seq, info.reason) or (": " .. info.damage)
+      errors.raise { kind = "store", code = "damaged", message = string.format(
+        "run %s: the journal is damaged%s; it will not be continued. See `runbook audit verify %s` and `runbook log %s`, or start a new run with --new.",
+        id, info.bad_seq and (" " .. what) or what, id, id),
+        details = { run = id, seq = info.bad_seq, missing = info.missing, after = info.missing_after, reason = info.damage } }
+    end
+  end
+  local st = state.fold(events)
+  if st.hmac and not key then
+    errors.raise { kind = "store", code = "audit-key", message = string.format("run %s is HMAC-protected: set RUNBOOK_AUDIT_KEY to continue it", id) }
+  end
+  local journal, jerr = jcore.open(self:journal_path(id), id, key, info, create, self:tip_path(id))
+  if not journal then raise("io", "%s", jerr) end
+  g.journal = journal
+  local log, lerr = jcore.open_log(self:log_path(id))
+  if not log then raise("io", "%s", lerr) end
+  g.log = log
+  local r = setmetatable({ id = id, store = self, lock = lock, journal = journal, log = log, info = info or { count = 0 },
+    events = events, state = st }, OpenRun)
+  if info and info.torn_bytes then
+    r:append("journal.truncated", { torn_seq = info.torn_seq, bytes = info.torn_bytes, sha256 = info.torn_sha256, reason = info.reason })
+  end
+  g.kept = true
+  return r
 end
 
 local function parse_key(text, where)
@@ -172,6 +330,21 @@ local function parse_key(text, where)
   local raw = crypto.base64_decode(text)
   if raw and #raw == 32 then return raw end
   raise("bad-key", "%s must be 64 hex digits or the base64 of 32 bytes", where)
+end
+
+--- Refuses a key file others may read (or one that is a symbolic link):
+--- the key is used without a word only when it is the owner's alone.
+--- Returns its path.
+function Store:check_key_file()
+  local path = self.root .. "/secret.key"
+  local st = fs.stat(path)
+  if st and st.type == "link" then
+    raise("key-mode", "%s is a symbolic link; store files are never followed: put the key file itself there (mode 0600)", path)
+  elseif st and st.mode & 63 ~= 0 then
+    raise("key-mode", "%s has mode %04o: others may read the key that seals this store's secrets. Run `chmod 600 %s` (and, if others could read it, rotate the secrets it sealed), then run the command again",
+      path, st.mode & 4095, path)
+  end
+  return path
 end
 
 --- The key that seals secret memos: RUNBOOK_SECRET_KEY, else the store's
@@ -184,7 +357,7 @@ function Store:secret_key(create)
   if env and env ~= "" then
     raw = parse_key(env, "RUNBOOK_SECRET_KEY")
   else
-    local path = self.root .. "/secret.key"
+    local path = self:check_key_file()
     local f = io.open(path, "rb")
     if f then
       raw = parse_key(f:read("a"), path)

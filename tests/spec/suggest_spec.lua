@@ -1,0 +1,31 @@
+local suggest = require "runbook._engine.suggest"
+
+describe("runbook._engine.suggest", function()
+  it("measures edits over lower case, a case-only difference as 0.5", function()
+    assert.are.equal(0, suggest.distance("exec", "exec"))
+    assert.are.equal(0.5, suggest.distance("m7", "M7"))
+    assert.are.equal(2, suggest.distance("exce", "exec"))
+    assert.are.equal(3, suggest.distance("kitten", "sitting"))
+    assert.are.equal(4, suggest.distance("", "plan"))
+  end)
+
+  it("finds the nearest word in a set or a list, ties alphabetically", function()
+    assert.are.equal("exec", suggest.nearest("exce", { "exec", "plan", "check" }))
+    assert.are.equal("title", suggest.nearest("titel", { title = "string", owner = "string" }))
+    assert.are.equal("M7", suggest.nearest("m7", { M7 = true, M8 = true }))
+    assert.are.equal("M1", suggest.nearest("M9", { M1 = true, M2 = true }))
+    assert.are.equal("--dry-run", suggest.nearest("--dryrun", { "--dry-run", "--new" }))
+  end)
+
+  it("suggests nothing far away, for a one-letter word, or for the word itself", function()
+    assert.is_nil(suggest.nearest("deploy", { "exec", "plan" }))
+    assert.is_nil(suggest.nearest("x", { y = true }))
+    assert.is_nil(suggest.nearest("exec", { "exec" }))
+    assert.is_nil(suggest.nearest("exec", {}))
+  end)
+
+  it("phrases a hint to append to a message", function()
+    assert.are.equal(" (did you mean 'status'?)", suggest.hint("staus", { "status", "runs" }))
+    assert.are.equal("", suggest.hint("zzzzzz", { "status" }))
+  end)
+end)
