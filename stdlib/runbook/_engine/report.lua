@@ -142,12 +142,26 @@ local function collect(events)
         s.waits[#s.waits + 1] = { from = t }
         s.status = "waiting"
       elseif ty == "step.confirmed" then
-        local w = s.waits[#s.waits]
-        if w and not w.to then w.to = t end
+        -- with approvers = N the step is confirmed once N different people
+        -- have (as the fold counts them: by actor, else by user@host)
         s.confirmations[#s.confirmations + 1] = ev
-        s.status = "confirmed"
+        s.actors = s.actors or {}
+        local actor = ev.actor or (tostring(ev.by) .. "@" .. tostring(ev.host))
+        if not s.actors[actor] then
+          s.actors[actor] = true
+          s.approvals = (s.approvals or 0) + 1
+        end
+        local needed = math.max(math.tointeger(ev.needed) or 1, 1)
+        if s.approvals >= needed or ev.via == "verify" or ev.via == "dry-run" then
+          local w = s.waits[#s.waits]
+          if w and not w.to then w.to = t end
+          s.status = "confirmed"
+        else
+          s.status = string.format("waiting (%d of %d approvals)", s.approvals, needed)
+        end
       elseif ty == "step.skipped" then s.status = "skipped"
-      elseif ty == "step.reset" or ty == "step.undone" then s.status = "pending"
+      elseif ty == "step.reset" or ty == "step.undone" then
+        s.status, s.actors, s.approvals = "pending", nil, nil
       elseif ty == "action" then s.actions[#s.actions + 1] = ev
       end
     end

@@ -52,14 +52,26 @@ function M.rows(src, q)
     local ok, st, info = pcall(src.state, src, id)
     if ok then
       local events = src:events(id)
-      local waiting = {}
+      local waiting, approvals = {}, nil
       for _, sid in ipairs(st.step_order or {}) do
-        if state.step(st, sid).status == "waiting" then waiting[#waiting + 1] = sid end
+        local ss = state.step(st, sid)
+        if ss.status == "waiting" then
+          waiting[#waiting + 1] = sid
+          if ss.approvals and #ss.approvals > 0 then
+            approvals = approvals or {}
+            approvals[sid] = string.format("%d of %d approvals so far, by %s: the next must be someone else", #ss.approvals,
+              ss.approvals_needed or 1, table.concat((function()
+                local who = {}
+                for i, a in ipairs(ss.approvals) do who[i] = a.actor end
+                return who
+              end)(), ", "))
+          end
+        end
       end
       local row = {
         run = id, runbook = st.runbook, status = info.bad_seq and "damaged" or st.status,
         started = st.started_at, by = st.started_by, done = #st.completed, steps = #(st.step_order or {}),
-        events = info.count, waiting = waiting,
+        events = info.count, waiting = waiting, approvals = approvals,
       }
       local day = type(row.started) == "string" and row.started:sub(1, 10) or ""
       local keep = (not q.runbook or q.runbook == "" or q.runbook == row.runbook)
@@ -123,8 +135,10 @@ function M.waiting(src)
   for _, r in ipairs(M.rows(src, {})) do
     for _, step in ipairs(r.waiting) do
       n = n + 1
-      out[#out + 1] = string.format('<section class="waiting" data-run="%s" data-step="%s"><h3><a href="/runs/%s">%s</a>: step <span class="mono">%s</span> (%s)</h3><pre class="cmd">%s</pre></section>',
-        esc(r.run), esc(step), esc(r.run), esc(r.run), esc(step), esc(r.runbook or ""), esc(M.confirm_command(src, r.run, step)))
+      local so_far = r.approvals and r.approvals[step]
+      out[#out + 1] = string.format('<section class="waiting" data-run="%s" data-step="%s"><h3><a href="/runs/%s">%s</a>: step <span class="mono">%s</span> (%s)</h3>%s<pre class="cmd">%s</pre></section>',
+        esc(r.run), esc(step), esc(r.run), esc(r.run), esc(step), esc(r.runbook or ""),
+        so_far and ('<p class="approvals">' .. esc(so_far) .. "</p>") or "", esc(M.confirm_command(src, r.run, step)))
     end
   end
   if n == 0 then out[#out + 1] = '<p id="none">No run is waiting for a person.</p>' end
