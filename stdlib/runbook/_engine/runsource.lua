@@ -51,7 +51,10 @@ function Source:resolve(ref) return self.store:resolve(ref) end
 
 --- True when the store holds a run with exactly this id.
 function Source:has(id)
-  return type(id) == "string" and id:match("^[%w][%w._-]*$") ~= nil and fs.stat(self.store:journal_path(id)) ~= nil
+  -- a run id is a runbook name (the loader allows [%w._-]+) and a suffix:
+  -- no slash, never "." or "..", so it names a folder under runs/ only
+  return type(id) == "string" and id:match("^[%w._-]+$") ~= nil and not id:match("^%.+$")
+    and fs.stat(self.store:journal_path(id)) ~= nil
 end
 
 --- A run's events (all, or those with seq > after) and the scan info.
