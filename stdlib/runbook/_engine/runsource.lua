@@ -36,11 +36,31 @@ function Source:scan(id)
   -- the tip record too: a tip deleted or rewritten alone changes the verdict
   local key = (stamp(self.store:journal_path(id)) or "-") .. "/" .. (stamp(self.store:tip_path(id)) or "-")
   local c = self.cache[id]
-  if c and c.key == key then return c end
+  if c and c.key == key then
+    self.used = (self.used or 0) + 1
+    c.used = self.used
+    return c
+  end
   local events, info = self.store:read(id)
   c = { key = key, events = events, info = info }
-  self.cache[id] = c
+  self:remember(id, c)
   return c
+end
+
+-- At most M.CACHED runs are kept (the runs list reads every run once; a
+-- store of hundreds of long runs must not stay in memory): the one used
+-- longest ago goes first.
+M.CACHED = 16
+function Source:remember(id, c)
+  self.used = (self.used or 0) + 1
+  c.used = self.used
+  self.cache[id] = c
+  local n, oldest, oldest_id = 0, math.huge, nil
+  for k, v in pairs(self.cache) do
+    n = n + 1
+    if v.used < oldest then oldest, oldest_id = v.used, k end
+  end
+  if n > M.CACHED then self.cache[oldest_id] = nil end
 end
 
 --- Run ids, oldest first.
