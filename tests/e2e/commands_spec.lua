@@ -15,9 +15,7 @@ local function last(evs, t)
   end
 end
 local function wait_for(path)
-  local t0 = host.monotime()
-  while not rb.exists(path) and host.monotime() - t0 < 20 do host.sleep(0.01) end
-  return rb.exists(path)
+  return rb.wait_for(path, function() return rb.exists(path) end)
 end
 
 before_each(function() dir = rb.tmpdir("cmd") end)

@@ -184,11 +184,7 @@ describe("crash and resume", function()
       local dir = setup_dir()
       local env = { CRASH_SLEEP_AT = tostring(i) }
       local p = rb.exec("crash.lua", { cwd = dir, params = { dir = dir }, start = true, env = env })
-      local deadline = os.time() + 20
-      while not rb.exists(dir .. "/sleeping-" .. i) and os.time() < deadline do
-        require("runbook._host").sleep(0.01)
-      end
-      assert.truthy(rb.exists(dir .. "/sleeping-" .. i))
+      rb.wait_for("step " .. i .. " to start sleeping", function() return rb.exists(dir .. "/sleeping-" .. i) end)
       p:kill("KILL")
       p:wait(10)
       local r = exec(dir)

@@ -41,11 +41,7 @@ describe("runbook.pg after SIGKILL", function()
   end
 
   local function wait_for(fn, what, timeout)
-    local t0 = host.monotime()
-    while not fn() do
-      assert(host.monotime() - t0 < (timeout or 20), "timed out waiting for " .. what)
-      host.sleep(0.02)
-    end
+    return rbtest.wait_for(what, fn, { timeout = timeout })
   end
 
   local function events_of_type(t) return rbtest.events(dir .. "/state", t) end
@@ -55,20 +51,26 @@ describe("runbook.pg after SIGKILL", function()
     local mdir = dir .. "/migrations"
     assert(fs.mkdir_p(mdir, 448))
     rbtest.write(mdir .. "/20260101000000_laws.sql", "-- migrate:up\ncreate table laws (id serial primary key, name text);\n-- migrate:down\ndrop table laws;\n")
-    rbtest.write(mdir .. "/20260102000000_slow.sql", "-- migrate:up\ncreate table slow (id int);\ninsert into laws (name) values ('from-002');\nselect pg_sleep(1.5);\n-- migrate:down\ndrop table slow;\n")
+    rbtest.write(mdir .. "/20260102000000_slow.sql", "-- migrate:up\ncreate table slow (id int);\ninsert into laws (name) values ('from-002');\nselect pg_advisory_xact_lock(4243);\n-- migrate:down\ndrop table slow;\n")
     rbtest.write(mdir .. "/20260103000000_articles.sql", "-- migrate:up\ncreate table articles (id int);\n-- migrate:down\ndrop table articles;\n")
     local path = book(string.format([[
 step "M7" { title = "migrate", run = function() return #pg.migrate { url = %q, dir = %q }.applied end }
 ]], url, mdir))
+    -- 002 waits for an advisory lock the test holds: it stays in flight until
+    -- the kill, however slow the machine
+    local gate = pg.connect(url)
+    gate:value("SELECT pg_advisory_lock(4243)")
     local p = exec(path)
     local db <close> = pg.connect(url)
     wait_for(function()
-      return db:value("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(1.5)%' AND state = 'active' AND pid <> pg_backend_pid()") > 0
+      return db:value("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_advisory_xact_lock(4243)%' AND state = 'active' AND pid <> pg_backend_pid()") > 0
     end, "the slow migration")
     p:kill("KILL")
     p:wait()
     -- 002 was in flight: its transaction never committed
     assert.are.equal("20260101000000", db:value("SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations"))
+    gate:value("SELECT pg_advisory_unlock(4243)")
+    gate:close()
     local code = finish(path)
     assert.are.equal(0, code)
     assert.are.equal("20260101000000,20260102000000,20260103000000", db:value("SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations"))

@@ -11,7 +11,6 @@ local pg = require "runbook.pg"
 local s3 = require "runbook.s3"
 local secret = require "runbook.secret"
 local crypto = require "runbook._crypto"
-local host = require "runbook._host"
 local proc = require "runbook._proc"
 
 local BOOK = [[
@@ -72,11 +71,7 @@ describe("a backup to object storage after SIGKILL", function()
   after_each(function() rbtest.rmtree(dir) end)
 
   local function wait_for(fn, what, timeout)
-    local t0 = host.monotime()
-    while not fn() do
-      assert(host.monotime() - t0 < (timeout or 30), "timed out waiting for " .. what)
-      host.sleep(0.02)
-    end
+    return rbtest.wait_for(what, fn, { timeout = timeout })
   end
 
   local function fingerprint(u)
@@ -93,15 +88,16 @@ describe("a backup to object storage after SIGKILL", function()
     end
     -- pg_dump as usual, unless the "die" file exists: then the archive
     -- stops after 1.5 MB and the tool hangs, as if the network stalled
-    local tool, die, hung = dir .. "/pg_dump", dir .. "/die", dir .. "/hung"
+    local tool, die, hung, hung_pid = dir .. "/pg_dump", dir .. "/die", dir .. "/hung", dir .. "/hung.pid"
     rbtest.write(tool, string.format([[#!/bin/sh
 if [ -e %s ]; then
   pg_dump "$@" | head -c 1500000
+  echo $$ > %s
   touch %s
   exec sleep 30
 fi
 exec pg_dump "$@"
-]], die, hung), 448)
+]], die, hung_pid, hung), 448)
     rbtest.write(die, "")
     local book = dir .. "/book.lua"
     rbtest.write(book, BOOK)
@@ -112,11 +108,21 @@ exec pg_dump "$@"
     local p = rbtest.start(args, { cwd = dir, env = env })
     wait_for(function() return rbtest.exists(hung) end, "the stalled pg_dump")
     -- all 1.5 MB read: five 256 KiB parts go up, the rest stays buffered
-    wait_for(function() return #client:list_multipart { bucket = "backups", prefix = "nightly/" } == 1 end, "the multipart upload")
-    host.sleep(0.5)
+    local upload
+    wait_for(function()
+      upload = client:list_multipart { bucket = "backups", prefix = "nightly/" }[1]
+      return upload ~= nil
+    end, "the multipart upload")
+    wait_for(function()
+      local res = client:_must { verb = "list-parts", method = "GET", bucket = "backups", key = upload.key,
+        query = { uploadId = upload.upload_id } }
+      local parts = select(2, res.body:gsub("<Part>", ""))
+      return parts >= 5
+    end, "five parts uploaded")
     p:kill("KILL")
     p:wait()
-    local k = assert(proc.spawn { argv = { "pkill", "-f", "sleep 30" } })
+    -- the stalled tool outlives the killed runbook: stop it by its pid (not by name, which could hit others' processes)
+    local k = assert(proc.spawn { argv = { "kill", (assert(rbtest.read(hung_pid)):gsub("%s+$", "")) } })
     k:communicate {}
 
     -- dead mid-upload: nothing that looks like a backup

@@ -49,7 +49,7 @@ function M.start(opts)
   local srv = setmetatable({ proc = p, dir = dir, port = port, base = "https://127.0.0.1:" .. port }, Server)
   for k, v in pairs(certs) do srv[k] = v end
   local c = curl.client { ca_file = certs.ca_file, timeout = 2, connect_timeout = 1 }
-  local deadline = host.monotime() + 10
+  local deadline = host.monotime() + 30 -- a busy machine starts it slowly
   while not c:request { url = srv.base .. "/" } do
     if host.monotime() > deadline then
       c:close()

@@ -7,6 +7,7 @@
 --   srv:stop()
 local proc = require "runbook._proc"
 local rbtest = require "rbtest"
+local host = require "runbook._host"
 
 local M = {}
 
@@ -77,10 +78,10 @@ function M.start(opts)
     "--token", opts.token or "test-token" }
   if opts.plain then argv[#argv + 1] = "--plain" end
   local p = assert(proc.spawn { argv = argv, stdout = "pipe", stderr = "null" })
-  local out, deadline = "", os.time() + 20
+  local out, deadline = "", host.monotime() + 30
   while not out:find("\n") do
     local chunk = p:read(256, 0.5)
-    if chunk == nil or os.time() > deadline then
+    if chunk == nil or host.monotime() > deadline then
       p:kill(9); p:wait()
       rbtest.rmtree(dir)
       error("httpserver.py did not start: " .. out)

@@ -18,10 +18,25 @@ function M.after(seconds)
   end
 end
 
+--- Sends SIGINT to this process once `path` exists and is not empty (for
+--- a test that must interrupt a command only once it runs: a fixed delay
+--- can fire before it starts on a busy machine). Gives up after 30 s.
+function M.once(path)
+  host.trap_signals()
+  local script = string.format("i=0; while [ ! -s '%s' ]; do i=$((i+1)); [ $i -lt 3000 ] || exit 1; sleep 0.01; done; kill -INT %d",
+    path, host.pid())
+  local p = assert(proc.spawn { argv = { "sh", "-c", script }, stdout = "null", stderr = "null", group = false })
+  return function()
+    p:wait(40)
+    host.clear_interrupt()
+  end
+end
+
 --- Runs fn under the guard (as a step runs) with SIGINT arriving after
---- `seconds`. Returns guarded's results and the elapsed time.
-function M.run(seconds, fn)
-  local done = M.after(seconds)
+--- `when` seconds, or once the file `when.file` has been written.
+--- Returns guarded's results and the elapsed time.
+function M.run(when, fn)
+  local done = type(when) == "table" and M.once(when.file) or M.after(when)
   local t0 = host.monotime()
   local r = table.pack(host.guarded(nil, fn))
   local elapsed = host.monotime() - t0

@@ -8,12 +8,14 @@
 --   fake.server, fake.kubeconfig, fake.dir, fake.ca_file, fake.token
 --   fake:control("POST", "/_fake/faults", { fail = { code = 500 } })
 --   fake:requests()                         -- the request log (list of entries)
+--   fake:await("GET", "deployments$", 2)    -- waits for requests to appear in it
 --   fake:reset()                            -- store, faults and log back to the start
 --   fake:stop()
 local proc = require "runbook._proc"
 local curl = require "runbook._curl"
 local json = require "runbook._json"
 local rbtest = require "rbtest"
+local host = require "runbook._host"
 
 local M = {}
 
@@ -93,10 +95,10 @@ function M.start(opts)
   for _, t in ipairs(opts.tokens or {}) do argv[#argv + 1] = "--token"; argv[#argv + 1] = t end
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   local p = assert(proc.spawn { argv = argv, stdout = "pipe", stderr = opts.stderr or "null" })
-  local out, deadline = "", os.time() + 20
+  local out, deadline = "", host.monotime() + 30
   while not out:find("\n") do
     local chunk = p:read(256, 0.5)
-    if chunk == nil or os.time() > deadline then
+    if chunk == nil or host.monotime() > deadline then
       p:kill("KILL"); p:wait()
       rbtest.rmtree(dir)
       error("fake_apiserver.py did not start: " .. out)
@@ -140,26 +142,100 @@ function Fake:matching(method, pattern, since)
   return out
 end
 
--- Runs control calls from another process, each after its delay (seconds
--- since the previous one), while the spec's own call is blocked in a wait.
+--- Waits until the request log holds at least `n` (default 1) entries of
+--- `method` (nil = any) whose path matches the Lua pattern `pattern`;
+--- returns them. opts: watch (true/false to pick watches or not), since
+--- (seq), timeout (default 30 s, see rbtest.wait_for).
+function Fake:await(method, pattern, n, opts)
+  opts = opts or {}
+  n = n or 1
+  local got
+  return rbtest.wait_for(string.format("%d %s request(s) on %s", n, method or "any", pattern), function()
+    got = {}
+    for _, e in ipairs(self:matching(method, pattern, opts.since)) do
+      if opts.watch == nil or e.watch == opts.watch then got[#got + 1] = e end
+    end
+    return #got >= n and got, #got .. " so far"
+  end, opts)
+end
+
+-- Runs control calls from another process while the spec's own call is
+-- blocked in a wait. Each step first waits for its event: `after` = {method,
+-- path (a Python regex searched in the path), watch (bool), count (default
+-- 1)} is the request log holding that many matching entries; a step without
+-- it follows the previous step at once. There is no fixed delay: on a busy
+-- machine a step happens after the request it depends on, however late.
+-- A step may also call the API itself: auth = true sends the fake's token,
+-- content_type replaces application/json (for a PATCH).
 -- Prints "AT <epoch seconds>" after each call, for timing measurements.
 local LATER = [[
-import json, ssl, sys, time, urllib.request
-base, ca, steps = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+import http.client, json, re, ssl, sys, time
+port, ca, steps, token = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 ctx = ssl.create_default_context(cafile=ca)
+conn = None
+def call(method, path, body=None, step={}):
+    # one kept-alive connection: a poll costs a request, not a TLS handshake
+    global conn
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": step.get("content_type", "application/json")}
+    if step.get("auth"):
+        headers["Authorization"] = "Bearer " + token
+    for attempt in (1, 2):
+        try:
+            if conn is None:
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+            conn.request(method, path, body=data, headers=headers)
+            r = conn.getresponse()
+            out = r.read()
+            if r.status >= 300:
+                sys.exit("later: %s %s: %d %s" % (method, path, r.status, out[:300]))
+            return out
+        except (http.client.HTTPException, OSError):
+            conn = None
+            if attempt == 2:
+                raise
+call("GET", "/_fake/health")
+print("READY", flush=True)
+def seen(after):
+    items = json.loads(call("GET", "/_fake/requests"))["items"]
+    return len([e for e in items if after.get("method") in (None, e["method"])
+                and re.search(after.get("path", ""), e["path"])
+                and after.get("watch") in (None, e["watch"])]) >= after.get("count", 1)
 for s in steps:
-    time.sleep(s.get("delay", 0))
-    body = json.dumps(s["body"]).encode() if "body" in s else None
-    req = urllib.request.Request(base + s["path"], data=body, method=s.get("method", "POST"),
-                                 headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(req, context=ctx).read()
+    if "after" in s:
+        deadline = time.time() + 30
+        while not seen(s["after"]):
+            if time.time() > deadline:
+                sys.exit("later: no %s in the request log after 30 s" % json.dumps(s["after"]))
+            time.sleep(0.01)
+    call(s.get("method", "POST"), s["path"], s.get("body"), s)
     print("AT %.6f" % time.time(), flush=True)
 ]]
 
---- Starts the steps {{delay=, method=, path=, body=}, ...} in a child
---- process; returns it (p:communicate{} collects the "AT" lines).
+-- The child of Fake:later: p:communicate{} as for a process, its output
+-- including what came with the READY line.
+local Later = {}
+Later.__index = Later
+function Later:communicate(o)
+  local r = self.proc:communicate(o)
+  r.stdout = self.early .. (r.stdout or "")
+  return r
+end
+
+--- Starts the steps {{after=, method=, path=, body=, auth=, content_type=}, ...} in a child
+--- process and returns it once it is running and connected (a python3 that
+--- starts slowly on a busy machine would otherwise eat into the time a step
+--- has); p:communicate{} collects the "AT" lines.
 function Fake:later(steps)
-  return assert(proc.spawn { argv = { "python3", "-c", LATER, self.server, self.ca_file, json.encode(steps) } })
+  local p = assert(proc.spawn { argv = { "python3", "-c", LATER, tostring(self.port), self.ca_file, json.encode(steps), self.token } })
+  local out = ""
+  rbtest.wait_for("the later child to start", function()
+    local chunk = p:read(64, 0.1)
+    if chunk == nil then error("the later child exited: " .. out .. tostring(p:communicate({ timeout = 5 }).stderr)) end
+    out = out .. chunk
+    return out:find("READY\n", 1, true)
+  end)
+  return setmetatable({ proc = p, early = out:match("READY\n(.*)$") }, Later)
 end
 
 --- The epoch times the steps of a `later` child ran at.

@@ -33,7 +33,8 @@ if [ -e "$d/blackhole.py" ]; then
   python3 "$d/blackhole.py" "$d/ready" >/dev/null 2>&1 &
   bh=$!
   i=0
-  while [ ! -e "$d/ready" ]; do i=$((i+1)); [ $i -lt 250 ] || exit 97; sleep 0.02; done
+  # up to 30 s: python3 starting on a busy machine
+  while [ ! -e "$d/ready" ]; do i=$((i+1)); [ $i -lt 1500 ] || exit 97; sleep 0.02; done
 fi
 set +e
 "$@"

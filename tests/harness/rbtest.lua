@@ -3,6 +3,7 @@
 local proc = require "runbook._proc"
 local fs = require "runbook._fs"
 local crypto = require "runbook._crypto"
+local host = require "runbook._host"
 
 local M = {}
 
@@ -39,6 +40,28 @@ function M.read(path)
 end
 
 function M.exists(path) return fs.stat(path) ~= nil end
+
+--- Polls `fn` until it returns a truthy value, and returns what it returned.
+--- For a test that needs an event (a request in a fake's log, a file, a
+--- row, a state) instead of sleeping a fixed time: the deadline is generous
+--- because machines running the suite are shared and busy.
+--- opts: timeout (seconds, default 30), interval (default 0.02).
+--- Raises "timed out after N s waiting for <what>" (plus fn's second result,
+--- if it gave one, as the last thing it saw).
+function M.wait_for(what, fn, opts)
+  opts = opts or {}
+  local timeout = opts.timeout or 30
+  local deadline = host.monotime() + timeout
+  while true do
+    local value, seen = fn()
+    if value then return value end
+    if host.monotime() > deadline then
+      error(string.format("timed out after %g s waiting for %s%s", timeout, what,
+        seen ~= nil and ("; last seen: " .. tostring(seen)) or ""), 2)
+    end
+    host.sleep(opts.interval or 0.02)
+  end
+end
 
 --- Runs the runbook binary to completion.
 --- opts: cwd, env (merged over ours), input, timeout (default 60).
@@ -112,6 +135,20 @@ function M.journal(state_dir)
   local out = {}
   for line in io.lines(path) do out[#out + 1] = json.decode(line) end
   return out, path, runs[#runs]
+end
+
+--- The events a running process has written to its newest journal so far
+--- (complete lines only; none before the run has started), for waiting on
+--- one with M.wait_for.
+function M.journal_so_far(state_dir)
+  local runs = fs.listdir(state_dir .. "/runs") or {}
+  if #runs == 0 then return {} end
+  local json = require "runbook._json"
+  local out = {}
+  for line in (M.read(state_dir .. "/runs/" .. runs[#runs] .. "/journal.jsonl") or ""):gmatch("([^\n]*)\n") do
+    out[#out + 1] = json.decode(line)
+  end
+  return out
 end
 
 return M

@@ -35,8 +35,10 @@ python3 "$here/fake_apiserver.py" --port 0 --cert "$tmp/certs/server.crt" --key 
     --client-ca "$tmp/certs/ca.crt" --token test-token --controller-delay 0.2 \
     >"$tmp/ready" 2>"$tmp/server.log" &
 pid=$!
-for _ in $(seq 100); do
+# up to 30 s: python3 starting on a busy machine
+for _ in $(seq 600); do
     grep -q '^READY ' "$tmp/ready" 2>/dev/null && break
+    kill -0 $pid 2>/dev/null || break
     sleep 0.05
 done
 port=$(awk '/^READY /{print $2}' "$tmp/ready")

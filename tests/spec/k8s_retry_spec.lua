@@ -124,11 +124,12 @@ describe("k8s retries", function()
   end)
 
   it("times out slow answers, names the server, and retries a GET", function()
-    local quick = k8s.connect { kubeconfig = fake.kubeconfig, timeout = 0.3, retries = 1, retry_delay = 0.01 }
+    -- the limit leaves a busy machine time for a normal answer; the slow one is well past it
+    local quick = k8s.connect { kubeconfig = fake.kubeconfig, timeout = 1, retries = 1, retry_delay = 0.01 }
     quick:create(cm("slow"))
-    fake:faults { slow = { ms = 1000 }, method = "GET", path = "/configmaps/slow$" }
+    fake:faults { slow = { ms = 4000 }, method = "GET", path = "/configmaps/slow$" }
     assert.are.equal("slow", quick:get({ kind = "ConfigMap", name = "slow" }).metadata.name)
-    fake:faults { slow = { ms = 1000 }, count = -1, method = "GET", path = "/configmaps/slow$" }
+    fake:faults { slow = { ms = 4000 }, count = -1, method = "GET", path = "/configmaps/slow$" }
     local e = err_of(quick.get, quick, { kind = "ConfigMap", name = "slow" })
     assert.are.equal("timeout", e.code)
     assert.matches("^the Kubernetes API server " .. fake.server:gsub("%p", "%%%0") .. " did not answer GET /api/v1/namespaces/default/configmaps/slow in time: ", e.message)

@@ -117,8 +117,7 @@ end }
       freeze = true, status = { observedGeneration = 1, replicas = 1, updatedReplicas = 1, availableReplicas = 0 } })
     local p = rb.start({ "exec", "wait.lua", "--only", "W", "--param", "kubeconfig=" .. fake.kubeconfig }, { cwd = dir })
     -- once it watches, Ctrl-C
-    local deadline = os.time() + 20
-    while #fake:matching("GET", "deployments$") < 2 and os.time() < deadline do require("runbook._host").sleep(0.05) end
+    fake:await("GET", "deployments$", 1, { watch = true })
     local t0 = require("runbook._host").monotime()
     p:kill("INT")
     local code = p:wait(10)

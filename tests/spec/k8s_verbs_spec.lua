@@ -171,11 +171,19 @@ describe("k8s verbs", function()
     assert.are.same({ "deleted", "absent" }, { audit.recorded[2].result, audit.recorded[3].result })
     local e = err_of(c.delete, c, { kind = "ConfigMap", name = "d1" }, { must_exist = true })
     assert.are.equal("NotFound", e.code)
-    -- a Deployment deleted in the foreground lingers while its dependents go
-    c:apply(deployment("fg", 1))
+    -- A Deployment deleted in the foreground lingers while its dependents
+    -- go; a finalizer of the test's keeps it until the wait is watching (the
+    -- controllers alone may finish before the wait starts on a busy machine)
+    local fg = deployment("fg", 1)
+    fg.metadata.finalizers = { "test.runbook.dev/hold" }
+    c:apply(fg)
     c:rollout_status { kind = "Deployment", name = "fg", timeout = 20 }
     fake:clear_requests()
+    local p = fake:later { { after = { path = "deployments$", watch = true }, method = "PATCH", auth = true,
+      content_type = "application/merge-patch+json", path = "/apis/apps/v1/namespaces/default/deployments/fg",
+      body = { metadata = { finalizers = json.null } } } }
     assert.are.equal("deleted", c:delete({ kind = "Deployment", name = "fg" }, { propagation = "Foreground", wait = true, timeout = 20 }))
+    assert.are.equal(0, p:communicate({ timeout = 30 }).code)
     assert.is_nil(c:get { kind = "Deployment", name = "fg" })
     local del = fake:matching("DELETE", "deployments/fg$")
     assert.are.equal(1, #del)

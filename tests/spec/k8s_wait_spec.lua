@@ -33,6 +33,11 @@ local function traffic(fake, path)
   return lists, watches, gets
 end
 
+-- Body of a /_fake/status call for Deployment `name` in default.
+local function dstatus(name, status, freeze)
+  return { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = name, status = status, freeze = freeze }
+end
+
 describe("k8s waits", function()
   local fake, c
   local DEPLOYS = "/apis/apps/v1/namespaces/default/deployments"
@@ -47,9 +52,16 @@ describe("k8s waits", function()
   end)
 
   it("waits for a condition through one list and one watch, not by polling", function()
+    -- held unavailable until the wait watches: the controllers alone may finish
+    -- before the wait lists on a busy machine, and then it never watches
     c:apply(deployment("web"))
+    fake:set_status(dstatus("web", { observedGeneration = 1,
+      conditions = { { type = "Available", status = "False", reason = "MinimumReplicasUnavailable" } } }, true))
     fake:clear_requests()
+    local p = fake:later { { after = { path = "deployments$", watch = true }, path = "/_fake/status", body = dstatus("web",
+      { observedGeneration = 1, conditions = { { type = "Available", status = "True", reason = "MinimumReplicasAvailable" } } }) } }
     local obj = c:wait { kind = "Deployment", name = "web", condition = "Available", timeout = 20 }
+    assert.are.equal(0, p:communicate({ timeout = 30 }).code)
     assert.are.equal("web", obj.metadata.name)
     local lists, watches, gets = traffic(fake, DEPLOYS)
     assert.are.equal(1, #lists)
@@ -103,7 +115,9 @@ describe("k8s waits", function()
     c:apply(deployment("later"))
     fake:set_status { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "later", freeze = true,
       status = { observedGeneration = 1, replicas = 2, updatedReplicas = 2, availableReplicas = 0 } }
-    local p = fake:later { { delay = 0.5, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment",
+    fake:clear_requests()
+    -- the change comes once the wait is watching
+    local p = fake:later { { after = { path = "deployments$", watch = true }, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment",
       namespace = "default", name = "later", status = { observedGeneration = 1, replicas = 2, updatedReplicas = 2, availableReplicas = 2 } } } }
     local msg = c:rollout_status { kind = "Deployment", name = "later", timeout = 20 }
     local done = host.now()
@@ -151,10 +165,11 @@ describe("k8s waits", function()
       status = { observedGeneration = 1, conditions = { { type = "Available", status = "False", reason = "MinimumReplicasUnavailable" } } } }
     fake:faults { fail = { code = 410 }, watch = true, path = "deployments$" }
     fake:clear_requests()
-    local p = fake:later { { delay = 0.6, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment",
+    -- Available once the wait watches again (after the 410, a list and a second watch)
+    local p = fake:later { { after = { path = "deployments$", watch = true, count = 2 }, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment",
       namespace = "default", name = "expire", status = { observedGeneration = 1, conditions = { { type = "Available", status = "True", reason = "MinimumReplicasAvailable" } } } } } }
     c:wait { kind = "Deployment", name = "expire", condition = "Available", timeout = 20 }
-    p:communicate { timeout = 10 }
+    assert.are.equal(0, p:communicate({ timeout = 30 }).code)
     local lists, watches = traffic(fake, DEPLOYS)
     assert.are.equal(2, #lists)
     assert.are.equal(2, #watches)
@@ -163,16 +178,20 @@ describe("k8s waits", function()
     -- in the stream: the watch starts from a version the server has forgotten
     fake:set_status { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "expire", freeze = true,
       status = { observedGeneration = 1, conditions = { { type = "Available", status = "False", reason = "MinimumReplicasUnavailable" } } } }
-    fake:faults { slow = { ms = 600 }, watch = true, path = "deployments$" }
+    -- The first watch is held back (slow) while a write and a compaction
+    -- move the history past the list's version; the hold is long so that
+    -- both land inside it on a busy machine, and the status change waits
+    -- for the second watch.
+    fake:faults { slow = { ms = 3000 }, watch = true, path = "deployments$" }
     fake:clear_requests()
     p = fake:later {
-      { delay = 0.2, path = "/_fake/objects", body = { objects = { { apiVersion = "v1", kind = "ConfigMap", metadata = { name = "bump" } } } } },
-      { delay = 0, path = "/_fake/compact", body = {} },
-      { delay = 0.8, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "expire",
+      { after = { path = "deployments$", watch = true }, path = "/_fake/objects", body = { objects = { { apiVersion = "v1", kind = "ConfigMap", metadata = { name = "bump" } } } } },
+      { path = "/_fake/compact", body = {} },
+      { after = { path = "deployments$", watch = true, count = 2 }, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "expire",
         status = { observedGeneration = 1, conditions = { { type = "Available", status = "True", reason = "MinimumReplicasAvailable" } } } } },
     }
     c:wait { kind = "Deployment", name = "expire", condition = "Available", timeout = 20 }
-    p:communicate { timeout = 10 }
+    assert.are.equal(0, p:communicate({ timeout = 30 }).code)
     lists, watches = traffic(fake, DEPLOYS)
     assert.are.equal(2, #lists)
     assert.are.equal(2, #watches)
@@ -183,18 +202,23 @@ describe("k8s waits", function()
     c:apply(deployment("bm"))
     fake:set_status { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "bm", freeze = true,
       status = { observedGeneration = 1, replicas = 2, updatedReplicas = 2, availableReplicas = 0 } }
+    -- An unrelated write while the first watch is held back (so the
+    -- bookmarks it then sends carry a newer version than the list's), the
+    -- rollout's end once the wait watches again. The hold gives the write
+    -- time to land however busy the machine.
+    fake:faults { slow = { ms = 3000 }, watch = true, path = "deployments$" }
     fake:clear_requests()
     local p = fake:later {
-      { delay = 0.3, path = "/_fake/objects", body = { objects = { { apiVersion = "v1", kind = "ConfigMap", metadata = { name = "unrelated" } } } } },
-      { delay = 2.2, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "bm",
+      { after = { path = "deployments$", watch = true }, path = "/_fake/objects", body = { objects = { { apiVersion = "v1", kind = "ConfigMap", metadata = { name = "unrelated" } } } } },
+      { after = { path = "deployments$", watch = true, count = 2 }, path = "/_fake/status", body = { apiVersion = "apps/v1", kind = "Deployment", namespace = "default", name = "bm",
         status = { observedGeneration = 1, replicas = 2, updatedReplicas = 2, availableReplicas = 2 } } },
     }
-    c:rollout_status { kind = "Deployment", name = "bm", timeout = 20, watch_timeout = 1 }
-    p:communicate { timeout = 10 }
+    c:rollout_status { kind = "Deployment", name = "bm", timeout = 20, watch_timeout = 2 }
+    assert.are.equal(0, p:communicate({ timeout = 30 }).code)
     local lists, watches = traffic(fake, DEPLOYS)
     assert.are.equal(1, #lists)
     assert.is_true(#watches >= 2, #watches .. " watches")
-    assert.are.equal("1", watches[1].params.timeoutSeconds)
+    assert.are.equal("2", watches[1].params.timeoutSeconds)
     -- the deployment did not change between the watches: the newer version came from a bookmark
     assert.is_true(tonumber(watches[2].params.resourceVersion) > tonumber(watches[1].params.resourceVersion))
   end)
@@ -202,10 +226,15 @@ describe("k8s waits", function()
   it("waits out a 429 on the watch as Retry-After says", function()
     c:apply(deployment("throttled", 1))
     c:rollout_status { kind = "Deployment", name = "throttled", timeout = 20 }
+    -- the new generation is observed only once the wait watches again after the 429
+    fake:set_status(dstatus("throttled", { observedGeneration = 1, replicas = 1, updatedReplicas = 1, availableReplicas = 1 }, true))
     fake:faults { throttle = { retry_after = 1 }, watch = true, path = "deployments$" }
     c:patch({ kind = "Deployment", name = "throttled" }, { spec = { replicas = 2 } })
     fake:clear_requests()
+    local p = fake:later { { after = { path = "deployments$", watch = true, count = 2 }, path = "/_fake/status",
+      body = dstatus("throttled", { observedGeneration = 2, replicas = 2, updatedReplicas = 2, availableReplicas = 2 }) } }
     c:rollout_status { kind = "Deployment", name = "throttled", timeout = 20 }
+    assert.are.equal(0, p:communicate({ timeout = 30 }).code)
     local _, watches = traffic(fake, DEPLOYS)
     assert.are.equal(429, watches[1].status)
     assert.is_true(watches[2].time - watches[1].time >= 0.95)
@@ -218,9 +247,14 @@ describe("k8s waits", function()
 
   it("watches again when the stream breaks", function()
     c:apply(deployment("flaky"))
+    -- rolled out only once the wait watches again after the dropped stream
+    fake:set_status(dstatus("flaky", { observedGeneration = 1, replicas = 2, updatedReplicas = 2, availableReplicas = 0 }, true))
     fake:faults { drop = {}, watch = true, path = "deployments$" }
     fake:clear_requests()
+    local p = fake:later { { after = { path = "deployments$", watch = true, count = 2 }, path = "/_fake/status",
+      body = dstatus("flaky", { observedGeneration = 1, replicas = 2, updatedReplicas = 2, availableReplicas = 2 }) } }
     c:rollout_status { kind = "Deployment", name = "flaky", timeout = 20 }
+    assert.are.equal(0, p:communicate({ timeout = 30 }).code)
     local _, watches = traffic(fake, DEPLOYS)
     assert.are.equal(0, watches[1].status)
     assert.is_true(#watches >= 2)

@@ -329,7 +329,10 @@ describe("runbook.pg migrations", function()
 
     it("lets one runner migrate at a time (two real processes)", function()
       file("20260101000000_create_laws.sql", LAWS)
-      file("20260102000000_slow.sql", "-- migrate:up\ncreate table slow (id int);\nselect pg_sleep(1.5);\n-- migrate:down\ndrop table slow;\n")
+      -- the second migration waits for an advisory lock the test holds, so
+      -- the first runner keeps the migration lock until the second is seen
+      -- waiting for it (not for a fixed time a busy machine may outlast)
+      file("20260102000000_slow.sql", "-- migrate:up\ncreate table slow (id int);\nselect pg_advisory_xact_lock(4242);\n-- migrate:down\ndrop table slow;\n")
       local book = dir .. "/book.lua"
       rbtest.write(book, string.format([[
 local pg = require "runbook.pg"
@@ -341,19 +344,27 @@ end }
 ]], url, dir))
       local logs = {}
       local procs = {}
+      local gate = pg.connect(url)
+      gate:value("SELECT pg_advisory_lock(4242)")
       for i = 1, 2 do
         local state = dir .. "/state" .. i
         logs[i] = state
         procs[i] = rbtest.start({ "exec", book, "--state", state }, { cwd = dir })
         if i == 1 then
-          -- let the first take the lock and start the slow migration
-          local db <close> = pg.connect(url)
-          for _ = 1, 100 do
-            if db:value("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(1.5)%' AND pid <> pg_backend_pid()") > 0 then break end
-            require("runbook._host").sleep(0.05)
-          end
+          -- the first has taken the migration lock and is in the slow migration
+          rbtest.wait_for("the first runner in the slow migration", function()
+            return gate:value("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_advisory_xact_lock(4242)%' AND pid <> pg_backend_pid()") > 0
+          end)
         end
       end
+      -- the second says it waits for the migration lock; then the first may finish
+      rbtest.wait_for("the second runner waiting for the migration lock", function()
+        local runs = require("runbook._fs").listdir(logs[2] .. "/runs") or {}
+        local log = runs[1] and rbtest.read(logs[2] .. "/runs/" .. runs[#runs] .. "/log") or ""
+        return log:find("waiting for the migration lock", 1, true)
+      end)
+      gate:value("SELECT pg_advisory_unlock(4242)")
+      gate:close()
       for i = 1, 2 do
         local code = procs[i]:wait(30)
         assert.are.equal(0, code)

@@ -178,10 +178,17 @@ describe("runbook.pg backups on object storage", function()
   describe("retention", function()
     it("deletes old backups under the prefix, keeps the newest and aborts abandoned uploads", function()
       local store = client:store { bucket = BUCKET, prefix = "ret" }
-      -- three backups a second apart (S3 times have one-second resolution)
-      for i, name in ipairs { "daily/a.dump", "daily/b.dump", "daily/c.dump" } do
-        if i > 1 then host.sleep(1.1) end
+      -- three backups in three different seconds (S3 times have one-second
+      -- resolution): each written once the clock has passed the last one's
+      local last
+      for _, name in ipairs { "daily/a.dump", "daily/b.dump", "daily/c.dump" } do
+        if last then
+          rbtest.wait_for("the second after " .. last, function() return math.floor(host.now()) > last end)
+        end
         store:writer(name):finish()
+        for _, o in ipairs(store:list("daily/")) do
+          if o.name == name then last = math.floor(o.mtime) end
+        end
       end
       client:put { bucket = BUCKET, key = "ret/weekly/w.dump", body = "w" }
       client:put { bucket = BUCKET, key = "other/daily/o.dump", body = "o" }

@@ -6,6 +6,7 @@ local json = require "runbook._json"
 local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 local redisserver = require "redisserver"
+local rbtest = require "rbtest"
 
 describe("redis locks", function()
   local srv, a, b
@@ -58,7 +59,7 @@ describe("redis locks", function()
 
   it("releases only its own lock (compare-and-delete)", function()
     local lock = assert(a:lock("deploy", { ttl = 0.3, owner = "alice" }))
-    host.sleep(0.45) -- expired
+    rbtest.wait_for("alice's lock to expire", function() return srv:cli("EXISTS", "deploy") == "0" end)
     local theirs = assert(b:lock("deploy", { ttl = 30, owner = "bob" }))
     assert.is_false(lock:held())
     assert.is_false(lock:release())
@@ -114,8 +115,12 @@ describe("redis locks", function()
   it("reports a kept lock that was taken over", function()
     local lock = assert(a:lock("deploy", { ttl = 2 })):keep_alive(0.1)
     srv:cli("SET", "deploy", "intruder")
-    host.sleep(0.4)
-    local ok, err = pcall(lock.check, lock)
+    -- the keeper renews every 0.1 s: wait until it has found out
+    local ok, err
+    rbtest.wait_for("the keeper to find the lock taken", function()
+      ok, err = pcall(lock.check, lock)
+      return not ok
+    end)
     assert.is_false(ok)
     assert.is_true(errors.is(err, "redis"))
     assert.are.equal("lock-lost", err.code)
@@ -127,9 +132,14 @@ describe("redis locks", function()
   it("reports a kept lock that could not be renewed before it expired", function()
     local lock = assert(a:lock("deploy", { ttl = 0.6 })):keep_alive(0.1)
     srv:pause()
-    host.sleep(1.2)
+    -- the keeper gives up once 600 ms pass without a renewal
+    local ok, err
+    local waited, why = pcall(rbtest.wait_for, "the keeper to give up", function()
+      ok, err = pcall(lock.check, lock)
+      return not ok
+    end)
     srv:resume()
-    local ok, err = pcall(lock.check, lock)
+    assert(waited, why)
     assert.is_false(ok)
     assert.are.equal("lock-lost", err.code)
     assert.matches("^redis lock deploy: the lock could not be renewed for 600 ms and has expired: ", err.message)
