@@ -191,6 +191,20 @@ describe("runbook serve's handler", function()
   end)
 end)
 
+describe("runbook._engine.runsource", function()
+  it("keeps at most CACHED runs' events, and reads an evicted run again", function()
+    local keep = runsource.CACHED
+    runsource.CACHED = 0
+    local src = runsource.open(state)
+    local n = #src:events(id)
+    assert.is_nil(next(src.cache), "nothing kept")
+    assert.are.equal(n, #src:events(id))
+    runsource.CACHED = keep
+    assert.are.equal(n, #src:events(id))
+    assert.is_not_nil(src.cache[id])
+  end)
+end)
+
 describe("runbook._httpd", function()
   local httpd = require "runbook._httpd"
 
