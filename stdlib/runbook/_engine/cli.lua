@@ -118,6 +118,40 @@ bad seq.]],
     exits = { { 0, "the chain holds" }, { 1, "damage found (the first bad seq is named)" }, 2 },
   },
   {
+    name = "report", summary = "write one run as a self-contained HTML page",
+    args = { { "RUN", complete = "run" } }, store = true,
+    options = {
+      { "--output", arg = "FILE", env = false, complete = "anyfile", help = "write the page to FILE (mode 0600) instead of stdout" },
+    },
+    description = [[
+The page has the run's header (chain and HMAC state), a timeline of its
+attempts (parallel steps side by side), each step with its actions,
+confirmations and run log lines, and the whole audit trail with a filter.
+It loads nothing from anywhere: every value is scrubbed and escaped, and
+its only script is its own (docs/serve.md).]],
+    examples = { { "runbook report last --output run.html", "the newest run as one page, to attach to a ticket" } },
+    exits = { 0, 2 },
+  },
+  {
+    name = "serve", summary = "a read-only web view of the store's runs, live while they run",
+    store = true,
+    options = {
+      { "--listen", arg = "ADDRESS:PORT", env = "RUNBOOK_SERVE_LISTEN", complete = "none",
+        help = "where to listen (default 127.0.0.1:8080; [::1]:PORT for IPv6; port 0 picks a free one). Anything but loopback needs RUNBOOK_SERVE_TOKEN" },
+    },
+    description = [[
+Serves the runs (filtered by runbook, status, actor and date), each run's
+report page (updated as its events arrive), the runs waiting for a person
+with the `runbook confirm` command to copy, and an audit check of any run,
+with the JSON API behind them (docs/serve.md). It changes nothing in the
+store. Its first line says where it listens; it runs until Ctrl-C or
+SIGTERM. With RUNBOOK_SERVE_TOKEN set every request needs the token, as
+`Authorization: Bearer TOKEN` or the cookie that opening a page with
+`?token=TOKEN` once sets.]],
+    examples = { { "runbook serve --listen 127.0.0.1:0", "the runs on a free loopback port, printed at start" } },
+    exits = { { 0, "stopped by Ctrl-C or SIGTERM" }, { 2, "a bad --listen, no token for a non-loopback address, or the address is in use" } },
+  },
+  {
     name = "confirm", summary = "record that a person completed a manual step",
     args = { { "RUN", complete = "run" }, { "STEP", complete = "run_step" } }, store = true,
     options = { { "--note", arg = "TEXT", complete = "none", help = "a note for the audit trail" } },
@@ -215,7 +249,7 @@ bash-completion and zsh find them; otherwise load it from your shell's rc file.]
     name = "version", summary = "print the version, the commit and the libraries in use",
     options = { output("`json`: the same as one JSON object") },
     description = [[
-libcurl, libpq and hiredis are loaded when a runbook first needs them;
+libcurl, libpq, hiredis and libmicrohttpd (for serve) are loaded when first needed;
 version loads each to report the version found, or why it cannot be
 loaded and which package to install.]],
     examples = { { "runbook version", "what to paste into a bug report" } },
@@ -252,6 +286,7 @@ end
 M.ENVIRONMENT = {
   { "RUNBOOK_SECRET_KEY", "the key sealing secret memos (64 hex digits or base64 of 32 bytes); default: `secret.key` in the store" },
   { "RUNBOOK_AUDIT_KEY", "adds an HMAC to every event of new runs; needed to verify them" },
+  { "RUNBOOK_SERVE_TOKEN", "the token `runbook serve` requires of every request (at least 16 characters); required to listen beyond loopback" },
   { "RUNBOOK_ACTOR", "who is acting, recorded with each confirmation (default user@host); approvals count distinct actors" },
   { "RUNBOOK_PATH", "extra folders (colon-separated) for `require` in runbooks" },
   { "NO_COLOR", "no colours" },
@@ -402,9 +437,9 @@ local function version(opts)
   local build = require "runbook._build"
   local info = build.info()
   local libs = {}
-  for _, l in ipairs { { "libcurl", "curl" }, { "libpq", "pq" }, { "hiredis", "hiredis" } } do
+  for _, l in ipairs { { "libcurl", "curl" }, { "libpq", "pq" }, { "hiredis", "hiredis" }, { "libmicrohttpd", "mhd", "MHD" } } do
     local v, err = build.load(l[2])
-    libs[#libs + 1] = { name = l[1], soname = info.sonames[l[2]], package = info.packages[l[2]], version = v, error = err }
+    libs[#libs + 1] = { name = l[1], label = l[3] or l[1], soname = info.sonames[l[2]], package = info.packages[l[2]], version = v, error = err }
   end
   if opts.output == "json" then
     local out = { version = info.version, commit = info.commit, libraries = {
@@ -424,9 +459,9 @@ local function version(opts)
   }
   for _, l in ipairs(libs) do
     if l.version then
-      lines[#lines + 1] = string.format("  %-9s %s (%s, loaded on demand)", l.name, l.version, l.soname)
+      lines[#lines + 1] = string.format("  %-9s %s (%s, loaded on demand)", l.label, l.version, l.soname)
     else
-      lines[#lines + 1] = string.format("  %-9s not loaded: %s", l.name, l.error)
+      lines[#lines + 1] = string.format("  %-9s not loaded: %s", l.label, l.error)
     end
   end
   host.write(1, table.concat(lines, "\n") .. "\n")
