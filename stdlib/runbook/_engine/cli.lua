@@ -66,6 +66,8 @@ M.COMMANDS = {
       { "--jobs", arg = "N", complete = "none", help = "how many steps of a `parallel` group run at once (default 4)" },
       { "--lock", arg = "URL", complete = "none",
         help = "hold a Redis lock (`runbook:lock:NAME`) while the run lasts, so no other machine drives it; the second gets exit 4 naming the holder. The variable keeps the password out of `ps`" },
+      { "--notify", arg = "URL", complete = "none",
+        help = "POST a JSON message (Slack-compatible `text`, and structured fields) to URL when the run waits for a person, fails or finishes; a failed delivery is logged, never fails the run. The variable keeps a webhook's token out of `ps`" },
       output("`json`: one JSON object per line on stdout: every journal event, log lines, progress"),
     },
     description = [[

@@ -14,6 +14,7 @@ local audit = require "runbook._engine.audit"
 local backoffs = require "runbook._engine.backoff"
 local consolemod = require "runbook._engine.console"
 local actor = require "runbook._engine.actor"
+local notify_outcome
 
 local M = {}
 
@@ -671,6 +672,23 @@ local function take_runlock(book, opts, console)
   return handle
 end
 
+-- `--notify URL` (RUNBOOK_NOTIFY): tell a webhook the run waits, failed or
+-- finished. The URL (a webhook's token is in it) is registered as a secret,
+-- so it is never printed; a failed delivery is logged and changes nothing.
+notify_outcome = function(run, opts, before)
+  local url = opts.notify or os.getenv("RUNBOOK_NOTIFY")
+  if url == nil or url == "" or run.dry_run then return end
+  secret.register(url)
+  local notify = require "runbook._engine.notify"
+  local msg = notify.message(run, before)
+  if not msg then return end
+  local sent, why = notify.send(url, msg)
+  if not sent then
+    local line = string.format("notification (%s) not delivered: %s", msg.event, tostring(why))
+    run:log(nil, "warn", line) -- to the run log and the console
+  end
+end
+
 --- `runbook exec`: load, open or resume, run. Returns the exit code.
 function M.exec(opts)
   local book = loader.load(opts.file)
@@ -686,7 +704,9 @@ function M.exec(opts)
   run.runlock = runlock
   host.trap_signals()
   console:begin({ run = run.id, runbook = book.name, resumed = run.resumed, dry_run = run.dry_run }, book.order, run.state)
+  local before = run.state.status
   local ok, res = pcall(run.execute, run)
+  if ok then notify_outcome(run, opts, before) end
   run:close()
   if runlock then pcall(runlock.release, runlock) end
   if not ok then error(res, 0) end
