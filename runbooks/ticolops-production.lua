@@ -53,6 +53,7 @@ database and drops it.]],
     access_key = { secret = true, env = "AWS_ACCESS_KEY_ID" },
     secret_key = { secret = true, env = "AWS_SECRET_ACCESS_KEY" },
     keep_days = { default = 7, doc = "days of backups kept (the guide: at least 7)" },
+    lifecycle_days = { default = 14, doc = "the bucket's lifecycle rule on backup_prefix deletes dumps this old even when no run prunes them (a safety net; 0: no rule)" },
     config_passphrase = { secret = true, env = "TICOLOPS_CONFIG_PASSPHRASE",
       doc = "the passphrase of the encrypted configuration copy (kept in the vault)" },
     scratch_url = { secret = true, env = "TICOLOPS_SCRATCH_DATABASE_URL",
@@ -218,12 +219,17 @@ step "T6" {
   doc = [[`pg_dump -Fc` streamed to s3://<backup_bucket>/<backup_prefix>/ticolops-<time>.dump
 (the name chosen once: a resumed step writes the same object again), checked with
 `pg_restore --list` and its sha256; then dumps older than keep_days are deleted
-(never the newest) and uploads abandoned for a day aborted.]],
+(never the newest) and uploads abandoned for a day aborted. The bucket's lifecycle rule
+`ticolops-pg-backups` deletes dumps older than lifecycle_days on the storage side.]],
   timeout = 4 * 3600,
   run = function(ctx)
     local p = ctx.params
     local client <close> = bucket(ctx)
     client:ensure_bucket(p.backup_bucket)
+    if tonumber(p.lifecycle_days) > 0 and not (ctx.dry_run and not client:bucket_exists(p.backup_bucket)) then
+      client:ensure_lifecycle { bucket = p.backup_bucket, rules = { { id = "ticolops-pg-backups",
+        prefix = p.backup_prefix:gsub("/*$", "/"), expire_days = tonumber(p.lifecycle_days), abort_incomplete_days = 1 } } }
+    end
     local store = client:store { bucket = p.backup_bucket, prefix = p.backup_prefix }
     local name = "ticolops-" .. stamp(ctx) .. ".dump"
     local b = pg.backup { url = libpq_url(p.database_url), store = store, name = name }

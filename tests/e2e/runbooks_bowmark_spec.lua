@@ -6,6 +6,9 @@
 -- the final verification with a Job from the pg-backup CronJob.
 local rb = require "rbtest"
 local k8sfake = require "k8sfake"
+local s3server = require "s3server"
+local s3 = require "runbook.s3"
+local secret = require "runbook.secret"
 local k8s = require "runbook.k8s"
 local crypto = require "runbook._crypto"
 
@@ -41,10 +44,15 @@ local function deployment(name, image, component, logs)
 end
 
 describe("runbooks/bowmark-first-deploy.lua", function()
-  local fake, dir, c, env
+  local fake, dir, c, env, store
 
   setup(function()
     fake = k8sfake.start()
+    -- moto plays the Space; its keys are the Spaces keys of the run
+    store = s3server.start()
+    SECRETS.SPACES_KEY, SECRETS.SPACES_SECRET = store.access_key, store.secret_key
+    local spaces <close> = s3.connect { endpoint = store.endpoint, access_key = store.access_key, secret_key = secret.wrap(store.secret_key) }
+    spaces:ensure_bucket(PLAIN.SPACES_NAME)
     dir = rb.tmpdir("bowmark")
     c = k8s.connect { kubeconfig = fake.kubeconfig, namespace = "bowmark" }
     c:apply { apiVersion = "v1", kind = "Namespace", metadata = { name = "bowmark" } }
@@ -55,12 +63,13 @@ describe("runbooks/bowmark-first-deploy.lua", function()
   teardown(function()
     if c then c:close() end
     if fake then fake:stop() end
+    if store then store:stop() end
     if dir then rb.rmtree(dir) end
   end)
 
   local function exec()
     return rb.run({ "exec", RUNBOOK, "--state", dir .. "/state", "--yes", "--param", "kubeconfig=" .. fake.kubeconfig,
-      "--param", "namespace=bowmark" }, { cwd = dir, env = env, timeout = 120 })
+      "--param", "namespace=bowmark", "--param", "spaces_endpoint=" .. store.endpoint }, { cwd = dir, env = env, timeout = 120 })
   end
   local function cmd(...)
     local a = { ... }
@@ -72,7 +81,7 @@ describe("runbooks/bowmark-first-deploy.lua", function()
   it("checks and renders as the guide's seven steps", function()
     local r = rb.run { "check", RUNBOOK }
     assert.are.equal(0, r.code, r.stderr)
-    assert.truthy(r.stdout:find("runbook bowmark-first-deploy, 9 steps (2 manual), 1 parallel group(s)", 1, true), r.stdout)
+    assert.truthy(r.stdout:find("runbook bowmark-first-deploy, 10 steps (2 manual), 1 parallel group(s)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }
     assert.are.equal(0, d.code, d.stderr)
     for _, line in ipairs {
@@ -92,14 +101,15 @@ describe("runbooks/bowmark-first-deploy.lua", function()
 
   it("runs dry from nothing and writes nothing", function()
     local r = rb.run({ "exec", RUNBOOK, "--dry-run", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
-      "--param", "namespace=bowmark" }, { cwd = dir, env = env, timeout = 120 })
+      "--param", "namespace=bowmark", "--param", "spaces_endpoint=" .. store.endpoint }, { cwd = dir, env = env, timeout = 120 })
     assert.are.equal(0, r.code, r.stderr)
     for _, line in ipairs {
       "B2       action k8s: create v1 Secret bowmark/postgres: created (dry run)",
       "B3       action k8s: apply apps/v1 StatefulSet bowmark/postgres: created (dry run)",
       "B3       action k8s: apply batch/v1 CronJob bowmark/pg-backup: created (dry run)",
       "B6-paving dry run: would run the paving backfill with server-deployment's image, once CI has deployed it",
-      "dry run complete: 9 step(s) would run; nothing was written",
+      "B3-spaces action s3: would set lifecycle of s3://bowmark-backups: pg-backups-35d (pg-backups/: expire after 35 d, abort uploads after 1 d)",
+      "dry run complete: 10 step(s) would run; nothing was written",
     } do
       assert.truthy(r.stderr:find(line, 1, true), "missing: " .. line .. "\n" .. r.stderr)
     end
@@ -246,6 +256,11 @@ describe("runbooks/bowmark-first-deploy.lua", function()
     end
     -- and the plain names stay readable in the audit trail
     assert.truthy(files[1]:find('"summary":"apply apps/v1 StatefulSet bowmark/postgres: created"', 1, true))
+    -- the Space deletes pg-backups/ objects after 35 days by itself
+    local spaces_client <close> = s3.connect { endpoint = store.endpoint, access_key = store.access_key, secret_key = secret.wrap(store.secret_key) }
+    local rules = spaces_client:lifecycle(PLAIN.SPACES_NAME)
+    assert.are.same({ { "pg-backups-35d", "pg-backups/", 35, 1 } },
+      { { rules[1].id, rules[1].prefix, rules[1].expire_days, rules[1].abort_incomplete_days } })
     assert.are.equal(0, cmd("audit", "verify", run_id).code)
   end)
 end)

@@ -176,6 +176,9 @@ describe("runbooks/ticolops-production.lua", function()
     for _, a in ipairs(of_type(evs, "action", "T6")) do verbs[a.verb] = true end
     assert.is_true(verbs.pg_dump and verbs.verify and true or false)
     assert.are.same({}, t6.deleted)
+    local rules = c:lifecycle("ticolops-backups")
+    assert.are.same({ { "ticolops-pg-backups", "pg/daily/", 14, 1 } },
+      { { rules[1].id, rules[1].prefix, rules[1].expire_days, rules[1].abort_incomplete_days } })
 
     -- T7: the encrypted copy opens with the passphrase and holds the Secret and the manifests
     local copies = c:list { bucket = "ticolops-backups", prefix = "config/" }
