@@ -8,10 +8,10 @@
 --          SPACES_KEY=... SPACES_SECRET=... SMTP_PASSWORD=... MEILISEARCH_API_KEY=...
 --   runbook exec runbooks/bowmark-first-deploy.lua --values bowmark-prod.yaml
 local k8s = require "runbook.k8s"
-local secret = require "runbook.secret"
 local s3 = require "runbook.s3"
 local errors = require "runbook.errors"
 local files = require "bowmark"
+local secrets = require "lib.secrets"
 
 runbook "bowmark-first-deploy" {
   description = "First-time deployment of Bow-Mark (paving and concrete) on DOKS",
@@ -78,16 +78,14 @@ end
 
 -- ---------------------------------------------------------------------------
 
-step "B1" {
+secrets.generate "B1" {
   title = "Generate and Store Passwords",
   owner = "DevOps",
   doc = "PG_PASS and RMQ_PASS: `openssl rand -hex 32` each, generated once for the run.",
-  run = function(ctx)
-    return {
-      postgres_password = ctx:once("postgres-password", function() return secret.random { bytes = 32, encoding = "hex" } end),
-      rabbitmq_password = ctx:once("rabbitmq-password", function() return secret.random { bytes = 32, encoding = "hex" } end),
-    }
-  end,
+  values = {
+    postgres_password = { once = "postgres-password", bytes = 32, encoding = "hex" },
+    rabbitmq_password = { once = "rabbitmq-password", bytes = 32, encoding = "hex" },
+  },
 }
 
 step "B2" {

@@ -10,11 +10,11 @@
 --          SENTRY_DSN=... TEZCA_ADMIN_JWT=...
 --   runbook exec runbooks/first-deploy.lua
 local k8s = require "runbook.k8s"
-local secret = require "runbook.secret"
 local http = require "runbook.http"
 local dns = require "runbook.dns"
 local s3 = require "runbook.s3"
 local errors = require "runbook.errors"
+local secrets = require "lib.secrets"
 
 runbook "tezca-first-deploy" {
   description = "First production deploy of Tezca (tezca.mx): M1-M14 of the deployment guide",
@@ -171,7 +171,7 @@ In github.com/madfam-org/tezca > Settings > Secrets and variables > Actions (or 
 Then confirm: runbook confirm <run> M2]],
 }
 
-step "M3" {
+secrets.app_secret "M3" {
   title = "Create K8s tezca-secrets",
   owner = "DevOps",
   doc = [[DJANGO_SECRET_KEY (50 random bytes) and DB_PASSWORD (32) are generated once
@@ -179,24 +179,21 @@ per run, base64 like `openssl rand -base64`; a resumed run writes the very same
 values. An existing Secret is kept as it is. The `tezca` role on the shared
 PostgreSQL cluster must be given this DB_PASSWORD (read it with
 `kubectl -n tezca get secret tezca-secrets -o jsonpath='{.data.DB_PASSWORD}' | base64 -d`).]],
-  run = function(ctx)
+  name = "tezca-secrets",
+  create_namespace = true,
+  generate = {
+    DJANGO_SECRET_KEY = { once = "django-secret-key", bytes = 50, encoding = "base64" },
+    DB_PASSWORD = { once = "db-password", bytes = 32, encoding = "base64" },
+  },
+  data = function(ctx)
     local p = ctx.params
-    local c = cluster(ctx)
-    c:apply { apiVersion = "v1", kind = "Namespace", metadata = { name = p.namespace } }
-    local _, result = ensure_secret(ctx, c, {
-      name = "tezca-secrets",
-      data = {
-        DJANGO_SECRET_KEY = ctx:once("django-secret-key", function() return secret.random { bytes = 50, encoding = "base64" } end),
-        DB_USER = "tezca",
-        DB_PASSWORD = ctx:once("db-password", function() return secret.random { bytes = 32, encoding = "base64" } end),
-        DB_HOST = p.db_host,
-        JANUA_API_KEY = p.janua_api_key,
-        JANUA_PUBLISHABLE_KEY = p.janua_publishable_key,
-        JANUA_SECRET_KEY = p.janua_secret_key,
-      },
-      if_exists = "keep",
-    })
-    return { secret = "tezca-secrets", result = result }
+    return {
+      DB_USER = "tezca",
+      DB_HOST = p.db_host,
+      JANUA_API_KEY = p.janua_api_key,
+      JANUA_PUBLISHABLE_KEY = p.janua_publishable_key,
+      JANUA_SECRET_KEY = p.janua_secret_key,
+    }
   end,
 }
 

@@ -19,6 +19,7 @@ local secret = require "runbook.secret"
 local json = require "runbook.json"
 local errors = require "runbook.errors"
 local files = require "ticolops"
+local secrets = require "lib.secrets"
 
 runbook "ticolops-production" {
   description = "Deploy and operate Ticolops in production: secrets, manifests, backups, encrypted configuration, restore drill",
@@ -134,25 +135,16 @@ end
 -- ---------------------------------------------------------------------------
 -- Quick start 1-2: secrets and manifests
 
-step "T1" {
+secrets.app_secret "T1" {
   title = "Prepare secrets",
   owner = "DevOps",
   doc = [[Quick start 1: the `ticolops-secrets` Secret with `database_url` and
 `redis_url`, and `secret_key` (32 random bytes, hex) for the backend, generated
 once: a resumed run writes the same value. An existing Secret is kept as it is.]],
-  run = function(ctx)
-    local p = ctx.params
-    local c = cluster(ctx)
-    c:apply { apiVersion = "v1", kind = "Namespace", metadata = { name = p.namespace } }
-    local data = {
-      database_url = p.database_url,
-      redis_url = p.redis_url,
-      secret_key = ctx:once("secret-key", function() return secret.random { bytes = 32, encoding = "hex" } end),
-    }
-    if new_namespace(ctx, c, "Secret " .. SECRET) then return { secret = SECRET, result = "created" } end
-    local _, result = c:secret { name = SECRET, data = data, if_exists = "keep" }
-    return { secret = SECRET, result = result }
-  end,
+  name = SECRET,
+  create_namespace = true,
+  generate = { secret_key = { once = "secret-key", bytes = 32, encoding = "hex" } },
+  data = function(ctx) return { database_url = ctx.params.database_url, redis_url = ctx.params.redis_url } end,
 }
 
 step "T2" {
