@@ -15,6 +15,7 @@ local dns = require "runbook.dns"
 local s3 = require "runbook.s3"
 local errors = require "runbook.errors"
 local secrets = require "lib.secrets"
+local smoke = require "lib.smoke"
 
 runbook "tezca-first-deploy" {
   description = "First production deploy of Tezca (tezca.mx): M1-M14 of the deployment guide",
@@ -76,10 +77,6 @@ local function urls(ctx)
     api = p.api_url or ("https://api." .. p.domain),
     admin = p.admin_url or ("https://admin." .. p.domain),
   }
-end
-
-local function tls(ctx)
-  return { ca_file = ctx.params.ca_file }
 end
 
 -- A Job name of this run: a resumed run finds its own Job again, a new
@@ -353,15 +350,15 @@ Row 1 (Docker builds) and row 10 (CI/CD pipeline) belong to CI; row 8 is M10-log
       c:rollout_status { kind = "Deployment", name = name, timeout = 600 }
     end
     local u = urls(ctx)
-    local results = http.check({
+    local results = smoke.check(ctx, u.api, {
       { name = "2 Web health", url = u.web .. "/api/health", json = { status = "ok" } },
       { name = "3 API health", url = u.api .. "/api/v1/admin/health/", json = { status = "healthy", database = "connected" } },
       { name = "4 Admin health", url = u.admin .. "/api/health", json = { status = "ok" } },
-      { name = "5 Public API (no auth)", url = u.api .. "/api/v1/laws/", status = 200 },
-      { name = "6 Admin API (no auth)", url = u.api .. "/api/v1/admin/metrics/", status = 401 },
-      { name = "7 Admin API (valid JWT)", url = u.api .. "/api/v1/admin/metrics/", status = 200,
+      { name = "5 Public API (no auth)", path = "/api/v1/laws/", status = 200 },
+      { name = "6 Admin API (no auth)", path = "/api/v1/admin/metrics/", status = 401 },
+      { name = "7 Admin API (valid JWT)", path = "/api/v1/admin/metrics/", status = 200,
         headers = { Authorization = "Bearer " .. p.admin_jwt } },
-    }, tls(ctx))
+    })
     local check = api_job(ctx, c, "tezca-check-deploy", { "python", "apps/manage.py", "check", "--deploy" }, { timeout = 900 })
     return { http_checks = #results, django_check = check.name }
   end,
