@@ -149,13 +149,17 @@ static int check_line(const char *line, size_t len, long long seq, const char *p
   return 0;
 }
 
-int rb_journal_scan(const char *path, const void *key, size_t keylen, long long mark_seq,
-                    rb_event_fn fn, void *ud, struct rb_scan *scan) {
+static void scan_init(struct rb_scan *scan, long long mark_seq) {
   memset(scan, 0, sizeof *scan);
   strcpy(scan->last_hash, RB_GENESIS);
   scan->mark_seq = mark_seq;
   if (mark_seq == 0)
     strcpy(scan->mark_hash, RB_GENESIS);
+}
+
+int rb_journal_scan(const char *path, const void *key, size_t keylen, long long mark_seq,
+                    rb_event_fn fn, void *ud, struct rb_scan *scan) {
+  scan_init(scan, mark_seq);
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0)
     return -1;
@@ -181,15 +185,21 @@ int rb_journal_scan(const char *path, const void *key, size_t keylen, long long 
     got += (size_t)n;
   }
   close(fd);
-  size = got;
+  rb_journal_verify(buf, got, key, keylen, mark_seq, fn, ud, scan);
+  free(buf);
+  return 0;
+}
 
+void rb_journal_verify(const char *buf, size_t size, const void *key, size_t keylen, long long mark_seq,
+                       rb_event_fn fn, void *ud, struct rb_scan *scan) {
+  scan_init(scan, mark_seq);
   char prev[65];
   strcpy(prev, RB_GENESIS);
   long long seq = 1;
   size_t pos = 0;
   int stopped = 0;
   while (pos < size && !stopped) {
-    char *nl = memchr(buf + pos, '\n', size - pos);
+    const char *nl = memchr(buf + pos, '\n', size - pos);
     size_t len = nl ? (size_t)(nl - (buf + pos)) : size - pos;
     size_t next = nl ? pos + len + 1 : size;
     const char *line = buf + pos;
@@ -236,8 +246,6 @@ int rb_journal_scan(const char *path, const void *key, size_t keylen, long long 
     pos = next;
   }
   memcpy(scan->last_hash, prev, 65);
-  free(buf);
-  return 0;
 }
 
 static long long env_failpoint(const char *kind) {

@@ -50,6 +50,11 @@ typedef int (*rb_event_fn)(void *ud, const char *line, size_t len);
 int rb_journal_scan(const char *path, const void *key, size_t keylen, long long mark_seq,
                     rb_event_fn fn, void *ud, struct rb_scan *scan);
 
+/* The same over bytes in memory (what rb_journal_scan runs on the file's
+ * contents; the fuzz target calls it directly). */
+void rb_journal_verify(const char *buf, size_t size, const void *key, size_t keylen, long long mark_seq,
+                       rb_event_fn fn, void *ud, struct rb_scan *scan);
+
 /* Opens (creating with mode 0600 when create is set) for appending. The
  * caller has scanned it; the journal continues after scan->count events and
  * scan->valid_bytes bytes. A torn tail is cut here. With tip_path, every
