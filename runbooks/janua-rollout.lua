@@ -65,14 +65,29 @@ local function health(ctx)
   return smoke.check(ctx, ctx.params.api_url, HEALTH, { timeout = 10 })
 end
 
+-- J2's promise (every replica serves until its replacement is ready) holds
+-- only for a rolling update with maxUnavailable 0.
+local function zero_downtime(ctx, c)
+  local d = c:get(ref(ctx))
+  local strategy = d and d.spec.strategy or {}
+  local max = strategy.rollingUpdate and strategy.rollingUpdate.maxUnavailable
+  if (strategy.type or "RollingUpdate") ~= "RollingUpdate" or not (max == 0 or max == "0" or max == "0%") then
+    errors.raise { kind = "verify", code = "strategy", message = string.format(
+      "deployment %s has strategy %s with maxUnavailable %s: a zero-downtime rollout needs RollingUpdate with maxUnavailable: 0 (set it in the manifest first)",
+      ctx.params.deployment, tostring(strategy.type or "RollingUpdate"), tostring(max == nil and "25% (the default)" or max)) }
+  end
+end
+
 local target = function(ctx) return ctx.params.image .. ":" .. ctx.params.image_tag end
 
 step "J1" {
   title = "Pre-deployment checks",
-  doc = "The running release is fully rolled out and healthy; its image is what a failed rollout returns to.",
+  doc = [[The running release is fully rolled out and healthy, and rolls out with
+maxUnavailable 0 (what J2 relies on); its image is what a failed rollout returns to.]],
   run = function(ctx)
     local c = cluster(ctx)
     c:rollout_status { kind = "Deployment", name = ctx.params.deployment, timeout = 120 }
+    zero_downtime(ctx, c)
     health(ctx)
     local image, d = current_image(ctx, c)
     return { previous_image = image, revision = d.metadata.annotations and d.metadata.annotations["deployment.kubernetes.io/revision"] }
