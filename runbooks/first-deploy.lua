@@ -36,6 +36,10 @@ environment and volumes), their logs in the run log.]],
     api_url = { required = false, doc = "the API's base URL (default https://api.<domain>)" },
     admin_url = { required = false, doc = "the admin console's base URL (default https://admin.<domain>)" },
     ca_file = { required = false, doc = "a CA to trust for the HTTPS checks, besides the system's (staging, tests)" },
+    www_host = { required = false, doc = "the www host M5 checks (default www.<domain>)" },
+    tunnel_host = { default = "tunnel.enclii.dev", doc = "the CNAME target of the four hosts (M5)" },
+    dns_proxied = { type = "boolean", default = true,
+      doc = "the records are proxied by Cloudflare, which hides their CNAME: M5 then checks that they resolve, not their target" },
     api_image = { default = "ghcr.io/madfam-org/tezca/api", doc = "the API image repository" },
     image_tag = { required = false, doc = "run the one-off Jobs with this tag of api_image (default: the image tezca-api runs)" },
     db_host = { env = "TEZCA_DB_HOST", doc = "the shared PostgreSQL cluster's endpoint (DB_HOST)" },
@@ -243,12 +247,24 @@ manual "M5" {
   instructions = [[
 Cloudflare zone tezca.mx: enclii provisions CNAME records to tunnel.enclii.dev for
 tezca.mx, www.tezca.mx, api.tezca.mx and admin.tezca.mx. Check them in the dashboard
-(DNS > Records; proxied). This step confirms itself once the three names resolve.]],
+(DNS > Records; proxied). This step confirms itself once the four names resolve
+(and, for records that are not proxied, once each is a CNAME to the tunnel).]],
   verify = function(ctx)
-    local all = true
-    for _, url in pairs(urls(ctx)) do
-      local host = url:match("^https?://%[?([^/:%]]+)")
-      if not dns.resolves(host) then all = false end
+    local p = ctx.params
+    local hosts = {}
+    for _, url in pairs(urls(ctx)) do hosts[#hosts + 1] = url:match("^https?://%[?([^/:%]]+)") end
+    hosts[#hosts + 1] = p.www_host or ("www." .. p.domain)
+    table.sort(hosts)
+    local all, seen_hosts = true, {}
+    for _, host in ipairs(hosts) do
+      if not seen_hosts[host] then
+        seen_hosts[host] = true
+        local ok = dns.resolves(host, { expect = (not p.dns_proxied) and p.tunnel_host or nil })
+        if not ok then all = false end
+      end
+    end
+    if all and p.dns_proxied then
+      ctx:log("the names resolve; proxied records hide their CNAME: check in the dashboard that they point at %s", p.tunnel_host)
     end
     return all
   end,

@@ -79,7 +79,9 @@ describe("runbooks/first-deploy.lua", function()
       "--param", "web_url=" .. base, "--param", "api_url=" .. base, "--param", "admin_url=" .. base,
       "--param", "janua_url=" .. base, "--param", "ca_file=" .. srv.ca_file,
       -- moto refuses R2's region "auto" (IllegalLocationConstraintException)
-      "--param", "r2_region=us-east-1" }
+      "--param", "r2_region=us-east-1",
+      -- DNS-only records here: M5 checks each name is a CNAME to the tunnel (localhost stands in for it)
+      "--param", "www_host=localhost", "--param", "dns_proxied=false", "--param", "tunnel_host=localhost" }
   end)
   teardown(function()
     if cluster then cluster:close() end
@@ -163,7 +165,14 @@ describe("runbooks/first-deploy.lua", function()
     assert.truthy(r.stderr:find("waiting for M2 (Set GitHub secrets)", 1, true), r.stderr)
     assert.are.equal(0, cmd("confirm", run_id, "M2").code)
 
-    -- M3, M4 run; M5 confirms itself (the names resolve); M6 waits for ArgoCD
+    -- M3, M4 run; M5 waits while the names are not CNAMEs to the tunnel
+    args[#args + 1] = "--param"
+    args[#args + 1] = "tunnel_host=tunnel.enclii.dev"
+    r = exec()
+    args[#args], args[#args - 1] = nil, nil
+    assert.are.equal(3, r.code, r.stderr)
+    assert.truthy(r.stderr:find("waiting for M5 (Configure Cloudflare DNS)", 1, true), r.stderr)
+    -- M5 confirms itself (the names resolve to the tunnel); M6 waits for ArgoCD
     r = exec()
     assert.are.equal(3, r.code, r.stderr)
     assert.truthy(r.stderr:find("waiting for M6 (Add to ArgoCD root application)", 1, true), r.stderr)
