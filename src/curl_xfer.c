@@ -244,6 +244,8 @@ void rb_xfer_release(struct rb_xfer *r) {
     free(r->url);
     r->url = NULL;
   }
+  curl_slist_free_all(r->connect_to);
+  r->connect_to = NULL;
   rb_growbuf_free(&r->pending, 1);
   rb_growbuf_free(&r->resp, 0);
   rb_growbuf_free(&r->hdr, 0);

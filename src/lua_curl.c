@@ -41,7 +41,7 @@ struct blob {
 struct client {
   CURL *easy; /* NULL while closed */
   int busy;   /* a request is running (callbacks must not close or reuse it) */
-  char *ca_file, *cert_file, *key_file, *user_agent, *proxy;
+  char *ca_file, *cert_file, *key_file, *user_agent, *proxy, *tls_server_name;
   struct blob ca_data, cert_data, key_data;
   int insecure, http2;
   double timeout, connect_timeout;
@@ -68,7 +68,8 @@ static void client_release(struct client *c) {
   free(c->key_file);
   free(c->user_agent);
   free(c->proxy);
-  c->ca_file = c->cert_file = c->key_file = c->user_agent = c->proxy = NULL;
+  free(c->tls_server_name);
+  c->ca_file = c->cert_file = c->key_file = c->user_agent = c->proxy = c->tls_server_name = NULL;
   blob_free(&c->ca_data);
   blob_free(&c->cert_data);
   blob_free(&c->key_data);
@@ -150,7 +151,11 @@ static int opt_bool_field(lua_State *L, int t, const char *name, int def) {
 }
 
 /* curl.client{ca_file=, ca_data=, cert_file=, cert_data=, key_file=, key_data=,
- *             insecure=, timeout=, connect_timeout=, http2=, user_agent=, proxy=} */
+ *             insecure=, timeout=, connect_timeout=, http2=, user_agent=, proxy=,
+ *             tls_server_name=}
+ * tls_server_name: the name the server's certificate is checked against (and
+ * sent as SNI) while connecting to the URL's host, as kubeconfig's
+ * tls-server-name and Go's tls.Config.ServerName do. */
 static int f_client(lua_State *L) {
   if (lua_isnoneornil(L, 1)) {
     lua_settop(L, 0);
@@ -168,6 +173,11 @@ static int f_client(lua_State *L) {
   opt_string_field(L, "key_file", &c->key_file);
   opt_string_field(L, "user_agent", &c->user_agent);
   opt_string_field(L, "proxy", &c->proxy);
+  opt_string_field(L, "tls_server_name", &c->tls_server_name);
+  if (c->tls_server_name &&
+      (!*c->tls_server_name || strpbrk(c->tls_server_name, "/:@[]?# \t\r\n")))
+    return luaL_error(L, "curl.client: tls_server_name must be a host name or an IPv4 address, got '%s'",
+                      c->tls_server_name);
   opt_blob_field(L, "ca_data", &c->ca_data);
   opt_blob_field(L, "cert_data", &c->cert_data);
   opt_blob_field(L, "key_data", &c->key_data);
@@ -433,6 +443,92 @@ static int debug_enabled(void) {
   return d && *d && strcmp(d, "0") != 0;
 }
 
+/* With tls_server_name, curl is given a URL naming that host (so SNI and the
+ * certificate check use it), CONNECT_TO pointing it at the URL's real host
+ * and port, and a Host header with the real authority, which is what Go
+ * sends when tls.Config.ServerName is set. Replaces x->url; returns 0, or -1
+ * when the URL has no scheme://authority to rewrite. */
+static int apply_server_name(lua_State *L, struct rb_xfer *x, const char *sn) {
+  const char *u = x->url;
+  const char *sep = strstr(u, "://");
+  if (!sep)
+    return -1;
+  const char *auth = sep + 3, *end = auth + strcspn(auth, "/?#");
+  if (memchr(auth, '@', (size_t)(end - auth)))
+    return -1; /* userinfo: not a Kubernetes server URL */
+  const char *host = auth, *host_end, *port = NULL;
+  if (*host == '[') {
+    host_end = memchr(host, ']', (size_t)(end - host));
+    if (!host_end)
+      return -1;
+    host_end++;
+    if (host_end < end && *host_end == ':')
+      port = host_end + 1;
+  } else {
+    host_end = memchr(host, ':', (size_t)(end - host));
+    if (host_end)
+      port = host_end + 1;
+    else
+      host_end = end;
+  }
+  if (host_end == host)
+    return -1;
+  int https = (size_t)(sep - u) == 5 && strncasecmp(u, "https", 5) == 0;
+  char portbuf[16];
+  size_t plen = port ? (size_t)(end - port) : 0;
+  if (!port || plen == 0 || plen >= sizeof portbuf) {
+    if (port && plen >= sizeof portbuf)
+      return -1;
+    snprintf(portbuf, sizeof portbuf, "%s", https ? "443" : "80");
+  } else {
+    memcpy(portbuf, port, plen);
+    portbuf[plen] = '\0';
+  }
+  luaL_Buffer b;
+  /* HOST:PORT:CONNECT-TO-HOST:CONNECT-TO-PORT */
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, sn);
+  luaL_addchar(&b, ':');
+  luaL_addstring(&b, portbuf);
+  luaL_addchar(&b, ':');
+  luaL_addlstring(&b, host, (size_t)(host_end - host));
+  luaL_addchar(&b, ':');
+  luaL_addstring(&b, portbuf);
+  luaL_pushresult(&b);
+  struct curl_slist *ct = curl_slist_append(x->connect_to, lua_tostring(L, -1));
+  lua_pop(L, 1);
+  if (!ct)
+    return luaL_error(L, "out of memory");
+  x->connect_to = ct;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "Host: ");
+  luaL_addlstring(&b, auth, (size_t)(end - auth));
+  luaL_pushresult(&b);
+  struct curl_slist *h = curl_slist_append(x->headers, lua_tostring(L, -1));
+  lua_pop(L, 1);
+  if (!h)
+    return luaL_error(L, "out of memory");
+  x->headers = h;
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, u, (size_t)(auth - u));
+  luaL_addstring(&b, sn);
+  luaL_addchar(&b, ':');
+  luaL_addstring(&b, portbuf);
+  luaL_addstring(&b, end);
+  luaL_pushresult(&b);
+  size_t n;
+  const char *nu = lua_tolstring(L, -1, &n);
+  char *copy = malloc(n + 1);
+  if (!copy)
+    return luaL_error(L, "out of memory");
+  memcpy(copy, nu, n + 1);
+  lua_pop(L, 1);
+  OPENSSL_cleanse(x->url, strlen(x->url));
+  free(x->url);
+  x->url = copy;
+  return 0;
+}
+
 /* ---- Client:request ------------------------------------------------------------------ */
 
 #define ARG_REQ 2
@@ -490,6 +586,9 @@ static int m_request(lua_State *L) {
   const char *display = lua_tostring(L, display_idx);
 
   build_headers(L, ARG_REQ, x);
+  if (c->tls_server_name && apply_server_name(L, x, c->tls_server_name) != 0)
+    return luaL_error(L, "request: cannot use tls_server_name with the URL %s", display);
+  url = x->url; /* the old copy is gone */
 
   /* body: string | Secret | nil; upload: function */
   lua_getfield(L, ARG_REQ, "body");
@@ -556,8 +655,10 @@ static int m_request(lua_State *L) {
   x->easy = e;
   curl_easy_reset(e);
   apply_client(c, e);
-  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_URL, x->url);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+  if (x->connect_to)
+    curl_easy_setopt(e, CURLOPT_CONNECT_TO, x->connect_to);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000 + (timeout > 0 ? 1 : 0)));
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(ctimeout * 1000));
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, follow ? 1L : 0L);
@@ -670,7 +771,8 @@ static int m_request(lua_State *L) {
   lua_setfield(L, res, "http_version");
   char *eff = NULL;
   curl_easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &eff);
-  lua_pushstring(L, eff ? eff : url);
+  /* under tls_server_name curl's URL names that host, not the server */
+  lua_pushstring(L, x->connect_to ? display : eff ? eff : url);
   lua_setfield(L, res, "effective_url");
   lua_pushnumber(L, (double)total_us / 1e6);
   lua_setfield(L, res, "time");

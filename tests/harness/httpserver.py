@@ -270,6 +270,8 @@ def main():
     ap.add_argument("--token", default="test-token")
     ap.add_argument("--plain", action="store_true")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--no-parent-watch", action="store_true",
+                    help="keep running when the process that started it exits (scripts/sandbox.sh stops it by pid)")
     a = ap.parse_args()
     srv = Server(("127.0.0.1", a.port), Handler)
     srv.token = a.token
@@ -290,7 +292,8 @@ def main():
             time.sleep(0.5)
         os._exit(0)
 
-    threading.Thread(target=watch_parent, daemon=True).start()
+    if not a.no_parent_watch:
+        threading.Thread(target=watch_parent, daemon=True).start()
     print("READY %d" % srv.server_address[1], flush=True)
     try:
         srv.serve_forever(poll_interval=0.1)

@@ -317,25 +317,25 @@ end
 -- reading runbooks
 
 function M.check(pos, opts)
-  local book = loader.load(pos[1])
-  local manual, groups = 0, #book.groups
+  local cli = params.parse_cli(opts.param or {})
+  local values = opts.values and params.read_values(opts.values) or nil
+  local book, problems = loader.check(pos[1], { cli = cli, values = values })
+  if opts.param or opts.values then
+    -- an unknown or invalid value given is one more problem (missing ones are listed already)
+    local ok, e = pcall(params.resolve, book.params, { cli = cli, values = values })
+    if not ok and not errors.message(e):match("^missing required param") then
+      problems[#problems + 1] = pos[1] .. ": " .. errors.message(e)
+    end
+  end
+  if #problems > 0 then
+    for _, p in ipairs(problems) do host.write(2, p .. "\n") end
+    errors.raise { kind = "runbook", message = string.format("%s: %d problem%s", pos[1], #problems, #problems == 1 and "" or "s") }
+  end
+  local manual = 0
   for _, s in ipairs(book.steps) do
     if s.kind == "manual" then manual = manual + 1 end
   end
-  local notes = {}
-  if opts.param or opts.values then
-    local cli = params.parse_cli(opts.param or {})
-    local values = opts.values and params.read_values(opts.values) or nil
-    params.resolve(book.params, { cli = cli, values = values })
-  end
-  for name, p in pairs(book.params) do
-    if p.default == nil and p.required ~= false and not p.env then
-      notes[#notes + 1] = string.format("param %s is required and has no env: pass --param %s=...", name, name)
-    end
-  end
-  table.sort(notes)
-  printf("%s: ok — runbook %s, %d steps (%d manual), %d parallel group(s)", pos[1], book.name, #book.steps, manual, groups)
-  for _, n in ipairs(notes) do printf("  note: %s", n) end
+  printf("%s: ok — runbook %s, %d steps (%d manual), %d parallel group(s)", pos[1], book.name, #book.steps, manual, #book.groups)
   return 0
 end
 

@@ -448,6 +448,7 @@ local function resume(run, r, book, opts, console, cli_params, values)
   for k, v in pairs(recordable) do
     if st.params[k] ~= v then changed_params[k] = v end
   end
+  local old_sha = st.sha256 -- the fold of run.resumed moves it to the new file's
   run:append("run.resumed", {
     user = host.user(), host = host.hostname(), pid = host.pid(), version = host.version(),
     sha256 = changed and book.sha256 or nil, steps = changed and ids_of(book) or nil,
@@ -458,7 +459,7 @@ local function resume(run, r, book, opts, console, cli_params, values)
   })
   if file_changed then
     console:note(string.format("the runbook changed since this run started (sha256 %s… → %s…)%s",
-      tostring(st.sha256):sub(1, 12), book.sha256:sub(1, 12), #problems > 0 and "; changes accepted" or ""), "warn")
+      tostring(old_sha):sub(1, 12), book.sha256:sub(1, 12), #problems > 0 and "; changes accepted" or ""), "warn")
   end
   for _, line in ipairs(mod_changes) do console:note(line, "warn") end
   return run
@@ -585,7 +586,7 @@ function Run:execute()
     end
     if host.interrupted() then
       self:append("run.interrupted", { step = s.id })
-      console:finish(string.format("interrupted before %s; run the same command again to resume", s.id), "warn")
+      console:finish(string.format("interrupted before %s; %s to resume", s.id, consolemod.resume_phrase(self.opts, self.book)), "warn")
       return M.EXIT.interrupted
     end
     local batch = { s }
@@ -617,19 +618,19 @@ function Run:execute()
       self:append("run.failed", { step = failed_step.id })
       local last = state.step(self.state, failed_step.id).error
       if type(last) == "table" and (last.kind == "config" or last.kind == "usage") then
-        console:finish(string.format("%s: configuration error: %s. Fix it and run the same command again.", failed_step.id, tostring(last.message)), "error")
+        console:finish(string.format("%s: configuration error: %s. Fix it and %s.", failed_step.id, tostring(last.message), consolemod.resume_phrase(self.opts, self.book)), "error")
         return M.EXIT.usage
       end
-      console:finish(string.format("%s failed. Fix the cause and run the same command again to resume at %s.", failed_step.id, failed_step.id), "error")
+      console:finish(string.format("%s failed. Fix the cause and %s to resume at %s.", failed_step.id, consolemod.resume_phrase(self.opts, self.book), failed_step.id), "error")
       return M.EXIT.failed
     elseif outcome == "interrupted" then
       self:append("run.interrupted", { step = failed_step.id })
-      console:finish(string.format("interrupted during %s; run the same command again to resume", failed_step.id), "warn")
+      console:finish(string.format("interrupted during %s; %s to resume", failed_step.id, consolemod.resume_phrase(self.opts, self.book)), "warn")
       return M.EXIT.interrupted
     elseif outcome == "waiting" then
       self:append("run.waiting", { step = failed_step.id })
-      console:finish(string.format("waiting for %s (%s). When it is done: runbook confirm %s %s --note '...'  then run the same command again.",
-        failed_step.id, failed_step.title, self.id, failed_step.id), "warn")
+      console:finish(string.format("waiting for %s (%s). When it is done: runbook confirm %s %s --note '...'  then %s.",
+        failed_step.id, failed_step.title, self.id, failed_step.id, consolemod.resume_phrase(self.opts, self.book)), "warn")
       return M.EXIT.waiting
     end
     i = i + #batch

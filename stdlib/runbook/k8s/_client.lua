@@ -71,6 +71,7 @@ end
 function Client:tls_options()
   local cfg, o = self.cfg, {}
   o.ca_file, o.ca_data, o.insecure, o.proxy = cfg.ca_file, cfg.ca_data, cfg.insecure, cfg.proxy
+  o.tls_server_name = cfg.tls_server_name
   o.cert_file, o.cert_data, o.key_file, o.key_data = cfg.cert_file, cfg.cert_data, cfg.key_file, cfg.key_data
   if self.exec_cert then o.cert_data, o.key_data, o.cert_file, o.key_file = self.exec_cert, self.exec_key, nil, nil end
   o.timeout, o.connect_timeout, o.user_agent = self.timeout, self.connect_timeout, self.user_agent
