@@ -157,9 +157,13 @@ tezca_demo() {
   rb_exec
   echo "(M7-M10 ran; M3's generated secrets were not generated again. It waits for QA.)"
 
-  say "5. QA signs in to the admin console and confirms; the same command finishes M11-M14"
+  say "5. QA signs in to the admin console and confirms; the same command runs M11-M13 and M14's dry run"
   show 'runbook confirm last M10-login --note "signed in as qa@madfam.io, Firefox"'
   runbook confirm last M10-login --note "signed in as qa@madfam.io, Firefox"
+  rb_exec
+  echo "(it stops again: a person reads the R2 migration's dry run before anything moves)"
+  show 'runbook confirm last M14-approve --note "the dry run lists what we expect"'
+  runbook confirm last M14-approve --note "the dry run lists what we expect"
   rb_exec
 
   say "6. runbook status last"

@@ -19,8 +19,6 @@
 
 #include <pwd.h>
 
-#include <openssl/crypto.h>
-
 #include "crypto.h"
 #include "fileio.h"
 #include "journal.h"
@@ -48,6 +46,7 @@ struct rb_journal {
    * ("after:N") or after writing half of seq N ("torn:N"), by SIGSTOP, so a
    * crash test can SIGKILL the process at an exact point */
   long long stop_after, torn_at;
+  int unsynced; /* a lazy append is written but not yet fdatasync'd */
 };
 
 static int is_hex64(const char *p) {
@@ -139,7 +138,7 @@ static int check_line(const char *line, size_t len, long long seq, const char *p
       snprintf(reason, rlen, "seq %lld: the journal is HMAC-protected; set RUNBOOK_AUDIT_KEY", seq);
       return -1;
     }
-    if (CRYPTO_memcmp(mac, stored + 64 + HMAC_TAG_LEN, 64) != 0) {
+    if (rb_ct_memcmp(mac, stored + 64 + HMAC_TAG_LEN, 64) != 0) {
       snprintf(reason, rlen, "seq %lld: HMAC does not verify (edited, or a different audit key)",
                seq);
       return -1;
@@ -348,7 +347,7 @@ int rb_tip_read(const char *path, const char *run, const void *key, size_t keyle
       if (has_hmac && key && keylen) {
         char want[65];
         tip_mac(&fake, seq, hash, want);
-        if (strlen(mac) != 64 || CRYPTO_memcmp(want, mac, 64) != 0) {
+        if (strlen(mac) != 64 || rb_ct_memcmp(want, mac, 64) != 0) {
           snprintf(err, errlen, "the tip record %s: HMAC does not verify (edited, or a different audit key)", path);
           return -1;
         }
@@ -445,8 +444,8 @@ static int reserved(const char *k) {
   return 0;
 }
 
-long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fields, char *err,
-                            size_t errlen) {
+static long long append(struct rb_journal *j, const char *type, json_t *fields, int lazy, char *err,
+                        size_t errlen) {
   char ts[40];
   pthread_mutex_lock(&j->lock);
   long long seq = j->seq + 1;
@@ -500,7 +499,7 @@ long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fiel
     fsync(j->fd);
     raise(SIGSTOP);
   }
-  if (rb_write_all(j->fd, line, (size_t)n) != 0 || fdatasync(j->fd) != 0) {
+  if (rb_write_all(j->fd, line, (size_t)n) != 0 || (!lazy && fdatasync(j->fd) != 0)) {
     int e = errno;
     /* leave the file as it was: a half line would be cut as torn anyway,
      * but a later append must not follow it */
@@ -512,14 +511,42 @@ long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fiel
     return -1;
   }
   free(line);
+  j->unsynced = lazy;
   j->size += n;
   j->seq = seq;
   memcpy(j->prev, hash, 65);
-  write_tip(j); /* only now: the event it names is durable */
+  if (!lazy)
+    write_tip(j); /* only now: the event it names is durable */
   pthread_mutex_unlock(&j->lock);
   if (seq == j->stop_after)
     raise(SIGSTOP);
   return seq;
+}
+
+long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fields, char *err,
+                            size_t errlen) {
+  return append(j, type, fields, 0, err, errlen);
+}
+
+long long rb_journal_append_lazy(struct rb_journal *j, const char *type, json_t *fields, char *err,
+                                 size_t errlen) {
+  return append(j, type, fields, 1, err, errlen);
+}
+
+int rb_journal_sync(struct rb_journal *j, char *err, size_t errlen) {
+  pthread_mutex_lock(&j->lock);
+  int rc = 0;
+  if (j->unsynced) {
+    if (fdatasync(j->fd) != 0) {
+      snprintf(err, errlen, "cannot sync the journal: %s", strerror(errno));
+      rc = -1;
+    } else {
+      j->unsynced = 0;
+      write_tip(j); /* the lazy events are durable now */
+    }
+  }
+  pthread_mutex_unlock(&j->lock);
+  return rc;
 }
 
 long long rb_journal_seq(struct rb_journal *j) {
@@ -543,9 +570,11 @@ void rb_journal_release(struct rb_journal *j) {
   pthread_mutex_unlock(&j->lock);
   if (!last)
     return;
+  if (j->unsynced && fdatasync(j->fd) == 0)
+    write_tip(j);
   close(j->fd);
   if (j->key) {
-    OPENSSL_cleanse(j->key, j->keylen);
+    rb_cleanse(j->key, j->keylen);
     free(j->key);
   }
   free(j->run);

@@ -90,6 +90,14 @@ int rb_tip_read(const char *path, const char *run, const void *key, size_t keyle
 long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fields, char *err,
                             size_t errlen);
 
+/* The same, without the fdatasync: the event is durable once a later
+ * append, rb_journal_sync or the last release has synced the file. For
+ * events written back to back before any side effect (see docs/journal.md). */
+long long rb_journal_append_lazy(struct rb_journal *j, const char *type, json_t *fields, char *err,
+                                 size_t errlen);
+/* fdatasync when a lazy append is pending. 0, or -1 with err set. */
+int rb_journal_sync(struct rb_journal *j, char *err, size_t errlen);
+
 long long rb_journal_seq(struct rb_journal *j);
 void rb_journal_retain(struct rb_journal *j);
 void rb_journal_release(struct rb_journal *j);

@@ -72,9 +72,10 @@ describe("runbooks/first-deploy.lua", function()
     local r = rb.run { "check", RUNBOOK }
     assert.are.equal(2, r.code)
     assert.truthy(r.stderr:find("missing required param 'db_host' (set --param db_host=... or the environment variable TEZCA_DB_HOST)", 1, true), r.stderr)
-    r = rb.run({ "check", RUNBOOK }, { env = env })
+    -- with the sandbox's values file and environment, as exec runs it
+    r = sb:runbook({ "check", RUNBOOK, "--values", sb:values_file("first-deploy") }, { env = env })
     assert.are.equal(0, r.code, r.stderr)
-    assert.truthy(r.stdout:find("runbook tezca-first-deploy, 15 steps (5 manual), 2 parallel group(s)", 1, true), r.stdout)
+    assert.truthy(r.stdout:find("runbook tezca-first-deploy, 17 steps (6 manual), 2 parallel group(s)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }
     assert.are.equal(0, d.code, d.stderr)
     for _, line in ipairs {
@@ -102,8 +103,10 @@ describe("runbooks/first-deploy.lua", function()
       "M4       action http: would POST " .. sb:site_url("janua") .. "/api/v1/oauth/clients",
       "M7       dry run: would run python apps/manage.py migrate --noinput in a Job from tezca-api's pod template, once ArgoCD has created it",
       "M10      http.check [ok] 7 Admin API (valid JWT)",
+      "M14-dry  dry run: would run python scripts/migrate_to_r2.py --dry-run in a Job",
+      "M14-approve (manual) would wait for a person: Approve the R2 data migration after its dry run",
       "M14      dry run: would run python scripts/migrate_to_r2.py in a Job",
-      "dry run complete: 15 step(s) would run; nothing was written",
+      "dry run complete: 17 step(s) would run; nothing was written",
     } do
       assert.truthy(r.stderr:find(line, 1, true), "missing: " .. line .. "\n" .. r.stderr)
     end
@@ -247,6 +250,12 @@ describe("runbooks/first-deploy.lua", function()
     -- a person checks the login flow; the rest runs to the end
     assert.are.equal(0, cmd("confirm", run_id, "M10-login", "--note", "signed in as qa@madfam.io, Firefox").code)
     r = exec()
+    -- M14's dry run ran; a person reads it and approves before the real migration
+    assert.are.equal(3, r.code, r.stderr)
+    assert.truthy(r.stderr:find("waiting for M14-approve (Approve the R2 data migration after its dry run)", 1, true), r.stderr)
+    assert.is_nil(cluster:get { kind = "Job", name = job("tezca-migrate-to-r2"), namespace = "tezca" }, "migrated before the approval")
+    assert.are.equal(0, cmd("confirm", run_id, "M14-approve", "--note", "1,204 files, 3.1 GB, as expected").code)
+    r = exec()
     assert.are.equal(0, r.code, r.stderr)
     local r2 = cluster:get_secret { name = "tezca-r2-credentials", namespace = "tezca" }
     assert.are.same({ store.endpoint, "tezca-documents", "r2" },
@@ -270,7 +279,7 @@ describe("runbooks/first-deploy.lua", function()
     local finished = {}
     for _, e in ipairs(of_type(evs, "step.finished")) do finished[#finished + 1] = e.step end
     table.sort(finished)
-    assert.are.same({ "M10", "M11", "M12", "M13", "M14", "M3", "M4", "M7", "M8", "M9" }, finished)
+    assert.are.same({ "M10", "M11", "M12", "M13", "M14", "M14-dry", "M3", "M4", "M7", "M8", "M9" }, finished)
     assert.are.equal(1, #of_type(evs, "run.finished"))
 
     -- nothing secret in clear anywhere the run wrote

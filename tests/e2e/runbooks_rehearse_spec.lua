@@ -83,10 +83,13 @@ describe("scripts/sandbox.sh", function()
     for _, id in ipairs(fs.listdir(dir .. "/state/runs")) do
       for line in io.lines(dir .. "/state/runs/" .. id .. "/journal.jsonl") do
         local ev = json.decode(line)
-        if ev.type == "step.confirmed" and ev.via == "command" then notes[ev.step] = ev.note end
+        if ev.type == "step.confirmed" and ev.via == "command" then
+          notes[ev.step] = ev.note
+          assert.are.equal("sandbox", ev.actor, "confirmed as the sandbox (RUNBOOK_ACTOR)")
+        end
       end
     end
-    assert.are.same({ "B2-vault", "M1", "M10-login", "M2" }, names(notes))
+    assert.are.same({ "B2-vault", "M1", "M10-login", "M14-approve", "M2" }, names(notes))
     for step, note in pairs(notes) do assert.truthy(note:match("^rehearsal: "), step .. ": " .. tostring(note)) end
     -- and the people's commands went to the recording stubs
     local cli = rb.read(dir .. "/logs/cli.log")

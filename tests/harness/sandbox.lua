@@ -1021,7 +1021,7 @@ end
 
 --- Confirms a manual step as the sandbox: the note says it was a rehearsal.
 function Sandbox:confirm(run, step, note)
-  local r = self:runbook { "confirm", run, step, "--note", "rehearsal: " .. note }
+  local r = self:runbook({ "confirm", run, step, "--note", "rehearsal: " .. note }, { env = { RUNBOOK_ACTOR = "sandbox" } })
   if r.code ~= 0 then fail("runbook confirm %s %s failed: %s", run, step, r.stderr) end
   return r
 end
@@ -1111,6 +1111,7 @@ M.PLAYERS = {
         sb:await_deployments("tezca", { "tezca-api", "tezca-web", "tezca-admin", "tezca-worker", "tezca-beat", "tezca-redis", "tezca-es" })
       end },
     ["M10-login"] = { role = "QA", note = "the sandbox played QA (admin login flow)" },
+    ["M14-approve"] = { role = "DevOps", note = "the sandbox played DevOps, approving the R2 migration's dry run" },
   },
   ["ticolops-production"] = {
     T4 = { role = "DevOps", note = "the sandbox played DevOps (gh secret set KUBECONFIG, recorded in logs/cli.log)",

@@ -44,9 +44,12 @@ end
 -- journal, log and state
 
 --- Appends an event, applies it to the state and shows it.
-function Run:append(type_, fields)
+-- lazy: written now, made durable by the next append or Run:sync, for an
+-- event the engine writes right before another one with no side effect in
+-- between (docs/journal.md, "When an event is durable").
+function Run:append(type_, fields, lazy)
   fields = fields or {}
-  local seq = self.journal:append(type_, fields)
+  local seq = self.journal:append(type_, fields, lazy)
   local ev = {}
   for k, v in pairs(fields) do ev[k] = v end
   ev.type, ev.seq, ev.run, ev.ts = type_, seq, self.id, host.iso_time()
@@ -73,6 +76,7 @@ end
 local MemoryJournal = {}
 MemoryJournal.__index = MemoryJournal
 function MemoryJournal:append() self.n = self.n + 1 return self.n end
+function MemoryJournal:sync() end
 function MemoryJournal:close() end
 
 -- ---------------------------------------------------------------------------
@@ -90,23 +94,34 @@ local function where_in(tb, file)
   return nil
 end
 
+--- Makes every event written so far durable (a lazy one may be pending).
+function Run:sync()
+  if self.journal and self.journal.sync then self.journal:sync() end
+end
+
 --- Calls fn(ctx) under the guard with the audit sink pointed at this step.
 function Run:call(s, fn, ctx, timeout)
+  local function action_fields(t)
+    local f = {}
+    for k, v in pairs(t) do f[k] = v end
+    f.step = s.id
+    if self.dry_run then f.dry_run = true end
+    return f
+  end
   audit.set_sink {
     ctx = ctx,
     dry_run = self.dry_run,
-    action = function(t)
-      local f = {}
-      for k, v in pairs(t) do f[k] = v end
-      f.step = s.id
-      if self.dry_run then f.dry_run = true end
-      self:append("action", f)
+    action = function(t) self:append("action", action_fields(t)) end,
+    -- actions of concurrent writes: one sync for all, before the step goes on
+    actions = function(list)
+      for i, t in ipairs(list) do self:append("action", action_fields(t), i < #list) end
     end,
     log = function(level, msg) self:log(s.id, level, msg) end,
     progress = function(done, total, note)
       if self.console then self.console:progress_of(s.id, done, total, note) end
     end,
   }
+  self:sync() -- user code may have side effects: nothing written may be pending
   local r = table.pack(host.guarded(timeout, fn, ctx))
   audit.set_sink(nil)
   return r
@@ -195,7 +210,9 @@ function Run:run_step(s)
       local sealed_ok, sealed = pcall(memo.seal, out, self.keyfn, self.id .. "\0" .. s.id .. "\0outputs\0", "the step's return value")
       local appended, aerr = false, sealed
       if sealed_ok then
-        appended, aerr = pcall(self.append, self, "step.finished", { step = s.id, attempt = attempt, ms = ms, outputs = sealed })
+        -- lazy: the next event (the next step's started, or the run's end)
+        -- syncs it, and Run:call syncs before any user code runs
+        appended, aerr = pcall(self.append, self, "step.finished", { step = s.id, attempt = attempt, ms = ms, outputs = sealed }, true)
         if appended then return "done" end
         -- the journal itself failed: stop; a value it cannot encode fails the step
         if not (type(aerr) == "table" and aerr.kind == "journal" and aerr.code == "unencodable") then error(aerr, 0) end
@@ -241,6 +258,7 @@ function Run:interrupted(s, attempt, ms)
 end
 
 function Run:run_manual(s)
+  self:sync() -- a person is about to act on what the journal says
   local sst = state.step(self.state, s.id)
   local held = self:verify_before(s, sst, "info", "verify: ")
   if held == true then
@@ -561,7 +579,10 @@ function M.open_run(book, opts, console)
 end
 
 function Run:close()
-  if self.journal then self.journal:close() end
+  if self.journal then
+    pcall(self.sync, self)
+    self.journal:close()
+  end
   if self.logfile then self.logfile:close() self.logfile = nil end
   if self.lock then self.lock:release() self.lock = nil end
 end
@@ -577,6 +598,7 @@ function Run:execute()
   while i <= #sel do
     local s = sel[i]
     if self.runlock then
+      self:sync() -- the lock check talks to the outside world
       local held, lerr = pcall(self.runlock.check, self.runlock)
       if not held then
         self:append("run.interrupted", { step = s.id, reason = "run lock lost: " .. errors.message(lerr) })
@@ -611,6 +633,7 @@ function Run:execute()
         if outcome ~= "done" then failed_step = p break end
       end
     elseif #pending > 1 then
+      self:sync()
       outcome, failed_step = parallel.run(self, pending)
       ran = ran + #pending
     end
