@@ -529,7 +529,7 @@ static int apply_server_name(lua_State *L, struct rb_xfer *x, const char *sn) {
     return luaL_error(L, "out of memory");
   memcpy(copy, nu, n + 1);
   lua_pop(L, 1);
-  OPENSSL_cleanse(x->url, strlen(x->url));
+  rb_cleanse(x->url, strlen(x->url));
   free(x->url);
   x->url = copy;
   return 0;
