@@ -127,9 +127,7 @@ describe("runbooks/janua-rollout.lua", function()
         strategy = { type = "RollingUpdate", rollingUpdate = { maxUnavailable = "25%", maxSurge = 1 } },
         template = { metadata = { labels = { app = "janua-batch" } }, spec = { containers = { { name = "api", image = "janua/api:2026.02.3" } } } } } }
     c:rollout_status { kind = "Deployment", name = "janua-batch", timeout = 30 }
-    local r = rb.run({ "exec", RUNBOOK, "--new", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
-      "--param", "deployment=janua-batch", "--param", "image_tag=2026.03.4", "--param", "api_url=" .. srv.base,
-      "--param", "ca_file=" .. srv.ca_file }, { cwd = dir, timeout = 120 })
+    local r = release("2026.03.4", { "--param", "deployment=janua-batch" })
     assert.are.equal(1, r.code, r.stderr)
     assert.truthy(r.stderr:find("J1       FAILED: deployment janua-batch has strategy RollingUpdate with maxUnavailable 25%: a zero-downtime rollout needs RollingUpdate with maxUnavailable: 0", 1, true), r.stderr)
     assert.are.equal("janua/api:2026.02.3", c:get({ kind = "Deployment", name = "janua-batch" }).spec.template.spec.containers[1].image)

@@ -10,6 +10,8 @@ local sandbox = require "sandbox"
 local fs = require "runbook._fs"
 local json = require "runbook._json"
 local sh = require "runbook.sh"
+local s3 = require "runbook.s3"
+local secret = require "runbook.secret"
 
 local RUNBOOK = rb.source_dir .. "/runbooks/pg-restore-drill.lua"
 -- no "/" in the prefix: moto checks signatures of query values holding "/"
@@ -62,8 +64,8 @@ describe("runbooks/pg-restore-drill.lua", function()
     local r = rb.run { "check", RUNBOOK }
     assert.are.equal(2, r.code)
     assert.truthy(r.stderr:find("runbook: " .. RUNBOOK .. ": 6 problems", 1, true), r.stderr)
-    r = rb.run({ "check", RUNBOOK, "--param", "endpoint=" .. store.endpoint, "--param", "bucket=bowmark-backups",
-      "--param", "prefix=" .. PREFIX }, { env = env })
+    r = rb.run({ "check", RUNBOOK, "--param", "endpoint=" .. sb.services.s3.endpoint, "--param", "bucket=bowmark-backups",
+      "--param", "prefix=" .. PREFIX }, { env = sb:env() })
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stdout:find("runbook pg-restore-drill, 6 steps (0 manual), 0 parallel group(s)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }
@@ -120,13 +122,15 @@ describe("runbooks/pg-restore-drill.lua", function()
   it("restores a plain SQL dump (pg_dump > backup.sql) and refuses one cut short", function()
     -- as Tessera's guide makes them: plain SQL, with the superuser's OWNER TO statements
     local plain = dir .. "/backup.sql"
-    sh.run({ pgserver.BIN .. "/pg_dump", "-h", db.sock, "-p", tostring(db.port), "-U", "postgres",
-      "-d", "bowmark_reports_paving", "-f", plain }, { log = false })
+    local pgs = sb.services.pg
+    sh.run({ "pg_dump", "-h", pgs.sock, "-p", tostring(pgs.port), "-U", "postgres",
+      "-d", sandbox.DRILL.db, "-f", plain }, { log = false })
     local text = rb.read(plain)
     assert.truthy(text:find("OWNER TO postgres;", 1, true))
-    local client <close> = s3.connect { endpoint = store.endpoint, access_key = store.access_key, secret_key = secret.wrap(store.secret_key) }
-    client:put { bucket = "bowmark-backups", key = "plain_db-20260304T080000Z.sql", file = plain }
-    client:put { bucket = "bowmark-backups", key = "cut_db-20260304T080000Z.sql", body = text:sub(1, math.floor(#text * 0.8)) }
+    local m = sb.services.s3
+    local client <close> = s3.connect { endpoint = m.endpoint, access_key = m.access_key, secret_key = secret.wrap(m.secret_key) }
+    client:put { bucket = sandbox.DRILL.bucket, key = "plain_db-20260304T080000Z.sql", file = plain }
+    client:put { bucket = sandbox.DRILL.bucket, key = "cut_db-20260304T080000Z.sql", body = text:sub(1, math.floor(#text * 0.8)) }
 
     local r = exec { "--param", "prefix=plain_db-" }
     assert.are.equal(0, r.code, r.stderr)
@@ -146,14 +150,15 @@ describe("runbooks/pg-restore-drill.lua", function()
     local psql
     for _, a in ipairs(of_type(evs, "action", "R4")) do if a.kind == "command" then psql = a end end
     assert.are.equal("psql", psql.argv[1])
-    assert.is_nil(table.concat(psql.argv, " "):find("rbtest", 1, true))
+    assert.is_nil(table.concat(psql.argv, " "):find(sb.secrets.pg_password, 1, true))
+    assert.is_nil(table.concat(psql.argv, " "):find("sandbox:", 1, true))
     assert.are.equal("", scratch_dbs())
     assert.are.same({}, fs.listdir(dir .. "/restore-drill") or {})
-    assert.are.equal(0, rb.run({ "audit", "verify", id, "--state", dir .. "/state" }, { cwd = dir }).code)
+    assert.are.equal(0, sb:runbook({ "audit", "verify", id }).code)
 
     r = exec { "--param", "prefix=cut_db-" }
     assert.are.equal(1, r.code, r.stderr)
-    assert.truthy(r.stderr:find('R2       FAILED: restore-drill/cut_db-20260304T080000Z.sql is cut short: a plain pg_dump ends with "-- PostgreSQL database dump complete"', 1, true), r.stderr)
+    assert.truthy(r.stderr:find('/restore-drill/cut_db-20260304T080000Z.sql is cut short: a plain pg_dump ends with "-- PostgreSQL database dump complete"', 1, true), r.stderr)
     assert.are.equal("", scratch_dbs())
   end)
 end)

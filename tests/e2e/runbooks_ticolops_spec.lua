@@ -79,7 +79,11 @@ describe("runbooks/ticolops-production.lua", function()
   end
 
   it("checks and renders as the guide's steps", function()
+    -- without its environment, check names what exec would miss
     local r = rb.run { "check", RUNBOOK }
+    assert.are.equal(2, r.code)
+    assert.truthy(r.stderr:find("missing required param 'database_url' (set --param database_url=... or the environment variable TICOLOPS_DATABASE_URL)", 1, true), r.stderr)
+    r = rb.run({ "check", RUNBOOK }, { env = env })
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stdout:find("runbook ticolops-production, 8 steps (2 manual)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }
