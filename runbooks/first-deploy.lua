@@ -432,6 +432,37 @@ parallel "secrets" {
   },
 }
 
+-- the Deployments whose pods read R2's and Sentry's variables
+local RESTART = { "tezca-api", "tezca-worker", "tezca-beat", "tezca-web", "tezca-admin" }
+
+step "M12-restart" {
+  title = "Restart the pods so they see the R2 and Sentry variables",
+  owner = "DevOps",
+  needs = { "M6", "M11", "M12" },
+  doc = [[A pod reads its environment when it starts: tezca-api, -worker, -beat, -web and
+-admin are restarted (`kubectl rollout restart`) and waited for, unless both
+Secrets were already as wanted.]],
+  timeout = 1800,
+  run = function(ctx)
+    local o = ctx.outputs
+    if o.M11.result == "unchanged" and o.M12.result == "unchanged" then
+      ctx:log("tezca-r2-credentials and tezca-sentry were already as wanted: no restart")
+      return { restarted = {} }
+    end
+    local c = cluster(ctx)
+    local restarted = {}
+    for _, name in ipairs(RESTART) do
+      if c:get { api_version = "apps/v1", kind = "Deployment", name = name } then
+        c:rollout_restart { kind = "Deployment", name = name, wait = true, timeout = 600 }
+        restarted[#restarted + 1] = name
+      elseif not ctx.dry_run then
+        ctx:warn("deployment %s/%s not found: not restarted", ctx.params.namespace, name)
+      end
+    end
+    return { restarted = restarted }
+  end,
+}
+
 local function r2(ctx)
   local p = ctx.params
   return s3.connect { endpoint = p.r2_endpoint, region = p.r2_region,
