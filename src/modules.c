@@ -19,6 +19,7 @@ static const luaL_Reg cores[] = {
   {"runbook._json", luaopen_runbook__json},
   {"runbook._yaml", luaopen_runbook__yaml},
   {"runbook._crypto", luaopen_runbook__crypto},
+  {"runbook._sign", luaopen_runbook__sign},
   {"runbook._secret", luaopen_runbook__secret},
   {"runbook._journal", luaopen_runbook__journal},
   {"runbook._proc", luaopen_runbook__proc},

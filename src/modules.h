@@ -30,6 +30,7 @@ int luaopen_runbook__fs(lua_State *L);      /* src/lua_fs.c */
 int luaopen_runbook__json(lua_State *L);    /* src/lua_json.c */
 int luaopen_runbook__yaml(lua_State *L);    /* src/lua_yaml.c */
 int luaopen_runbook__crypto(lua_State *L);  /* src/lua_crypto.c */
+int luaopen_runbook__sign(lua_State *L);    /* src/lua_sign.c */
 int luaopen_runbook__secret(lua_State *L);  /* src/lua_secret.c */
 int luaopen_runbook__journal(lua_State *L); /* src/lua_journal.c */
 int luaopen_runbook__proc(lua_State *L);    /* src/lua_proc.c */

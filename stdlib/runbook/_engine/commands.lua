@@ -378,4 +378,34 @@ function M.plan(pos, opts)
   return 0
 end
 
+--- `runbook sign FILE --key KEY`
+function M.sign(pos, opts)
+  if not opts.key then errors.raise { kind = "usage", message = "sign: --key KEY.pem is required (make one with `runbook keygen`)" } end
+  local signing = require "runbook._engine.signing"
+  local book = loader.load(pos[1])
+  local path, kid = signing.sign(book, opts.key)
+  printf("signed %s and %d module(s) with key %s: %s", book.file, #book.modules, kid, path)
+  return 0
+end
+
+--- `runbook keygen [--out PREFIX]`
+function M.keygen(_, opts)
+  local sign = require "runbook._sign"
+  local signing = require "runbook._engine.signing"
+  local fs = require "runbook._fs"
+  local prefix = opts.out or "runbook-signing"
+  for _, p in ipairs { prefix .. ".pem", prefix .. ".pub" } do
+    if fs.stat(p) then errors.raise { kind = "usage", message = string.format("keygen: %s exists; choose another --out", p) } end
+  end
+  local priv, pub = sign.keygen()
+  if not priv then errors.raise { kind = "usage", message = "keygen: " .. tostring(pub) } end
+  local ok, err = fs.write_file(prefix .. ".pem", priv, 384) -- 0600
+  if not ok then errors.raise { kind = "usage", message = "keygen: " .. tostring(err) } end
+  ok, err = fs.write_file(prefix .. ".pub", pub, 420)
+  if not ok then errors.raise { kind = "usage", message = "keygen: " .. tostring(err) } end
+  printf("key %s: %s.pem (private: keep it to yourself) and %s.pub (put it in the --trust folder of those who run your runbooks)",
+    signing.key_id(pub), prefix, prefix)
+  return 0
+end
+
 return M

@@ -473,7 +473,7 @@ local function resume(run, r, book, opts, console, cli_params, values)
     changed = changed or nil, accepted_changes = (#problems > 0) and problems or nil,
     params = next(changed_params) and changed_params or nil,
     modules = #mod_changes > 0 and modules or nil, modules_changed = #mod_changes > 0 and mod_changes or nil,
-    declared = #mod_changes > 0 and declared_by_modules(book) or nil,
+    declared = #mod_changes > 0 and declared_by_modules(book) or nil, signer = book.signer,
   })
   if file_changed then
     console:note(string.format("the runbook changed since this run started (sha256 %s… → %s…)%s",
@@ -494,7 +494,7 @@ local function begin(run, book, cli_params, values, opts)
     runbook = book.name, file = book.file, sha256 = book.sha256, user = host.user(), host = host.hostname(),
     pid = host.pid(), version = host.version(), hmac = akey ~= nil, steps = ids_of(book),
     params = params.recordable(book.params, run.params), anchor = true, modules = modules_of(book),
-    declared = declared_by_modules(book),
+    declared = declared_by_modules(book), signer = book.signer,
   })
   return run
 end
@@ -715,7 +715,17 @@ end
 
 --- `runbook exec`: load, open or resume, run. Returns the exit code.
 function M.exec(opts)
-  local book = loader.load(opts.file)
+  local signer
+  local require_sig = opts.require_signature or os.getenv("RUNBOOK_REQUIRE_SIGNATURE") == "1"
+  local book
+  if require_sig then
+    local chk = require("runbook._engine.signing").check(opts.file, opts.trust or os.getenv("RUNBOOK_TRUST"))
+    book = loader.load(opts.file, { check_module = chk.module, expect_sha256 = chk.sha256 })
+    signer = chk.key_id
+  else
+    book = loader.load(opts.file)
+  end
+  book.signer = signer
   local console = consolemod.new { output = opts.output }
   local runlock, lcode = take_runlock(book, opts, console)
   if lcode then return lcode end

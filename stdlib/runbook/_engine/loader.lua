@@ -194,7 +194,10 @@ local function make_env(book, declare)
           f:close()
           local chunk, err = load(src, "@" .. path, "t", env)
           if not chunk then error(err, 0) end
-          book.modules[#book.modules + 1] = { name = name, path = path, sha256 = crypto.sha256(src) }
+          local sum = crypto.sha256(src)
+          -- a signed runbook's modules are checked before they run
+          if book.check_module then book.check_module(path, sum) end
+          book.modules[#book.modules + 1] = { name = name, path = path, sha256 = sum }
           local v = chunk(name, path)
           if v == nil then v = true end
           loaded[name] = v
@@ -225,8 +228,11 @@ end
 --- Loads a runbook file and returns its book: name, params, steps in order.
 --- Raises a structured error {kind="runbook"} naming file and line; with
 --- opts.problems (a list), the static checks after loading add to it instead.
+--- opts.check_module(path, sha256) is called before a local module runs
+--- (signed runbooks); opts.expect_sha256 refuses a file that is not the one
+--- checked.
 ---@param path string
----@param opts table|nil
+---@param opts {problems:table|nil, check_module:function|nil, expect_sha256:string|nil}|nil
 ---@return table book
 function M.load(path, opts)
   local pst = require("runbook._fs").stat(path)
@@ -250,7 +256,12 @@ function M.load(path, opts)
     by_id = {},
     groups = {},
     modules = {},
+    check_module = opts and opts.check_module,
   }
+  -- the file checked against a signature is the file loaded
+  if opts and opts.expect_sha256 and book.sha256 ~= opts.expect_sha256 then
+    errors.raisef("signature", "refused", "%s changed while it was being checked against its signature", abs)
+  end
   local declared_runbook = nil
 
   local declare = {}
