@@ -296,10 +296,6 @@ M.ENVIRONMENT = {
   { "RUNBOOK_FAILPOINT", "(tests) `after:N` stops the process with SIGSTOP right after journal event N is durable; `torn:N` after writing half of it" },
 }
 
-local function usage_error(fmt, ...)
-  errors.raise { kind = "usage", message = string.format(fmt, ...) }
-end
-
 local function visible_names()
   local names = {}
   for _, c in ipairs(M.COMMANDS) do
@@ -336,7 +332,7 @@ local function from_env(c, opts, given)
           if TRUE[lv] then
             opts[field] = true
           elseif not FALSE[lv] then
-            usage_error("%s=%s: expected 1 or 0 (for %s)", o.env, v, o[1])
+            errors.raisef("usage", nil, "%s=%s: expected 1 or 0 (for %s)", o.env, v, o[1])
           end
         elseif o.multi then
           opts[field] = { v }
@@ -368,7 +364,7 @@ function M.parse(name, argv)
       local spec = c.by_option[key]
       if not spec then
         local hint = suggest.hint(key, c.by_option)
-        usage_error("%s: unknown option %s%s (see runbook %s --help)", name, key, hint, name)
+        errors.raisef("usage", nil, "%s: unknown option %s%s (see runbook %s --help)", name, key, hint, name)
       end
       given[key] = true
       local field = key:sub(3):gsub("%-", "_")
@@ -376,7 +372,7 @@ function M.parse(name, argv)
         if val == nil then
           i = i + 1
           val = argv[i]
-          if val == nil then usage_error("%s: option %s needs a value (%s %s)", name, key, key, spec.arg) end
+          if val == nil then errors.raisef("usage", nil, "%s: option %s needs a value (%s %s)", name, key, key, spec.arg) end
         end
         if spec.multi then
           opts[field] = opts[field] or {}
@@ -385,7 +381,7 @@ function M.parse(name, argv)
           opts[field] = val
         end
       else
-        if val ~= nil then usage_error("%s: option %s takes no value", name, key) end
+        if val ~= nil then errors.raisef("usage", nil, "%s: option %s takes no value", name, key) end
         opts[field] = true
       end
     else
@@ -404,9 +400,9 @@ function M.parse(name, argv)
     for k = #pos + 1, #c.args do
       if not c.args[k].optional then missing[#missing + 1] = c.args[k][1] end
     end
-    usage_error("%s: missing %s (usage: %s)", name, table.concat(missing, " "), c.usage)
+    errors.raisef("usage", nil, "%s: missing %s (usage: %s)", name, table.concat(missing, " "), c.usage)
   end
-  if #pos > max then usage_error("%s: unexpected argument '%s' (usage: %s)", name, pos[max + 1], c.usage) end
+  if #pos > max then errors.raisef("usage", nil, "%s: unexpected argument '%s' (usage: %s)", name, pos[max + 1], c.usage) end
   for k, a in ipairs(c.args) do
     local v = pos[k]
     if v ~= nil and (a.literal or a.choices) then
@@ -414,9 +410,9 @@ function M.parse(name, argv)
       local okv = false
       for _, ch in ipairs(allowed) do okv = okv or ch == v end
       if not okv and a.literal then
-        usage_error("%s: unknown subcommand '%s'%s (usage: %s)", name, v, suggest.hint(v, allowed), c.usage)
+        errors.raisef("usage", nil, "%s: unknown subcommand '%s'%s (usage: %s)", name, v, suggest.hint(v, allowed), c.usage)
       elseif not okv then
-        usage_error("%s: %s must be %s, not '%s'%s", name, a[1], table.concat(allowed, " or "), v, suggest.hint(v, allowed))
+        errors.raisef("usage", nil, "%s: %s must be %s, not '%s'%s", name, a[1], table.concat(allowed, " or "), v, suggest.hint(v, allowed))
       end
     end
   end
@@ -426,7 +422,7 @@ function M.parse(name, argv)
     if o.choices and v ~= nil then
       local okv = false
       for _, ch in ipairs(o.choices) do okv = okv or ch == v end
-      if not okv then usage_error("%s: %s must be %s, not '%s'", name, o[1], table.concat(o.choices, " or "), v) end
+      if not okv then errors.raisef("usage", nil, "%s: %s must be %s, not '%s'", name, o[1], table.concat(o.choices, " or "), v) end
     end
   end
   if opts.output == "text" then opts.output = nil end
@@ -474,7 +470,7 @@ local function dispatch(argv)
   if name == nil or name == "--help" or name == "-h" or name == "help" then
     if name == "help" and argv[2] then
       local c = M.BY_NAME[argv[2]]
-      if not c or c.hidden then usage_error("help: unknown command '%s'%s", argv[2], suggest.hint(argv[2], visible_names())) end
+      if not c or c.hidden then errors.raisef("usage", nil, "help: unknown command '%s'%s", argv[2], suggest.hint(argv[2], visible_names())) end
       host.write(1, clidoc.help(c))
       return 0
     end
@@ -484,7 +480,7 @@ local function dispatch(argv)
   if name == "--version" then name = "version" end
   local c = M.BY_NAME[name]
   if not c then
-    usage_error("unknown command '%s'%s (see runbook --help)", name, suggest.hint(name, visible_names()))
+    errors.raisef("usage", nil, "unknown command '%s'%s (see runbook --help)", name, suggest.hint(name, visible_names()))
   end
   local rest = { table.unpack(argv, 2) }
   if name == "test" then
@@ -517,9 +513,9 @@ local function dispatch(argv)
     opts.params = opts.param
     if opts.jobs then
       opts.jobs = math.tointeger(tonumber(opts.jobs))
-      if not opts.jobs or opts.jobs < 1 then usage_error("exec: --jobs must be a positive integer") end
+      if not opts.jobs or opts.jobs < 1 then errors.raisef("usage", nil, "exec: --jobs must be a positive integer") end
     end
-    if opts.only and opts.from then usage_error("exec: --only and --from cannot be combined") end
+    if opts.only and opts.from then errors.raisef("usage", nil, "exec: --only and --from cannot be combined") end
     return require("runbook._engine.engine").exec(opts)
   end
   return require("runbook._engine.commands")[name](pos, opts)
