@@ -29,9 +29,11 @@
 #include "host.h"
 #include "modules.h"
 #include "secret.h"
+#include "ws.h"
 
 #define CLIENT_MT "runbook.curl.Client"
 #define REQ_MT "runbook.curl.Request"
+#define WS_MT "runbook.curl.WebSocket"
 
 struct blob {
   char *data;
@@ -677,6 +679,187 @@ static int m_request(lua_State *L) {
   return 1;
 }
 
+/* ---- WebSockets ---------------------------------------------------------------------- */
+
+/* A WebSocket owns its own easy handle (CONNECT_ONLY), never the client's. */
+struct wsconn {
+  CURL *easy; /* NULL once closed */
+  struct rb_ws ws;
+  struct rb_growbuf msg;
+};
+
+static int ws_close(lua_State *L) {
+  struct wsconn *w = luaL_checkudata(L, 1, WS_MT);
+  if (w->easy) {
+    if (!w->ws.sent_close)
+      rb_ws_send(&w->ws, RB_WS_CLOSE, "\x03\xe8", 2, rb_ws_now() + 1);
+    curl_easy_cleanup(w->easy);
+    w->easy = NULL;
+  }
+  rb_ws_free(&w->ws);
+  rb_growbuf_free(&w->msg, 1);
+  return 0;
+}
+
+static struct wsconn *check_ws(lua_State *L) {
+  struct wsconn *w = luaL_checkudata(L, 1, WS_MT);
+  if (!w->easy)
+    luaL_error(L, "attempt to use a closed WebSocket");
+  return w;
+}
+
+static int ws_tostring(lua_State *L) {
+  struct wsconn *w = luaL_checkudata(L, 1, WS_MT);
+  lua_pushfstring(L, "runbook.curl.WebSocket (%s)", w->easy ? w->ws.protocol : "closed");
+  return 1;
+}
+
+static const char *const ws_ops[] = {"binary", "text", "close", NULL};
+static const int ws_op_codes[] = {RB_WS_BINARY, RB_WS_TEXT, RB_WS_CLOSE};
+
+/* ws:send(data [, "binary"|"text"|"close" [, timeout]]) -> true | nil, message */
+static int ws_send(lua_State *L) {
+  struct wsconn *w = check_ws(L);
+  size_t n;
+  const char *p = rb_check_bytes(L, 2, &n, NULL);
+  int op = ws_op_codes[luaL_checkoption(L, 3, "binary", ws_ops)];
+  double timeout = luaL_optnumber(L, 4, 30);
+  int r = rb_ws_send(&w->ws, op, p, n, rb_ws_now() + timeout);
+  if (r == RB_WS_OK) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, r == RB_WS_TIMEOUT ? "timeout" : w->ws.err);
+  return 2;
+}
+
+/* ws:recv([timeout]) -> "binary"|"text"|"close", data | nil, "timeout" | nil, message */
+static int ws_recv(lua_State *L) {
+  struct wsconn *w = check_ws(L);
+  double timeout = luaL_optnumber(L, 2, -1);
+  int op = 0;
+  int r = rb_ws_recv(&w->ws, timeout < 0 ? 0 : rb_ws_now() + timeout, &op, &w->msg);
+  if (r != RB_WS_OK) {
+    lua_pushnil(L);
+    lua_pushstring(L, r == RB_WS_TIMEOUT ? "timeout" : w->ws.err);
+    return 2;
+  }
+  lua_pushstring(L, op == RB_WS_CLOSE ? "close" : op == RB_WS_TEXT ? "text" : "binary");
+  lua_pushlstring(L, w->msg.data ? w->msg.data : "", w->msg.len);
+  OPENSSL_cleanse(w->msg.data, w->msg.len);
+  return 2;
+}
+
+/* ws:protocol() -> the subprotocol the server chose */
+static int ws_protocol(lua_State *L) {
+  struct wsconn *w = check_ws(L);
+  lua_pushstring(L, w->ws.protocol);
+  return 1;
+}
+
+/* client:websocket{url=, path=, host=, authorization=, protocols=, timeout=}
+ * -> WebSocket | nil, err. url is the server's (https://host:port), path
+ * the request target with its query, host the Host header, authorization
+ * a string or Secret. A non-101 answer is an "http" error whose details
+ * carry status and body. */
+static int m_websocket(lua_State *L) {
+  struct client *c = check_client(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_getfield(L, 2, "url");
+  const char *url = luaL_checkstring(L, -1);
+  lua_getfield(L, 2, "path");
+  const char *path = luaL_checkstring(L, -1);
+  lua_getfield(L, 2, "host");
+  const char *hostport = luaL_checkstring(L, -1);
+  lua_getfield(L, 2, "protocols");
+  const char *protocols = luaL_checkstring(L, -1);
+  lua_getfield(L, 2, "timeout");
+  double timeout = luaL_optnumber(L, -1, c->timeout > 0 ? c->timeout : 30);
+  lua_getfield(L, 2, "authorization"); /* 8 */
+  size_t alen = 0;
+  const char *auth = rb_opt_bytes(L, 8, &alen, NULL);
+  if (auth && (memchr(auth, '\r', alen) || memchr(auth, '\n', alen) || memchr(auth, '\0', alen)))
+    return luaL_error(L, "websocket: authorization holds a line break or NUL");
+
+  struct wsconn *w = lua_newuserdatauv(L, sizeof *w, 0); /* 9 */
+  memset(w, 0, sizeof *w);
+  luaL_setmetatable(L, WS_MT);
+  w->easy = curl_easy_init();
+  if (!w->easy)
+    return luaL_error(L, "out of memory");
+  char errbuf[CURL_ERROR_SIZE] = "";
+  apply_client(c, w->easy);
+  curl_easy_setopt(w->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+  curl_easy_setopt(w->easy, CURLOPT_URL, url);
+  curl_easy_setopt(w->easy, CURLOPT_CONNECT_ONLY, 1L);
+  curl_easy_setopt(w->easy, CURLOPT_ERRORBUFFER, errbuf);
+  if (c->connect_timeout > 0)
+    curl_easy_setopt(w->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->connect_timeout * 1000));
+  double deadline = rb_ws_now() + timeout;
+  CURLcode rc = curl_easy_perform(w->easy);
+  curl_easy_setopt(w->easy, CURLOPT_ERRORBUFFER, NULL);
+  if (rc != CURLE_OK) {
+    push_request_error(L, "http", rb_curl_code(rc), rc, "GET", url, errbuf);
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    w->ws.sent_close = 1;
+    lua_pushcfunction(L, ws_close);
+    lua_pushvalue(L, 9);
+    lua_call(L, 1, 0);
+    return 2;
+  }
+  curl_socket_t fd = CURL_SOCKET_BAD;
+  curl_easy_getinfo(w->easy, CURLINFO_ACTIVESOCKET, &fd);
+  w->ws.easy = w->easy;
+  w->ws.fd = (long)fd;
+  struct rb_growbuf extra = {0}, body = {0};
+  if (auth && (rb_growbuf_add(&extra, "Authorization: ", 15) || rb_growbuf_add(&extra, auth, alen) ||
+               rb_growbuf_add(&extra, "\r\n", 2))) {
+    rb_growbuf_free(&extra, 1);
+    return luaL_error(L, "out of memory");
+  }
+  int status = rb_ws_handshake(&w->ws, hostport, path, extra.data, protocols, deadline, &body);
+  rb_growbuf_free(&extra, 1);
+  if (status == 101) {
+    lua_settop(L, 9);
+    return 1;
+  }
+  lua_pushnil(L); /* 10 */
+  if (status < 0)
+    rb_push_error(L, "http", "protocol", "GET %s%s: %s", url, path, w->ws.err);
+  else
+    rb_push_error(L, "http", "status", "GET %s%s: HTTP %d", url, path, status);
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, status);
+  lua_setfield(L, -2, "status");
+  lua_pushlstring(L, body.data ? body.data : "", body.len);
+  lua_setfield(L, -2, "body");
+  lua_setfield(L, -2, "details");
+  rb_growbuf_free(&body, 0);
+  w->ws.sent_close = 1;
+  lua_pushcfunction(L, ws_close);
+  lua_pushvalue(L, 9);
+  lua_call(L, 1, 0);
+  return 2;
+}
+
+static const luaL_Reg ws_methods[] = {
+  {"send", ws_send},
+  {"recv", ws_recv},
+  {"protocol", ws_protocol},
+  {"close", ws_close},
+  {NULL, NULL},
+};
+
+static const luaL_Reg ws_metamethods[] = {
+  {"__gc", ws_close},
+  {"__close", ws_close},
+  {"__tostring", ws_tostring},
+  {NULL, NULL},
+};
+
 /* ---- module ------------------------------------------------------------------------------ */
 
 /* curl.version() -> "7.88.1", {http2=true, ssl="OpenSSL/3.0.x"} */
@@ -699,6 +882,7 @@ static const luaL_Reg funcs[] = {
 
 static const luaL_Reg methods[] = {
   {"request", m_request},
+  {"websocket", m_websocket},
   {"close", client_close},
   {NULL, NULL},
 };
@@ -735,6 +919,12 @@ int luaopen_runbook__curl(lua_State *L) {
     lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, req_close);
     lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, WS_MT)) {
+    luaL_setfuncs(L, ws_metamethods, 0);
+    luaL_newlib(L, ws_methods);
+    lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
   luaL_newlib(L, funcs);
