@@ -29,11 +29,13 @@
 #include "host.h"
 #include "modules.h"
 #include "secret.h"
+#include "portfwd.h"
 #include "ws.h"
 
 #define CLIENT_MT "runbook.curl.Client"
 #define REQ_MT "runbook.curl.Request"
 #define WS_MT "runbook.curl.WebSocket"
+#define FWD_MT "runbook.curl.PortForward"
 
 struct blob {
   char *data;
@@ -860,6 +862,177 @@ static const luaL_Reg ws_metamethods[] = {
   {NULL, NULL},
 };
 
+/* ---- port-forwarding ----------------------------------------------------------------- */
+
+/* The forwarder's threads set up their handles from a private copy of the
+ * client's options: the Lua client may be closed or collected meanwhile. */
+static void blob_copy(struct blob *dst, const struct blob *src, int *oom) {
+  dst->data = NULL;
+  dst->len = 0;
+  if (!src->data)
+    return;
+  dst->data = malloc(src->len ? src->len : 1);
+  if (!dst->data) {
+    *oom = 1;
+    return;
+  }
+  memcpy(dst->data, src->data, src->len);
+  dst->len = src->len;
+}
+
+static char *str_copy(const char *s, int *oom) {
+  if (!s)
+    return NULL;
+  char *d = strdup(s);
+  if (!d)
+    *oom = 1;
+  return d;
+}
+
+static void fwd_setup(void *ctx, CURL *e) {
+  struct client *c = ctx;
+  apply_client(c, e);
+  if (c->connect_timeout > 0)
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->connect_timeout * 1000));
+}
+
+static void fwd_free_ctx(void *ctx) {
+  client_release(ctx);
+  free(ctx);
+}
+
+struct fwdbox {
+  struct rb_fwd *f; /* NULL once closed */
+};
+
+static int fwd_close(lua_State *L) {
+  struct fwdbox *b = luaL_checkudata(L, 1, FWD_MT);
+  if (b->f) {
+    rb_fwd_stop(b->f);
+    b->f = NULL;
+  }
+  return 0;
+}
+
+static struct fwdbox *check_fwd(lua_State *L) {
+  struct fwdbox *b = luaL_checkudata(L, 1, FWD_MT);
+  if (!b->f)
+    luaL_error(L, "attempt to use a closed port-forward");
+  return b;
+}
+
+/* fwd:port() -> the local port */
+static int fwd_port(lua_State *L) {
+  lua_pushinteger(L, rb_fwd_port(check_fwd(L)->f));
+  return 1;
+}
+
+/* fwd:status() -> connections accepted, the last error or nil */
+static int fwd_status(lua_State *L) {
+  char err[320];
+  lua_pushinteger(L, rb_fwd_status(check_fwd(L)->f, err, sizeof err));
+  if (err[0])
+    rb_push_scrubbed(L, err, strlen(err));
+  else
+    lua_pushnil(L);
+  return 2;
+}
+
+static int fwd_tostring(lua_State *L) {
+  struct fwdbox *b = luaL_checkudata(L, 1, FWD_MT);
+  if (b->f)
+    lua_pushfstring(L, "runbook.curl.PortForward (127.0.0.1:%d)", rb_fwd_port(b->f));
+  else
+    lua_pushliteral(L, "runbook.curl.PortForward (closed)");
+  return 1;
+}
+
+/* client:port_forward{url=, path=, host=, authorization=, local_port=, timeout=}
+ * -> PortForward | raises. path is the portforward subresource with its
+ * ports= query; each accepted connection gets its own WebSocket. */
+static int m_port_forward(lua_State *L) {
+  struct client *c = check_client(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_getfield(L, 2, "url");
+  lua_getfield(L, 2, "path");
+  lua_getfield(L, 2, "host");
+  lua_getfield(L, 2, "local_port");
+  lua_getfield(L, 2, "timeout");
+  lua_getfield(L, 2, "authorization"); /* 8 */
+  struct rb_fwd_opts o;
+  memset(&o, 0, sizeof o);
+  o.url = luaL_checkstring(L, 3);
+  o.path = luaL_checkstring(L, 4);
+  o.host = luaL_checkstring(L, 5);
+  lua_Integer lp = luaL_optinteger(L, 6, 0);
+  if (lp < 0 || lp > 65535)
+    return luaL_error(L, "port_forward: local_port must be 0..65535");
+  o.local_port = (int)lp;
+  o.timeout = luaL_optnumber(L, 7, c->timeout > 0 ? c->timeout : 30);
+  size_t alen = 0;
+  const char *auth = rb_opt_bytes(L, 8, &alen, NULL);
+  if (auth && (memchr(auth, '\r', alen) || memchr(auth, '\n', alen) || memchr(auth, '\0', alen)))
+    return luaL_error(L, "port_forward: authorization holds a line break or NUL");
+  char *authz = NULL;
+  if (auth) {
+    authz = dup_bytes(L, auth, alen);
+  }
+  o.auth = authz;
+  struct fwdbox *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->f = NULL;
+  luaL_setmetatable(L, FWD_MT);
+  struct client *copy = calloc(1, sizeof *copy);
+  int oom = copy == NULL;
+  if (copy) {
+    *copy = *c;
+    copy->easy = NULL;
+    copy->ca_file = str_copy(c->ca_file, &oom);
+    copy->cert_file = str_copy(c->cert_file, &oom);
+    copy->key_file = str_copy(c->key_file, &oom);
+    copy->user_agent = str_copy(c->user_agent, &oom);
+    copy->proxy = str_copy(c->proxy, &oom);
+    blob_copy(&copy->ca_data, &c->ca_data, &oom);
+    blob_copy(&copy->cert_data, &c->cert_data, &oom);
+    blob_copy(&copy->key_data, &c->key_data, &oom);
+  }
+  if (oom) {
+    if (copy)
+      fwd_free_ctx(copy);
+    if (authz) {
+      OPENSSL_cleanse(authz, alen);
+      free(authz);
+    }
+    return luaL_error(L, "out of memory");
+  }
+  o.setup = fwd_setup;
+  o.ctx = copy;
+  o.free_ctx = fwd_free_ctx;
+  char err[256];
+  b->f = rb_fwd_start(&o, err, sizeof err);
+  if (authz) {
+    OPENSSL_cleanse(authz, alen);
+    free(authz);
+  }
+  if (!b->f)
+    return luaL_error(L, "port_forward: %s", err);
+  return 1;
+}
+
+static const luaL_Reg fwd_methods[] = {
+  {"port", fwd_port},
+  {"status", fwd_status},
+  {"close", fwd_close},
+  {NULL, NULL},
+};
+
+static const luaL_Reg fwd_metamethods[] = {
+  {"__gc", fwd_close},
+  {"__close", fwd_close},
+  {"__tostring", fwd_tostring},
+  {NULL, NULL},
+};
+
 /* ---- module ------------------------------------------------------------------------------ */
 
 /* curl.version() -> "7.88.1", {http2=true, ssl="OpenSSL/3.0.x"} */
@@ -883,6 +1056,7 @@ static const luaL_Reg funcs[] = {
 static const luaL_Reg methods[] = {
   {"request", m_request},
   {"websocket", m_websocket},
+  {"port_forward", m_port_forward},
   {"close", client_close},
   {NULL, NULL},
 };
@@ -919,6 +1093,12 @@ int luaopen_runbook__curl(lua_State *L) {
     lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, req_close);
     lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, FWD_MT)) {
+    luaL_setfuncs(L, fwd_metamethods, 0);
+    luaL_newlib(L, fwd_methods);
+    lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
   if (luaL_newmetatable(L, WS_MT)) {

@@ -173,4 +173,88 @@ function Cluster:exec(opts)
   return res
 end
 
+-- A Service's port to the chosen pod's port: targetPort as a number, a
+-- named container port, or the same number when targetPort is absent.
+local function service_target(svc, pod, port)
+  for _, sp in ipairs(v(svc.spec and svc.spec.ports) or {}) do
+    if v(sp.port) == port or v(sp.name) == port then
+      local tp = v(sp.targetPort)
+      if tp == nil then return v(sp.port) end
+      if math.type(tp) == "integer" then return tp end
+      for _, c in ipairs(v(pod.spec and pod.spec.containers) or {}) do
+        for _, cp in ipairs(v(c.ports) or {}) do
+          if v(cp.name) == tp then return v(cp.containerPort) end
+        end
+      end
+      errors.raise { kind = "k8s", code = "NotFound", message = string.format(
+        "port_forward: pod %s has no container port named %q (targetPort of service %s)", pod.metadata.name, tp,
+        svc.metadata.name) }
+    end
+  end
+  errors.raise { kind = "k8s", code = "NotFound", message = string.format(
+    "port_forward: service %s/%s has no port %s", svc.metadata.namespace, svc.metadata.name, tostring(port)) }
+end
+
+--- Forwards a loopback port to a pod's port for the length of fn, like
+--- kubectl port-forward. opts: namespace, pod (or service: one of its ready
+--- pods through its selector), port (the pod's, or the Service's), local_port
+--- (0: a free one), timeout (per connection's handshake). fn(local_port)
+--- runs while C threads carry each accepted connection over its own
+--- WebSocket; its results are returned, and everything is closed when it
+--- returns or raises.
+---@param opts {namespace:string|nil, pod:string|nil, service:string|nil, port:integer|string, local_port:integer|nil, timeout:number|nil}
+---@param fn fun(local_port:integer):any
+---@return any ...
+function Cluster:port_forward(opts, fn)
+  if type(opts) ~= "table" then usage("port_forward: options table expected") end
+  if type(fn) ~= "function" then usage("port_forward: a function to run while forwarding is required") end
+  if opts.port == nil then usage("port_forward: port is required") end
+  local ns = opts.namespace or self.namespace
+  local name, port = opts.pod, opts.port
+  local pod
+  if opts.service then
+    local svc = self:get { kind = "Service", api_version = "v1", name = opts.service, namespace = ns }
+    if not svc then
+      errors.raise { kind = "k8s", code = "NotFound", status = 404, message = string.format("services %q not found", opts.service) }
+    end
+    local sel = v(svc.spec and svc.spec.selector)
+    if type(sel) ~= "table" or next(sel) == nil then
+      errors.raise { kind = "k8s", code = "BadRequest", message = string.format(
+        "port_forward: service %s/%s has no selector, so no pod to forward to", ns, opts.service) }
+    end
+    name = M.pick_pod(self, { namespace = ns, selector = sel }, "port_forward")
+    pod = self:get { kind = "Pod", api_version = "v1", name = name, namespace = ns }
+    port = service_target(svc, pod, port)
+  elseif type(name) ~= "string" then
+    usage("port_forward: pod or service is required")
+  end
+  if math.type(port) ~= "integer" then
+    pod = pod or self:get { kind = "Pod", api_version = "v1", name = name, namespace = ns }
+    port = pod and service_target({ metadata = { name = "-", namespace = ns }, spec = { ports = { { port = port, targetPort = port } } } }, pod, port)
+  end
+  local path = client.path({ plural = "pods", namespaced = true, api_version = "v1" }, ns, name, "portforward")
+    .. "?ports=" .. port
+  -- the pod is checked first, so a missing or stopped one raises here
+  -- rather than in the threads, where only fwd:status() would tell
+  pod = pod or self:get { kind = "Pod", api_version = "v1", name = name, namespace = ns }
+  if not pod then
+    errors.raise { kind = "k8s", code = "NotFound", status = 404, message = string.format("pods %q not found", name),
+      request = "GET " .. path, server = self.client.server }
+  end
+  local phase = v(pod.status and pod.status.phase) or "Pending"
+  if phase ~= "Running" then
+    errors.raise { kind = "k8s", code = "BadRequest", status = 400, server = self.client.server, message = string.format(
+      "port_forward: pod %s/%s is not running (phase %s)", ns, name, phase) }
+  end
+  local c = self.client
+  local server = c.server:gsub("/+$", "")
+  local hostport, prefix = server:match("^https?://([^/]+)(.*)$")
+  local fwd <close> = c:curl_for(true):port_forward { url = server, path = prefix .. path, host = hostport,
+    authorization = c:authorization(false), local_port = opts.local_port or 0, timeout = opts.timeout or 30 }
+  audit.action { kind = "k8s", verb = "port-forward", object = string.format("v1 Pod %s/%s", ns, name),
+    namespace = ns, name = name, port = port, local_port = fwd:port(), server = c.server,
+    summary = string.format("port-forward 127.0.0.1:%d -> pod %s/%s:%d", fwd:port(), ns, name, port) }
+  return fn(fwd:port())
+end
+
 return M

@@ -1,0 +1,136 @@
+-- cluster:port_forward against the fake: a local HTTP client talks through
+-- the forwarded loopback port to a real TCP server behind the fake pod
+-- (registered with POST /_fake/pod-ports), over several connections, and
+-- everything is closed after the function, on error too.
+local k8sfake = require "k8sfake"
+local k8s = require "runbook.k8s"
+local curl = require "runbook._curl"
+local proc = require "runbook._proc"
+local host = require "runbook._host"
+
+local BACKEND = [[
+import sys, threading
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+count = 0
+lock = threading.Lock()
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        global count
+        with lock:
+            count += 1
+            n = count
+        body = ("%s #%d" % (self.path, n)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *a):
+        pass
+s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+]]
+
+local function pod(name, labels, ports)
+  return { apiVersion = "v1", kind = "Pod", metadata = { name = name, namespace = "default", labels = labels },
+    spec = { containers = { { name = "app", image = "nginx:1", ports = ports } } }, status = { phase = "Running" } }
+end
+
+local function err_of(fn, ...)
+  local ok, e = pcall(fn, ...)
+  assert(not ok, "expected an error")
+  return e
+end
+
+describe("k8s port_forward", function()
+  local fake, c, backend, backend_port
+  setup(function()
+    fake = k8sfake.start()
+    c = k8s.connect { kubeconfig = fake.kubeconfig }
+    backend = assert(proc.spawn { argv = { "python3", "-c", BACKEND }, stdout = "pipe" })
+    local line = ""
+    local deadline = host.monotime() + 30
+    while not line:find("\n") and host.monotime() < deadline do
+      local chunk = backend:read(256, 1)
+      line = line .. (chunk or "")
+    end
+    backend_port = assert(math.tointeger(tonumber(line:match("%d+"))), "the backend printed no port")
+  end)
+  teardown(function()
+    if backend then backend:kill() end
+    fake:stop()
+  end)
+  before_each(function()
+    fake:reset()
+    fake:control("POST", "/_fake/objects", { reconcile = false, objects = {
+      pod("api-1", { app = "api" }, { { name = "http", containerPort = 8080 } }),
+      { apiVersion = "v1", kind = "Service", metadata = { name = "api", namespace = "default" },
+        spec = { selector = { app = "api" }, ports = { { port = 80, targetPort = "http" } } } } } })
+    fake:control("POST", "/_fake/pod-ports", { namespace = "default", pod = "api-1", port = 8080, local_port = backend_port })
+  end)
+
+  local function get(port, path)
+    local h <close> = curl.client { timeout = 20 }
+    return h:request { method = "GET", url = string.format("http://127.0.0.1:%d%s", port, path) }
+  end
+
+  it("forwards several connections to the pod's port and returns the function's results", function()
+    local a, b = c:port_forward({ pod = "api-1", port = 8080 }, function(lp)
+      local bodies = {}
+      for i = 1, 3 do
+        local res = get(lp, "/hello/" .. i)
+        assert.are.equal(200, res.status)
+        bodies[i] = res.body:match("^(%S+)")
+      end
+      local h <close> = curl.client { timeout = 20 }
+      local big = string.rep("0123456789", 20000)
+      local res = h:request { method = "POST", url = string.format("http://127.0.0.1:%d/echo", lp), body = big }
+      assert.are.equal(big, res.body)
+      return bodies, lp
+    end)
+    assert.are.same({ "/hello/1", "/hello/2", "/hello/3" }, a)
+    assert.is_true(b > 0)
+    -- closed after the function: nothing listens on the port any more
+    local h <close> = curl.client { timeout = 5, connect_timeout = 5 }
+    local res, err = h:request { method = "GET", url = string.format("http://127.0.0.1:%d/", b) }
+    assert.is_nil(res)
+    assert.are.equal("connect", err.code)
+    local sessions = fake:control("GET", "/_fake/execs").items
+    assert.are.equal(4, #sessions)
+    assert.are.same({ 8080 }, sessions[1].portforward)
+  end)
+
+  it("resolves a Service to a ready pod and its named targetPort", function()
+    local body = c:port_forward({ service = "api", port = 80 }, function(lp) return get(lp, "/via-service").body end)
+    assert.truthy(body:find("^/via%-service #"))
+  end)
+
+  it("closes everything when the function raises", function()
+    local port
+    local e = err_of(c.port_forward, c, { pod = "api-1", port = 8080 }, function(lp)
+      port = lp
+      assert.are.equal(200, get(lp, "/once").status)
+      error("boom", 0)
+    end)
+    assert.are.equal("boom", e)
+    local h <close> = curl.client { timeout = 5, connect_timeout = 5 }
+    local res, err = h:request { method = "GET", url = string.format("http://127.0.0.1:%d/", port) }
+    assert.is_nil(res)
+    assert.are.equal("connect", err.code)
+  end)
+
+  it("raises for a missing pod or service", function()
+    local e = err_of(c.port_forward, c, { pod = "nope", port = 80 }, function() end)
+    assert.are.equal("NotFound", e.code)
+    assert.are.equal('pods "nope" not found', e.message)
+    e = err_of(c.port_forward, c, { service = "nope", port = 80 }, function() end)
+    assert.are.equal('services "nope" not found', e.message)
+  end)
+end)
