@@ -7,6 +7,35 @@ local k8s = require "runbook.k8s"
 local audit = require "runbook._engine.audit"
 local secret = require "runbook.secret"
 local json = require "runbook._json"
+local rb = require "rbtest"
+local fs = require "runbook._fs"
+
+local RUNBOOK = [[
+local k8s = require "runbook.k8s"
+local secret = require "runbook.secret"
+runbook "k8s-exec" { params = { kubeconfig = { doc = "kubeconfig" } } }
+
+step "E1" { title = "Load the schema", run = function(ctx)
+  local c = k8s.connect { kubeconfig = ctx.params.kubeconfig }
+  local pw = secret.wrap("pw-" .. string.rep("z", 24))
+  local r = c:exec { pod = "web-1", command = { "sh", "-c", "cat; echo; echo done >&2" }, stdin = pw, expect_code = 0 }
+  print("stdout: " .. r.stdout .. "stderr: " .. r.stderr)
+end }
+]]
+
+-- every file under dir, concatenated
+local function all_text(dir)
+  local out = {}
+  local function walk(d)
+    for _, n in ipairs(fs.listdir(d) or {}) do
+      local p = d .. "/" .. n
+      local st = fs.stat(p)
+      if st and st.type == "directory" then walk(p) else out[#out + 1] = rb.read(p) or "" end
+    end
+  end
+  walk(dir)
+  return table.concat(out, "\n")
+end
 
 local function pod(name, phase, containers)
   local cs = {}
@@ -114,6 +143,24 @@ describe("k8s exec", function()
     local e = err_of(dead.exec, dead, { pod = "web-1", command = { "true" } })
     assert.are.equal("k8s", e.kind)
     assert.are.equal("unreachable", e.code)
+  end)
+
+  it("journals the action in a real runbook exec, with the secret stdin redacted everywhere", function()
+    local dir = rb.tmpdir("k8sexec")
+    rb.write(dir .. "/exec.lua", RUNBOOK)
+    local r = rb.run({ "exec", "exec.lua", "--param", "kubeconfig=" .. fake.kubeconfig }, { cwd = dir })
+    assert.are.equal(0, r.code, r.stderr)
+    local everything = r.stdout .. r.stderr .. all_text(dir .. "/.runbook")
+    assert.is_nil(everything:find("pw-" .. string.rep("z", 24), 1, true))
+    assert.truthy((r.stdout .. r.stderr):find("stdout: [REDACTED]\n", 1, true), r.stdout .. r.stderr)
+    assert.truthy((r.stdout .. r.stderr):find("stderr: done\n", 1, true), r.stdout .. r.stderr)
+    local action
+    for _, e in ipairs(rb.journal(dir .. "/.runbook")) do
+      if e.type == "action" and e.verb == "exec" then action = e end
+    end
+    assert.are.same({ "k8s", "v1 Pod default/web-1", { "sh", "-c", "cat; echo; echo done >&2" }, 0 },
+      { action.kind, action.object, action.argv, action.code })
+    rb.rmtree(dir)
   end)
 
   it("checks its arguments", function()
