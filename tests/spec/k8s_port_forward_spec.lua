@@ -5,38 +5,7 @@
 local k8sfake = require "k8sfake"
 local k8s = require "runbook.k8s"
 local curl = require "runbook._curl"
-local proc = require "runbook._proc"
-local host = require "runbook._host"
 
-local BACKEND = [[
-import sys, threading
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-count = 0
-lock = threading.Lock()
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        global count
-        with lock:
-            count += 1
-            n = count
-        body = ("%s #%d" % (self.path, n)).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def do_POST(self):
-        data = self.rfile.read(int(self.headers["Content-Length"]))
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-    def log_message(self, *a):
-        pass
-s = ThreadingHTTPServer(("127.0.0.1", 0), H)
-print(s.server_address[1], flush=True)
-s.serve_forever()
-]]
 
 local function pod(name, labels, ports)
   return { apiVersion = "v1", kind = "Pod", metadata = { name = name, namespace = "default", labels = labels },
@@ -54,17 +23,10 @@ describe("k8s port_forward", function()
   setup(function()
     fake = k8sfake.start()
     c = k8s.connect { kubeconfig = fake.kubeconfig }
-    backend = assert(proc.spawn { argv = { "python3", "-c", BACKEND }, stdout = "pipe" })
-    local line = ""
-    local deadline = host.monotime() + 30
-    while not line:find("\n") and host.monotime() < deadline do
-      local chunk = backend:read(256, 1)
-      line = line .. (chunk or "")
-    end
-    backend_port = assert(math.tointeger(tonumber(line:match("%d+"))), "the backend printed no port")
+    backend, backend_port = k8sfake.http_backend()
   end)
   teardown(function()
-    if backend then backend:kill() end
+    if backend then backend:kill("KILL"); backend:wait() end
     fake:stop()
   end)
   before_each(function()
