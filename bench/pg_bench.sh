@@ -1,28 +1,36 @@
 #!/usr/bin/env bash
-# runbook.pg benchmark: each figure side by side with the tool people use
-# today, in one run on this machine, against a real PostgreSQL 15 started
-# here (durable settings: fsync and synchronous_commit on).
+# runbook.pg benchmark: each figure side by side with what a user runs
+# today, in the same run on this machine, against a real PostgreSQL 15
+# started here (durable settings: fsync and synchronous_commit on).
 #
-#   1. copy 1,000,000 rows between two databases, checkpoint every 50,000
-#      rows (pg.copy_rows)  vs  psql "\copy (...) to stdout" | psql "\copy ... from stdin"
-#   2. in-place backfill of 1,000,000 rows in batches of 10,000
-#      (pg.backfill)  vs  one UPDATE of all rows
-#   3. backup to a file (pg.backup, streamed, sha256)  vs  pg_dump -Fc > file
+#   1. copy all rows between two databases, checkpoint every 50,000 rows
+#      (pg.copy_rows), in COPY's binary and text formats, each against the
+#      psql pipe in the same format:
+#        psql -c "\copy (SELECT * FROM items) to stdout [with (format binary)]" |
+#          psql -c "\copy items from stdin [with (format binary)]"
+#      target: >= 0.95 of the pipe's throughput
+#   2. backup to a file (pg.backup: streamed, sha256, fsync'd, renamed into
+#      place) vs `pg_dump -Fc > file` followed by an fsync of that file
+#      (the same durability); target <= 1.05x its time
+#   3. in-place backfill in batches of 10,000 (pg.backfill) vs one UPDATE of
+#      all rows; target <= 1.1x its time
 #
-# Each runbook figure is a whole `runbook exec` process, as an operator
-# runs it. Every measurement is repeated ($REPEAT, default 3); the median
-# is compared. Usage: bench/pg_bench.sh [path/to/runbook]
+# Each runbook figure is a whole `runbook exec` process, as an operator runs
+# it. Each pair runs back to back, REPEAT times (default 3), medians
+# compared. ROWS: one size or several ("200000 1000000", the default).
+# Usage: bench/pg_bench.sh [path/to/runbook]
 set -euo pipefail
 
 RUNBOOK=${1:-${RUNBOOK_BIN:-build/runbook}}
 RUNBOOK=$(realpath "$RUNBOOK")
-ROWS=${ROWS:-1000000}
+SIZES=${ROWS:-200000 1000000}
 REPEAT=${REPEAT:-3}
 
 . "$(dirname "$0")/pg_lib.sh"
 pg_start
 
-psql_ -d postgres -c "CREATE DATABASE src" -c "CREATE DATABASE dst"
+bench_size() {
+psql_ -d postgres -c "DROP DATABASE IF EXISTS src" -c "DROP DATABASE IF EXISTS dst" -c "CREATE DATABASE src" -c "CREATE DATABASE dst"
 echo "generating $ROWS rows..." >&2
 psql_ -d src <<SQL
 CREATE TABLE items (id bigint PRIMARY KEY, a int NOT NULL, b text NOT NULL, c timestamptz NOT NULL, d numeric(12,2), new_col int);
@@ -40,7 +48,9 @@ runbook "bench-$1" {}
 step "S" { title = "$1", run = function() $2 end }
 LUA
 }
-book copy "return pg.copy_rows { from = '$(url src)', to = '$(url dst)', table = 'items', batch = 50000, name = 'bench-' .. os.time() }.rows"
+for f in binary text; do
+  book copy_$f "local r = pg.copy_rows { from = '$(url src)', to = '$(url dst)', table = 'items', batch = 50000, format = '$f', name = 'bench-' .. os.time() }; assert(r.format == '$f'); return r.rows"
+done
 book backfill "return pg.backfill { url = '$(url src)', table = 'items', set = 'new_col = a * 2', batch = 10000, name = 'bench-' .. os.time() }.rows"
 book backup "return pg.backup { url = '$(url src)', path = '$work/out/runbook.dump' }.size"
 
@@ -56,16 +66,20 @@ reset_src() { # a fresh, identical table for each update measurement
     -c "VACUUM ANALYZE items" -c "CHECKPOINT"
 }
 
-declare -a copy_rb copy_psql fill_rb fill_sql dump_rb dump_pg
+declare -a cb_rb=() cb_ps=() ct_rb=() ct_ps=() fill_rb=() fill_sql=() dump_rb=() dump_pg=()
+pipe() { # format option ("" or " with (format binary)")
+  psql -X -h "$work/sock" -p "$port" -U postgres -d src -c "\\copy (SELECT * FROM items) to stdout$1" |
+    psql -X -q -h "$work/sock" -p "$port" -U postgres -d dst -c "\\copy items from stdin$1"
+}
 for i in $(seq "$REPEAT"); do
-  echo "round $i/$REPEAT" >&2
-  reset_dst; t0=$(now)
-  psql -X -h "$work/sock" -p "$port" -U postgres -d src -c "\\copy (SELECT * FROM items) to stdout" |
-    psql -X -q -h "$work/sock" -p "$port" -U postgres -d dst -c "\\copy items from stdin"
-  copy_psql+=("$(secs "$t0" "$(now)")")
+  echo "$ROWS rows: round $i/$REPEAT" >&2
+  reset_dst; t0=$(now); pipe " with (format binary)"; cb_ps+=("$(secs "$t0" "$(now)")")
   [ "$(psql_ -d dst -Atc 'SELECT count(*) FROM items')" = "$ROWS" ]
-
-  reset_dst; t0=$(now); run_book copy; copy_rb+=("$(secs "$t0" "$(now)")")
+  reset_dst; t0=$(now); run_book copy_binary; cb_rb+=("$(secs "$t0" "$(now)")")
+  [ "$(psql_ -d dst -Atc 'SELECT count(*) FROM items')" = "$ROWS" ]
+  reset_dst; t0=$(now); pipe ""; ct_ps+=("$(secs "$t0" "$(now)")")
+  [ "$(psql_ -d dst -Atc 'SELECT count(*) FROM items')" = "$ROWS" ]
+  reset_dst; t0=$(now); run_book copy_text; ct_rb+=("$(secs "$t0" "$(now)")")
   [ "$(psql_ -d dst -Atc 'SELECT count(*) FROM items')" = "$ROWS" ]
 
   reset_src; t0=$(now); psql_ -d src -c "UPDATE items SET new_col = a * 2"; fill_sql+=("$(secs "$t0" "$(now)")")
@@ -73,29 +87,38 @@ for i in $(seq "$REPEAT"); do
   [ "$(psql_ -d src -Atc 'SELECT count(*) FROM items WHERE new_col = a * 2')" = "$ROWS" ]
 
   psql_ -d src -c "CHECKPOINT"
-  t0=$(now); pg_dump -Fc -h "$work/sock" -p "$port" -U postgres -d src >"$work/out/pg_dump.dump"; dump_pg+=("$(secs "$t0" "$(now)")")
+  rm -f "$work/out/pg_dump.dump" "$work/out/runbook.dump"
+  t0=$(now)
+  pg_dump -Fc -h "$work/sock" -p "$port" -U postgres -d src >"$work/out/pg_dump.dump"
+  python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)' "$work/out/pg_dump.dump"
+  dump_pg+=("$(secs "$t0" "$(now)")")
   t0=$(now); run_book backup; dump_rb+=("$(secs "$t0" "$(now)")")
   pg_restore --list "$work/out/runbook.dump" >/dev/null
 done
-
 dump_size=$(stat -c %s "$work/out/runbook.dump")
-c_rb=$(median "${copy_rb[@]}"); c_ps=$(median "${copy_psql[@]}")
-f_rb=$(median "${fill_rb[@]}"); f_sq=$(median "${fill_sql[@]}")
-d_rb=$(median "${dump_rb[@]}"); d_pg=$(median "${dump_pg[@]}")
-
-echo
-echo "runbook.pg benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GB RAM; $($PGBIN/postgres --version); $ROWS rows; median of $REPEAT"
-echo
-printf '%-58s %10s %10s %8s  %s\n' "" "runbook" "baseline" "ratio" "target"
-python3 - "$c_rb" "$c_ps" "$f_rb" "$f_sq" "$d_rb" "$d_pg" "$ROWS" "$dump_size" <<'PY'
-import sys
-c_rb, c_ps, f_rb, f_sq, d_rb, d_pg, rows, size = map(float, sys.argv[1:])
-def line(what, rb, base, ratio, target, ok):
-    print(f"{what:<58} {rb:>8.2f} s {base:>8.2f} s {ratio:>7.2f}x  {target} {'ok' if ok else 'MISSED'}")
-line(f"copy rows between databases (checkpoint/50k) vs psql|psql", c_rb, c_ps, c_ps / c_rb, ">= 0.80 of baseline throughput", c_ps / c_rb >= 0.8)
-line(f"in-place backfill, batches of 10k vs one UPDATE", f_rb, f_sq, f_rb / f_sq, "<= 1.50x baseline time", f_rb / f_sq <= 1.5)
-line(f"backup to a file ({size/1048576:.0f} MB, sha256) vs pg_dump -Fc > file", d_rb, d_pg, d_rb / d_pg, "<= 1.10x baseline time", d_rb / d_pg <= 1.1)
-print(f"\nthroughput: copy {rows/c_rb:,.0f} rows/s (psql pipe {rows/c_ps:,.0f}); backfill {rows/f_rb:,.0f} rows/s (UPDATE {rows/f_sq:,.0f})")
+python3 - "$ROWS" "$dump_size" "$(uptime)" "${cb_rb[*]}" "${cb_ps[*]}" "${ct_rb[*]}" "${ct_ps[*]}" \
+  "${dump_rb[*]}" "${dump_pg[*]}" "${fill_rb[*]}" "${fill_sql[*]}" <<'PY' | tee -a "$work/report"
+import statistics, sys
+rows, size, load = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+cb_rb, cb_ps, ct_rb, ct_ps, d_rb, d_pg, f_rb, f_sq = ([float(x) for x in a.split()] for a in sys.argv[4:12])
+m = statistics.median
+print(f"\n{rows:,} rows (median of {len(cb_rb)}); load after: {load.strip()}")
+print(f"{'':<62} {'runbook':>9} {'baseline':>9} {'ratio':>7}  target")
+def line(what, rb, base, ratio, label, target, ok):
+    print(f"{what:<62} {m(rb):>7.2f} s {m(base):>7.2f} s {ratio:>6.2f}{label}  {target} {'ok' if ok else 'MISSED'}")
+for fmt, rb, ps in (("binary", cb_rb, cb_ps), ("text", ct_rb, ct_ps)):
+    r = m(ps) / m(rb)
+    line(f"copy between databases, {fmt} (checkpoint/50k) vs psql|psql {fmt}", rb, ps, r, " thr", ">= 0.95 of its throughput", r >= 0.95)
+r = m(d_rb) / m(d_pg)
+line(f"backup to a file ({size / 1048576:.0f} MB, sha256) vs pg_dump -Fc > file; fsync", d_rb, d_pg, r, "x", "<= 1.05x its time", r <= 1.05)
+r = m(f_rb) / m(f_sq)
+line("in-place backfill, batches of 10k vs one UPDATE", f_rb, f_sq, r, "x", "<= 1.10x its time", r <= 1.1)
+print("all runs (s): copy binary runbook", cb_rb, "pipe", cb_ps, "| copy text runbook", ct_rb, "pipe", ct_ps)
+print("  backup runbook", d_rb, "pg_dump+fsync", d_pg, "| backfill runbook", f_rb, "UPDATE", f_sq)
 PY
-echo "all runs (s): copy runbook ${copy_rb[*]} | psql ${copy_psql[*]}; backfill runbook ${fill_rb[*]} | UPDATE ${fill_sql[*]}; backup runbook ${dump_rb[*]} | pg_dump ${dump_pg[*]}"
+}
+
+echo "runbook.pg benchmark, $(date -u +%Y-%m-%dT%H:%MZ)" | tee "$work/report"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GB RAM; $($PGBIN/postgres --version)" | tee -a "$work/report"
+echo "load before: $(uptime)" | tee -a "$work/report"
+for ROWS in $SIZES; do bench_size; done

@@ -444,19 +444,46 @@ create it in the dashboard (R2 > Create bucket) and run again: the check sees it
   end,
 }
 
+step "M14-dry" {
+  title = "Dry-run the R2 data migration",
+  owner = "DevOps",
+  needs = { "M11", "M13" },
+  doc = "`scripts/migrate_to_r2.py --dry-run` as a Job: what would move, before anything does.",
+  timeout = 3600,
+  run = function(ctx)
+    local c = cluster(ctx)
+    local dry = api_job(ctx, c, "tezca-migrate-to-r2-dry-run", { "python", "scripts/migrate_to_r2.py", "--dry-run" },
+      { env_from = { { secretRef = { name = "tezca-r2-credentials" } } }, timeout = 3600 })
+    return { dry_run_job = dry.name }
+  end,
+}
+
+manual "M14-approve" {
+  title = "Approve the R2 data migration after its dry run",
+  owner = "DevOps",
+  needs = "M14-dry",
+  instructions = [[
+Read what the dry run would move, in the run log:
+
+    runbook log <run> --step M14-dry
+
+When the list of files and their count are what you expect, approve:
+
+    runbook confirm <run> M14-approve --note "<what you checked>"
+
+then run the same command again to migrate for real.]],
+}
+
 step "M14" {
   title = "Run R2 data migration",
   owner = "DevOps",
-  needs = { "M11", "M13" },
-  doc = "`scripts/migrate_to_r2.py --dry-run`, then, once that succeeded, without the flag.",
-  timeout = 4 * 3600,
+  needs = { "M14-approve" },
+  doc = "`scripts/migrate_to_r2.py` without `--dry-run`, once the dry run was approved.",
+  timeout = 3 * 3600,
   run = function(ctx)
     local c = cluster(ctx)
-    local r2_env = { { secretRef = { name = "tezca-r2-credentials" } } }
-    local dry = api_job(ctx, c, "tezca-migrate-to-r2-dry-run", { "python", "scripts/migrate_to_r2.py", "--dry-run" },
-      { env_from = r2_env, timeout = 3600 })
     local real = api_job(ctx, c, "tezca-migrate-to-r2", { "python", "scripts/migrate_to_r2.py" },
-      { env_from = r2_env, timeout = 3 * 3600 })
-    return { dry_run_job = dry.name, job = real.name }
+      { env_from = { { secretRef = { name = "tezca-r2-credentials" } } }, timeout = 3 * 3600 })
+    return { dry_run_job = ctx.outputs["M14-dry"].dry_run_job, job = real.name }
   end,
 }

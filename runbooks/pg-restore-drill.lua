@@ -17,9 +17,10 @@ runbook "pg-restore-drill" {
   description = "Restore the newest backup into a scratch database and compare it with the source",
   owner = "DevOps",
   doc = [[
-The dump is downloaded to `work_dir` and restored from there with pg_restore
-(the backups module reads object storage only through a store; main has no
-S3 store for it yet, so the download is explicit). Start each drill with
+The dump is downloaded to `work_dir` (its size and sha256 recorded, and
+`pg_restore --list` must read it) and restored from there with pg_restore,
+rather than streamed from the bucket through an S3 store, so the file stays
+as evidence when the comparison fails. Start each drill with
 `--new`. If the comparison fails, the scratch database is left for a look;
 `runbook rollback <run>` drops it and the downloaded file.]],
   params = {

@@ -1,16 +1,34 @@
 #!/bin/sh
-# The demo: a runbook deploying a small shop's database and cache (on a
-# throwaway PostgreSQL and Redis this script starts) fails at its third step,
-# is fixed, resumes exactly there, waits for a person, finishes, and leaves
-# an audit trail whose tampering is detected.
+# The demo: Tezca's first production deploy (runbooks/first-deploy.lua, the
+# guide's M1-M14) in the rehearsal sandbox (scripts/sandbox.sh: PostgreSQL,
+# Redis, moto, a fake Kubernetes API with an ArgoCD stand-in, HTTPS
+# stand-ins for Tezca and Janua). The migration Job fails on purpose, the
+# same command resumes at M7, people confirm their steps, the run finishes,
+# and its audit trail verifies while a tampered copy is caught. Everything
+# the demo starts is stopped when it ends, however it ends.
+#
+#   scripts/demo.sh          the Tezca first deploy
+#   scripts/demo.sh --shop   the older, smaller example: a shop's database and
+#                            cache, a migration with a bug fixed by hand
 set -eu
 cd "$(dirname "$0")/.."
 root=$PWD
+mode=tezca
+case ${1:-} in
+  "") ;;
+  --shop) mode=shop ;;
+  *) echo "usage: scripts/demo.sh [--shop]" >&2; exit 2 ;;
+esac
+t0=$(date +%s)
 scripts/deps.sh test
 echo "== building runbook"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 ninja -C build >/dev/null
 RB=$root/build/runbook
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+show() { printf '\033[2m$ %s\033[0m\n' "$*"; }
+
+shop_demo() {
 PGBIN=/usr/lib/postgresql/15/bin
 
 work=$(mktemp -d /tmp/runbook-demo.XXXXXX)
@@ -21,9 +39,9 @@ cleanup() {
   [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null || true
   rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "starting a throwaway PostgreSQL 15 and Redis on loopback ports"
 pg_port=$(free_port); redis_port=$(free_port)
@@ -85,3 +103,86 @@ sed -i '5s/"attempt":1/"attempt":9/' "tampered/runs/$run/journal.jsonl"
 set +e; $RB audit verify last --state tampered; code=$?; set -e
 echo "exit code $code"
 say "demo complete"
+}
+
+tezca_demo() {
+  sb=$(mktemp -d /tmp/runbook-demo.XXXXXX)
+  chmod 755 "$sb"
+  cleanup() {
+    RUNBOOK_BIN=$RB "$root/scripts/sandbox.sh" down "$sb" >/dev/null 2>&1 || true
+    rm -rf "$sb"
+  }
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+
+  say "starting the rehearsal sandbox (scripts/sandbox.sh up)"
+  RUNBOOK_BIN=$RB scripts/sandbox.sh up "$sb"
+  # PATH (runbook in the sandbox: tezca.mx and friends resolve to its
+  # stand-ins), KUBECONFIG, RUNBOOK_STATE and the runbook's credentials
+  . "$sb/env"
+  values=$sb/values/first-deploy.yaml
+  rb_exec() {
+    show "runbook exec runbooks/first-deploy.lua --values \$SANDBOX/values/first-deploy.yaml --yes"
+    set +e; runbook exec runbooks/first-deploy.lua --values "$values" --yes; code=$?; set -e
+    echo "exit code $code"
+  }
+
+  say "the runbook, as the checklist it replaces (runbook doc, its steps)"
+  runbook doc runbooks/first-deploy.lua | grep '^- \[ \]'
+
+  say "the sandbox breaks something: the database refuses the tezca role (fault migration)"
+  RUNBOOK_BIN=$RB scripts/sandbox.sh fault migration "$sb"
+
+  say "1. run it: the first two steps are people's (exit 3: waiting)"
+  rb_exec
+
+  say "2. people do M1 and M2 and say so"
+  show 'runbook confirm last M1 --note "@janua/nextjs 1.4.0 in a1b2c3d"'
+  runbook confirm last M1 --note "@janua/nextjs 1.4.0 in a1b2c3d"
+  show 'runbook confirm last M2 --note "3 secrets set with gh"'
+  runbook confirm last M2 --note "3 secrets set with gh"
+  echo "   ... and DevOps adds tezca to ArgoCD's root application (the sandbox plays them;"
+  echo "   its ArgoCD stand-in syncs the seven Deployments), so M6 will confirm itself"
+  RUNBOOK_BIN=$RB scripts/sandbox.sh play runbooks/first-deploy.lua M6 "$sb"
+
+  say "3. the same command: M3-M6 run (M5 and M6 see DNS and ArgoCD), then M7's migration Job fails"
+  rb_exec
+  show "runbook log last --step M7"
+  runbook log last --step M7 | tail -4
+  echo "the Job's own output, in the run log:"
+  grep -h "OperationalError" "$RUNBOOK_STATE"/runs/*/log | tail -1
+
+  say "4. fix the cause (here: scripts/sandbox.sh fault clear), the same command resumes at M7"
+  RUNBOOK_BIN=$RB scripts/sandbox.sh fault clear "$sb"
+  rb_exec
+  echo "(M7-M10 ran; M3's generated secrets were not generated again. It waits for QA.)"
+
+  say "5. QA signs in to the admin console and confirms; the same command runs M11-M13 and M14's dry run"
+  show 'runbook confirm last M10-login --note "signed in as qa@madfam.io, Firefox"'
+  runbook confirm last M10-login --note "signed in as qa@madfam.io, Firefox"
+  rb_exec
+  echo "(it stops again: a person reads the R2 migration's dry run before anything moves)"
+  show 'runbook confirm last M14-approve --note "the dry run lists what we expect"'
+  runbook confirm last M14-approve --note "the dry run lists what we expect"
+  rb_exec
+
+  say "6. runbook status last"
+  runbook status last
+  say "   runbook log last: who did what (the manual steps)"
+  runbook log last | grep -E "step.confirmed|run.resumed|run.finished" | head -12
+  echo "... $(runbook log last | wc -l) events in all"
+
+  say "   runbook audit verify last"
+  runbook audit verify last
+
+  say "7. someone edits the journal: audit verify names the event"
+  cp -r "$RUNBOOK_STATE" "$sb/tampered"
+  run=$(ls "$sb/tampered/runs" | grep tezca-first-deploy | head -1)
+  sed -i '0,/"attempt":1/s//"attempt":9/' "$sb/tampered/runs/$run/journal.jsonl"
+  show "runbook audit verify last --state tampered"
+  set +e; runbook audit verify last --state "$sb/tampered"; code=$?; set -e
+  echo "exit code $code"
+  say "demo complete in $(( $(date +%s) - t0 )) s; stopping the sandbox"
+}
+
+if [ $mode = shop ]; then shop_demo; else tezca_demo; fi

@@ -3,7 +3,8 @@
 # normal build and one with AddressSanitizer + UndefinedBehaviorSanitizer)
 # and runs every test (C unit tests, busted specs, end-to-end crash tests,
 # integration specs against real PostgreSQL, Redis, S3 and the fake
-# Kubernetes API server) under ctest in both. Exits non-zero if any fails.
+# Kubernetes API server) under ctest in both, then runs each fuzz target
+# for a few seconds. Exits non-zero if any fails.
 set -eu
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
@@ -23,5 +24,9 @@ for variant in release asan; do
     status=1
   fi
 done
-if [ $status -eq 0 ]; then echo "== all tests passed (release and asan)"; else echo "== TESTS FAILED"; fi
+# a short run of every libFuzzer target from its seeds: a crash, a
+# sanitizer report or a leak fails the suite (scripts/fuzz.sh SECONDS for more)
+echo "== fuzz smoke"
+scripts/fuzz.sh 3 || status=1
+if [ $status -eq 0 ]; then echo "== all tests passed (release, asan and fuzz smoke)"; else echo "== TESTS FAILED"; fi
 exit $status

@@ -1,65 +1,84 @@
-/* SHA-256 goes through OpenSSL's direct SHA256_* functions, not EVP: EVP
- * fetches algorithms from providers, and initialising them costs about 2 MB
- * of resident memory in every process, while every run hashes its journal.
- * The direct functions are marked deprecated in OpenSSL 3 but remain its
- * supported implementation. */
-#define OPENSSL_API_COMPAT 0x10100000L
-
+/* SHA-256 and HMAC-SHA256 are our own (sha256.c); randomness comes from
+ * getrandom(2). Only AES-256-GCM goes to libcrypto, loaded on first use
+ * (dl_crypto.h): every run hashes its journal, few seal a secret, and
+ * mapping libcrypto was an eighth of a short run's instructions. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
-#include <openssl/sha.h>
+#include <sys/random.h>
 
 #include "crypto.h"
+#include "dl_crypto.h"
+#include "sha256.h"
 
 void rb_sha256(const void *data, size_t len, uint8_t out[RB_SHA256_LEN]) {
-  SHA256_CTX c;
-  SHA256_Init(&c);
-  SHA256_Update(&c, data, len);
-  SHA256_Final(out, &c);
+  struct rb_sha256_ctx c;
+  rb_sha256_init(&c);
+  rb_sha256_update(&c, data, len);
+  rb_sha256_final(&c, out);
 }
 
 void rb_sha256_2(const void *a, size_t alen, const void *b, size_t blen, uint8_t out[RB_SHA256_LEN]) {
-  SHA256_CTX c;
-  SHA256_Init(&c);
-  SHA256_Update(&c, a, alen);
-  SHA256_Update(&c, b, blen);
-  SHA256_Final(out, &c);
+  struct rb_sha256_ctx c;
+  rb_sha256_init(&c);
+  rb_sha256_update(&c, a, alen);
+  rb_sha256_update(&c, b, blen);
+  rb_sha256_final(&c, out);
 }
 
-/* HMAC (RFC 2104) over SHA-256, block size 64 */
+/* RFC 2104 */
 int rb_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
                    uint8_t out[RB_SHA256_LEN]) {
-  uint8_t k[64], pad[64], inner[RB_SHA256_LEN];
-  memset(k, 0, sizeof k);
+  uint8_t k[64] = {0}, pad[64], inner[RB_SHA256_LEN];
   if (keylen > sizeof k)
     rb_sha256(key, keylen, k);
   else if (keylen)
     memcpy(k, key, keylen);
-  SHA256_CTX c;
+  struct rb_sha256_ctx c;
   for (int i = 0; i < 64; i++)
     pad[i] = k[i] ^ 0x36;
-  SHA256_Init(&c);
-  SHA256_Update(&c, pad, sizeof pad);
-  SHA256_Update(&c, data, len);
-  SHA256_Final(inner, &c);
+  rb_sha256_init(&c);
+  rb_sha256_update(&c, pad, sizeof pad);
+  rb_sha256_update(&c, data, len);
+  rb_sha256_final(&c, inner);
   for (int i = 0; i < 64; i++)
     pad[i] = k[i] ^ 0x5c;
-  SHA256_Init(&c);
-  SHA256_Update(&c, pad, sizeof pad);
-  SHA256_Update(&c, inner, sizeof inner);
-  SHA256_Final(out, &c);
-  OPENSSL_cleanse(k, sizeof k);
-  OPENSSL_cleanse(pad, sizeof pad);
-  OPENSSL_cleanse(inner, sizeof inner);
+  rb_sha256_init(&c);
+  rb_sha256_update(&c, pad, sizeof pad);
+  rb_sha256_update(&c, inner, sizeof inner);
+  rb_sha256_final(&c, out);
+  rb_cleanse(k, sizeof k);
+  rb_cleanse(pad, sizeof pad);
+  rb_cleanse(inner, sizeof inner);
+  rb_cleanse(&c, sizeof c);
   return 0;
 }
 
 int rb_random(void *buf, size_t len) {
-  return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
+  uint8_t *p = buf;
+  while (len) {
+    ssize_t n = getrandom(p, len, 0);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+void rb_cleanse(void *p, size_t len) {
+  explicit_bzero(p, len);
+}
+
+int rb_ct_memcmp(const void *a, const void *b, size_t len) {
+  const volatile uint8_t *x = a, *y = b;
+  uint8_t d = 0;
+  for (size_t i = 0; i < len; i++)
+    d |= x[i] ^ y[i];
+  return d;
 }
 
 void rb_hex(const uint8_t *in, size_t len, char *out, int upper) {
@@ -170,6 +189,8 @@ long rb_unbase64(const char *in, size_t len, uint8_t *out) {
 
 int rb_gcm_seal(const uint8_t key[RB_GCM_KEY_LEN], const void *aad, size_t aadlen,
                 const void *pt, size_t ptlen, uint8_t *out) {
+  if (rb_dl_crypto(NULL, 0) != 0)
+    return -1;
   EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
   int ok = 0, n = 0;
   uint8_t *nonce = out, *ct = out + RB_GCM_NONCE_LEN, *tag = ct + ptlen;
@@ -197,6 +218,8 @@ long rb_gcm_open(const uint8_t key[RB_GCM_KEY_LEN], const void *aad, size_t aadl
     return -1;
   size_t ctlen = inlen - RB_GCM_OVERHEAD;
   const uint8_t *nonce = in, *ct = in + RB_GCM_NONCE_LEN, *tag = ct + ctlen;
+  if (rb_dl_crypto(NULL, 0) != 0)
+    return -1;
   EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
   long result = -1;
   int n = 0, m = 0;

@@ -1,4 +1,5 @@
-/* Hashes, MACs, randomness and authenticated encryption over OpenSSL. */
+/* Hashes, MACs, randomness (ours) and authenticated encryption (libcrypto,
+ * loaded on first use: rb_dl_crypto). */
 #ifndef RUNBOOK_CRYPTO_H
 #define RUNBOOK_CRYPTO_H
 
@@ -17,6 +18,10 @@ int rb_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
                    uint8_t out[RB_SHA256_LEN]);
 /* 0 on success, -1 when the system RNG fails */
 int rb_random(void *buf, size_t len);
+/* wipes memory the compiler may not optimise away */
+void rb_cleanse(void *p, size_t len);
+/* 0 when equal; time depends on len only */
+int rb_ct_memcmp(const void *a, const void *b, size_t len);
 
 /* hex: out must hold 2*len+1 bytes; lowercase unless upper */
 void rb_hex(const uint8_t *in, size_t len, char *out, int upper);
@@ -34,7 +39,8 @@ size_t rb_base64_to(const uint8_t *in, size_t len, int url, int pad, char *out);
 /* Accepts both alphabets, padding optional, no whitespace. -1 on bad input. */
 long rb_unbase64(const char *in, size_t len, uint8_t *out);
 
-/* AES-256-GCM. seal writes nonce||ciphertext||tag (len + 28 bytes) to out.
+/* AES-256-GCM (libcrypto; call rb_dl_crypto first to report why it is not
+ * there). seal writes nonce||ciphertext||tag (len + 28 bytes) to out.
  * open returns the plaintext length, or -1 when the tag does not verify. */
 int rb_gcm_seal(const uint8_t key[RB_GCM_KEY_LEN], const void *aad, size_t aadlen,
                 const void *pt, size_t ptlen, uint8_t *out);

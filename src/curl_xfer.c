@@ -10,8 +10,8 @@
 
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/crypto.h>
 
+#include "crypto.h"
 #include "curl_xfer.h"
 #include "host.h"
 #include "secret.h"
@@ -35,7 +35,7 @@ int rb_growbuf_add(struct rb_growbuf *b, const char *p, size_t n) {
 
 void rb_growbuf_free(struct rb_growbuf *b, int cleanse) {
   if (b->data && cleanse)
-    OPENSSL_cleanse(b->data, b->cap);
+    rb_cleanse(b->data, b->cap);
   free(b->data);
   b->data = NULL;
   b->len = b->cap = 0;
@@ -45,7 +45,7 @@ void rb_growbuf_free(struct rb_growbuf *b, int cleanse) {
 void rb_xfer_free_headers(struct curl_slist *h) {
   for (struct curl_slist *p = h; p; p = p->next)
     if (p->data)
-      OPENSSL_cleanse(p->data, strlen(p->data));
+      rb_cleanse(p->data, strlen(p->data));
   curl_slist_free_all(h);
 }
 
@@ -240,10 +240,12 @@ void rb_xfer_release(struct rb_xfer *r) {
   rb_xfer_free_headers(r->headers);
   r->headers = NULL;
   if (r->url) {
-    OPENSSL_cleanse(r->url, strlen(r->url));
+    rb_cleanse(r->url, strlen(r->url));
     free(r->url);
     r->url = NULL;
   }
+  curl_slist_free_all(r->connect_to);
+  r->connect_to = NULL;
   rb_growbuf_free(&r->pending, 1);
   rb_growbuf_free(&r->resp, 0);
   rb_growbuf_free(&r->hdr, 0);

@@ -32,6 +32,7 @@ struct rb_xfer {
   lua_State *L;
   struct curl_slist *headers;
   char *url;
+  struct curl_slist *connect_to; /* CURLOPT_CONNECT_TO, for tls_server_name */
   /* request body: bytes held by a Lua value on the stack, or a Lua function */
   const char *body;
   size_t body_len, body_off;

@@ -10,7 +10,9 @@
 #define RB_CURL_FUNCS(X)                                                                           \
   X(curl_easy_cleanup) X(curl_easy_getinfo) X(curl_easy_init) X(curl_easy_perform) X(curl_easy_recv) X(curl_easy_send)                \
   X(curl_easy_reset) X(curl_easy_setopt) X(curl_easy_strerror) X(curl_global_init)                 \
-  X(curl_slist_append) X(curl_slist_free_all) X(curl_version_info)
+  X(curl_slist_append) X(curl_slist_free_all) X(curl_version_info) X(curl_multi_init)              \
+  X(curl_multi_cleanup) X(curl_multi_add_handle) X(curl_multi_remove_handle)                       \
+  X(curl_multi_perform) X(curl_multi_poll) X(curl_multi_info_read) X(curl_multi_setopt)
 
 #define RB_DL_FIELD(name) __typeof__(name) *name;
 struct rb_curl_api {
@@ -37,6 +39,15 @@ extern struct rb_curl_api rb_curl;
 #define curl_slist_append (rb_curl.curl_slist_append)
 #define curl_slist_free_all (rb_curl.curl_slist_free_all)
 #define curl_version_info (rb_curl.curl_version_info)
+#undef curl_multi_setopt
+#define curl_multi_init (rb_curl.curl_multi_init)
+#define curl_multi_cleanup (rb_curl.curl_multi_cleanup)
+#define curl_multi_add_handle (rb_curl.curl_multi_add_handle)
+#define curl_multi_remove_handle (rb_curl.curl_multi_remove_handle)
+#define curl_multi_perform (rb_curl.curl_multi_perform)
+#define curl_multi_poll (rb_curl.curl_multi_poll)
+#define curl_multi_info_read (rb_curl.curl_multi_info_read)
+#define curl_multi_setopt (rb_curl.curl_multi_setopt)
 #endif
 
 #endif

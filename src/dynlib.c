@@ -10,11 +10,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dl_crypto.h"
 #include "dl_curl.h"
 #include "dl_pq.h"
 #include "dl_redis.h"
 #include "dynlib.h"
 
+struct rb_crypto_api rb_crypto;
 struct rb_curl_api rb_curl;
 struct rb_pq_api rb_pq;
 struct rb_redis_api rb_redis;
@@ -42,9 +44,22 @@ static void *open_lib(struct lib *l) {
   return h;
 }
 
+static struct lib crypto_lib = {RB_SONAME_CRYPTO, RB_PKG_CRYPTO, PTHREAD_ONCE_INIT, 0, ""};
 static struct lib curl_lib = {RB_SONAME_CURL, RB_PKG_CURL, PTHREAD_ONCE_INIT, 0, ""};
 static struct lib pq_lib = {RB_SONAME_PQ, RB_PKG_PQ, PTHREAD_ONCE_INIT, 0, ""};
 static struct lib redis_lib = {RB_SONAME_HIREDIS, RB_PKG_HIREDIS, PTHREAD_ONCE_INIT, 0, ""};
+
+static void load_crypto(void) {
+  struct lib *l = &crypto_lib;
+  void *h = open_lib(l);
+  int rc = h ? 0 : -1;
+#define X(name) LOAD_SYM(rb_crypto, name)
+  if (h) {
+    RB_CRYPTO_FUNCS(X)
+  }
+#undef X
+  l->rc = rc;
+}
 
 static void load_curl(void) {
   struct lib *l = &curl_lib;
@@ -86,6 +101,11 @@ static int result(struct lib *l, char *err, size_t errlen) {
   if (l->rc != 0)
     snprintf(err, errlen, "%s", l->err);
   return l->rc;
+}
+
+int rb_dl_crypto(char *err, size_t errlen) {
+  pthread_once(&crypto_lib.once, load_crypto);
+  return result(&crypto_lib, err, errlen);
 }
 
 int rb_dl_curl(char *err, size_t errlen) {

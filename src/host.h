@@ -32,6 +32,15 @@ struct rb_host {
   int refs;
   pthread_mutex_t queue_lock;
   struct rb_msg *head, *tail;
+  /* the live checklist's last line, kept current by a ticker thread while
+   * the terminal shows it (host.footer); under console_lock */
+  struct rb_footer {
+    char *before, *after; /* the text around the elapsed time */
+    double t0;            /* monotonic start of the clock */
+    int fd, shown, stop, started;
+    pthread_t thread;
+    pthread_cond_t wake;
+  } footer;
 };
 
 /* Creates the host for a new process, or attaches an existing one to a new

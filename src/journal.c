@@ -19,8 +19,6 @@
 
 #include <pwd.h>
 
-#include <openssl/crypto.h>
-
 #include "crypto.h"
 #include "fileio.h"
 #include "journal.h"
@@ -48,6 +46,7 @@ struct rb_journal {
    * ("after:N") or after writing half of seq N ("torn:N"), by SIGSTOP, so a
    * crash test can SIGKILL the process at an exact point */
   long long stop_after, torn_at;
+  int unsynced; /* a lazy append is written but not yet fdatasync'd */
 };
 
 static int is_hex64(const char *p) {
@@ -139,7 +138,7 @@ static int check_line(const char *line, size_t len, long long seq, const char *p
       snprintf(reason, rlen, "seq %lld: the journal is HMAC-protected; set RUNBOOK_AUDIT_KEY", seq);
       return -1;
     }
-    if (CRYPTO_memcmp(mac, stored + 64 + HMAC_TAG_LEN, 64) != 0) {
+    if (rb_ct_memcmp(mac, stored + 64 + HMAC_TAG_LEN, 64) != 0) {
       snprintf(reason, rlen, "seq %lld: HMAC does not verify (edited, or a different audit key)",
                seq);
       return -1;
@@ -149,13 +148,17 @@ static int check_line(const char *line, size_t len, long long seq, const char *p
   return 0;
 }
 
-int rb_journal_scan(const char *path, const void *key, size_t keylen, long long mark_seq,
-                    rb_event_fn fn, void *ud, struct rb_scan *scan) {
+static void scan_init(struct rb_scan *scan, long long mark_seq) {
   memset(scan, 0, sizeof *scan);
   strcpy(scan->last_hash, RB_GENESIS);
   scan->mark_seq = mark_seq;
   if (mark_seq == 0)
     strcpy(scan->mark_hash, RB_GENESIS);
+}
+
+int rb_journal_scan(const char *path, const void *key, size_t keylen, long long mark_seq,
+                    rb_event_fn fn, void *ud, struct rb_scan *scan) {
+  scan_init(scan, mark_seq);
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0)
     return -1;
@@ -181,15 +184,21 @@ int rb_journal_scan(const char *path, const void *key, size_t keylen, long long 
     got += (size_t)n;
   }
   close(fd);
-  size = got;
+  rb_journal_verify(buf, got, key, keylen, mark_seq, fn, ud, scan);
+  free(buf);
+  return 0;
+}
 
+void rb_journal_verify(const char *buf, size_t size, const void *key, size_t keylen, long long mark_seq,
+                       rb_event_fn fn, void *ud, struct rb_scan *scan) {
+  scan_init(scan, mark_seq);
   char prev[65];
   strcpy(prev, RB_GENESIS);
   long long seq = 1;
   size_t pos = 0;
   int stopped = 0;
   while (pos < size && !stopped) {
-    char *nl = memchr(buf + pos, '\n', size - pos);
+    const char *nl = memchr(buf + pos, '\n', size - pos);
     size_t len = nl ? (size_t)(nl - (buf + pos)) : size - pos;
     size_t next = nl ? pos + len + 1 : size;
     const char *line = buf + pos;
@@ -236,8 +245,6 @@ int rb_journal_scan(const char *path, const void *key, size_t keylen, long long 
     pos = next;
   }
   memcpy(scan->last_hash, prev, 65);
-  free(buf);
-  return 0;
 }
 
 static long long env_failpoint(const char *kind) {
@@ -340,7 +347,7 @@ int rb_tip_read(const char *path, const char *run, const void *key, size_t keyle
       if (has_hmac && key && keylen) {
         char want[65];
         tip_mac(&fake, seq, hash, want);
-        if (strlen(mac) != 64 || CRYPTO_memcmp(want, mac, 64) != 0) {
+        if (strlen(mac) != 64 || rb_ct_memcmp(want, mac, 64) != 0) {
           snprintf(err, errlen, "the tip record %s: HMAC does not verify (edited, or a different audit key)", path);
           return -1;
         }
@@ -437,8 +444,8 @@ static int reserved(const char *k) {
   return 0;
 }
 
-long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fields, char *err,
-                            size_t errlen) {
+static long long append(struct rb_journal *j, const char *type, json_t *fields, int lazy, char *err,
+                        size_t errlen) {
   char ts[40];
   pthread_mutex_lock(&j->lock);
   long long seq = j->seq + 1;
@@ -492,7 +499,7 @@ long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fiel
     fsync(j->fd);
     raise(SIGSTOP);
   }
-  if (rb_write_all(j->fd, line, (size_t)n) != 0 || fdatasync(j->fd) != 0) {
+  if (rb_write_all(j->fd, line, (size_t)n) != 0 || (!lazy && fdatasync(j->fd) != 0)) {
     int e = errno;
     /* leave the file as it was: a half line would be cut as torn anyway,
      * but a later append must not follow it */
@@ -504,14 +511,42 @@ long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fiel
     return -1;
   }
   free(line);
+  j->unsynced = lazy;
   j->size += n;
   j->seq = seq;
   memcpy(j->prev, hash, 65);
-  write_tip(j); /* only now: the event it names is durable */
+  if (!lazy)
+    write_tip(j); /* only now: the event it names is durable */
   pthread_mutex_unlock(&j->lock);
   if (seq == j->stop_after)
     raise(SIGSTOP);
   return seq;
+}
+
+long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fields, char *err,
+                            size_t errlen) {
+  return append(j, type, fields, 0, err, errlen);
+}
+
+long long rb_journal_append_lazy(struct rb_journal *j, const char *type, json_t *fields, char *err,
+                                 size_t errlen) {
+  return append(j, type, fields, 1, err, errlen);
+}
+
+int rb_journal_sync(struct rb_journal *j, char *err, size_t errlen) {
+  pthread_mutex_lock(&j->lock);
+  int rc = 0;
+  if (j->unsynced) {
+    if (fdatasync(j->fd) != 0) {
+      snprintf(err, errlen, "cannot sync the journal: %s", strerror(errno));
+      rc = -1;
+    } else {
+      j->unsynced = 0;
+      write_tip(j); /* the lazy events are durable now */
+    }
+  }
+  pthread_mutex_unlock(&j->lock);
+  return rc;
 }
 
 long long rb_journal_seq(struct rb_journal *j) {
@@ -535,9 +570,11 @@ void rb_journal_release(struct rb_journal *j) {
   pthread_mutex_unlock(&j->lock);
   if (!last)
     return;
+  if (j->unsynced && fdatasync(j->fd) == 0)
+    write_tip(j);
   close(j->fd);
   if (j->key) {
-    OPENSSL_cleanse(j->key, j->keylen);
+    rb_cleanse(j->key, j->keylen);
     free(j->key);
   }
   free(j->run);

@@ -50,6 +50,11 @@ typedef int (*rb_event_fn)(void *ud, const char *line, size_t len);
 int rb_journal_scan(const char *path, const void *key, size_t keylen, long long mark_seq,
                     rb_event_fn fn, void *ud, struct rb_scan *scan);
 
+/* The same over bytes in memory (what rb_journal_scan runs on the file's
+ * contents; the fuzz target calls it directly). */
+void rb_journal_verify(const char *buf, size_t size, const void *key, size_t keylen, long long mark_seq,
+                       rb_event_fn fn, void *ud, struct rb_scan *scan);
+
 /* Opens (creating with mode 0600 when create is set) for appending. The
  * caller has scanned it; the journal continues after scan->count events and
  * scan->valid_bytes bytes. A torn tail is cut here. With tip_path, every
@@ -84,6 +89,14 @@ int rb_tip_read(const char *path, const char *run, const void *key, size_t keyle
  * then left exactly as before the call). Steals no reference. */
 long long rb_journal_append(struct rb_journal *j, const char *type, json_t *fields, char *err,
                             size_t errlen);
+
+/* The same, without the fdatasync: the event is durable once a later
+ * append, rb_journal_sync or the last release has synced the file. For
+ * events written back to back before any side effect (see docs/journal.md). */
+long long rb_journal_append_lazy(struct rb_journal *j, const char *type, json_t *fields, char *err,
+                                 size_t errlen);
+/* fdatasync when a lazy append is pending. 0, or -1 with err set. */
+int rb_journal_sync(struct rb_journal *j, char *err, size_t errlen);
 
 long long rb_journal_seq(struct rb_journal *j);
 void rb_journal_retain(struct rb_journal *j);

@@ -19,7 +19,6 @@
 
 #define NULL_KEY "runbook.json.null"
 #define ARRAY_KEY "runbook.json.array"
-#define MAX_DEPTH 200
 
 static int null_tostring(lua_State *L) {
   lua_pushliteral(L, "null");
@@ -234,8 +233,6 @@ static json_t *convert_table(struct conv *c, int idx, int depth) {
 
 static json_t *convert(struct conv *c, int idx, int depth) {
   lua_State *L = c->L;
-  if (depth > MAX_DEPTH)
-    return fail(c, "value nested too deeply (a cycle?)");
   switch (lua_type(L, idx)) {
   case LUA_TNIL:
     return json_null();
@@ -256,8 +253,12 @@ static json_t *convert(struct conv *c, int idx, int depth) {
     return make_string(c, s, len);
   }
   case LUA_TTABLE:
-    if (!lua_checkstack(L, 8))
-      return fail(c, "value nested too deeply");
+    /* the table at depth d is level d + 1 */
+    if (depth >= RB_JSON_MAX_DEPTH || !lua_checkstack(L, 8)) {
+      if (!c->err[0])
+        snprintf(c->err, c->errlen, "value nested deeper than %d levels (a cycle?)", RB_JSON_MAX_DEPTH);
+      return NULL;
+    }
     return convert_table(c, idx, depth);
   case LUA_TUSERDATA: {
     size_t len;

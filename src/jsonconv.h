@@ -14,6 +14,13 @@
 #include <jansson.h>
 #include <lua.h>
 
+/* One nesting limit for JSON and YAML, reading and writing, the journal's
+ * own reader included: arrays and objects (sequences and mappings) nested
+ * deeper than this are refused everywhere, so a value one side accepts the
+ * others accept too (what decodes re-encodes; a journal line that was
+ * written can be read back). A collection at the top is level 1. */
+#define RB_JSON_MAX_DEPTH 512
+
 enum rb_secret_mode { RB_SECRETS_ERROR, RB_SECRETS_REDACT, RB_SECRETS_REVEAL };
 
 struct rb_jsonopts {

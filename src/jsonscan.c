@@ -16,7 +16,6 @@
 #include "jsonconv.h"
 #include "jsonscan.h"
 
-#define MAX_DEPTH 100
 
 struct reader {
   const char *p, *end;
@@ -178,21 +177,22 @@ static int read_number(struct reader *r) {
   }
   if (!r->L)
     return 0;
-  char buf[64];
+  /* JSON puts no bound on a number's digits ("0.000...1"), so a long one
+   * gets a buffer of its own: reading must accept what validating accepts */
+  char small[64], *buf = small;
   size_t n = (size_t)(r->p - start);
-  if (n >= sizeof buf)
+  if (n >= sizeof small && !(buf = malloc(n + 1)))
     return -1;
   memcpy(buf, start, n);
   buf[n] = '\0';
-  if (!is_float) {
-    errno = 0;
-    long long v = strtoll(buf, NULL, 10);
-    if (errno == 0) {
-      lua_pushinteger(r->L, (lua_Integer)v);
-      return 0;
-    }
-  }
-  lua_pushnumber(r->L, strtod(buf, NULL));
+  errno = 0;
+  long long v = is_float ? 0 : strtoll(buf, NULL, 10);
+  if (!is_float && errno == 0)
+    lua_pushinteger(r->L, (lua_Integer)v);
+  else
+    lua_pushnumber(r->L, strtod(buf, NULL));
+  if (buf != small)
+    free(buf);
   return 0;
 }
 
@@ -281,7 +281,9 @@ static int read_value(struct reader *r) {
   skip_ws(r);
   if (r->p >= r->end)
     return -1;
-  if (++r->depth > MAX_DEPTH)
+  /* collections count, as everywhere else (jsonconv.h) */
+  int nests = *r->p == '{' || *r->p == '[';
+  if (nests && ++r->depth > RB_JSON_MAX_DEPTH)
     return -1;
   int rc;
   switch (*r->p) {
@@ -305,7 +307,8 @@ static int read_value(struct reader *r) {
     break;
   default: rc = read_number(r); break;
   }
-  r->depth--;
+  if (nests)
+    r->depth--;
   return rc;
 }
 

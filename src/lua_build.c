@@ -12,10 +12,10 @@
 #include <jansson.h>
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/crypto.h>
 #include <yaml.h>
 
 #include "build_commit.h"
+#include "dl_crypto.h"
 #include "dl_curl.h"
 #include "dl_pq.h"
 #include "dl_redis.h"
@@ -32,7 +32,9 @@ static int f_info(lua_State *L) {
   setstr(L, "version", RUNBOOK_VERSION);
   setstr(L, "commit", RB_BUILD_COMMIT);
   setstr(L, "lua", LUA_RELEASE);
-  setstr(L, "openssl", OpenSSL_version(OPENSSL_VERSION));
+  /* libcrypto is loaded on first use (see dl_crypto.h): this loads it */
+  char err[300];
+  setstr(L, "openssl", rb_dl_crypto(err, sizeof err) == 0 ? OpenSSL_version(OPENSSL_VERSION) : err);
   setstr(L, "jansson", jansson_version_str());
   setstr(L, "libyaml", yaml_get_version_string());
   lua_createtable(L, 0, 3);

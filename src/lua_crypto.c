@@ -8,7 +8,6 @@
 
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/crypto.h>
 #include <sys/random.h>
 
 #include "crypto.h"
@@ -78,7 +77,7 @@ static int f_base64_encode(lua_State *L) {
   if (!enc)
     return luaL_error(L, "out of memory");
   push_maybe_secret(L, enc, n, secret);
-  OPENSSL_cleanse(enc, n);
+  rb_cleanse(enc, n);
   free(enc);
   return 1;
 }
@@ -99,7 +98,7 @@ static int f_base64_decode(lua_State *L) {
     return 2;
   }
   push_maybe_secret(L, (const char *)out, (size_t)n, secret);
-  OPENSSL_cleanse(out, (size_t)n);
+  rb_cleanse(out, (size_t)n);
   free(out);
   return 1;
 }
@@ -113,7 +112,7 @@ static int f_hex_encode(lua_State *L) {
     return luaL_error(L, "out of memory");
   rb_hex((const uint8_t *)p, len, out, lua_toboolean(L, 2));
   push_maybe_secret(L, out, 2 * len, secret);
-  OPENSSL_cleanse(out, 2 * len);
+  rb_cleanse(out, 2 * len);
   free(out);
   return 1;
 }
@@ -133,7 +132,7 @@ static int f_hex_decode(lua_State *L) {
     return 2;
   }
   push_maybe_secret(L, (const char *)out, (size_t)n, secret);
-  OPENSSL_cleanse(out, (size_t)n);
+  rb_cleanse(out, (size_t)n);
   free(out);
   return 1;
 }
@@ -143,7 +142,7 @@ static int f_equal(lua_State *L) {
   size_t la, lb;
   const char *a = rb_check_bytes(L, 1, &la, NULL);
   const char *b = rb_check_bytes(L, 2, &lb, NULL);
-  lua_pushboolean(L, la == lb && CRYPTO_memcmp(a, b, la) == 0);
+  lua_pushboolean(L, la == lb && rb_ct_memcmp(a, b, la) == 0);
   return 1;
 }
 

@@ -17,13 +17,14 @@
 #include <ctype.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "crypto.h"
 #include "dl_curl.h"
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/crypto.h>
 
 #include "curl_xfer.h"
 #include "host.h"
@@ -43,9 +44,10 @@ struct blob {
 };
 
 struct client {
-  CURL *easy; /* NULL while closed */
+  CURL *easy;   /* NULL while closed */
+  CURLM *multi; /* request_many's transfers and their connections, made on first use */
   int busy;   /* a request is running (callbacks must not close or reuse it) */
-  char *ca_file, *cert_file, *key_file, *user_agent, *proxy;
+  char *ca_file, *cert_file, *key_file, *user_agent, *proxy, *tls_server_name;
   struct blob ca_data, cert_data, key_data;
   int insecure, http2;
   double timeout, connect_timeout;
@@ -55,7 +57,7 @@ struct client {
 
 static void blob_free(struct blob *b) {
   if (b->data) {
-    OPENSSL_cleanse(b->data, b->len);
+    rb_cleanse(b->data, b->len);
     free(b->data);
   }
   b->data = NULL;
@@ -63,6 +65,10 @@ static void blob_free(struct blob *b) {
 }
 
 static void client_release(struct client *c) {
+  if (c->multi) {
+    curl_multi_cleanup(c->multi);
+    c->multi = NULL;
+  }
   if (c->easy) {
     curl_easy_cleanup(c->easy);
     c->easy = NULL;
@@ -72,7 +78,8 @@ static void client_release(struct client *c) {
   free(c->key_file);
   free(c->user_agent);
   free(c->proxy);
-  c->ca_file = c->cert_file = c->key_file = c->user_agent = c->proxy = NULL;
+  free(c->tls_server_name);
+  c->ca_file = c->cert_file = c->key_file = c->user_agent = c->proxy = c->tls_server_name = NULL;
   blob_free(&c->ca_data);
   blob_free(&c->cert_data);
   blob_free(&c->key_data);
@@ -154,7 +161,11 @@ static int opt_bool_field(lua_State *L, int t, const char *name, int def) {
 }
 
 /* curl.client{ca_file=, ca_data=, cert_file=, cert_data=, key_file=, key_data=,
- *             insecure=, timeout=, connect_timeout=, http2=, user_agent=, proxy=} */
+ *             insecure=, timeout=, connect_timeout=, http2=, user_agent=, proxy=,
+ *             tls_server_name=}
+ * tls_server_name: the name the server's certificate is checked against (and
+ * sent as SNI) while connecting to the URL's host, as kubeconfig's
+ * tls-server-name and Go's tls.Config.ServerName do. */
 static int f_client(lua_State *L) {
   if (lua_isnoneornil(L, 1)) {
     lua_settop(L, 0);
@@ -172,6 +183,11 @@ static int f_client(lua_State *L) {
   opt_string_field(L, "key_file", &c->key_file);
   opt_string_field(L, "user_agent", &c->user_agent);
   opt_string_field(L, "proxy", &c->proxy);
+  opt_string_field(L, "tls_server_name", &c->tls_server_name);
+  if (c->tls_server_name &&
+      (!*c->tls_server_name || strpbrk(c->tls_server_name, "/:@[]?# \t\r\n")))
+    return luaL_error(L, "curl.client: tls_server_name must be a host name or an IPv4 address, got '%s'",
+                      c->tls_server_name);
   opt_blob_field(L, "ca_data", &c->ca_data);
   opt_blob_field(L, "cert_data", &c->cert_data);
   opt_blob_field(L, "key_data", &c->key_data);
@@ -254,7 +270,7 @@ static void add_header(lua_State *L, struct rb_xfer *r, int *has_expect) {
     line[nlen + 2 + vlen] = '\0';
   }
   struct curl_slist *h = curl_slist_append(r->headers, line);
-  OPENSSL_cleanse(line, nlen + vlen + 2);
+  rb_cleanse(line, nlen + vlen + 2);
   free(line);
   if (!h)
     luaL_error(L, "out of memory");
@@ -437,6 +453,92 @@ static int debug_enabled(void) {
   return d && *d && strcmp(d, "0") != 0;
 }
 
+/* With tls_server_name, curl is given a URL naming that host (so SNI and the
+ * certificate check use it), CONNECT_TO pointing it at the URL's real host
+ * and port, and a Host header with the real authority, which is what Go
+ * sends when tls.Config.ServerName is set. Replaces x->url; returns 0, or -1
+ * when the URL has no scheme://authority to rewrite. */
+static int apply_server_name(lua_State *L, struct rb_xfer *x, const char *sn) {
+  const char *u = x->url;
+  const char *sep = strstr(u, "://");
+  if (!sep)
+    return -1;
+  const char *auth = sep + 3, *end = auth + strcspn(auth, "/?#");
+  if (memchr(auth, '@', (size_t)(end - auth)))
+    return -1; /* userinfo: not a Kubernetes server URL */
+  const char *host = auth, *host_end, *port = NULL;
+  if (*host == '[') {
+    host_end = memchr(host, ']', (size_t)(end - host));
+    if (!host_end)
+      return -1;
+    host_end++;
+    if (host_end < end && *host_end == ':')
+      port = host_end + 1;
+  } else {
+    host_end = memchr(host, ':', (size_t)(end - host));
+    if (host_end)
+      port = host_end + 1;
+    else
+      host_end = end;
+  }
+  if (host_end == host)
+    return -1;
+  int https = (size_t)(sep - u) == 5 && strncasecmp(u, "https", 5) == 0;
+  char portbuf[16];
+  size_t plen = port ? (size_t)(end - port) : 0;
+  if (!port || plen == 0 || plen >= sizeof portbuf) {
+    if (port && plen >= sizeof portbuf)
+      return -1;
+    snprintf(portbuf, sizeof portbuf, "%s", https ? "443" : "80");
+  } else {
+    memcpy(portbuf, port, plen);
+    portbuf[plen] = '\0';
+  }
+  luaL_Buffer b;
+  /* HOST:PORT:CONNECT-TO-HOST:CONNECT-TO-PORT */
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, sn);
+  luaL_addchar(&b, ':');
+  luaL_addstring(&b, portbuf);
+  luaL_addchar(&b, ':');
+  luaL_addlstring(&b, host, (size_t)(host_end - host));
+  luaL_addchar(&b, ':');
+  luaL_addstring(&b, portbuf);
+  luaL_pushresult(&b);
+  struct curl_slist *ct = curl_slist_append(x->connect_to, lua_tostring(L, -1));
+  lua_pop(L, 1);
+  if (!ct)
+    return luaL_error(L, "out of memory");
+  x->connect_to = ct;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "Host: ");
+  luaL_addlstring(&b, auth, (size_t)(end - auth));
+  luaL_pushresult(&b);
+  struct curl_slist *h = curl_slist_append(x->headers, lua_tostring(L, -1));
+  lua_pop(L, 1);
+  if (!h)
+    return luaL_error(L, "out of memory");
+  x->headers = h;
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, u, (size_t)(auth - u));
+  luaL_addstring(&b, sn);
+  luaL_addchar(&b, ':');
+  luaL_addstring(&b, portbuf);
+  luaL_addstring(&b, end);
+  luaL_pushresult(&b);
+  size_t n;
+  const char *nu = lua_tolstring(L, -1, &n);
+  char *copy = malloc(n + 1);
+  if (!copy)
+    return luaL_error(L, "out of memory");
+  memcpy(copy, nu, n + 1);
+  lua_pop(L, 1);
+  rb_cleanse(x->url, strlen(x->url));
+  free(x->url);
+  x->url = copy;
+  return 0;
+}
+
 /* ---- Client:request ------------------------------------------------------------------ */
 
 #define ARG_REQ 2
@@ -494,6 +596,9 @@ static int m_request(lua_State *L) {
   const char *display = lua_tostring(L, display_idx);
 
   build_headers(L, ARG_REQ, x);
+  if (c->tls_server_name && apply_server_name(L, x, c->tls_server_name) != 0)
+    return luaL_error(L, "request: cannot use tls_server_name with the URL %s", display);
+  url = x->url; /* the old copy is gone */
 
   /* body: string | Secret | nil; upload: function */
   lua_getfield(L, ARG_REQ, "body");
@@ -560,8 +665,10 @@ static int m_request(lua_State *L) {
   x->easy = e;
   curl_easy_reset(e);
   apply_client(c, e);
-  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_URL, x->url);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+  if (x->connect_to)
+    curl_easy_setopt(e, CURLOPT_CONNECT_TO, x->connect_to);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000 + (timeout > 0 ? 1 : 0)));
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(ctimeout * 1000));
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, follow ? 1L : 0L);
@@ -674,7 +781,8 @@ static int m_request(lua_State *L) {
   lua_setfield(L, res, "http_version");
   char *eff = NULL;
   curl_easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &eff);
-  lua_pushstring(L, eff ? eff : url);
+  /* under tls_server_name curl's URL names that host, not the server */
+  lua_pushstring(L, x->connect_to ? display : eff ? eff : url);
   lua_setfield(L, res, "effective_url");
   lua_pushnumber(L, (double)total_us / 1e6);
   lua_setfield(L, res, "time");
@@ -749,7 +857,7 @@ static int ws_recv(lua_State *L) {
   }
   lua_pushstring(L, op == RB_WS_CLOSE ? "close" : op == RB_WS_TEXT ? "text" : "binary");
   lua_pushlstring(L, w->msg.data ? w->msg.data : "", w->msg.len);
-  OPENSSL_cleanse(w->msg.data, w->msg.len);
+  rb_cleanse(w->msg.data, w->msg.len);
   return 2;
 }
 
@@ -987,6 +1095,8 @@ static int m_port_forward(lua_State *L) {
   if (copy) {
     *copy = *c;
     copy->easy = NULL;
+    copy->multi = NULL;
+    copy->tls_server_name = str_copy(c->tls_server_name, &oom);
     copy->ca_file = str_copy(c->ca_file, &oom);
     copy->cert_file = str_copy(c->cert_file, &oom);
     copy->key_file = str_copy(c->key_file, &oom);
@@ -1000,7 +1110,7 @@ static int m_port_forward(lua_State *L) {
     if (copy)
       fwd_free_ctx(copy);
     if (authz) {
-      OPENSSL_cleanse(authz, alen);
+      rb_cleanse(authz, alen);
       free(authz);
     }
     return luaL_error(L, "out of memory");
@@ -1011,7 +1121,7 @@ static int m_port_forward(lua_State *L) {
   char err[256];
   b->f = rb_fwd_start(&o, err, sizeof err);
   if (authz) {
-    OPENSSL_cleanse(authz, alen);
+    rb_cleanse(authz, alen);
     free(authz);
   }
   if (!b->f)
@@ -1032,6 +1142,232 @@ static const luaL_Reg fwd_metamethods[] = {
   {"__tostring", fwd_tostring},
   {NULL, NULL},
 };
+/* ---- Client:request_many ------------------------------------------------------------ */
+
+/* The transfers of one request_many call, to-be-closed so an error raised
+ * halfway (out of memory, a bad argument) still frees every handle. */
+struct batch {
+  struct client *c;
+  int n;
+  CURL **easy;
+  struct rb_xfer *x;
+  char *added; /* easy[i] is in the multi handle */
+};
+
+static int batch_close(lua_State *L) {
+  struct batch *b = lua_touserdata(L, 1);
+  for (int i = 0; i < b->n; i++) {
+    if (b->easy && b->easy[i]) {
+      if (b->added[i])
+        curl_multi_remove_handle(b->c->multi, b->easy[i]);
+      curl_easy_cleanup(b->easy[i]);
+      b->easy[i] = NULL;
+    }
+    if (b->x)
+      rb_xfer_release(&b->x[i]);
+  }
+  free(b->easy);
+  free(b->x);
+  free(b->added);
+  b->easy = NULL;
+  b->x = NULL;
+  b->added = NULL;
+  b->n = 0;
+  if (b->c)
+    b->c->busy = 0;
+  b->c = NULL;
+  return 0;
+}
+
+/* Pushes the response table of a finished transfer (as m_request does). */
+static void push_response(lua_State *L, CURL *e, struct rb_xfer *x) {
+  long status = 0, version = 0;
+  curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &version);
+  curl_off_t total_us = 0;
+  curl_easy_getinfo(e, CURLINFO_TOTAL_TIME_T, &total_us);
+  lua_createtable(L, 0, 6);
+  int res = lua_gettop(L);
+  lua_pushinteger(L, status);
+  lua_setfield(L, res, "status");
+  push_headers(L, res, &x->hdr);
+  lua_pushlstring(L, x->resp.data ? x->resp.data : "", x->resp.len);
+  lua_setfield(L, res, "body");
+  lua_pushstring(L, rb_http_version(version));
+  lua_setfield(L, res, "http_version");
+  lua_pushnumber(L, (double)total_us / 1e6);
+  lua_setfield(L, res, "time");
+}
+
+#define MANY_REQS 2
+#define MANY_RES 4
+#define MANY_ERR 5
+
+/* c:request_many(reqs [, concurrency=8]) -> results, errors
+ * Runs simple requests ({method=, url=, headers=, body=, timeout=}: no
+ * upload or on_data functions, no redirects) concurrently on at most
+ * `concurrency` kept-alive connections (HTTP/2 streams on one connection
+ * where the server speaks it), and returns, by index, each response in
+ * results or its error in errors. Connections stay open for the next call. */
+static int m_request_many(lua_State *L) {
+  struct client *c = check_client(L, 1);
+  luaL_checktype(L, MANY_REQS, LUA_TTABLE);
+  lua_Integer conc = luaL_optinteger(L, 3, 8);
+  luaL_argcheck(L, conc >= 1 && conc <= 64, 3, "concurrency must be 1 to 64");
+  if (c->busy)
+    return luaL_error(L, "this HTTP client is already running a request (from a callback?)");
+  lua_settop(L, 3);
+  int n = (int)lua_rawlen(L, MANY_REQS);
+  lua_createtable(L, n, 0); /* MANY_RES */
+  lua_createtable(L, 0, 0); /* MANY_ERR */
+  struct batch *b = lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, batch_close);
+  lua_setfield(L, -2, "__close");
+  lua_setmetatable(L, -2);
+  lua_toclose(L, -1);
+  if (n == 0)
+    return 2;
+  if (!c->multi) {
+    c->multi = curl_multi_init();
+    if (!c->multi)
+      return luaL_error(L, "out of memory");
+    curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  }
+  curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)conc);
+  curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)conc); /* kept alive between calls */
+  b->easy = calloc((size_t)n, sizeof *b->easy);
+  b->x = calloc((size_t)n, sizeof *b->x);
+  b->added = calloc((size_t)n, 1);
+  if (!b->easy || !b->x || !b->added)
+    return luaL_error(L, "out of memory");
+  b->n = n;
+  b->c = c;
+  c->busy = 1;
+
+  /* set every transfer up first: argument errors raise before anything is sent */
+  for (int i = 0; i < n; i++) {
+    struct rb_xfer *x = &b->x[i];
+    if (lua_rawgeti(L, MANY_REQS, i + 1) != LUA_TTABLE)
+      return luaL_error(L, "request_many: reqs[%d] must be a table", i + 1);
+    int t = lua_gettop(L);
+    size_t ulen;
+    lua_getfield(L, t, "url");
+    const char *url = rb_check_bytes(L, -1, &ulen, NULL);
+    if (ulen == 0 || memchr(url, '\0', ulen))
+      return luaL_error(L, "request_many: reqs[%d].url must be a non-empty string", i + 1);
+    x->url = malloc(ulen + 1);
+    if (!x->url)
+      return luaL_error(L, "out of memory");
+    memcpy(x->url, url, ulen);
+    x->url[ulen] = '\0';
+    lua_pop(L, 1);
+    int mty = lua_getfield(L, t, "method");
+    const char *method = mty == LUA_TNIL ? "GET" : mty == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (!method || !valid_token(method, strlen(method)))
+      return luaL_error(L, "request_many: reqs[%d].method must be an HTTP method name", i + 1);
+    build_headers(L, t, x);
+    lua_getfield(L, t, "body"); /* the body stays referenced by reqs[i] */
+    int has_body = !lua_isnil(L, -1);
+    if (has_body)
+      x->body = rb_check_bytes(L, -1, &x->body_len, NULL);
+    lua_pop(L, 1);
+    double timeout = rb_opt_seconds(L, t, "timeout", c->timeout, "request_many");
+    CURL *e = curl_easy_init();
+    if (!e)
+      return luaL_error(L, "out of memory");
+    b->easy[i] = e;
+    x->easy = e;
+    apply_client(c, e);
+    curl_easy_setopt(e, CURLOPT_URL, x->url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000 + (timeout > 0 ? 1 : 0)));
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->connect_timeout * 1000));
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L); /* wait to multiplex rather than open more */
+    if (!has_body && (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+                      strcmp(method, "PATCH") == 0)) {
+      x->body = "";
+      x->body_len = 0;
+      has_body = 1;
+    }
+    if (has_body) {
+      curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+      curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->body_len);
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    } else if (strcmp(method, "GET") != 0) {
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    }
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)(intptr_t)i);
+    x->deadline = rb_deadline(L);
+    rb_xfer_setup(x, e, has_body);
+    lua_settop(L, t - 1);
+  }
+
+  int next = 0, running = 0, done = 0;
+  while (done < n) {
+    while (next < n && running < conc) {
+      if (curl_multi_add_handle(c->multi, b->easy[next]) != CURLM_OK)
+        return luaL_error(L, "request_many: cannot start a transfer");
+      b->added[next++] = 1;
+      running++;
+    }
+    int still = 0;
+    if (curl_multi_perform(c->multi, &still) != CURLM_OK)
+      return luaL_error(L, "request_many: curl_multi_perform failed");
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(c->multi, &left))) {
+      if (m->msg != CURLMSG_DONE)
+        continue;
+      CURL *e = m->easy_handle;
+      CURLcode rc = m->data.result;
+      void *priv = NULL;
+      curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
+      int i = (int)(intptr_t)priv;
+      struct rb_xfer *x = &b->x[i];
+      if (x->oom)
+        return luaL_error(L, "out of memory during a request");
+      if (rc == CURLE_OK) {
+        push_response(L, e, x);
+        lua_rawseti(L, MANY_RES, i + 1);
+      } else {
+        const char *kind = "http", *code = rb_curl_code(rc);
+        char detail[CURL_ERROR_SIZE + 64];
+        if (x->stop == RB_XFER_INTERRUPTED) {
+          kind = RB_ERR_INTERRUPTED;
+          code = "interrupted";
+          snprintf(detail, sizeof detail, "interrupted");
+        } else if (x->stop == RB_XFER_DEADLINE) {
+          kind = RB_ERR_TIMEOUT;
+          code = "timeout";
+          snprintf(detail, sizeof detail, "the step's time limit ran out");
+        } else {
+          snprintf(detail, sizeof detail, "%s: %s", rb_curl_what(code),
+                   x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+        }
+        rb_push_scrubbed(L, x->url, strlen(x->url));
+        push_request_error(L, kind, code, rc, "request", lua_tostring(L, -1), detail);
+        lua_rawseti(L, MANY_ERR, i + 1);
+        lua_pop(L, 1);
+        lua_pushboolean(L, 0);
+        lua_rawseti(L, MANY_RES, i + 1);
+      }
+      curl_multi_remove_handle(c->multi, e);
+      b->added[i] = 0;
+      curl_easy_cleanup(e);
+      b->easy[i] = NULL;
+      rb_xfer_release(x);
+      running--;
+      done++;
+    }
+    if (done < n)
+      curl_multi_poll(c->multi, NULL, 0, 100, NULL);
+  }
+  lua_pushvalue(L, MANY_RES);
+  lua_pushvalue(L, MANY_ERR);
+  return 2;
+}
 
 /* ---- module ------------------------------------------------------------------------------ */
 
@@ -1057,6 +1393,7 @@ static const luaL_Reg methods[] = {
   {"request", m_request},
   {"websocket", m_websocket},
   {"port_forward", m_port_forward},
+  {"request_many", m_request_many},
   {"close", client_close},
   {NULL, NULL},
 };

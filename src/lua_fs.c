@@ -34,6 +34,13 @@ static int f_mkdir_p(lua_State *L) {
   if (n == 0 || n >= sizeof buf)
     return luaL_argerror(L, 1, "bad path length");
   memcpy(buf, path, n + 1);
+  /* the parent is usually there already: walk from the root only if not */
+  if (mkdir(buf, mode) == 0 || errno == EEXIST) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (errno != ENOENT)
+    return push_errno(L, buf);
   for (char *p = buf + 1; *p; p++) {
     if (*p != '/')
       continue;

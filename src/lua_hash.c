@@ -10,41 +10,24 @@
 
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/evp.h>
 
 #include "crypto.h"
 #include "secret.h"
+#include "sha256.h"
 
 #define HASH_MT "runbook.hash.Sha256"
 
 struct hasher {
-  EVP_MD_CTX *md; /* NULL once freed */
+  struct rb_sha256_ctx c;
   lua_Integer size;
 };
 
-static struct hasher *check_hasher(lua_State *L) {
-  struct hasher *h = luaL_checkudata(L, 1, HASH_MT);
-  if (!h->md)
-    luaL_error(L, "attempt to use a freed hasher");
-  return h;
-}
-
-static int h_gc(lua_State *L) {
-  struct hasher *h = luaL_checkudata(L, 1, HASH_MT);
-  if (h->md) {
-    EVP_MD_CTX_free(h->md);
-    h->md = NULL;
-  }
-  return 0;
-}
-
 /* h:update(data) -> h (data: string or Secret) */
 static int h_update(lua_State *L) {
-  struct hasher *h = check_hasher(L);
+  struct hasher *h = luaL_checkudata(L, 1, HASH_MT);
   size_t n;
   const char *p = rb_check_bytes(L, 2, &n, NULL);
-  if (EVP_DigestUpdate(h->md, p, n) != 1)
-    return luaL_error(L, "sha256: update failed");
+  rb_sha256_update(&h->c, p, n);
   h->size += (lua_Integer)n;
   lua_settop(L, 1);
   return 1;
@@ -52,20 +35,15 @@ static int h_update(lua_State *L) {
 
 /* h:hex([raw]) -> the digest of everything so far; the hasher can go on */
 static int h_hex(lua_State *L) {
-  struct hasher *h = check_hasher(L);
-  EVP_MD_CTX *copy = EVP_MD_CTX_new();
-  unsigned char d[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  if (!copy || EVP_MD_CTX_copy_ex(copy, h->md) != 1 || EVP_DigestFinal_ex(copy, d, &n) != 1) {
-    EVP_MD_CTX_free(copy);
-    return luaL_error(L, "sha256: final failed");
-  }
-  EVP_MD_CTX_free(copy);
+  struct hasher *h = luaL_checkudata(L, 1, HASH_MT);
+  struct rb_sha256_ctx copy = h->c;
+  uint8_t d[RB_SHA256_LEN];
+  rb_sha256_final(&copy, d);
   if (lua_toboolean(L, 2)) {
-    lua_pushlstring(L, (const char *)d, n);
+    lua_pushlstring(L, (const char *)d, sizeof d);
   } else {
-    char hex[2 * EVP_MAX_MD_SIZE + 1];
-    rb_hex(d, n, hex, 0);
+    char hex[2 * RB_SHA256_LEN + 1];
+    rb_hex(d, sizeof d, hex, 0);
     lua_pushstring(L, hex);
   }
   return 1;
@@ -73,7 +51,7 @@ static int h_hex(lua_State *L) {
 
 /* h:size() -> bytes hashed so far */
 static int h_size(lua_State *L) {
-  lua_pushinteger(L, check_hasher(L)->size);
+  lua_pushinteger(L, ((struct hasher *)luaL_checkudata(L, 1, HASH_MT))->size);
   return 1;
 }
 
@@ -81,16 +59,13 @@ static int h_size(lua_State *L) {
 static int f_sha256(lua_State *L) {
   lua_settop(L, 1);
   struct hasher *h = lua_newuserdatauv(L, sizeof *h, 0);
-  h->md = NULL;
+  rb_sha256_init(&h->c);
   h->size = 0;
   luaL_setmetatable(L, HASH_MT);
-  h->md = EVP_MD_CTX_new();
-  if (!h->md || EVP_DigestInit_ex(h->md, EVP_sha256(), NULL) != 1)
-    return luaL_error(L, "sha256: cannot initialise the digest");
   if (!lua_isnoneornil(L, 1)) {
     size_t n;
     const char *p = rb_check_bytes(L, 1, &n, NULL);
-    EVP_DigestUpdate(h->md, p, n);
+    rb_sha256_update(&h->c, p, n);
     h->size = (lua_Integer)n;
   }
   return 1;
@@ -110,8 +85,6 @@ static const luaL_Reg funcs[] = {
 
 int luaopen_runbook__hash(lua_State *L) {
   if (luaL_newmetatable(L, HASH_MT)) {
-    lua_pushcfunction(L, h_gc);
-    lua_setfield(L, -2, "__gc");
     luaL_newlib(L, methods);
     lua_setfield(L, -2, "__index");
   }

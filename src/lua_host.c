@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,8 @@ struct guard {
 
 /* ---- host lifetime ------------------------------------------------------ */
 
+static void footer_stop(struct rb_host *h);
+
 static int host_gc(lua_State *L) {
   struct rb_host **hp = luaL_checkudata(L, 1, HOST_MT);
   struct rb_host *h = *hp;
@@ -52,12 +55,14 @@ static int host_gc(lua_State *L) {
   int last = --h->refs == 0;
   pthread_mutex_unlock(&h->refs_lock);
   if (last) {
+    footer_stop(h);
     for (struct rb_msg *m = h->head, *next; m; m = next) {
       next = m->next;
       free(m);
     }
     pthread_mutex_destroy(&h->queue_lock);
     rb_redactor_free(h->redactor);
+    pthread_cond_destroy(&h->footer.wake);
     pthread_mutex_destroy(&h->console_lock);
     pthread_mutex_destroy(&h->refs_lock);
     free(h);
@@ -80,6 +85,7 @@ struct rb_host *rb_host_attach(lua_State *L, struct rb_host *shared) {
     pthread_mutex_init(&h->console_lock, NULL);
     pthread_mutex_init(&h->refs_lock, NULL);
     pthread_mutex_init(&h->queue_lock, NULL);
+    pthread_cond_init(&h->footer.wake, NULL);
   }
   pthread_mutex_lock(&h->refs_lock);
   h->refs++;
@@ -189,6 +195,122 @@ static int l_scrub(lua_State *L) {
   const char *s = luaL_checklstring(L, 1, &len);
   rb_push_scrubbed(L, s, len);
   return 1;
+}
+
+/* ---- the checklist's clock ---------------------------------------------- */
+
+/* The console redraws the checklist on every event, log line and progress
+ * report, but a step can sit in one C call (a migration, a wait, a
+ * download) for minutes. While the checklist is on screen, a thread
+ * rewrites its last line once a second so the run's elapsed time keeps
+ * moving. It touches no Lua state: only the footer's text, under the
+ * console lock that every console write takes. */
+
+static void format_elapsed(char *buf, size_t n, double secs) {
+  long ms = (long)(secs * 1000);
+  if (ms < 1000)
+    snprintf(buf, n, "%ldms", ms < 0 ? 0 : ms);
+  else if (ms < 60000)
+    snprintf(buf, n, "%.1fs", (double)ms / 1000);
+  else
+    snprintf(buf, n, "%ldm%02lds", ms / 60000, (ms / 1000) % 60);
+}
+
+/* With console_lock held: the cursor is just below the footer line. */
+static void footer_paint(struct rb_footer *f) {
+  char t[32];
+  format_elapsed(t, sizeof t, rb_monotime() - f->t0);
+  size_t n = strlen(f->before) + strlen(t) + strlen(f->after) + 16;
+  char *line = malloc(n);
+  if (!line)
+    return;
+  int len = snprintf(line, n, "\033[1A\r\033[K%s%s%s\n", f->before, t, f->after);
+  for (const char *p = line; len > 0;) {
+    ssize_t w = write(f->fd, p, (size_t)len);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      break;
+    p += w;
+    len -= (int)w;
+  }
+  free(line);
+}
+
+static void *footer_main(void *arg) {
+  struct rb_host *h = arg;
+  pthread_mutex_lock(&h->console_lock);
+  while (!h->footer.stop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait(&h->footer.wake, &h->console_lock, &ts);
+    if (!h->footer.stop && h->footer.shown)
+      footer_paint(&h->footer);
+  }
+  pthread_mutex_unlock(&h->console_lock);
+  return NULL;
+}
+
+static void footer_stop(struct rb_host *h) {
+  pthread_mutex_lock(&h->console_lock);
+  int started = h->footer.started;
+  h->footer.stop = 1;
+  h->footer.shown = 0;
+  pthread_cond_signal(&h->footer.wake);
+  pthread_mutex_unlock(&h->console_lock);
+  if (started)
+    pthread_join(h->footer.thread, NULL);
+  free(h->footer.before);
+  free(h->footer.after);
+  h->footer.before = h->footer.after = NULL;
+  h->footer.started = 0;
+}
+
+/* host.footer(fd, before, t0, after): the line just written last to fd is
+ * before .. elapsed(now - t0) .. after; keep it current.
+ * host.footer(): it is no longer the last line (the console is about to
+ * erase or write above it). */
+static int l_footer(lua_State *L) {
+  struct rb_host *h = rb_host_get(L);
+  if (lua_isnoneornil(L, 1)) {
+    pthread_mutex_lock(&h->console_lock);
+    h->footer.shown = 0;
+    pthread_mutex_unlock(&h->console_lock);
+    return 0;
+  }
+  int fd = (int)luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd == 1 || fd == 2, 1, "1 or 2 expected");
+  const char *before = luaL_checkstring(L, 2);
+  double t0 = luaL_checknumber(L, 3);
+  const char *after = luaL_checkstring(L, 4);
+  char *b = strdup(before), *a = strdup(after);
+  if (!b || !a) {
+    free(b);
+    free(a);
+    return luaL_error(L, "out of memory");
+  }
+  pthread_mutex_lock(&h->console_lock);
+  free(h->footer.before);
+  free(h->footer.after);
+  h->footer.before = b;
+  h->footer.after = a;
+  h->footer.t0 = t0;
+  h->footer.fd = fd;
+  h->footer.shown = 1;
+  int err = 0;
+  if (!h->footer.started && !h->footer.stop) {
+    /* signals stay with the main thread, whose blocking calls they must interrupt */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    err = pthread_create(&h->footer.thread, NULL, footer_main, h);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    h->footer.started = err == 0;
+  }
+  pthread_mutex_unlock(&h->console_lock);
+  (void)err; /* without the thread the checklist still updates on each event */
+  return 0;
 }
 
 /* ---- errors -------------------------------------------------------------- */
@@ -648,6 +770,7 @@ static int l_redactor_count(lua_State *L) {
 
 static const luaL_Reg funcs[] = {
   {"write", l_write},
+  {"footer", l_footer},
   {"scrub", l_scrub},
   {"now", l_now},
   {"monotime", l_monotime},

@@ -174,7 +174,7 @@ static int f_attach(lua_State *L) {
   return 1;
 }
 
-/* j:append(type, fields) -> seq ; raises when the event cannot be made
+/* j:append(type, fields [, lazy]) -> seq ; raises when the event cannot be made
  * durable, since no step may move past an unrecorded event */
 static int m_append(lua_State *L) {
   struct rb_journal *j = check_open(L);
@@ -196,7 +196,9 @@ static int m_append(lua_State *L) {
       return lua_error(L);
     }
   }
-  long long seq = rb_journal_append(j, type, fields, err, sizeof err);
+  int lazy = lua_toboolean(L, 4);
+  long long seq = lazy ? rb_journal_append_lazy(j, type, fields, err, sizeof err)
+                       : rb_journal_append(j, type, fields, err, sizeof err);
   json_decref(fields);
   if (seq < 0) {
     /* the journal itself failed: no step may go on */
@@ -205,6 +207,14 @@ static int m_append(lua_State *L) {
   }
   lua_pushinteger(L, seq);
   return 1;
+}
+
+/* j:sync(): makes lazy appends durable (nothing to do when none is pending) */
+static int m_sync(lua_State *L) {
+  char err[256];
+  if (rb_journal_sync(check_open(L), err, sizeof err) != 0)
+    return luaL_error(L, "%s", err);
+  return 0;
 }
 
 static int m_seq(lua_State *L) {
@@ -382,7 +392,7 @@ static int lock_release(lua_State *L) {
 }
 
 static const luaL_Reg jmethods[] = {
-  {"append", m_append}, {"seq", m_seq}, {"handle", m_handle}, {"close", m_close}, {NULL, NULL},
+  {"append", m_append}, {"sync", m_sync}, {"seq", m_seq}, {"handle", m_handle}, {"close", m_close}, {NULL, NULL},
 };
 
 static const luaL_Reg jmeta[] = {

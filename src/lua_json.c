@@ -65,12 +65,79 @@ static int f_encode(lua_State *L) {
   return 1;
 }
 
-/* decode(text) -> value | nil, "line L column C: message" */
+/* Pushes "line L column C: " for byte offset k of s, counted as jansson
+ * counts (lines from 1; columns in characters, from 1). */
+static void push_where(lua_State *L, const char *s, size_t k) {
+  int line = 1, column = 0;
+  for (size_t i = 0; i <= k; i++) {
+    if (i < k && s[i] == '\n') {
+      line++;
+      column = 0;
+    } else if (((unsigned char)s[i] & 0xC0) != 0x80) {
+      column++;
+    }
+  }
+  lua_pushfstring(L, "line %d column %d: ", line, column);
+}
+
+/* The offset of the first bracket nested deeper than RB_JSON_MAX_DEPTH in
+ * s[0..n), or -1. Only brackets outside strings count; n never goes past
+ * what jansson has read, which is valid JSON that far. */
+static long long too_deep_at(const char *s, size_t n) {
+  int depth = 0, in_string = 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (in_string) {
+      if (c == '\\')
+        i++;
+      else if (c == '"')
+        in_string = 0;
+    } else if (c == '"') {
+      in_string = 1;
+    } else if (c == '[' || c == '{') {
+      if (++depth > RB_JSON_MAX_DEPTH)
+        return (long long)i;
+    } else if (c == ']' || c == '}') {
+      depth--;
+    }
+  }
+  return -1;
+}
+
+static int decode_error(lua_State *L, const char *s, size_t k, const char *fmt, lua_Integer arg) {
+  lua_pushnil(L);
+  push_where(L, s, k);
+  lua_pushfstring(L, fmt, arg);
+  lua_concat(L, 2);
+  return 2;
+}
+
+/* decode(text) -> value | nil, "line L column C: message"
+ * Duplicate keys are refused, as runbook.yaml refuses them: a document
+ * saying two things for one key is wrong, whichever the reader would keep. */
 static int f_decode(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   json_error_t e;
-  json_t *j = json_loadb(s, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
+  json_t *j = json_loadb(s, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &e);
+  /* how far jansson read: all of the text, or up to its error */
+  size_t read = e.position < 0 ? 0 : (size_t)e.position > len ? len : (size_t)e.position;
+  long long deep = too_deep_at(s, j ? len : read);
+  if (deep >= 0) {
+    json_decref(j);
+    return decode_error(L, s, (size_t)deep, "arrays and objects nested deeper than %I levels",
+                        (lua_Integer)RB_JSON_MAX_DEPTH);
+  }
+  /* jansson takes a NUL byte outside a string for the end of the text:
+   * after a number it calls the text good ("123\0" gave 123), elsewhere it
+   * reports an end of file that is not there. JSON never allows one. */
+  const char *nul = memchr(s, '\0', j ? len : read);
+  if (nul && (j || json_error_code(&e) == json_error_end_of_input_expected ||
+              json_error_code(&e) == json_error_premature_end_of_input)) {
+    json_decref(j);
+    return decode_error(L, s, (size_t)(nul - s), "unexpected NUL byte at offset %I",
+                        (lua_Integer)(nul - s));
+  }
   if (!j) {
     lua_pushnil(L);
     lua_pushfstring(L, "line %d column %d: %s", e.line, e.column, e.text);

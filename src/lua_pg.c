@@ -21,10 +21,10 @@
 
 #include <jansson.h>
 #include <lauxlib.h>
-#include <openssl/crypto.h>
 #include "dl_pq.h"
 #include <lua.h>
 
+#include "crypto.h"
 #include "host.h"
 #include "jsonconv.h"
 #include "modules.h"
@@ -281,7 +281,7 @@ static int f_connect(lua_State *L) {
   PQconninfoFree(opts);
   if (has_pw) {
     rb_secret_register(L, pw, pwlen, 0);
-    OPENSSL_cleanse(pw, pwlen);
+    rb_cleanse(pw, pwlen);
   }
   lua_remove(L, 5);
   register_url_password(L, ci);

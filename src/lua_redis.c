@@ -18,10 +18,10 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "crypto.h"
 #include "dl_redis.h"
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/crypto.h>
 
 #include "host.h"
 #include "redis.h"
@@ -358,7 +358,7 @@ static int f_connect(lua_State *L) {
     memcpy(copy, pw, pwlen);
     copy[pwlen] = '\0';
     if (c->t.pass) {
-      OPENSSL_cleanse(c->t.pass, c->t.passlen);
+      rb_cleanse(c->t.pass, c->t.passlen);
       free(c->t.pass);
     }
     c->t.pass = copy;

@@ -9,9 +9,9 @@
 
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/crypto.h>
 
 #include "crypto.h"
+#include "dynlib.h"
 #include "host.h"
 #include "redact.h"
 #include "secret.h"
@@ -164,7 +164,7 @@ const char *rb_opt_bytes(lua_State *L, int idx, size_t *len, int *is_secret) {
 
 static void wipe(struct secret *s) {
   if (s->data) {
-    OPENSSL_cleanse(s->data, s->len);
+    rb_cleanse(s->data, s->len);
     free(s->data);
     s->data = NULL;
   }
@@ -188,7 +188,7 @@ static int s_len(lua_State *L) {
 static int s_eq(lua_State *L) {
   size_t la = 0, lb = 0;
   const char *a = rb_secret_test(L, 1, &la), *b = rb_secret_test(L, 2, &lb);
-  lua_pushboolean(L, a && b && la == lb && CRYPTO_memcmp(a, b, la) == 0);
+  lua_pushboolean(L, a && b && la == lb && rb_ct_memcmp(a, b, la) == 0);
   return 1;
 }
 
@@ -335,7 +335,7 @@ static int f_random(lua_State *L) {
       memcpy(s->data, raw, len);
   }
   if (raw) {
-    OPENSSL_cleanse(raw, len);
+    rb_cleanse(raw, len);
     free(raw);
   }
   if (!raw)
@@ -359,6 +359,9 @@ static int f_seal(lua_State *L) {
   size_t aadlen, ptlen;
   const char *aad = luaL_checklstring(L, 2, &aadlen);
   const char *pt = rb_check_bytes(L, 3, &ptlen, NULL);
+  char err[256];
+  if (rb_dl_crypto(err, sizeof err) != 0)
+    return luaL_error(L, "AES-256-GCM: %s", err);
   uint8_t *out = malloc(ptlen + RB_GCM_OVERHEAD);
   if (!out)
     return luaL_error(L, "out of memory");
@@ -377,6 +380,9 @@ static int f_open(lua_State *L) {
   size_t aadlen, inlen;
   const char *aad = luaL_checklstring(L, 2, &aadlen);
   const uint8_t *in = (const uint8_t *)luaL_checklstring(L, 3, &inlen);
+  char err[256];
+  if (rb_dl_crypto(err, sizeof err) != 0)
+    return luaL_error(L, "AES-256-GCM: %s", err);
   struct secret *s = new_secret(L, inlen);
   long n = rb_gcm_open(key, aad, aadlen, in, inlen, (uint8_t *)s->data);
   if (n < 0) {
@@ -386,7 +392,7 @@ static int f_open(lua_State *L) {
     lua_pushliteral(L, "authentication failed");
     return 2;
   }
-  OPENSSL_cleanse(s->data + n, inlen - (size_t)n); /* keep the '\0' after the value */
+  rb_cleanse(s->data + n, inlen - (size_t)n); /* keep the '\0' after the value */
   s->len = (size_t)n;
   rb_secret_register(L, s->data, s->len, 0);
   return 1;

@@ -14,8 +14,8 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
-#include <openssl/crypto.h>
 
+#include "crypto.h"
 #include "host.h"
 #include "journal.h"
 #include "modules.h"
@@ -50,7 +50,7 @@ static void job_release(struct job *j) {
     return;
   free(j->payload);
   if (j->key) {
-    OPENSSL_cleanse(j->key, j->keylen);
+    rb_cleanse(j->key, j->keylen);
     free(j->key);
   }
   free(j->result);

@@ -19,6 +19,7 @@ static const luaL_Reg cores[] = {
   {"runbook._json", luaopen_runbook__json},
   {"runbook._yaml", luaopen_runbook__yaml},
   {"runbook._crypto", luaopen_runbook__crypto},
+  {"runbook._sign", luaopen_runbook__sign},
   {"runbook._secret", luaopen_runbook__secret},
   {"runbook._journal", luaopen_runbook__journal},
   {"runbook._proc", luaopen_runbook__proc},
@@ -32,10 +33,10 @@ static const luaL_Reg cores[] = {
   {NULL, NULL},
 };
 
-/* preload loader for an embedded file; upvalue 1 is its index in rb_stdlib */
+/* preload loader for an embedded file (bytecode); upvalue 1 is its index in rb_stdlib */
 static int load_embedded(lua_State *L) {
   const struct rb_embedded *e = &rb_stdlib[lua_tointeger(L, lua_upvalueindex(1))];
-  if (luaL_loadbuffer(L, e->source, e->len, e->chunkname) != LUA_OK)
+  if (luaL_loadbufferx(L, e->code, e->len, e->chunkname, "b") != LUA_OK)
     return lua_error(L);
   lua_pushstring(L, e->name);
   lua_call(L, 1, 1);

@@ -15,24 +15,25 @@
 
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/evp.h>
 
 #include "crypto.h"
 #include "fileio.h"
 #include "pg_internal.h"
+#include "sha256.h"
 
 #define SINK_MT "runbook.pg.FileSink"
 #define HASHER_MT "runbook.pg.Hasher"
 
 struct sink {
   int fd; /* -1 once finished or aborted */
-  EVP_MD_CTX *md;
+  struct rb_sha256_ctx md;
   long long size;
   char *path, *partial;
 };
 
 struct hasher {
-  EVP_MD_CTX *md; /* NULL once finished */
+  struct rb_sha256_ctx md;
+  int done; /* hex holds the digest */
   long long size;
   char hex[65];
 };
@@ -43,10 +44,6 @@ static void sink_release(struct sink *s, int unlink_partial) {
     s->fd = -1;
     if (unlink_partial && s->partial)
       unlink(s->partial);
-  }
-  if (s->md) {
-    EVP_MD_CTX_free(s->md);
-    s->md = NULL;
   }
   free(s->path);
   free(s->partial);
@@ -76,8 +73,8 @@ static int f_file_sink(lua_State *L) {
   size_t n = strlen(path);
   s->path = strdup(path);
   s->partial = malloc(n + 9);
-  s->md = EVP_MD_CTX_new();
-  if (!s->path || !s->partial || !s->md || EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) != 1)
+  rb_sha256_init(&s->md);
+  if (!s->path || !s->partial)
     return luaL_error(L, "out of memory");
   memcpy(s->partial, path, n);
   memcpy(s->partial + n, ".partial", 9);
@@ -99,7 +96,7 @@ static int sink_write(lua_State *L) {
   struct sink *s = check_open_sink(L);
   size_t len;
   const char *p = luaL_checklstring(L, 2, &len);
-  EVP_DigestUpdate(s->md, p, len);
+  rb_sha256_update(&s->md, p, len);
   if (rb_write_all(s->fd, p, len) != 0)
     return push_errno(L, "cannot write", s->partial);
   s->size += (long long)len;
@@ -126,8 +123,7 @@ static int sink_finish(lua_State *L) {
   }
   rb_fsync_parent(s->path);
   unsigned char d[RB_SHA256_LEN];
-  unsigned int dl = 0;
-  EVP_DigestFinal_ex(s->md, d, &dl);
+  rb_sha256_final(&s->md, d);
   char hex[65];
   rb_hex(d, sizeof d, hex, 0);
   lua_createtable(L, 0, 3);
@@ -154,23 +150,12 @@ static int sink_size(lua_State *L) {
 
 /* ---- hasher ------------------------------------------------------------------------ */
 
-static int hasher_gc(lua_State *L) {
-  struct hasher *h = luaL_checkudata(L, 1, HASHER_MT);
-  if (h->md) {
-    EVP_MD_CTX_free(h->md);
-    h->md = NULL;
-  }
-  return 0;
-}
-
 /* hasher() -> h with h:update(data), h:hex() (final; repeatable), h:size() */
 static int f_hasher(lua_State *L) {
   struct hasher *h = lua_newuserdatauv(L, sizeof *h, 0);
   memset(h, 0, sizeof *h);
   luaL_setmetatable(L, HASHER_MT);
-  h->md = EVP_MD_CTX_new();
-  if (!h->md || EVP_DigestInit_ex(h->md, EVP_sha256(), NULL) != 1)
-    return luaL_error(L, "out of memory");
+  rb_sha256_init(&h->md);
   return 1;
 }
 
@@ -178,9 +163,9 @@ static int hasher_update(lua_State *L) {
   struct hasher *h = luaL_checkudata(L, 1, HASHER_MT);
   size_t len;
   const char *p = luaL_checklstring(L, 2, &len);
-  if (!h->md)
+  if (h->done)
     return luaL_error(L, "hasher already finished");
-  EVP_DigestUpdate(h->md, p, len);
+  rb_sha256_update(&h->md, p, len);
   h->size += (long long)len;
   lua_settop(L, 1);
   return 1;
@@ -188,13 +173,11 @@ static int hasher_update(lua_State *L) {
 
 static int hasher_hex(lua_State *L) {
   struct hasher *h = luaL_checkudata(L, 1, HASHER_MT);
-  if (h->md) {
+  if (!h->done) {
     unsigned char d[RB_SHA256_LEN];
-    unsigned int dl = 0;
-    EVP_DigestFinal_ex(h->md, d, &dl);
+    rb_sha256_final(&h->md, d);
     rb_hex(d, sizeof d, h->hex, 0);
-    EVP_MD_CTX_free(h->md);
-    h->md = NULL;
+    h->done = 1;
   }
   lua_pushstring(L, h->hex);
   return 1;
@@ -218,16 +201,18 @@ static void new_type(lua_State *L, const char *name, const luaL_Reg *m, lua_CFun
   lua_newtable(L);
   luaL_setfuncs(L, m, 0);
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, gc);
-  lua_setfield(L, -2, "__close");
+  if (gc) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__close");
+  }
   lua_pop(L, 1);
 }
 
 void rb_pg_open_sink(lua_State *L) {
   new_type(L, SINK_MT, sink_methods, sink_gc);
-  new_type(L, HASHER_MT, hasher_methods, hasher_gc);
+  new_type(L, HASHER_MT, hasher_methods, NULL); /* holds no resource */
   lua_pushcfunction(L, f_file_sink);
   lua_setfield(L, -2, "file_sink");
   lua_pushcfunction(L, f_hasher);

@@ -18,8 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
-
+#include "crypto.h"
 #include "ws.h"
 
 struct conn {
@@ -214,7 +213,7 @@ static void fwd_free(struct rb_fwd *f) {
   free(f->path);
   free(f->host);
   if (f->auth) {
-    OPENSSL_cleanse(f->auth, strlen(f->auth));
+    rb_cleanse(f->auth, strlen(f->auth));
     free(f->auth);
   }
   if (f->o.free_ctx)

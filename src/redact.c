@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
 
 #include "crypto.h"
 #include "redact.h"
@@ -76,7 +75,7 @@ static void r_free(struct rb_redactor *r, void *p, size_t n) {
 /* wipes, then frees: for anything that held a secret */
 static void r_wipe(struct rb_redactor *r, void *p, size_t n) {
   if (p) {
-    OPENSSL_cleanse(p, n);
+    rb_cleanse(p, n);
     r_free(r, p, n);
   }
 }

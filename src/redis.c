@@ -11,9 +11,8 @@
 #include <strings.h>
 #include <time.h>
 
-#include <openssl/crypto.h>
-
 #include "clock.h"
+#include "crypto.h"
 #include "redis.h"
 
 /* Compare-and-PEXPIRE and compare-and-DEL: only the holder of the token
@@ -32,7 +31,7 @@ const char *rb_redis_addr(const struct rb_redis_target *t) {
 
 void rb_redis_target_free(struct rb_redis_target *t) {
   if (t->pass) {
-    OPENSSL_cleanse(t->pass, t->passlen);
+    rb_cleanse(t->pass, t->passlen);
     free(t->pass);
   }
   free(t->user);
@@ -66,7 +65,7 @@ static char *pct_decode(const char *s, size_t n, size_t *outlen) {
     int a = i + 1 < n ? hexval((unsigned char)s[i + 1]) : -1;
     int b = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
     if (a < 0 || b < 0) {
-      OPENSSL_cleanse(out, k);
+      rb_cleanse(out, k);
       free(out);
       return NULL;
     }

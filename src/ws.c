@@ -6,18 +6,77 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
-#include <openssl/evp.h>
-#include <openssl/rand.h>
-#include <openssl/sha.h>
+#include "crypto.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define MAX_MESSAGE (64u * 1024 * 1024)
+
+/* SHA-1 (FIPS 180-4), only for Sec-WebSocket-Accept, which RFC 6455
+ * defines with it; libcrypto is not loaded for this. */
+static uint32_t rol(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+static void sha1_block(uint32_t h[5], const unsigned char *p) {
+  uint32_t w[80];
+  for (int i = 0; i < 16; i++)
+    w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+  for (int i = 16; i < 80; i++)
+    w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+  uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+  for (int i = 0; i < 80; i++) {
+    uint32_t f, k;
+    if (i < 20) {
+      f = (b & c) | (~b & d);
+      k = 0x5A827999;
+    } else if (i < 40) {
+      f = b ^ c ^ d;
+      k = 0x6ED9EBA1;
+    } else if (i < 60) {
+      f = (b & c) | (b & d) | (c & d);
+      k = 0x8F1BBCDC;
+    } else {
+      f = b ^ c ^ d;
+      k = 0xCA62C1D6;
+    }
+    uint32_t t = rol(a, 5) + f + e + k + w[i];
+    e = d;
+    d = c;
+    c = rol(b, 30);
+    b = a;
+    a = t;
+  }
+  h[0] += a;
+  h[1] += b;
+  h[2] += c;
+  h[3] += d;
+  h[4] += e;
+}
+
+static void sha1(const void *data, size_t n, unsigned char out[20]) {
+  uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+  const unsigned char *p = data;
+  size_t left = n;
+  for (; left >= 64; left -= 64, p += 64)
+    sha1_block(h, p);
+  unsigned char last[128] = {0};
+  memcpy(last, p, left);
+  last[left] = 0x80;
+  size_t total = left + 9 > 64 ? 128 : 64;
+  unsigned long long bits = (unsigned long long)n * 8;
+  for (int i = 0; i < 8; i++)
+    last[total - 1 - i] = (unsigned char)(bits >> (8 * i));
+  sha1_block(h, last);
+  if (total == 128)
+    sha1_block(h, last + 64);
+  for (int i = 0; i < 20; i++)
+    out[i] = (unsigned char)(h[i / 4] >> (24 - 8 * (i % 4)));
+}
 
 double rb_ws_now(void) {
   struct timespec ts;
@@ -113,14 +172,14 @@ int rb_ws_handshake(struct rb_ws *w, const char *hostport, const char *path, con
                     const char *protocols, double deadline, struct rb_growbuf *body) {
   unsigned char nonce[16];
   char key[32], expect[64];
-  if (RAND_bytes(nonce, sizeof nonce) != 1)
+  if (rb_random(nonce, sizeof nonce) != 0)
     return fail(w, "no random bytes for the WebSocket key%s", NULL);
-  EVP_EncodeBlock((unsigned char *)key, nonce, sizeof nonce);
+  rb_base64_to(nonce, sizeof nonce, 0, 1, key);
   char both[96];
   snprintf(both, sizeof both, "%s%s", key, WS_GUID);
-  unsigned char sha[SHA_DIGEST_LENGTH];
-  SHA1((const unsigned char *)both, strlen(both), sha);
-  EVP_EncodeBlock((unsigned char *)expect, sha, sizeof sha);
+  unsigned char sha[20];
+  sha1(both, strlen(both), sha);
+  rb_base64_to(sha, sizeof sha, 0, 1, expect);
 
   struct rb_growbuf req = {0};
   char head[1024];
@@ -228,7 +287,7 @@ int rb_ws_send(struct rb_ws *w, int op, const void *p, size_t n, double deadline
     for (int i = 7; i >= 0; i--)
       hdr[hl++] = (unsigned char)((unsigned long long)n >> (8 * i));
   }
-  if (RAND_bytes(mask, 4) != 1)
+  if (rb_random(mask, 4) != 0)
     return fail(w, "no random bytes for a frame mask%s", NULL);
   memcpy(hdr + hl, mask, 4);
   hl += 4;
@@ -240,7 +299,7 @@ int rb_ws_send(struct rb_ws *w, int op, const void *p, size_t n, double deadline
   for (size_t i = 0; i < n; i++)
     frame[hl + i] = src[i] ^ mask[i & 3];
   int r = send_all(w, frame, hl + n, deadline);
-  OPENSSL_cleanse(frame, hl + n); /* stdin may be a secret */
+  rb_cleanse(frame, hl + n); /* stdin may be a secret */
   free(frame);
   if (op == RB_WS_CLOSE && r == RB_WS_OK)
     w->sent_close = 1;

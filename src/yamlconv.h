@@ -11,7 +11,11 @@
 
 #include <lua.h>
 
-#define RB_YAML_MAX_DEPTH 512 /* nested collections, loading and dumping */
+#include "jsonconv.h"
+
+/* nested collections, loading and dumping: JSON's limit, so a document that
+ * loads converts to JSON and back */
+#define RB_YAML_MAX_DEPTH RB_JSON_MAX_DEPTH
 #define RB_YAML_TAG_PREFIX "tag:yaml.org,2002:"
 
 /* runbook._yaml.dump(value [, {indent=, secrets=}]) -> text; raises

@@ -8,6 +8,8 @@
 --   * Lua integers are 64-bit JSON integers, Lua floats JSON reals (1.0
 --     stays a float, -0.0 keeps its sign);
 --   * a Secret is refused unless the caller says to redact or reveal it.
+-- Decoding refuses duplicate keys (as runbook.yaml does), a NUL byte outside
+-- a string, and nesting past 512 levels, the limit encode has too.
 --
 -- Text that fails to parse comes from the outside world, so decode raises a
 -- structured error (kind "json"); a value that cannot be encoded is the

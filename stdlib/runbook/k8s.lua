@@ -95,7 +95,8 @@ end
 --- Server-side apply. With one object: returns the object and "created",
 --- "configured" or "unchanged". With manifests (YAML text, a file, a
 --- folder, a list): applies them in order and returns the report.
---- opts: force, field_manager, dry_run, vars (${VAR} substitution), recursive.
+--- opts: force, field_manager, dry_run, vars (${VAR} substitution), recursive,
+--- concurrency (applies in flight at once, 8).
 ---@param source table|string  an object, a list, YAML text, a file or a folder
 ---@param opts {force:boolean|nil, field_manager:string|nil, dry_run:boolean|nil, vars:table|function|nil, recursive:boolean|nil}|nil
 ---@return table object_or_report
@@ -139,42 +140,75 @@ function Cluster:apply_manifests(source, opts)
     end
   end
   manifest.order(docs)
+  -- one read per collection instead of one per object (see Cluster:prefetch)
+  local refs = {}
+  for _, d in ipairs(docs) do
+    if not d.deferred then refs[#refs + 1] = self:ref(d.obj, true) end
+  end
+  self:prefetch(refs)
   local report = { created = 0, configured = 0, unchanged = 0 }
   local crds, settled = {}, false
   local dry_namespaces = {}
-  for i, d in ipairs(docs) do
-    local o = d.obj
-    audit.progress(i - 1, #docs, string.format("%s %s", o.kind, o.metadata.name))
-    if d.deferred and not settled and not dry then
-      settle_crds(self, crds, opts)
-      settled = true
-    end
-    local r, obj, result
-    if d.deferred and dry then
-      r = { api_version = o.apiVersion, kind = o.kind, name = o.metadata.name, namespace = v(o.metadata.namespace) or self.namespace }
-      result = "created"
-      self:record("apply", r, nil, result, true, { note = "its CustomResourceDefinition is not installed yet" })
-    else
-      if d.deferred then
-        local info, why = self.client:resource(o.apiVersion, o.kind)
-        if not info then
-          errors.raise { kind = "config", code = "UnknownKind", message = manifest.where(d) .. ": " .. why.message, details = why.details }
-        end
-      end
-      r = self:ref(o, true)
-      if dry and r.namespace and dry_namespaces[r.namespace] then
-        result = "created"
-        self:record("apply", r, nil, result, true, { note = "its namespace would be created first" })
-      else
-        obj, result = self:apply_one(o, opts, r)
-      end
-    end
-    if o.kind == "Namespace" and dry and result == "created" then dry_namespaces[o.metadata.name] = true end
-    if o.kind == "CustomResourceDefinition" then crds[#crds + 1] = o end
+  local function add(d, r, obj, result)
     report[result] = (report[result] or 0) + 1
     report[#report + 1] = { api_version = r.api_version, kind = r.kind, namespace = r.namespace, name = r.name,
       result = result, file = d.file, index = d.index, object = obj }
   end
+  -- Objects other than Namespaces and CRDs, whose kinds are known, go in
+  -- waves of `concurrency` concurrent applies, never mixing tiers (so
+  -- Secrets and ConfigMaps are in before the workloads that use them, as
+  -- in sequence); each wave's actions are recorded before the next starts.
+  local wave_size = opts.concurrency or 8
+  local wave, wave_tier = {}, nil
+  local function flush()
+    if #wave == 0 then return end
+    local items = {}
+    for j, w in ipairs(wave) do items[j] = { obj = w.d.obj, r = w.r } end
+    local results = self:apply_many(items, opts)
+    for j, w in ipairs(wave) do add(w.d, w.r, results[j].object, results[j].result) end
+    wave = {}
+  end
+  for i, d in ipairs(docs) do
+    local o = d.obj
+    audit.progress(i - 1, #docs, string.format("%s %s", o.kind, o.metadata.name))
+    local plain = not d.deferred and o.kind ~= "Namespace" and o.kind ~= "CustomResourceDefinition"
+    local r = plain and self:ref(o, true) or nil
+    if plain and not (dry and r.namespace and dry_namespaces[r.namespace]) then
+      local tier = manifest.tier(o)
+      if tier ~= wave_tier then flush() end
+      wave_tier = tier
+      wave[#wave + 1] = { d = d, r = r }
+      if #wave >= wave_size then flush() end
+    else
+      flush()
+      if d.deferred and not settled and not dry then
+        settle_crds(self, crds, opts)
+        settled = true
+      end
+      local obj, result
+      if d.deferred and dry then
+        r = { api_version = o.apiVersion, kind = o.kind, name = o.metadata.name, namespace = v(o.metadata.namespace) or self.namespace }
+        result = "created"
+        self:record("apply", r, nil, result, true, { note = "its CustomResourceDefinition is not installed yet" })
+      else
+        if d.deferred then
+          local info, why = self.client:resource(o.apiVersion, o.kind)
+          if not info then errors.raise { kind = "config", code = "UnknownKind", message = manifest.where(d) .. ": " .. why } end
+        end
+        r = self:ref(o, true)
+        if dry and r.namespace and dry_namespaces[r.namespace] then
+          result = "created"
+          self:record("apply", r, nil, result, true, { note = "its namespace would be created first" })
+        else
+          obj, result = self:apply_one(o, opts, r)
+        end
+      end
+      if o.kind == "Namespace" and dry and result == "created" then dry_namespaces[o.metadata.name] = true end
+      if o.kind == "CustomResourceDefinition" then crds[#crds + 1] = o end
+      add(d, r, obj, result)
+    end
+  end
+  flush()
   audit.progress(#docs, #docs, "applied")
   return report
 end

@@ -38,7 +38,7 @@ describe("bad runbooks", function()
     { "unknown needs", 'runbook "x" {}\nstep "A" { run = function() end }\nstep "B" { needs = "a", run = function() end }\n', "bad.lua:3: step B needs unknown step 'a' (did you mean 'A'?)" },
     { "a cycle", 'runbook "x" {}\nstep "A" { needs = "C", run = function() end }\nstep "B" { needs = "A", run = function() end }\nstep "C" { needs = "B", run = function() end }\n', "bad.lua:2: steps form a cycle: A -> C -> B -> A" },
     { "a misspelt field", 'runbook "x" {}\nstep "A" { retires = 3, run = function() end }\n', "bad.lua:2: step A: unknown field 'retires' (did you mean 'retry'?)" },
-    { "an undefined global", 'runbook "x" {}\nstep "A" { run = fucntion }\n', "bad.lua:2: undefined global 'fucntion'" },
+    { "an undefined global", 'runbook "x" {}\nstep "A" { run = fucntion }\n', "bad.lua:2: undefined global 'fucntion' (did you mean 'function'?)" },
     { "no steps", 'runbook "x" {}\n', "bad.lua: no steps declared" },
     { "a manual step without instructions", 'runbook "x" {}\nmanual "M" { title = "t" }\n', "bad.lua:2: manual M: instructions required" },
   }
@@ -77,7 +77,7 @@ end }
     write("p.lua", BOOK)
     local r = exec({ "p.lua", "--param", "nss=x", "--param", "ctx=prod" }, { P_DB = "postgres://u:pw@h/db" })
     assert.are.equal(2, r.code)
-    assert.are.equal("runbook: unknown param 'nss' (declared: ctx, db, debug, ns, replicas)\n", r.stderr)
+    assert.are.equal("runbook: unknown param 'nss' (did you mean 'ns'?)\n", r.stderr)
     r = exec({ "p.lua", "--param", "ctx=prod" })
     assert.are.equal(2, r.code)
     assert.are.equal("runbook: missing required param 'db' (set --param db=... or the environment variable P_DB)\n", r.stderr)

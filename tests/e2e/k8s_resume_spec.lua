@@ -1,8 +1,10 @@
 -- A real runbook process applying twenty objects in one step is killed with
--- SIGKILL midway (stopped by the journal failpoint right after the tenth
--- object's action event is durable), then resumed: every object is there
--- once, and the action events tell which were created before the kill and
--- which were found unchanged after it.
+-- SIGKILL midway (stopped by the journal failpoint right after the eighth
+-- object's action event is durable: the end of the first wave of eight
+-- concurrent applies, apply_manifests' default), then resumed: no apply of
+-- the next wave happened before the wave's actions were durable, every
+-- object is there once, and the action events tell which were created
+-- before the kill and which were found unchanged after it.
 local rb = require "rbtest"
 local k8sfake = require "k8sfake"
 local k8s = require "runbook.k8s"
@@ -62,17 +64,18 @@ describe("k8s resume after SIGKILL", function()
     local events = rb.journal(dir .. "/ref-state")
     local applied = actions(events, "apply")
     assert.are.equal(20, #applied)
-    local tenth = applied[10].seq
+    local WAVE = 8 -- apply_manifests' default concurrency
+    local last_of_wave = applied[WAVE].seq
 
     local p = rb.start({ "exec", "resume.lua", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig },
-      { cwd = dir, env = { RUNBOOK_FAILPOINT = "after:" .. tenth } })
-    assert.is_true(p:stopped(30), "the run did not reach event " .. tenth)
+      { cwd = dir, env = { RUNBOOK_FAILPOINT = "after:" .. last_of_wave } })
+    assert.is_true(p:stopped(30), "the run did not reach event " .. last_of_wave)
     p:kill("KILL")
     local _, sig = p:wait(10)
     assert.are.equal(9, sig)
 
     local c = k8s.connect { kubeconfig = fake.kubeconfig, namespace = "resume" }
-    assert.are.equal(10, #c:list { kind = "ConfigMap", label_selector = { set = "resume" } })
+    assert.are.equal(WAVE, #c:list { kind = "ConfigMap", label_selector = { set = "resume" } })
 
     local r = rb.run({ "exec", "resume.lua", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig }, { cwd = dir })
     assert.are.equal(0, r.code, r.stderr)
@@ -97,9 +100,9 @@ describe("k8s resume after SIGKILL", function()
       end
     end
     local want_before, want_after = {}, {}
-    for i = 1, 10 do want_before[i] = string.format("cm-%02d=created", i) end
-    for i = 1, 10 do want_after[i] = string.format("cm-%02d=unchanged", i) end
-    for i = 11, 20 do want_after[i] = string.format("cm-%02d=created", i) end
+    for i = 1, WAVE do want_before[i] = string.format("cm-%02d=created", i) end
+    for i = 1, WAVE do want_after[i] = string.format("cm-%02d=unchanged", i) end
+    for i = WAVE + 1, 20 do want_after[i] = string.format("cm-%02d=created", i) end
     assert.are.same(want_before, before)
     assert.are.same(want_after, after)
     for _, e in ipairs(actions(events, "apply")) do
@@ -108,7 +111,7 @@ describe("k8s resume after SIGKILL", function()
     end
     local finished
     for _, e in ipairs(events) do if e.type == "step.finished" and e.step == "apply" then finished = e end end
-    assert.are.same({ created = 10, unchanged = 10 }, finished.outputs)
+    assert.are.same({ created = 20 - WAVE, unchanged = WAVE }, finished.outputs)
     local v = rb.run({ "audit", "verify", "last", "--state", dir .. "/state" }, { cwd = dir })
     assert.are.equal(0, v.code, v.stderr)
   end)

@@ -1,12 +1,12 @@
 -- runbooks/bowmark-first-deploy.lua end to end with the real binary against
--- the fake Kubernetes API server: Secrets (hex passwords generated once),
+-- the fake Kubernetes API server of the rehearsal sandbox
+-- (tests/harness/sandbox.lua): Secrets (hex passwords generated once),
 -- the shipped StatefulSets and CronJob, the infrastructure checks (which
 -- fail once when a vhost is missing, and pass after the fix), CI played by
--- this spec, the two backfills side by side with the server's image, and
--- the final verification with a Job from the pg-backup CronJob.
+-- the sandbox's B5 player, the two backfills side by side with the server's
+-- image, and the final verification with a Job from the pg-backup CronJob.
 local rb = require "rbtest"
-local k8sfake = require "k8sfake"
-local k8s = require "runbook.k8s"
+local sandbox = require "sandbox"
 local crypto = require "runbook._crypto"
 
 local RUNBOOK = rb.source_dir .. "/runbooks/bowmark-first-deploy.lua"
@@ -32,45 +32,39 @@ local function of_type(evs, t, step)
   return out
 end
 
-local function deployment(name, image, component, logs)
-  local meta = { labels = { app = name, component = component } }
-  if logs then meta.annotations = { ["fake.runbook.dev/logs"] = logs } end
-  return { apiVersion = "apps/v1", kind = "Deployment", metadata = { name = name, namespace = "bowmark" },
-    spec = { replicas = name:match("^server") and 2 or 1, selector = { matchLabels = { app = name } },
-      template = { metadata = meta, spec = { containers = { { name = component, image = image } } } } } }
-end
-
 describe("runbooks/bowmark-first-deploy.lua", function()
-  local fake, dir, c, env
+  local sb, fake, dir, c, env
 
   setup(function()
-    fake = k8sfake.start()
     dir = rb.tmpdir("bowmark")
-    c = k8s.connect { kubeconfig = fake.kubeconfig, namespace = "bowmark" }
-    c:apply { apiVersion = "v1", kind = "Namespace", metadata = { name = "bowmark" } }
+    -- the sandbox's cluster has the bowmark namespace and the Jobs' output
+    sb = sandbox.up(dir, { services = { "k8s" }, quiet = true })
+    fake = sb.fake
+    c = sb:cluster("bowmark")
     env = {}
     for k, v in pairs(SECRETS) do env[k] = v end
     for k, v in pairs(PLAIN) do env[k] = v end
   end)
   teardown(function()
     if c then c:close() end
-    if fake then fake:stop() end
-    if dir then rb.rmtree(dir) end
+    if dir then
+      sandbox.down(dir, { quiet = true })
+      rb.rmtree(dir)
+    end
   end)
 
-  local function exec()
-    return rb.run({ "exec", RUNBOOK, "--state", dir .. "/state", "--yes", "--param", "kubeconfig=" .. fake.kubeconfig,
-      "--param", "namespace=bowmark" }, { cwd = dir, env = env, timeout = 120 })
+  local function exec(extra)
+    return sb:exec(RUNBOOK, extra, { env = env, timeout = 120 })
   end
   local function cmd(...)
-    local a = { ... }
-    a[#a + 1] = "--state"
-    a[#a + 1] = dir .. "/state"
-    return rb.run(a, { cwd = dir })
+    return sb:runbook { ... }
   end
 
   it("checks and renders as the guide's seven steps", function()
     local r = rb.run { "check", RUNBOOK }
+    assert.are.equal(2, r.code)
+    assert.truthy(r.stderr:find("missing required param 'jwt_secret' (set --param jwt_secret=... or the environment variable BOWMARK_JWT_SECRET)", 1, true), r.stderr)
+    r = rb.run({ "check", RUNBOOK }, { env = env })
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stdout:find("runbook bowmark-first-deploy, 9 steps (2 manual), 1 parallel group(s)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }
@@ -91,8 +85,7 @@ describe("runbooks/bowmark-first-deploy.lua", function()
   end)
 
   it("runs dry from nothing and writes nothing", function()
-    local r = rb.run({ "exec", RUNBOOK, "--dry-run", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
-      "--param", "namespace=bowmark" }, { cwd = dir, env = env, timeout = 120 })
+    local r = exec { "--dry-run" }
     assert.are.equal(0, r.code, r.stderr)
     for _, line in ipairs {
       "B2       action k8s: create v1 Secret bowmark/postgres: created (dry run)",
@@ -169,17 +162,10 @@ describe("runbooks/bowmark-first-deploy.lua", function()
     assert.are.equal(1, #of_type(evs, "step.started", "B3"))
     assert.is_nil(c:get { kind = "Job", name = job("verify-rabbitmq") }) -- deleted once complete
 
-    -- CI: the pg-migrations ConfigMap and the eight Deployments
-    c:apply { apiVersion = "v1", kind = "ConfigMap", metadata = { name = "pg-migrations" },
-      data = { ["20250101000000_create_facts.sql"] = "-- migrate:up\nCREATE TABLE fact_material_shipment (id bigint);\n-- migrate:down\n" } }
-    for _, name in ipairs { "server-deployment", "server-concrete-deployment", "worker-deployment", "worker-concrete-deployment" } do
-      c:apply(deployment(name, SERVER_IMAGE, name:gsub("%-deployment$", "")))
-    end
-    c:apply(deployment("consumer-deployment", SERVER_IMAGE, "consumer", "Connected to RabbitMQ vhost bowmark\nWaiting for messages"))
-    c:apply(deployment("consumer-concrete-deployment", SERVER_IMAGE, "consumer-concrete",
-      "Connected to RabbitMQ vhost bowmark-concrete\nWaiting for messages"))
-    c:apply(deployment("client-deployment", "itsdevin/bow-mark-client:3f9c2e1", "client"))
-    c:apply(deployment("client-concrete-deployment", "itsdevin/bow-mark-concrete-client:3f9c2e1", "client-concrete"))
+    -- the release is merged; CI applies the pg-migrations ConfigMap and the eight Deployments
+    sandbox.PLAYERS["bowmark-first-deploy"].B5.act(sb)
+    assert.are.equal(SERVER_IMAGE, sandbox.BOWMARK_SERVER_IMAGE)
+    assert.truthy(c:get { kind = "ConfigMap", name = "pg-migrations" })
     fake:control("POST", "/_fake/job-logs", { namespace = "bowmark", name = job("backfill-paving"),
       logs = "backfill: 1200 jobsites\nbackfill: 48211 material shipments\nbackfill done" })
     fake:control("POST", "/_fake/job-logs", { namespace = "bowmark", name = job("backfill-concrete"),

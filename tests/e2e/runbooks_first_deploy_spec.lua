@@ -1,13 +1,14 @@
 -- runbooks/first-deploy.lua (Tezca, M1-M14) end to end with the real
--- binary: the fake Kubernetes API server (its Job controller completes the
--- one-off Jobs; ArgoCD is played by this spec), a local HTTPS server for
--- Janua and the smoke checks, moto for R2. Manual steps are confirmed with
--- `runbook confirm`; the migrate Job fails once through the fake's switch
--- and the run resumes at M7 with M3's generated secrets unchanged.
+-- binary, in the rehearsal sandbox (tests/harness/sandbox.lua, the code of
+-- scripts/sandbox.sh): the fake Kubernetes API server (its Job controller
+-- completes the one-off Jobs; the sandbox's ArgoCD stand-in syncs the
+-- Application the sandbox's M6 player adds), the HTTPS stand-ins for Tezca
+-- and Janua under their own host names, moto for R2. Manual steps are
+-- confirmed with `runbook confirm`; the migrate Job fails once through the
+-- sandbox's fault switch and the run resumes at M7 with M3's generated
+-- secrets unchanged.
 local rb = require "rbtest"
-local k8sfake = require "k8sfake"
-local httpserver = require "httpserver"
-local s3server = require "s3server"
+local sandbox = require "sandbox"
 local k8s = require "runbook.k8s"
 local s3 = require "runbook.s3"
 local secret = require "runbook.secret"
@@ -24,15 +25,6 @@ local JANUA = {
 }
 local SENTRY_DSN = "https://e2e0sentry0key@o4242.ingest.sentry.io/1717"
 
-local LOGS = {
-  ["tezca-migrate"] = "Operations to perform:\n  Apply all migrations: admin, api, auth, contenttypes, sessions\nRunning migrations:\n  Applying api.0001_initial... OK",
-  ["tezca-collectstatic"] = "1287 static files copied to '/app/staticfiles'.",
-  ["tezca-index-laws"] = "Creating index laws\nIndexed 11234 laws",
-  ["tezca-check-deploy"] = "System check identified no issues (0 silenced).",
-  ["tezca-migrate-to-r2-dry-run"] = "DRY RUN: 842 documents would be uploaded to tezca-documents",
-  ["tezca-migrate-to-r2"] = "Uploaded 842 documents to tezca-documents",
-}
-
 local function of_type(evs, t, step)
   local out = {}
   for _, e in ipairs(evs) do
@@ -41,70 +33,49 @@ local function of_type(evs, t, step)
   return out
 end
 
-local function crd()
-  return { apiVersion = "apiextensions.k8s.io/v1", kind = "CustomResourceDefinition",
-    metadata = { name = "applications.argoproj.io" },
-    spec = { group = "argoproj.io", scope = "Namespaced",
-      names = { kind = "Application", plural = "applications", singular = "application", listKind = "ApplicationList" },
-      versions = { { name = "v1alpha1", served = true, storage = true,
-        schema = { openAPIV3Schema = { type = "object", ["x-kubernetes-preserve-unknown-fields"] = true } } } } } }
-end
-
-local function deployment(name, image, extra)
-  local container = { name = name:gsub("^tezca%-", ""), image = image }
-  for k, v in pairs(extra or {}) do container[k] = v end
-  return { apiVersion = "apps/v1", kind = "Deployment", metadata = { name = name, namespace = "tezca" },
-    spec = { replicas = 2, selector = { matchLabels = { app = name } },
-      template = { metadata = { labels = { app = name } }, spec = { containers = { container } } } } }
-end
-
 describe("runbooks/first-deploy.lua", function()
-  local fake, srv, store, dir, cluster
-  local env, args
+  local sb, fake, janua, tezca, store, dir, cluster, http
+  local env
 
   setup(function()
-    fake = k8sfake.start()
-    srv = httpserver.start { token = "e2e-admin-jwt-and-janua-token-5c3e" }
-    store = s3server.start()
     dir = rb.tmpdir("firstdeploy")
-    cluster = k8s.connect { kubeconfig = fake.kubeconfig }
-    env = {
-      TEZCA_DB_HOST = "pg.madfam.internal", JANUA_ADMIN_TOKEN = srv.token, TEZCA_ADMIN_JWT = srv.token,
-      R2_ENDPOINT_URL = store.endpoint, R2_ACCESS_KEY_ID = store.access_key, R2_SECRET_ACCESS_KEY = store.secret_key,
-      SENTRY_DSN = SENTRY_DSN,
-    }
+    sb = sandbox.up(dir, { services = { "k8s", "https", "s3", "argocd" }, quiet = true })
+    fake, janua, tezca, store = sb.fake, sb.https.janua, sb.https.tezca, sb.services.s3
+    cluster = sb:cluster()
+    http = curl.client { ca_file = sb:ca_file() }
+    -- the sandbox's credentials, with values this spec looks for
+    env = { TEZCA_DB_HOST = "pg.madfam.internal", SENTRY_DSN = SENTRY_DSN }
     for k, v in pairs(JANUA) do env[k] = v end
-    local base = "https://localhost:" .. srv.port
-    args = { "--state", dir .. "/state", "--yes", "--param", "kubeconfig=" .. fake.kubeconfig,
-      "--param", "web_url=" .. base, "--param", "api_url=" .. base, "--param", "admin_url=" .. base,
-      "--param", "janua_url=" .. base, "--param", "ca_file=" .. srv.ca_file,
-      -- moto refuses R2's region "auto" (IllegalLocationConstraintException)
-      "--param", "r2_region=us-east-1" }
   end)
   teardown(function()
+    if http then http:close() end
     if cluster then cluster:close() end
-    if fake then fake:stop() end
-    if srv then srv:stop() end
-    if store then store:stop() end
-    if dir then rb.rmtree(dir) end
+    if dir then
+      sandbox.down(dir, { quiet = true })
+      rb.rmtree(dir)
+    end
   end)
 
-  local function exec()
-    local a = { "exec", RUNBOOK }
-    for _, x in ipairs(args) do a[#a + 1] = x end
-    return rb.run(a, { cwd = dir, env = env, timeout = 120 })
+  local function exec(extra)
+    return sb:exec(RUNBOOK, extra, { env = env, timeout = 120 })
   end
   local function cmd(...)
-    local a = { ... }
-    a[#a + 1] = "--state"
-    a[#a + 1] = dir .. "/state"
-    return rb.run(a, { cwd = dir })
+    return sb:runbook { ... }
+  end
+  local function oauth_client()
+    return assert(http:request { url = janua.local_base .. "/api/v1/oauth/clients/tezca-admin",
+      headers = { { "Authorization", "Bearer " .. janua.token } } })
   end
 
   it("checks and renders as the checklist it replaces", function()
+    -- without its environment, check names what exec would miss
     local r = rb.run { "check", RUNBOOK }
+    assert.are.equal(2, r.code)
+    assert.truthy(r.stderr:find("missing required param 'db_host' (set --param db_host=... or the environment variable TEZCA_DB_HOST)", 1, true), r.stderr)
+    -- with the sandbox's values file and environment, as exec runs it
+    r = sb:runbook({ "check", RUNBOOK, "--values", sb:values_file("first-deploy") }, { env = env })
     assert.are.equal(0, r.code, r.stderr)
-    assert.truthy(r.stdout:find("runbook tezca-first-deploy, 15 steps (5 manual), 2 parallel group(s)", 1, true), r.stdout)
+    assert.truthy(r.stdout:find("runbook tezca-first-deploy, 17 steps (6 manual), 2 parallel group(s)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }
     assert.are.equal(0, d.code, d.stderr)
     for _, line in ipairs {
@@ -123,19 +94,19 @@ describe("runbooks/first-deploy.lua", function()
   end)
 
   it("runs dry from nothing to the end and writes nothing anywhere", function()
-    local a = { "exec", RUNBOOK, "--dry-run" }
-    for _, x in ipairs(args) do a[#a + 1] = x end
-    local r = rb.run(a, { cwd = dir, env = env, timeout = 120 })
+    local r = exec { "--dry-run" }
     assert.are.equal(0, r.code, r.stderr)
     for _, line in ipairs {
       "M1 (manual) would wait for a person: Install @janua/nextjs in admin",
       "M3       action k8s: apply v1 Namespace tezca: created (dry run)",
       "M3       dry run: Secret tezca-secrets would be created in the new namespace tezca",
-      "M4       action http: would POST https://localhost:" .. srv.port .. "/api/v1/oauth/clients",
+      "M4       action http: would POST " .. sb:site_url("janua") .. "/api/v1/oauth/clients",
       "M7       dry run: would run python apps/manage.py migrate --noinput in a Job from tezca-api's pod template, once ArgoCD has created it",
       "M10      http.check [ok] 7 Admin API (valid JWT)",
+      "M14-dry  dry run: would run python scripts/migrate_to_r2.py --dry-run in a Job",
+      "M14-approve (manual) would wait for a person: Approve the R2 data migration after its dry run",
       "M14      dry run: would run python scripts/migrate_to_r2.py in a Job",
-      "dry run complete: 15 step(s) would run; nothing was written",
+      "dry run complete: 17 step(s) would run; nothing was written",
     } do
       assert.truthy(r.stderr:find(line, 1, true), "missing: " .. line .. "\n" .. r.stderr)
     end
@@ -143,10 +114,7 @@ describe("runbooks/first-deploy.lua", function()
     assert.is_false(rb.exists(dir .. "/state/runs"))
     local bucket <close> = s3.connect { endpoint = store.endpoint, access_key = store.access_key, secret_key = secret.wrap(store.secret_key) }
     assert.is_false(bucket:bucket_exists("tezca-documents"))
-    local http = curl.client { ca_file = srv.ca_file }
-    assert.are.equal(404, http:request { url = srv.base .. "/api/v1/oauth/clients/tezca-admin",
-      headers = { { "Authorization", "Bearer " .. srv.token } } }.status)
-    http:close()
+    assert.are.equal(404, oauth_client().status)
   end)
 
   it("runs M1-M14: waits for people, fails at M7, resumes there, and leaves an audit trail that verifies", function()
@@ -187,35 +155,20 @@ describe("runbooks/first-deploy.lua", function()
     for k, v in pairs(JANUA) do assert.is_true(s.data[k]:reveal() == v, k) end
 
     -- M4 registered the OAuth client through Janua's admin API
-    local http = curl.client { ca_file = srv.ca_file }
-    local got = assert(http:request { url = srv.base .. "/api/v1/oauth/clients/tezca-admin",
-      headers = { { "Authorization", "Bearer " .. srv.token } } })
+    local got = oauth_client()
     assert.are.equal(200, got.status)
     local client = json.decode(got.body)
-    assert.are.same({ "tezca-admin", { "https://localhost:" .. srv.port .. "/auth/callback" }, { "openid", "email", "profile" } },
+    assert.are.same({ "tezca-admin", { sb:site_url("tezca", "admin.tezca.mx") .. "/auth/callback" }, { "openid", "email", "profile" } },
       { client.client_id, client.redirect_uris, client.allowed_scopes })
-    http:close()
 
-    -- ArgoCD syncs k8s/production/: the Application and seven Deployments
-    cluster:apply(crd())
-    cluster:apply { apiVersion = "v1", kind = "Namespace", metadata = { name = "argocd" } }
-    cluster:apply { apiVersion = "argoproj.io/v1alpha1", kind = "Application", metadata = { name = "tezca", namespace = "argocd" },
-      spec = { project = "default", source = { repoURL = "https://github.com/madfam-org/tezca", path = "k8s/production" },
-        destination = { server = "https://kubernetes.default.svc", namespace = "tezca" } } }
-    local api_image = "ghcr.io/madfam-org/tezca/api@sha256:" .. string.rep("ab", 32)
-    cluster:apply(deployment("tezca-api", api_image, {
-      envFrom = { { secretRef = { name = "tezca-secrets" } } }, ports = { { containerPort = 8000 } },
-      readinessProbe = { httpGet = { path = "/api/v1/admin/health/", port = 8000 } } }))
-    for _, name in ipairs { "tezca-web", "tezca-admin", "tezca-worker", "tezca-beat", "tezca-redis", "tezca-es" } do
-      cluster:apply(deployment(name, "ghcr.io/madfam-org/tezca/" .. name:gsub("^tezca%-", "") .. ":sha-1"))
-    end
-    for base, lines in pairs(LOGS) do
-      fake:control("POST", "/_fake/job-logs", { namespace = "tezca", name = job(base), logs = lines })
-    end
+    -- DevOps adds the Application; ArgoCD (the sandbox's stand-in) syncs
+    -- k8s/production/: seven Deployments
+    sandbox.PLAYERS["first-deploy"].M6.act(sb)
+    local api_image = sandbox.TEZCA_API_IMAGE
+    assert.are.equal(api_image, cluster:get { kind = "Deployment", name = "tezca-api", namespace = "tezca" }
+      .spec.template.spec.containers[1].image)
     -- the migration fails this time
-    fake:control("POST", "/_fake/job-logs", { namespace = "tezca", name = job("tezca-migrate"),
-      logs = "Operations to perform:\ndjango.db.utils.OperationalError: password authentication failed for user \"tezca\"" })
-    fake:control("POST", "/_fake/fail-job", { namespace = "tezca", name = job("tezca-migrate") })
+    sb:fault("migration")
 
     r = exec()
     assert.are.equal(1, r.code, r.stdout .. r.stderr)
@@ -229,8 +182,7 @@ describe("runbooks/first-deploy.lua", function()
     assert.are.equal("JobFailed", failed[1].error.code)
 
     -- fixed: the same command resumes at M7 and stops at the login check
-    fake:control("DELETE", "/_fake/fail-job")
-    fake:control("POST", "/_fake/job-logs", { namespace = "tezca", name = job("tezca-migrate"), logs = LOGS["tezca-migrate"] })
+    sb:fault("clear")
     r = exec()
     assert.are.equal(3, r.code, r.stderr)
     assert.truthy(r.stderr:find("waiting for M10-login (Admin login flow (verification check 8))", 1, true), r.stderr)
@@ -268,7 +220,8 @@ describe("runbooks/first-deploy.lua", function()
     assert.truthy(log:find("] Indexed 11234 laws", 1, true))
     assert.truthy(log:find("] 1287 static files copied to '/app/staticfiles'.", 1, true))
     assert.truthy(log:find("] django.db.utils.OperationalError: password authentication failed for user \"tezca\"", 1, true))
-    assert.truthy(log:find("http.check [ok] 7 Admin API (valid JWT): GET https://localhost:" .. srv.port .. "/api/v1/admin/metrics/ -> 200", 1, true), log)
+    assert.truthy(log:find("http.check [ok] 7 Admin API (valid JWT): GET " .. sb:site_url("tezca", "api.tezca.mx")
+      .. "/api/v1/admin/metrics/ -> 200", 1, true), log)
     -- M8 and M9 ran side by side after M7
     local m8 = of_type(evs, "step.started", "M8")[1]
     local m9 = of_type(evs, "step.started", "M9")[1]
@@ -288,6 +241,12 @@ describe("runbooks/first-deploy.lua", function()
 
     -- a person checks the login flow; the rest runs to the end
     assert.are.equal(0, cmd("confirm", run_id, "M10-login", "--note", "signed in as qa@madfam.io, Firefox").code)
+    r = exec()
+    -- M14's dry run ran; a person reads it and approves before the real migration
+    assert.are.equal(3, r.code, r.stderr)
+    assert.truthy(r.stderr:find("waiting for M14-approve (Approve the R2 data migration after its dry run)", 1, true), r.stderr)
+    assert.is_nil(cluster:get { kind = "Job", name = job("tezca-migrate-to-r2"), namespace = "tezca" }, "migrated before the approval")
+    assert.are.equal(0, cmd("confirm", run_id, "M14-approve", "--note", "1,204 files, 3.1 GB, as expected").code)
     r = exec()
     assert.are.equal(0, r.code, r.stderr)
     local r2 = cluster:get_secret { name = "tezca-r2-credentials", namespace = "tezca" }
@@ -312,13 +271,14 @@ describe("runbooks/first-deploy.lua", function()
     local finished = {}
     for _, e in ipairs(of_type(evs, "step.finished")) do finished[#finished + 1] = e.step end
     table.sort(finished)
-    assert.are.same({ "M10", "M11", "M12", "M13", "M14", "M3", "M4", "M7", "M8", "M9" }, finished)
+    assert.are.same({ "M10", "M11", "M12", "M13", "M14", "M14-dry", "M3", "M4", "M7", "M8", "M9" }, finished)
     assert.are.equal(1, #of_type(evs, "run.finished"))
 
     -- nothing secret in clear anywhere the run wrote
     log = rb.read(dir .. "/state/runs/" .. run_id .. "/log")
     local files = { rb.read(dir .. "/state/runs/" .. run_id .. "/journal.jsonl"), log, r.stdout, r.stderr }
-    for _, value in ipairs { django_key, db_password, JANUA.JANUA_SECRET_KEY, JANUA.JANUA_API_KEY, srv.token, store.secret_key, SENTRY_DSN } do
+    for _, value in ipairs { django_key, db_password, JANUA.JANUA_SECRET_KEY, JANUA.JANUA_API_KEY, janua.token, tezca.token,
+      store.secret_key, SENTRY_DSN } do
       for i, text in ipairs(files) do
         assert.is_nil(text:find(value, 1, true), "a secret in clear in file " .. i)
         assert.is_nil(text:find(crypto.base64_encode(value), 1, true), "a secret in base64 in file " .. i)

@@ -1,11 +1,10 @@
--- runbooks/janua-rollout.lua with the real binary against the fake cluster
--- and the local HTTPS server: a release rolls out and passes its health
--- checks, `runbook rollback` sets the previous image again, and a rollout
--- that cannot progress is reverted at once.
+-- runbooks/janua-rollout.lua with the real binary in the rehearsal sandbox
+-- (tests/harness/sandbox.lua): its fake cluster runs Janua's current
+-- release, its HTTPS stand-in answers for api.janua.dev. A release rolls out
+-- and passes its health checks, `runbook rollback` sets the previous image
+-- again, and a rollout that cannot progress is reverted at once.
 local rb = require "rbtest"
-local k8sfake = require "k8sfake"
-local httpserver = require "httpserver"
-local k8s = require "runbook.k8s"
+local sandbox = require "sandbox"
 
 local RUNBOOK = rb.source_dir .. "/runbooks/janua-rollout.lua"
 
@@ -31,34 +30,31 @@ local function of_type(evs, t, step)
 end
 
 describe("runbooks/janua-rollout.lua", function()
-  local fake, srv, dir, c
+  local sb, fake, dir, c
 
   setup(function()
-    fake = k8sfake.start()
-    srv = httpserver.start()
     dir = rb.tmpdir("janua")
-    c = k8s.connect { kubeconfig = fake.kubeconfig, namespace = "janua" }
-    c:apply { apiVersion = "v1", kind = "Namespace", metadata = { name = "janua" } }
-    c:apply { apiVersion = "apps/v1", kind = "Deployment", metadata = { name = "janua-api", labels = { app = "janua-api" } },
-      spec = { replicas = 3, selector = { matchLabels = { app = "janua-api" } },
-        strategy = { type = "RollingUpdate", rollingUpdate = { maxUnavailable = 0, maxSurge = 1 } },
-        template = { metadata = { labels = { app = "janua-api" } }, spec = { containers = {
-          { name = "api", image = "janua/api:2026.02.3", ports = { { containerPort = 8000 } } },
-          { name = "metrics-sidecar", image = "prom/statsd-exporter:v0.26.0" } } } } } }
+    -- the sandbox seeds namespace janua with janua-api at janua/api:2026.02.3
+    sb = sandbox.up(dir, { services = { "k8s", "https" }, quiet = true })
+    fake = sb.fake
+    c = sb:cluster("janua")
     c:rollout_status { kind = "Deployment", name = "janua-api", timeout = 30 }
   end)
   teardown(function()
     if c then c:close() end
-    if fake then fake:stop() end
-    if srv then srv:stop() end
-    if dir then rb.rmtree(dir) end
+    if dir then
+      sandbox.down(dir, { quiet = true })
+      rb.rmtree(dir)
+    end
   end)
 
-  local function exec(tag)
-    return rb.run({ "exec", RUNBOOK, "--new", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
-      "--param", "image_tag=" .. tag, "--param", "api_url=" .. srv.base, "--param", "ca_file=" .. srv.ca_file,
-      "--param", "rollout_timeout=30" }, { cwd = dir, timeout = 120 })
+  -- a release: --new, the image tag, and the values file's api_url and ca_file
+  local function release(tag, extra)
+    local a = { "--new", "--param", "image_tag=" .. tag }
+    for _, x in ipairs(extra or {}) do a[#a + 1] = x end
+    return sb:exec(RUNBOOK, a, { timeout = 120 })
   end
+  local function exec(tag) return release(tag, { "--param", "rollout_timeout=30" }) end
   local function images()
     local out = {}
     for _, ct in ipairs(c:get { kind = "Deployment", name = "janua-api" }.spec.template.spec.containers) do out[ct.name] = ct.image end
@@ -74,9 +70,7 @@ describe("runbooks/janua-rollout.lua", function()
   end)
 
   it("runs dry and leaves the Deployment as it was", function()
-    local r = rb.run({ "exec", RUNBOOK, "--dry-run", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
-      "--param", "image_tag=2026.03.0", "--param", "api_url=" .. srv.base, "--param", "ca_file=" .. srv.ca_file },
-      { cwd = dir, timeout = 120 })
+    local r = sb:exec(RUNBOOK, { "--dry-run", "--param", "image_tag=2026.03.0" }, { timeout = 120 })
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stderr:find("J2       action k8s: patch apps/v1 Deployment janua/janua-api: patched (dry run)", 1, true), r.stderr)
     assert.truthy(r.stderr:find("dry run complete: 3 step(s) would run; nothing was written", 1, true), r.stderr)
@@ -98,7 +92,7 @@ describe("runbooks/janua-rollout.lua", function()
     assert.are.same({ "http-check", 2, 0 }, { checks.kind, checks.passed, checks.failed })
 
     -- the release is not wanted after all
-    local rr = rb.run({ "rollback", run_id, "--state", dir .. "/state" }, { cwd = dir, timeout = 120 })
+    local rr = sb:runbook({ "rollback", run_id }, { timeout = 120 })
     assert.are.equal(0, rr.code, rr.stderr)
     assert.truthy(rr.stderr:find("rolled back 3 step(s) of run " .. run_id, 1, true), rr.stderr)
     assert.are.equal("janua/api:2026.02.3", images().api)
@@ -115,9 +109,7 @@ describe("runbooks/janua-rollout.lua", function()
     local d = c:get { kind = "Deployment", name = "janua-api" }
     fake:set_status { apiVersion = "apps/v1", kind = "Deployment", namespace = "janua", name = "janua-api",
       status = d.status, freeze = true }
-    local r = rb.run({ "exec", RUNBOOK, "--new", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
-      "--param", "image_tag=2026.03.2", "--param", "api_url=" .. srv.base, "--param", "ca_file=" .. srv.ca_file,
-      "--param", "rollout_timeout=1" }, { cwd = dir, timeout = 120 })
+    local r = release("2026.03.2", { "--param", "rollout_timeout=1" })
     assert.are.equal(1, r.code, r.stderr)
     assert.truthy(r.stderr:find("J2       FAILED: rollout of janua/api:2026.03.2 failed (timed out after 1 s waiting for apps/v1 Deployment janua/janua-api rollout", 1, true), r.stderr)
     assert.truthy(r.stderr:find("; rolled back to janua/api:2026.02.3, whose own rollout has not finished: timed out after 1 s", 1, true), r.stderr)
@@ -134,9 +126,7 @@ describe("runbooks/janua-rollout.lua", function()
       spec = { replicas = 1, selector = { matchLabels = { app = "janua-worker" } },
         template = { metadata = { labels = { app = "janua-worker" } }, spec = { containers = { { name = "api", image = "janua/api:2026.02.3" } } } } } }
     fake:control("POST", "/_fake/stuck", { kind = "Deployment", namespace = "janua", name = "janua-worker" })
-    local r = rb.run({ "exec", RUNBOOK, "--new", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
-      "--param", "deployment=janua-worker", "--param", "image_tag=2026.03.3", "--param", "api_url=" .. srv.base,
-      "--param", "ca_file=" .. srv.ca_file }, { cwd = dir, timeout = 120 })
+    local r = release("2026.03.3", { "--param", "deployment=janua-worker" })
     assert.are.equal(1, r.code, r.stderr)
     assert.truthy(r.stderr:find('J1       FAILED: apps/v1 Deployment janua/janua-worker rollout: deployment "janua-worker" exceeded its progress deadline', 1, true), r.stderr)
     assert.are.equal("janua/api:2026.02.3", c:get({ kind = "Deployment", name = "janua-worker" }).spec.template.spec.containers[1].image)

@@ -1,22 +1,19 @@
--- runbooks/pg-restore-drill.lua with the real binary, a real PostgreSQL
--- and moto: two dumps of a live database are in the bucket; the drill takes
--- the newest, restores it into a scratch database, compares row counts
--- (within the tolerance for writes since the backup) and drops the scratch
--- database. With no tolerance the comparison fails, the scratch database is
--- kept, and `runbook rollback` removes it.
+-- runbooks/pg-restore-drill.lua with the real binary in the rehearsal
+-- sandbox (tests/harness/sandbox.lua): a real PostgreSQL and moto, seeded
+-- by the sandbox with a live database and two dumps of it in the bucket;
+-- the drill takes the newest, restores it into a scratch database, compares
+-- row counts (within the tolerance for writes since the backup) and drops
+-- the scratch database. With no tolerance the comparison fails, the scratch
+-- database is kept, and `runbook rollback` removes it.
 local rb = require "rbtest"
-local pgserver = require "pgserver"
-local s3server = require "s3server"
-local pg = require "runbook.pg"
-local s3 = require "runbook.s3"
-local secret = require "runbook.secret"
+local sandbox = require "sandbox"
 local fs = require "runbook._fs"
 local json = require "runbook._json"
 
 local RUNBOOK = rb.source_dir .. "/runbooks/pg-restore-drill.lua"
 -- no "/" in the prefix: moto checks signatures of query values holding "/"
 -- against a re-quoted URL and refuses them (docs/api/s3.md); Spaces and R2 do not
-local PREFIX = "bowmark_reports_paving-"
+local PREFIX = sandbox.DRILL.prefix
 
 local function of_type(evs, t, step)
   local out = {}
@@ -36,53 +33,36 @@ local function journal_with(dir, pred)
 end
 
 describe("runbooks/pg-restore-drill.lua", function()
-  local db, store, dir, source_url, env
+  local sb, dir
 
   setup(function()
-    db = pgserver.start()
-    store = s3server.start()
     dir = rb.tmpdir("drill")
-    source_url = db:createdb("bowmark_reports_paving")
-    db:psql([[
-      CREATE TABLE fact_material_shipment (id bigserial PRIMARY KEY, tons numeric NOT NULL);
-      CREATE TABLE dim_jobsite (id int PRIMARY KEY, name text);
-      CREATE SCHEMA audit;
-      CREATE TABLE audit.sync_log (id bigserial PRIMARY KEY, note text);
-      INSERT INTO dim_jobsite SELECT g, 'site ' || g FROM generate_series(1, 50) g;
-      INSERT INTO fact_material_shipment (tons) SELECT g % 40 FROM generate_series(1, 100) g;
-      INSERT INTO audit.sync_log (note) VALUES ('first');]], "bowmark_reports_paving")
-    local client <close> = s3.connect { endpoint = store.endpoint, access_key = store.access_key, secret_key = secret.wrap(store.secret_key) }
-    client:ensure_bucket("bowmark-backups")
-    -- yesterday's dump (100 shipments), then today's (1000)
-    pg.backup { url = source_url, path = dir .. "/old.dump" }
-    client:put { bucket = "bowmark-backups", key = PREFIX .. "20260301T080000Z.pgdump", file = dir .. "/old.dump" }
-    db:psql("INSERT INTO fact_material_shipment (tons) SELECT g % 40 FROM generate_series(1, 900) g", "bowmark_reports_paving")
-    pg.backup { url = source_url, path = dir .. "/new.dump" }
-    client:put { bucket = "bowmark-backups", key = PREFIX .. "20260302T080000Z.pgdump", file = dir .. "/new.dump" }
-    client:put { bucket = "bowmark-backups", key = "other_db-20260303T080000Z.pgdump", body = "not ours" }
-    -- written since the backup: 2% more
-    db:psql("INSERT INTO fact_material_shipment (tons) SELECT 1 FROM generate_series(1, 20)", "bowmark_reports_paving")
-    env = { AWS_ACCESS_KEY_ID = store.access_key, AWS_SECRET_ACCESS_KEY = store.secret_key,
-      SOURCE_DATABASE_URL = source_url, SCRATCH_DATABASE_URL = db:url("postgres") }
+    -- the sandbox seeds bowmark_reports_paving: yesterday's dump (100
+    -- shipments) and today's (1000) in bowmark-backups, then 2% more rows
+    sb = sandbox.up(dir, { services = { "pg", "s3" }, quiet = true })
   end)
   teardown(function()
-    if store then store:stop() end
-    if db then db:stop() end
-    if dir then rb.rmtree(dir) end
+    if dir then
+      sandbox.down(dir, { quiet = true })
+      rb.rmtree(dir)
+    end
   end)
 
   local function exec(extra)
-    local a = { "exec", RUNBOOK, "--new", "--state", dir .. "/state", "--param", "endpoint=" .. store.endpoint,
-      "--param", "bucket=bowmark-backups", "--param", "prefix=" .. PREFIX }
+    local a = { "--new" }
     for _, x in ipairs(extra or {}) do a[#a + 1] = x end
-    return rb.run(a, { cwd = dir, env = env, timeout = 120 })
+    return sb:exec(RUNBOOK, a, { timeout = 120 })
   end
   local function scratch_dbs()
-    return db:psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE datname LIKE 'restore_drill_%'")
+    return sb:psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE datname LIKE 'restore_drill_%'")
   end
 
   it("checks and renders", function()
     local r = rb.run { "check", RUNBOOK }
+    assert.are.equal(2, r.code)
+    assert.truthy(r.stderr:find("runbook: " .. RUNBOOK .. ": 6 problems", 1, true), r.stderr)
+    r = rb.run({ "check", RUNBOOK, "--param", "endpoint=" .. store.endpoint, "--param", "bucket=bowmark-backups",
+      "--param", "prefix=" .. PREFIX }, { env = env })
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stdout:find("runbook pg-restore-drill, 6 steps (0 manual), 0 parallel group(s)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }
@@ -107,7 +87,7 @@ describe("runbooks/pg-restore-drill.lua", function()
     assert.are.equal(PREFIX .. "20260302T080000Z.pgdump", of_type(evs, "step.finished", "R1")[1].outputs.key)
     local r2 = of_type(evs, "step.finished", "R2")[1].outputs
     assert.are.equal(3, r2.tables)
-    assert.are.equal(require("runbook._crypto").sha256(rb.read(dir .. "/new.dump")), r2.sha256)
+    assert.are.equal(require("runbook._crypto").sha256(rb.read(dir .. "/seed/20260302T080000Z.dump")), r2.sha256)
     assert.are.same({
       { table = "audit.sync_log", live = 1, restored = 1 },
       { table = "public.dim_jobsite", live = 50, restored = 50 },
@@ -130,7 +110,7 @@ describe("runbooks/pg-restore-drill.lua", function()
     assert.truthy(r.stderr:find("R5       FAILED: the restore does not match the source: public.fact_material_shipment: "
       .. "1000 rows restored, 1020 live (more than 0% fewer) (scratch database " .. name .. " kept for a look; runbook rollback drops it)", 1, true), r.stderr)
     assert.are.equal(name, scratch_dbs())
-    local rr = rb.run({ "rollback", id, "--state", dir .. "/state" }, { cwd = dir, env = env, timeout = 120 })
+    local rr = sb:runbook({ "rollback", id }, { timeout = 120 })
     assert.are.equal(0, rr.code, rr.stderr)
     assert.are.equal("", scratch_dbs())
     assert.are.same({}, fs.listdir(dir .. "/restore-drill") or {})

@@ -1,17 +1,17 @@
--- runbooks/tessera-bootstrap.lua with the real binary: the fake cluster runs
--- the migration Job and the restart, the local HTTPS server stands in for
--- Tessera's API (teams, API keys, probes). A second run finds the stored
--- admin key and creates nothing again, without the bootstrap key.
+-- runbooks/tessera-bootstrap.lua with the real binary in the rehearsal
+-- sandbox (tests/harness/sandbox.lua): its fake cluster holds Tessera's
+-- manifests as applied and runs the migration Job and the restart; its
+-- HTTPS stand-in for Tessera (tessera.your-domain.com) answers the API
+-- (teams, API keys, probes). A second run finds the stored admin key and
+-- creates nothing again, without the bootstrap key.
 local rb = require "rbtest"
-local k8sfake = require "k8sfake"
-local httpserver = require "httpserver"
-local k8s = require "runbook.k8s"
+local sandbox = require "sandbox"
 local curl = require "runbook._curl"
 local json = require "runbook._json"
 local crypto = require "runbook._crypto"
 
 local RUNBOOK = rb.source_dir .. "/runbooks/tessera-bootstrap.lua"
-local DATABASE_URL = "postgresql+asyncpg://tessera:db-pw-e2e-1234@postgres:5432/tessera"
+local DATABASE_URL = sandbox.TESSERA_DATABASE_URL
 
 local function of_type(evs, t, step)
   local out = {}
@@ -22,40 +22,32 @@ local function of_type(evs, t, step)
 end
 
 describe("runbooks/tessera-bootstrap.lua", function()
-  local fake, srv, dir, c, web
+  local sb, srv, dir, c, web
 
   setup(function()
-    fake = k8sfake.start()
-    srv = httpserver.start { token = "bootstrap-key-e2e-9b8a7c6d" }
     dir = rb.tmpdir("tessera")
-    web = curl.client { ca_file = srv.ca_file }
-    c = k8s.connect { kubeconfig = fake.kubeconfig, namespace = "tessera" }
-    c:apply { apiVersion = "v1", kind = "Namespace", metadata = { name = "tessera" } }
-    c:secret { name = "tessera-secrets", data = { DATABASE_URL = DATABASE_URL, REDIS_URL = "redis://redis:6379/0",
-      BOOTSTRAP_API_KEY = srv.token } }
-    c:apply { apiVersion = "apps/v1", kind = "Deployment", metadata = { name = "tessera", labels = { app = "tessera" } },
-      spec = { replicas = 3, selector = { matchLabels = { app = "tessera" } },
-        template = { metadata = { labels = { app = "tessera" } }, spec = { containers = { {
-          name = "tessera", image = "your-registry/tessera:0.1.0", ports = { { containerPort = 8000 } },
-          envFrom = { { configMapRef = { name = "tessera-config" } }, { secretRef = { name = "tessera-secrets" } } },
-          livenessProbe = { httpGet = { path = "/health/live", port = 8000 } } } } } } } }
+    -- the sandbox seeds namespace tessera: tessera-secrets (with the
+    -- stand-in's bootstrap key) and the tessera Deployment
+    sb = sandbox.up(dir, { services = { "k8s", "https" }, quiet = true })
+    srv = sb.https.tessera
+    web = curl.client { ca_file = sb:ca_file() }
+    c = sb:cluster("tessera")
   end)
   teardown(function()
     if web then web:close() end
     if c then c:close() end
-    if fake then fake:stop() end
-    if srv then srv:stop() end
-    if dir then rb.rmtree(dir) end
+    if dir then
+      sandbox.down(dir, { quiet = true })
+      rb.rmtree(dir)
+    end
   end)
 
-  local function exec(env, new)
-    local a = { "exec", RUNBOOK, "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
-      "--param", "api_url=" .. srv.base, "--param", "ca_file=" .. srv.ca_file }
-    if new then a[#a + 1] = "--new" end
-    return rb.run(a, { cwd = dir, env = env, timeout = 120 })
+  -- with_key: BOOTSTRAP_API_KEY in the environment (the sandbox's), or not
+  local function exec(with_key, extra)
+    return sb:exec(RUNBOOK, extra, { unset = not with_key and { "BOOTSTRAP_API_KEY" } or nil, timeout = 120 })
   end
   local function get(path, key)
-    local res = assert(web:request { url = srv.base .. path, headers = { { "X-API-Key", key } } })
+    local res = assert(web:request { url = srv.local_base .. path, headers = { { "X-API-Key", key } } })
     return res.status, res.status == 200 and json.decode(res.body) or nil
   end
 
@@ -68,11 +60,9 @@ describe("runbooks/tessera-bootstrap.lua", function()
   end)
 
   it("runs dry and changes nothing", function()
-    local a = { "exec", RUNBOOK, "--dry-run", "--state", dir .. "/state", "--param", "kubeconfig=" .. fake.kubeconfig,
-      "--param", "api_url=" .. srv.base, "--param", "ca_file=" .. srv.ca_file }
-    local r = rb.run(a, { cwd = dir, env = { BOOTSTRAP_API_KEY = srv.token }, timeout = 120 })
+    local r = exec(true, { "--dry-run" })
     assert.are.equal(0, r.code, r.stderr)
-    assert.truthy(r.stderr:find("T3       action http: would POST " .. srv.base .. "/api/v1/teams", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("T3       action http: would POST " .. sb:site_url("tessera") .. "/api/v1/teams", 1, true), r.stderr)
     assert.truthy(r.stderr:find("dry run complete: 6 step(s) would run; nothing was written", 1, true), r.stderr)
     assert.are.same({}, select(2, get("/api/v1/teams", srv.token)).items)
     assert.truthy(c:get_secret("tessera-secrets").data.BOOTSTRAP_API_KEY)
@@ -80,7 +70,7 @@ describe("runbooks/tessera-bootstrap.lua", function()
   end)
 
   it("migrates, bootstraps the admin team and key, and retires the bootstrap key", function()
-    local r = exec { BOOTSTRAP_API_KEY = srv.token }
+    local r = exec(true)
     assert.are.equal(0, r.code, r.stderr)
     local evs, _, run_id = rb.journal(dir .. "/state")
     local job = c:get { kind = "Job", name = of_type(evs, "step.finished", "T1")[1].outputs.job }
@@ -124,7 +114,7 @@ describe("runbooks/tessera-bootstrap.lua", function()
   end)
 
   it("run again without the bootstrap key, creates nothing twice", function()
-    local r = exec({}, true)
+    local r = exec(false, { "--new" })
     assert.are.equal(0, r.code, r.stderr)
     local runs = require("runbook._fs").listdir(dir .. "/state/runs")
     assert.are.equal(2, #runs)

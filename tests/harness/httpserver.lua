@@ -36,14 +36,16 @@ local function sign(dir, csr, out, ext)
     "-CAcreateserial", "-days", "2", "-out", out, "-extfile", out .. ".ext" }, dir)
 end
 
---- Makes a test CA, a server certificate for 127.0.0.1/localhost, a client
---- certificate (CN runbook-client) and an unrelated CA, in dir.
-function M.certs(dir)
+--- Makes a test CA, a server certificate for 127.0.0.1/localhost (and the
+--- host names in `names`, if given), a client certificate (CN
+--- runbook-client) and an unrelated CA, in dir.
+function M.certs(dir, names)
   req(dir, "ca.key", "ca.pem", "/CN=runbook test CA", true)
   req(dir, "other-ca.key", "other-ca.pem", "/CN=some other CA", true)
   req(dir, "server.key", "server.csr", "/CN=127.0.0.1")
   sign(dir, "server.csr", "server.pem",
-    "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost"
+    .. (names and #names > 0 and (",DNS:" .. table.concat(names, ",DNS:")) or "") .. "\nextendedKeyUsage=serverAuth\n")
   req(dir, "client.key", "client.csr", "/CN=runbook-client")
   sign(dir, "client.csr", "client.pem", "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
   return {

@@ -19,6 +19,8 @@ accepts connections. Paths:
   /status/CODE            answers CODE with {"status": CODE}
   /redirect, /redirect-loop   302 to /json, or to itself
   /echo                   the request as JSON: method, path, query, headers, body, client_port
+  /hook?key=K[&status=S]  a webhook: keeps each request's body (and content type) under K, answers S (200)
+  /hooked?key=K           what /hook kept under K, as a JSON list of {body, content_type}
   /upload                 size and sha256 of the body (chunked or not)
   /admin                  401 unless "Authorization: Bearer <token>"
   /clientcert             200 with the client certificate's CN, 403 without one
@@ -49,6 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 COUNTS = {}
+HOOKED = {}
 LOCK = threading.Lock()
 # what the service stand-ins have been given: OAuth clients by client_id,
 # Tessera teams and API keys
@@ -156,6 +159,15 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(302, "", "text/plain", [("Location", "/json")])
         if path == "/redirect-loop":
             return self.send(302, "", "text/plain", [("Location", "/redirect-loop")])
+        if path == "/hook":
+            with LOCK:
+                HOOKED.setdefault(q.get("key", ""), []).append(
+                    {"body": body.decode("utf-8", "replace"), "content_type": self.headers.get("Content-Type")})
+            code = int(q.get("status", "200"))
+            return self.send(code, {"status": code})
+        if path == "/hooked":
+            with LOCK:
+                return self.send(200, list(HOOKED.get(q.get("key", ""), [])))
         if path == "/echo":
             return self.send(200, {
                 "method": self.command, "path": u.path, "query": u.query,
@@ -258,6 +270,8 @@ def main():
     ap.add_argument("--token", default="test-token")
     ap.add_argument("--plain", action="store_true")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--no-parent-watch", action="store_true",
+                    help="keep running when the process that started it exits (scripts/sandbox.sh stops it by pid)")
     a = ap.parse_args()
     srv = Server(("127.0.0.1", a.port), Handler)
     srv.token = a.token
@@ -278,7 +292,8 @@ def main():
             time.sleep(0.5)
         os._exit(0)
 
-    threading.Thread(target=watch_parent, daemon=True).start()
+    if not a.no_parent_watch:
+        threading.Thread(target=watch_parent, daemon=True).start()
     print("READY %d" % srv.server_address[1], flush=True)
     try:
         srv.serve_forever(poll_interval=0.1)

@@ -78,13 +78,16 @@ end
 
 --- Starts the fake. opts: controller_delay (0.05), log_interval (0.02),
 --- bookmark_interval, args (extra command-line arguments), tokens (extra
---- --token values).
+--- --token values), cert (the server certificate pair from gen_certs.sh:
+--- "server" by default, "named-server" for one that names only
+--- kube.internal.test).
 function M.start(opts)
   opts = opts or {}
   local dir = rbtest.tmpdir("k8s")
   run { "sh", M.fake_dir() .. "/gen_certs.sh", dir }
   local argv = { "python3", M.fake_dir() .. "/fake_apiserver.py", "--port", "0",
-    "--cert", dir .. "/server.crt", "--key", dir .. "/server.key", "--client-ca", dir .. "/ca.crt",
+    "--cert", dir .. "/" .. (opts.cert or "server") .. ".crt", "--key", dir .. "/" .. (opts.cert or "server") .. ".key",
+    "--client-ca", dir .. "/ca.crt",
     "--token", M.TOKEN, "--token", M.OTHER_TOKEN .. ",limited",
     "--controller-delay", tostring(opts.controller_delay or 0.05),
     "--log-interval", tostring(opts.log_interval or 0.02) }
@@ -112,6 +115,16 @@ function M.start(opts)
   }, Fake)
   fake.http = curl.client { ca_file = fake.ca_file, timeout = 30 }
   fake.kubeconfig = fake:write_kubeconfig()
+  return fake
+end
+
+--- A fake started elsewhere (scripts/sandbox.sh runs one as a daemon, with
+--- the command line M.start uses): o = {server=, ca_file=, dir=, token=}.
+--- Everything but stop() works on it; the caller stops the process.
+function M.attach(o)
+  local fake = setmetatable(o, Fake)
+  fake.token = fake.token or M.TOKEN
+  fake.http = curl.client { ca_file = fake.ca_file, timeout = 30 }
   return fake
 end
 

@@ -51,7 +51,18 @@ local function moto_bin()
   end
   local home = os.getenv("HOME") or "/root"
   if rbtest.exists(home .. "/.pyenv/shims/moto_server") then return home .. "/.pyenv/shims/moto_server" end
-  error("moto_server is not on PATH (it comes with the Python package moto)")
+  return nil
+end
+
+-- What to say when moto cannot be found: what is missing and how to get it.
+M.MISSING = "moto_server not found on PATH: the S3 tests and scripts/sandbox.sh need moto's server, "
+  .. "from the Python package moto (`pip install 'moto[server]'`, or run scripts/deps.sh, which installs it)"
+
+--- The moto_server found (PATH, then pyenv's shims), or nil and why not.
+function M.find()
+  local bin = moto_bin()
+  if not bin then return nil, M.MISSING end
+  return bin
 end
 
 -- The Python that runs moto_server: its script's interpreter, or the
@@ -62,6 +73,8 @@ local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 
 local function moto_argv(port)
   local bin = moto_bin()
+  -- a plain message, not a traceback: the failing spec says what is missing
+  if not bin then error(M.MISSING, 0) end
   local f = io.open(bin, "r")
   local first = f and f:read("l") or ""
   if f then f:close() end
@@ -73,34 +86,56 @@ local function moto_argv(port)
   return { python, HERE .. "/moto_raw_query.py", "-H", "127.0.0.1", "-p", tostring(port) }
 end
 
---- Starts moto_server and makes credentials it checks.
-function M.start()
-  local port = rbtest.free_port()
-  local base = "http://127.0.0.1:" .. port
-  local p = assert(proc.spawn { argv = moto_argv(port),
-    env = { INITIAL_NO_AUTH_ACTION_COUNT = "3", S3_UPLOAD_PART_MIN_SIZE = "1024",
-      MOTO_S3_DEFAULT_KEY_BUFFER_SIZE = "1048576" },
-    stdout = "null", stderr = "null" })
+--- The command line that serves moto on a loopback port, and the
+--- environment it needs (signature checks after three free IAM calls).
+function M.argv(port)
+  return moto_argv(port), { INITIAL_NO_AUTH_ACTION_COUNT = "3", S3_UPLOAD_PART_MIN_SIZE = "1024",
+    MOTO_S3_DEFAULT_KEY_BUFFER_SIZE = "1048576" }
+end
+
+--- Waits for a moto started on base (http://127.0.0.1:PORT) to answer;
+--- `alive` (optional) says whether its process still runs. Raises if not.
+function M.await(base, alive, timeout)
   local c = curl.client { timeout = 10, connect_timeout = 2 }
   -- /moto-api/ answers without spending one of the unauthenticated actions
-  local deadline = host.monotime() + 30
+  local deadline = host.monotime() + (timeout or 30)
   while true do
     local res = c:request { url = base .. "/moto-api/" }
     if res then break end
-    if host.monotime() > deadline or p:wait(0.01) then
-      p:kill("KILL"); p:wait()
-      error("moto_server did not start on port " .. port)
+    if host.monotime() > deadline or (alive and not alive()) then
+      c:close()
+      error("moto_server did not start on " .. base, 0)
     end
     host.sleep(0.1)
   end
+  c:close()
+end
+
+--- Spends moto's three unauthenticated actions on a user, its access key
+--- and an s3:* policy; returns the access key and its secret.
+function M.credentials(base)
+  local c = curl.client { timeout = 10, connect_timeout = 2 }
   iam(c, base, { Action = "CreateUser", UserName = "runbook" })
   local key = iam(c, base, { Action = "CreateAccessKey", UserName = "runbook" })
   iam(c, base, { Action = "PutUserPolicy", UserName = "runbook", PolicyName = "s3-all", PolicyDocument = POLICY })
   c:close()
-  local srv = setmetatable({ proc = p, port = port, endpoint = base, region = "us-east-1",
-    access_key = assert(key:match("<AccessKeyId>(.-)</AccessKeyId>")),
-    secret_key = assert(key:match("<SecretAccessKey>(.-)</SecretAccessKey>")) }, Server)
-  return srv
+  return assert(key:match("<AccessKeyId>(.-)</AccessKeyId>")), assert(key:match("<SecretAccessKey>(.-)</SecretAccessKey>"))
+end
+
+--- Starts moto_server and makes credentials it checks.
+function M.start()
+  local port = rbtest.free_port()
+  local base = "http://127.0.0.1:" .. port
+  local argv, env = M.argv(port)
+  local p = assert(proc.spawn { argv = argv, env = env, stdout = "null", stderr = "null" })
+  local ok, err = pcall(M.await, base, function() return not p:wait(0.01) end)
+  if not ok then
+    p:kill("KILL"); p:wait()
+    error(err, 0)
+  end
+  local access, secret = M.credentials(base)
+  return setmetatable({ proc = p, port = port, endpoint = base, region = "us-east-1",
+    access_key = access, secret_key = secret }, Server)
 end
 
 return M

@@ -6,6 +6,8 @@
 # OUTDIR gets (PEM, EC P-256 keys, valid 10 days):
 #   ca.crt ca.key              the test CA
 #   server.crt server.key      server cert for 127.0.0.1 and localhost (SAN IP and DNS)
+#   named-server.crt named-server.key   server cert for the name kube.internal.test
+#                              only (not the address it listens on: tls-server-name tests)
 #   client.crt client.key      client cert CN=runbook-test, O=system:masters
 #   other-ca.crt other-ca.key  an unrelated CA (TLS verification failure tests)
 #   other-client.crt other-client.key   a client cert signed by the unrelated CA
@@ -49,6 +51,11 @@ leaf server "/CN=fake-kube-apiserver" ca \
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
 subjectAltName=IP:127.0.0.1,DNS:localhost"
+leaf named-server "/CN=kube.internal.test" ca \
+"basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:kube.internal.test"
 leaf client "/O=system:masters/CN=runbook-test" ca \
 "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment

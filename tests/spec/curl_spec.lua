@@ -283,6 +283,26 @@ describe("runbook._curl", function()
       assert.are.equal(200, assert(any:request { url = srv:url("/json") }).status)
     end)
 
+    it("checks the certificate against tls_server_name while connecting to the URL's host", function()
+      local k <close> = curl.client { ca_file = srv.ca_file, tls_server_name = "localhost" }
+      local res = assert(k:request { url = srv:url("/echo?x=1") })
+      assert.are.equal(200, res.status)
+      local echo = json.decode(res.body)
+      -- the server sees the URL's authority and path, not the name
+      assert.are.equal(srv.base:match("^https://(.*)$"), echo.headers.Host or echo.headers.host)
+      assert.are.equal("/echo", echo.path)
+      assert.are.equal(srv:url("/echo?x=1"), res.effective_url)
+      local wrong <close> = curl.client { ca_file = srv.ca_file, tls_server_name = "elsewhere.test" }
+      local err
+      res, err = wrong:request { url = srv:url("/json") }
+      assert.is_nil(res)
+      assert.are.equal("tls", err.code)
+      assert.matches("^GET " .. srv:url("/json"):gsub("%p", "%%%0") .. ": TLS failure: .*elsewhere%.test", err.message)
+      local ok, e = pcall(curl.client, { tls_server_name = "a:1" })
+      assert.is_false(ok)
+      assert.matches("curl.client: tls_server_name must be a host name or an IPv4 address, got 'a:1'", e, 1, true)
+    end)
+
     it("presents a client certificate from files or from memory", function()
       assert.are.equal(403, c:request { url = srv:url("/clientcert") }.status)
       local f <close> = curl.client { ca_file = srv.ca_file, cert_file = srv.client_cert, key_file = srv.client_key }

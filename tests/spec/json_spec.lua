@@ -139,7 +139,7 @@ describe("runbook.json", function()
     it("refuses cycles", function()
       local t = {}
       t.self = t
-      assert.has_error(function() json.encode(t) end, "json.encode: value nested too deeply (a cycle?)")
+      assert.has_error(function() json.encode(t) end, "json.encode: value nested deeper than 512 levels (a cycle?)")
     end)
     it("refuses sparse arrays and mixed tables", function()
       assert.has_error(function() json.encode({ 1, nil, 3 }) end,
@@ -217,6 +217,66 @@ describe("runbook.json", function()
     end)
     it("refuses a non-string", function()
       assert.has_error(function() json.decode(42) end, "json.decode: text must be a string, got number")
+    end)
+    it("refuses a NUL byte after the value, naming its offset", function()
+      -- jansson took the NUL for the end of the text and gave 123
+      local err = raised(json.decode, "123\0")
+      assert.are.equal("json.decode: line 1 column 4: unexpected NUL byte at offset 3", err.message)
+      assert.are.same({ line = 1, column = 4 }, err.details)
+      assert.are.equal("json.decode: line 1 column 5: unexpected NUL byte at offset 4", raised(json.decode, "true\0").message)
+      assert.are.equal("json.decode: line 2 column 3: unexpected NUL byte at offset 6", raised(json.decode, "[1,\n2]\0 ").message)
+      assert.are.equal("json.decode: line 1 column 1: unexpected NUL byte at offset 0", raised(json.decode, "\0").message)
+      local _, perr = json.pdecode("12\0 3")
+      assert.are.equal("json.pdecode: line 1 column 3: unexpected NUL byte at offset 2", perr.message)
+      -- inside a string a NUL is written \u0000, and a raw one is a control character
+      assert.are.equal("a\0b", json.decode('"a\\u0000b"'))
+      assert.are.equal([[json.decode: line 1 column 2: control character 0x0 near '"a']], raised(json.decode, '"a\0b"').message)
+    end)
+    it("refuses duplicate keys, as runbook.yaml does", function()
+      local err = raised(json.decode, '{"a": 1, "a": 2}')
+      assert.are.equal([[json.decode: line 1 column 12: duplicate object key near '"a"']], err.message)
+      assert.are.equal("syntax", err.code)
+      assert.are.equal([[json.decode: line 1 column 18: duplicate object key near '"b"']],
+        raised(json.decode, '{"x": {"b": 1, "b": 1}}').message)
+      assert.are.equal('yaml.load: line 1 column 10: duplicate key "a"', raised(require("runbook.yaml").load, '{"a": 1, "a": 2}').message)
+      -- the same key in different objects is no duplicate
+      assert.are.same({ { a = 1 }, { a = 2 } }, json.decode('[{"a": 1}, {"a": 2}]'))
+    end)
+  end)
+
+  describe("nesting", function()
+    local function nested(n) return string.rep("[", n) .. string.rep("]", n) end
+    local function table_nested(n)
+      local t = json.array()
+      for _ = 2, n do t = { t } end
+      return t
+    end
+    it("has one limit for decode and encode, so what decodes encodes again", function()
+      local text = nested(512)
+      assert.are.equal(text, json.encode(json.decode(text)))
+      local deep = '{"a":' .. string.rep("[", 510) .. "1" .. string.rep("]", 510) .. "}"
+      assert.are.equal(deep, json.encode(json.decode(deep)))
+      assert.are.equal(nested(512), json.encode(table_nested(512)))
+    end)
+    it("refuses one level more both ways", function()
+      local err = raised(json.decode, nested(513))
+      assert.are.equal("json.decode: line 1 column 513: arrays and objects nested deeper than 512 levels", err.message)
+      assert.are.same({ line = 1, column = 513 }, err.details)
+      -- the position is the first bracket past the limit
+      assert.are.equal("json.decode: line 2 column 2556: arrays and objects nested deeper than 512 levels",
+        raised(json.decode, "[\n" .. string.rep('{"k":', 511) .. "[1]" .. string.rep("}", 511) .. "]").message)
+      assert.has_error(function() json.encode(table_nested(513)) end,
+        "json.encode: value nested deeper than 512 levels (a cycle?)")
+    end)
+    it("is the limit of runbook.yaml too, so a document that loads encodes", function()
+      local yaml = require "runbook.yaml"
+      assert.are.equal(nested(512), json.encode(yaml.load(nested(512))))
+      assert.are.equal("yaml.load: line 1 column 513: collections nested deeper than 512 levels",
+        raised(yaml.load, nested(513)).message)
+    end)
+    it("counts brackets inside strings as text", function()
+      local text = '["' .. string.rep("[", 600) .. '\\"{"]'
+      assert.are.equal(string.rep("[", 600) .. '"{', json.decode(text)[1])
     end)
   end)
 

@@ -9,6 +9,7 @@
 
 #include "check.h"
 #include "journal.h"
+#include "jsonconv.h"
 
 static char dir[256];
 
@@ -282,6 +283,34 @@ static void test_lock(void) {
   rb_lock_release(fd2);
 }
 
+/* An event as deep as the one nesting limit (jsonconv.h) is written, so it
+ * must read back: the reader used to stop at 100 levels while the writer
+ * went to 200, and such a journal read as damaged on resume. */
+static void test_deep_event(void) {
+  const char *p = path_of("deep.jsonl");
+  char err[256];
+  unlink(p);
+  struct rb_journal *j = rb_journal_open(p, "run-1", NULL, 0, NULL, 1, NULL, err, sizeof err);
+  CHECK(j != NULL);
+  /* the event object is level 1; v holds the other RB_JSON_MAX_DEPTH - 1 */
+  json_t *v = json_array();
+  for (int i = 2; i < RB_JSON_MAX_DEPTH; i++) {
+    json_t *outer = json_array();
+    json_array_append_new(outer, v);
+    v = outer;
+  }
+  json_t *f = json_object();
+  json_object_set_new(f, "v", v);
+  CHECK(rb_journal_append(j, "step.done", f, err, sizeof err) == 1);
+  json_decref(f);
+  rb_journal_release(j);
+  struct rb_scan s;
+  int n = 0;
+  CHECK(rb_journal_scan(p, NULL, 0, 0, NULL, NULL, &s) == 0);
+  CHECK(s.count == 1 && s.bad_seq == 0 && s.torn_bytes == 0);
+  CHECK(rb_journal_scan(p, NULL, 0, 0, count_cb, &n, &s) == 0 && n == 1);
+}
+
 int main(void) {
   snprintf(dir, sizeof dir, "/tmp/rb-journal-test-XXXXXX");
   if (!mkdtemp(dir))
@@ -292,6 +321,7 @@ int main(void) {
   test_reopen();
   test_tip();
   test_lock();
+  test_deep_event();
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   if (system(cmd) != 0)

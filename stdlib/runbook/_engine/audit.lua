@@ -26,6 +26,15 @@ function M.action(t)
   M.recorded[#M.recorded + 1] = t
 end
 
+--- Records several actions that happened together (independent writes
+--- done concurrently): the engine makes them durable with one sync, before
+--- the step goes on.
+function M.actions(list)
+  if #list == 0 then return end
+  if sink and sink.actions then return sink.actions(list) end
+  for _, t in ipairs(list) do M.action(t) end
+end
+
 --- Writes a line to the run log (and console), scrubbed.
 ---@param level "debug"|"info"|"warn"|"error"
 ---@param msg string

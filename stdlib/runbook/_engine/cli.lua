@@ -31,7 +31,7 @@ for _, e in ipairs(M.EXIT_CODES) do M.EXIT[e.name] = e.code end
 
 -- Error kinds that end the process as a usage error (exit 2) rather than a
 -- failure: nothing ran that retrying would change.
-local USAGE_KINDS = { usage = true, runbook = true, store = true, secret = true, config = true }
+local USAGE_KINDS = { usage = true, runbook = true, store = true, secret = true, config = true, signature = true }
 
 -- Options shared by every command that reads or writes the store.
 M.STATE_OPTION = { "--state", arg = "DIR", env = "RUNBOOK_STATE", complete = "dir",
@@ -66,6 +66,10 @@ M.COMMANDS = {
       { "--jobs", arg = "N", complete = "none", help = "how many steps of a `parallel` group run at once (default 4)" },
       { "--lock", arg = "URL", complete = "none",
         help = "hold a Redis lock (`runbook:lock:NAME`) while the run lasts, so no other machine drives it; the second gets exit 4 naming the holder. The variable keeps the password out of `ps`" },
+      { "--require-signature", help = "refuse to run unless FILE.sig is a valid signature, by a key in --trust, of FILE and every local module it loads (checked before any of their code runs)" },
+      { "--trust", arg = "DIR", complete = "dir", help = "the folder of trusted public keys (PEM) for --require-signature" },
+      { "--notify", arg = "URL", complete = "none",
+        help = "POST a JSON message (Slack-compatible `text`, and structured fields) to URL when the run waits for a person, fails or finishes; a failed delivery is logged, never fails the run. The variable keeps a webhook's token out of `ps`" },
       output("`json`: one JSON object per line on stdout: every journal event, log lines, progress"),
     },
     description = [[
@@ -146,6 +150,28 @@ bad seq.]],
       { "--values", arg = "FILE", complete = "anyfile", help = "check a values file against the declaration" },
     },
     examples = { { "runbook check deploy.lua --values prod.yaml", "the runbook loads and prod.yaml fits its params" } },
+    exits = { 0, 2 },
+  },
+  {
+    name = "sign", summary = "sign a runbook and the local modules it loads (writes FILE.sig)",
+    args = { { "FILE", complete = "file" } },
+    options = {
+      { "--key", arg = "KEY", complete = "anyfile", help = "the Ed25519 private key (PEM), from `runbook keygen` or `openssl genpkey -algorithm ed25519`" },
+    },
+    description = [[
+Writes FILE.sig: a detached Ed25519 signature over FILE and every local
+module it loads, whose paths and sha256s it lists. `exec
+--require-signature --trust DIR` then refuses FILE unless the signature
+holds, by a key in DIR, and neither FILE nor a module changed.]],
+    examples = { { "runbook sign first-deploy.lua --key ~/.config/runbook/signing.pem", "sign a runbook before it ships" } },
+    exits = { 0, 2 },
+  },
+  {
+    name = "keygen", summary = "make an Ed25519 key pair for signing runbooks",
+    options = {
+      { "--out", arg = "PREFIX", complete = "anyfile", help = "write PREFIX.pem (private, 0600) and PREFIX.pub (default runbook-signing)" },
+    },
+    examples = { { "runbook keygen --out ops-signing", "ops-signing.pem to sign with, ops-signing.pub to trust" } },
     exits = { 0, 2 },
   },
   {

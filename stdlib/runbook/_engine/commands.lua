@@ -317,25 +317,25 @@ end
 -- reading runbooks
 
 function M.check(pos, opts)
-  local book = loader.load(pos[1])
-  local manual, groups = 0, #book.groups
+  local cli = params.parse_cli(opts.param or {})
+  local values = opts.values and params.read_values(opts.values) or nil
+  local book, problems = loader.check(pos[1], { cli = cli, values = values })
+  if opts.param or opts.values then
+    -- an unknown or invalid value given is one more problem (missing ones are listed already)
+    local ok, e = pcall(params.resolve, book.params, { cli = cli, values = values })
+    if not ok and not errors.message(e):match("^missing required param") then
+      problems[#problems + 1] = pos[1] .. ": " .. errors.message(e)
+    end
+  end
+  if #problems > 0 then
+    for _, p in ipairs(problems) do host.write(2, p .. "\n") end
+    errors.raise { kind = "runbook", message = string.format("%s: %d problem%s", pos[1], #problems, #problems == 1 and "" or "s") }
+  end
+  local manual = 0
   for _, s in ipairs(book.steps) do
     if s.kind == "manual" then manual = manual + 1 end
   end
-  local notes = {}
-  if opts.param or opts.values then
-    local cli = params.parse_cli(opts.param or {})
-    local values = opts.values and params.read_values(opts.values) or nil
-    params.resolve(book.params, { cli = cli, values = values })
-  end
-  for name, p in pairs(book.params) do
-    if p.default == nil and p.required ~= false and not p.env then
-      notes[#notes + 1] = string.format("param %s is required and has no env: pass --param %s=...", name, name)
-    end
-  end
-  table.sort(notes)
-  printf("%s: ok — runbook %s, %d steps (%d manual), %d parallel group(s)", pos[1], book.name, #book.steps, manual, groups)
-  for _, n in ipairs(notes) do printf("  note: %s", n) end
+  printf("%s: ok — runbook %s, %d steps (%d manual), %d parallel group(s)", pos[1], book.name, #book.steps, manual, #book.groups)
   return 0
 end
 
@@ -375,6 +375,36 @@ function M.plan(pos, opts)
       r.kind == "manual" and "  (manual)" or "", r.group and ("  [parallel " .. r.group .. "]") or "")
   end
   if not next_marked then printf("nothing left to run") end
+  return 0
+end
+
+--- `runbook sign FILE --key KEY`
+function M.sign(pos, opts)
+  if not opts.key then errors.raise { kind = "usage", message = "sign: --key KEY.pem is required (make one with `runbook keygen`)" } end
+  local signing = require "runbook._engine.signing"
+  local book = loader.load(pos[1])
+  local path, kid = signing.sign(book, opts.key)
+  printf("signed %s and %d module(s) with key %s: %s", book.file, #book.modules, kid, path)
+  return 0
+end
+
+--- `runbook keygen [--out PREFIX]`
+function M.keygen(_, opts)
+  local sign = require "runbook._sign"
+  local signing = require "runbook._engine.signing"
+  local fs = require "runbook._fs"
+  local prefix = opts.out or "runbook-signing"
+  for _, p in ipairs { prefix .. ".pem", prefix .. ".pub" } do
+    if fs.stat(p) then errors.raise { kind = "usage", message = string.format("keygen: %s exists; choose another --out", p) } end
+  end
+  local priv, pub = sign.keygen()
+  if not priv then errors.raise { kind = "usage", message = "keygen: " .. tostring(pub) } end
+  local ok, err = fs.write_file(prefix .. ".pem", priv, 384) -- 0600
+  if not ok then errors.raise { kind = "usage", message = "keygen: " .. tostring(err) } end
+  ok, err = fs.write_file(prefix .. ".pub", pub, 420)
+  if not ok then errors.raise { kind = "usage", message = "keygen: " .. tostring(err) } end
+  printf("key %s: %s.pem (private: keep it to yourself) and %s.pub (put it in the --trust folder of those who run your runbooks)",
+    signing.key_id(pub), prefix, prefix)
   return 0
 end
 

@@ -1,11 +1,19 @@
 -- The console. On a terminal: a live checklist (each step, its state and
 -- elapsed time, the current step's progress) with log lines scrolling
 -- above it. Elsewhere: plain timestamped lines. With --output json: one
--- JSON object a line. Everything goes through host.write, which scrubs.
+-- JSON object a line, in the versioned format of docs/events.md (every
+-- record has v, type, ts and run). Everything goes through host.write,
+-- which scrubs.
 local host = require "runbook._host"
 local json = require "runbook._json"
 
 local M = {}
+
+--- The version of the --output json stream (docs/events.md). A change that
+--- removes or renames a field, or changes what one means, bumps it; new
+--- fields and record types do not.
+M.STREAM_VERSION = 1
+
 local Console = {}
 Console.__index = Console
 
@@ -19,6 +27,7 @@ local COLOR = {
 }
 
 --- Picks the mode: json when asked, tty when stderr is a terminal, else plain.
+--- opts: output, plain, run (the run's id, when known before begin).
 function M.new(opts)
   opts = opts or {}
   local mode = opts.output == "json" and "json" or (host.isatty(2) and not opts.plain) and "tty" or "plain"
@@ -26,6 +35,7 @@ function M.new(opts)
     mode = mode,
     color = mode == "tty" and (os.getenv("NO_COLOR") or "") == "" and os.getenv("TERM") ~= "dumb",
     rows = {}, order = {}, drawn = 0, last_draw = 0, progress = {},
+    info = opts.run and { run = opts.run } or nil,
   }, Console)
   return c
 end
@@ -49,6 +59,7 @@ end
 --- Declares the steps of the run (for the checklist) and prints the header.
 function Console:begin(info, steps, st)
   self.info = info
+  self.t0 = host.monotime()
   for _, s in ipairs(steps) do
     local ss = st and st.steps[s.id]
     self.rows[s.id] = { id = s.id, title = s.title, status = ss and ss.status or "pending", ms = ss and ss.ms }
@@ -57,7 +68,13 @@ function Console:begin(info, steps, st)
   local head = string.format("%s %s (%s)", info.resumed and "Resuming" or "Starting", info.run, info.runbook)
   if info.dry_run then head = head .. " — dry run: nothing is written" end
   if self.mode == "json" then
-    self:json_line { type = "console.begin", run = info.run, runbook = info.runbook, resumed = info.resumed, dry_run = info.dry_run }
+    local list = {}
+    for i, id in ipairs(self.order) do
+      local r = self.rows[id]
+      list[i] = { id = id, title = r.title, status = r.status }
+    end
+    self:json_line { type = "console.begin", runbook = info.runbook, resumed = info.resumed == true,
+      dry_run = info.dry_run == true, steps = json.array(list) }
   elseif self.mode == "plain" then
     host.write(2, stamp() .. " " .. head .. "\n")
   else
@@ -66,20 +83,28 @@ function Console:begin(info, steps, st)
   end
 end
 
+-- One record of the stream: a copy of t with the fields every record has.
+-- run is null only on a note printed before a run was opened.
 function Console:json_line(t)
-  host.write(1, json.encode(t, { secrets = "redact", scrub = true }) .. "\n")
+  local rec = {}
+  for k, v in pairs(t) do rec[k] = v end
+  rec.v = M.STREAM_VERSION
+  rec.ts = rec.ts or host.iso_time()
+  if rec.run == nil then rec.run = self.info and self.info.run or json.null end
+  host.write(1, json.encode(rec, { secrets = "redact", scrub = true }) .. "\n")
 end
 
 -- erases the checklist so text can be printed above it
 function Console:clear()
   if self.mode == "tty" and self.drawn > 0 then
+    host.footer() -- the clock thread must not paint over what comes next
     host.write(2, string.format("\27[%dA\27[J", self.drawn))
     self.drawn = 0
   end
 end
 
 function Console:draw(force)
-  if self.mode ~= "tty" then return end
+  if self.mode ~= "tty" or not self.t0 then return end -- nothing to draw before begin
   local now = host.monotime()
   if not force and now - self.last_draw < 0.1 then return end
   self.last_draw = now
@@ -101,9 +126,25 @@ function Console:draw(force)
     if #line > width - 1 then line = line:sub(1, width - 2) .. "…" end
     lines[#lines + 1] = self:paint(COLOR[r.status], line)
   end
+  local before, after = self:footer()
+  lines[#lines + 1] = self:paint("2", before .. elapsed(math.floor((now - self.t0) * 1000)) .. after)
   self:clear()
   host.write(2, table.concat(lines, "\n") .. "\n")
   self.drawn = #lines
+  -- between redraws a thread keeps the elapsed time of the last line moving
+  if self.color then before, after = "\27[2m" .. before, after .. "\27[0m" end
+  host.footer(2, host.scrub(before), self.t0, host.scrub(after))
+end
+
+-- the checklist's last line, around its clock: how long this invocation
+-- has run, and how far the run is
+function Console:footer()
+  local complete = 0
+  for _, id in ipairs(self.order) do
+    local st = self.rows[id].status
+    if st == "done" or st == "skipped" or st == "confirmed" then complete = complete + 1 end
+  end
+  return "elapsed ", string.format(" · %d of %d steps complete", complete, #self.order)
 end
 
 -- prints a line above the checklist (tty) or as a plain line
@@ -139,6 +180,11 @@ end
 
 --- Shows one journal event.
 function Console:event(ev)
+  -- the run is known from its first event on, even before begin
+  if ev.run and not (self.info and self.info.run) then
+    self.info = self.info or {}
+    self.info.run = ev.run
+  end
   if self.mode == "json" then return self:json_line(ev) end
   local r = ev.step and self.rows[ev.step]
   if r then
@@ -168,7 +214,7 @@ end
 --- A log line from a step.
 function Console:log(step, level, msg)
   if self.mode == "json" then
-    return self:json_line { type = "log", step = step, level = level, message = msg, ts = host.iso_time() }
+    return self:json_line { type = "log", step = step or json.null, level = level, message = msg }
   end
   if level == "debug" and not os.getenv("RUNBOOK_VERBOSE") then return end
   local prefix = string.format("%-8s ", step or "")
@@ -181,14 +227,15 @@ function Console:log(step, level, msg)
       host.write(2, self:paint(code or "2", prefix .. line) .. "\n")
     end
   end
-  self:draw(false)
+  -- the lines went where the checklist was: it comes back at once
+  self:draw(self.mode == "tty")
 end
 
 --- Progress of a running step.
 function Console:progress_of(step, done, total, note)
   self.progress[step] = { done = done, total = total, note = note }
   if self.mode == "json" then
-    return self:json_line { type = "progress", step = step, done = done, total = total, note = note }
+    return self:json_line { type = "progress", step = step, done = done, total = total or json.null, note = note or json.null }
   elseif self.mode == "tty" then
     self:draw(false)
   else
@@ -213,12 +260,52 @@ function Console:note(text, level)
   self:say(text, level == "error" and "31" or level == "warn" and "33" or nil)
 end
 
+local function quote(a)
+  if a:match("^[%w@%%+=:,./_-]+$") then return a end
+  return "'" .. a:gsub("'", "'\\''") .. "'"
+end
+
+--- The command that continues this run: exec's own arguments without
+--- --new (which would start yet another run). Secret params given with
+--- --param are shown as NAME=... (they are never recorded: give them
+--- again); other params are recorded by the run and need not be repeated.
+---@param opts table exec's options
+---@param book table|nil the loaded runbook (for which params are secret)
+function M.resume_command(opts, book)
+  local argv = { "runbook", "exec", quote(opts.file) }
+  local function add(...) for _, a in ipairs { ... } do argv[#argv + 1] = a end end
+  if opts.state then add("--state", quote(opts.state)) end
+  if opts.values then add("--values", quote(opts.values)) end
+  for _, kv in ipairs(opts.params or {}) do
+    local k = kv:match("^([^=]+)=")
+    local spec = k and book and book.params[k]
+    if spec and spec.secret then add("--param", quote(k .. "=...")) end
+  end
+  if opts.from then add("--from", quote(opts.from)) end
+  if opts.only then add("--only", quote(opts.only)) end
+  if opts.yes then add("--yes") end
+  if opts.lock then add("--lock", quote(tostring(opts.lock))) end
+  if opts.jobs then add("--jobs", tostring(opts.jobs)) end
+  if opts.output then add("--output", opts.output) end
+  return table.concat(argv, " ")
+end
+
+--- How to continue the run, for the closing line: "run the same command
+--- again", or after --new the command itself.
+function M.resume_phrase(opts, book)
+  if not opts.new or opts.dry_run then return "run the same command again" end
+  return "run `" .. M.resume_command(opts, book) .. "`"
+end
+
 --- Final redraw and the summary line.
 function Console:finish(text, level)
   if self.mode == "json" then
-    return self:json_line { type = "console.end", message = text, level = level }
+    return self:json_line { type = "console.end", message = text or "", level = level or "info" }
   end
-  if self.mode == "tty" then self:draw(true) end
+  if self.mode == "tty" then
+    self:draw(true)
+    host.footer() -- the checklist stays as it is: its clock stops
+  end
   self.drawn = 0
   if text then
     if self.mode == "plain" then

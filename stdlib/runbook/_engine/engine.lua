@@ -14,6 +14,7 @@ local audit = require "runbook._engine.audit"
 local backoffs = require "runbook._engine.backoff"
 local consolemod = require "runbook._engine.console"
 local actor = require "runbook._engine.actor"
+local notify_outcome
 
 local M = {}
 
@@ -43,9 +44,12 @@ end
 -- journal, log and state
 
 --- Appends an event, applies it to the state and shows it.
-function Run:append(type_, fields)
+-- lazy: written now, made durable by the next append or Run:sync, for an
+-- event the engine writes right before another one with no side effect in
+-- between (docs/journal.md, "When an event is durable").
+function Run:append(type_, fields, lazy)
   fields = fields or {}
-  local seq = self.journal:append(type_, fields)
+  local seq = self.journal:append(type_, fields, lazy)
   local ev = {}
   for k, v in pairs(fields) do ev[k] = v end
   ev.type, ev.seq, ev.run, ev.ts = type_, seq, self.id, host.iso_time()
@@ -72,6 +76,7 @@ end
 local MemoryJournal = {}
 MemoryJournal.__index = MemoryJournal
 function MemoryJournal:append() self.n = self.n + 1 return self.n end
+function MemoryJournal:sync() end
 function MemoryJournal:close() end
 
 -- ---------------------------------------------------------------------------
@@ -89,23 +94,34 @@ local function where_in(tb, file)
   return nil
 end
 
+--- Makes every event written so far durable (a lazy one may be pending).
+function Run:sync()
+  if self.journal and self.journal.sync then self.journal:sync() end
+end
+
 --- Calls fn(ctx) under the guard with the audit sink pointed at this step.
 function Run:call(s, fn, ctx, timeout)
+  local function action_fields(t)
+    local f = {}
+    for k, v in pairs(t) do f[k] = v end
+    f.step = s.id
+    if self.dry_run then f.dry_run = true end
+    return f
+  end
   audit.set_sink {
     ctx = ctx,
     dry_run = self.dry_run,
-    action = function(t)
-      local f = {}
-      for k, v in pairs(t) do f[k] = v end
-      f.step = s.id
-      if self.dry_run then f.dry_run = true end
-      self:append("action", f)
+    action = function(t) self:append("action", action_fields(t)) end,
+    -- actions of concurrent writes: one sync for all, before the step goes on
+    actions = function(list)
+      for i, t in ipairs(list) do self:append("action", action_fields(t), i < #list) end
     end,
     log = function(level, msg) self:log(s.id, level, msg) end,
     progress = function(done, total, note)
       if self.console then self.console:progress_of(s.id, done, total, note) end
     end,
   }
+  self:sync() -- user code may have side effects: nothing written may be pending
   local r = table.pack(host.guarded(timeout, fn, ctx))
   audit.set_sink(nil)
   return r
@@ -194,7 +210,9 @@ function Run:run_step(s)
       local sealed_ok, sealed = pcall(memo.seal, out, self.keyfn, self.id .. "\0" .. s.id .. "\0outputs\0", "the step's return value")
       local appended, aerr = false, sealed
       if sealed_ok then
-        appended, aerr = pcall(self.append, self, "step.finished", { step = s.id, attempt = attempt, ms = ms, outputs = sealed })
+        -- lazy: the next event (the next step's started, or the run's end)
+        -- syncs it, and Run:call syncs before any user code runs
+        appended, aerr = pcall(self.append, self, "step.finished", { step = s.id, attempt = attempt, ms = ms, outputs = sealed }, true)
         if appended then return "done" end
         -- the journal itself failed: stop; a value it cannot encode fails the step
         if not (type(aerr) == "table" and aerr.kind == "journal" and aerr.code == "unencodable") then error(aerr, 0) end
@@ -240,6 +258,7 @@ function Run:interrupted(s, attempt, ms)
 end
 
 function Run:run_manual(s)
+  self:sync() -- a person is about to act on what the journal says
   local sst = state.step(self.state, s.id)
   local held = self:verify_before(s, sst, "info", "verify: ")
   if held == true then
@@ -447,17 +466,18 @@ local function resume(run, r, book, opts, console, cli_params, values)
   for k, v in pairs(recordable) do
     if st.params[k] ~= v then changed_params[k] = v end
   end
+  local old_sha = st.sha256 -- the fold of run.resumed moves it to the new file's
   run:append("run.resumed", {
     user = host.user(), host = host.hostname(), pid = host.pid(), version = host.version(),
     sha256 = changed and book.sha256 or nil, steps = changed and ids_of(book) or nil,
     changed = changed or nil, accepted_changes = (#problems > 0) and problems or nil,
     params = next(changed_params) and changed_params or nil,
     modules = #mod_changes > 0 and modules or nil, modules_changed = #mod_changes > 0 and mod_changes or nil,
-    declared = #mod_changes > 0 and declared_by_modules(book) or nil,
+    declared = #mod_changes > 0 and declared_by_modules(book) or nil, signer = book.signer,
   })
   if file_changed then
     console:note(string.format("the runbook changed since this run started (sha256 %s… → %s…)%s",
-      tostring(st.sha256):sub(1, 12), book.sha256:sub(1, 12), #problems > 0 and "; changes accepted" or ""), "warn")
+      tostring(old_sha):sub(1, 12), book.sha256:sub(1, 12), #problems > 0 and "; changes accepted" or ""), "warn")
   end
   for _, line in ipairs(mod_changes) do console:note(line, "warn") end
   return run
@@ -474,7 +494,7 @@ local function begin(run, book, cli_params, values, opts)
     runbook = book.name, file = book.file, sha256 = book.sha256, user = host.user(), host = host.hostname(),
     pid = host.pid(), version = host.version(), hmac = akey ~= nil, steps = ids_of(book),
     params = params.recordable(book.params, run.params), anchor = true, modules = modules_of(book),
-    declared = declared_by_modules(book),
+    declared = declared_by_modules(book), signer = book.signer,
   })
   return run
 end
@@ -559,7 +579,10 @@ function M.open_run(book, opts, console)
 end
 
 function Run:close()
-  if self.journal then self.journal:close() end
+  if self.journal then
+    pcall(self.sync, self)
+    self.journal:close()
+  end
   if self.logfile then self.logfile:close() self.logfile = nil end
   if self.lock then self.lock:release() self.lock = nil end
 end
@@ -575,6 +598,7 @@ function Run:execute()
   while i <= #sel do
     local s = sel[i]
     if self.runlock then
+      self:sync() -- the lock check talks to the outside world
       local held, lerr = pcall(self.runlock.check, self.runlock)
       if not held then
         self:append("run.interrupted", { step = s.id, reason = "run lock lost: " .. errors.message(lerr) })
@@ -584,7 +608,7 @@ function Run:execute()
     end
     if host.interrupted() then
       self:append("run.interrupted", { step = s.id })
-      console:finish(string.format("interrupted before %s; run the same command again to resume", s.id), "warn")
+      console:finish(string.format("interrupted before %s; %s to resume", s.id, consolemod.resume_phrase(self.opts, self.book)), "warn")
       return M.EXIT.interrupted
     end
     local batch = { s }
@@ -609,6 +633,7 @@ function Run:execute()
         if outcome ~= "done" then failed_step = p break end
       end
     elseif #pending > 1 then
+      self:sync()
       outcome, failed_step = parallel.run(self, pending)
       ran = ran + #pending
     end
@@ -616,19 +641,19 @@ function Run:execute()
       self:append("run.failed", { step = failed_step.id })
       local last = state.step(self.state, failed_step.id).error
       if type(last) == "table" and (last.kind == "config" or last.kind == "usage") then
-        console:finish(string.format("%s: configuration error: %s. Fix it and run the same command again.", failed_step.id, tostring(last.message)), "error")
+        console:finish(string.format("%s: configuration error: %s. Fix it and %s.", failed_step.id, tostring(last.message), consolemod.resume_phrase(self.opts, self.book)), "error")
         return M.EXIT.usage
       end
-      console:finish(string.format("%s failed. Fix the cause and run the same command again to resume at %s.", failed_step.id, failed_step.id), "error")
+      console:finish(string.format("%s failed. Fix the cause and %s to resume at %s.", failed_step.id, consolemod.resume_phrase(self.opts, self.book), failed_step.id), "error")
       return M.EXIT.failed
     elseif outcome == "interrupted" then
       self:append("run.interrupted", { step = failed_step.id })
-      console:finish(string.format("interrupted during %s; run the same command again to resume", failed_step.id), "warn")
+      console:finish(string.format("interrupted during %s; %s to resume", failed_step.id, consolemod.resume_phrase(self.opts, self.book)), "warn")
       return M.EXIT.interrupted
     elseif outcome == "waiting" then
       self:append("run.waiting", { step = failed_step.id })
-      console:finish(string.format("waiting for %s (%s). When it is done: runbook confirm %s %s --note '...'  then run the same command again.",
-        failed_step.id, failed_step.title, self.id, failed_step.id), "warn")
+      console:finish(string.format("waiting for %s (%s). When it is done: runbook confirm %s %s --note '...'  then %s.",
+        failed_step.id, failed_step.title, self.id, failed_step.id, consolemod.resume_phrase(self.opts, self.book)), "warn")
       return M.EXIT.waiting
     end
     i = i + #batch
@@ -671,9 +696,36 @@ local function take_runlock(book, opts, console)
   return handle
 end
 
+-- `--notify URL` (RUNBOOK_NOTIFY): tell a webhook the run waits, failed or
+-- finished. The URL (a webhook's token is in it) is registered as a secret,
+-- so it is never printed; a failed delivery is logged and changes nothing.
+notify_outcome = function(run, opts, before)
+  local url = opts.notify or os.getenv("RUNBOOK_NOTIFY")
+  if url == nil or url == "" or run.dry_run then return end
+  secret.register(url)
+  local notify = require "runbook._engine.notify"
+  local msg = notify.message(run, before)
+  if not msg then return end
+  local sent, why = notify.send(url, msg)
+  if not sent then
+    local line = string.format("notification (%s) not delivered: %s", msg.event, tostring(why))
+    run:log(nil, "warn", line) -- to the run log and the console
+  end
+end
+
 --- `runbook exec`: load, open or resume, run. Returns the exit code.
 function M.exec(opts)
-  local book = loader.load(opts.file)
+  local signer
+  local require_sig = opts.require_signature or os.getenv("RUNBOOK_REQUIRE_SIGNATURE") == "1"
+  local book
+  if require_sig then
+    local chk = require("runbook._engine.signing").check(opts.file, opts.trust or os.getenv("RUNBOOK_TRUST"))
+    book = loader.load(opts.file, { check_module = chk.module, expect_sha256 = chk.sha256 })
+    signer = chk.key_id
+  else
+    book = loader.load(opts.file)
+  end
+  book.signer = signer
   local console = consolemod.new { output = opts.output }
   local runlock, lcode = take_runlock(book, opts, console)
   if lcode then return lcode end
@@ -686,7 +738,9 @@ function M.exec(opts)
   run.runlock = runlock
   host.trap_signals()
   console:begin({ run = run.id, runbook = book.name, resumed = run.resumed, dry_run = run.dry_run }, book.order, run.state)
+  local before = run.state.status
   local ok, res = pcall(run.execute, run)
+  if ok then notify_outcome(run, opts, before) end
   run:close()
   if runlock then pcall(runlock.release, runlock) end
   if not ok then error(res, 0) end

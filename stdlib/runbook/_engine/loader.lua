@@ -25,9 +25,40 @@ local PARAM_FIELDS = {
 local BACKOFFS = require("runbook._engine.backoff").POLICIES
 
 
+-- raises a runbook error that names the file and line of the declaration
 local function fail(site, fmt, ...)
-  local where = site and (site.file .. ":" .. site.line .. ": ") or ""
-  errors.raise { kind = "runbook", message = where .. string.format(fmt, ...) }
+  errors.raisef("runbook", nil, "%s" .. fmt, site and (site.file .. ":" .. site.line .. ": ") or "", ...)
+end
+
+M.nearest = nearest
+
+--- " (did you mean 'x'?)" for the candidate of set (its keys) nearest to
+--- word, or "" when none is near enough (runbook._engine.suggest's rule).
+function M.hint(word, set)
+  if type(word) ~= "string" then return "" end
+  return require("runbook._engine.suggest").hint(word, set)
+end
+
+local KEYWORDS = {}
+for kw in ("and break do else elseif end false for function goto if in local nil not or repeat return then true until while"):gmatch("%S+") do
+  KEYWORDS[kw] = true
+end
+
+-- the names a mistyped global may have meant: the environment's and Lua's keywords
+local function global_names(env)
+  local set = {}
+  for k in next, env do if type(k) == "string" then set[k] = true end end
+  for k in pairs(KEYWORDS) do set[k] = true end
+  return set
+end
+
+-- the public modules, for a mistyped require
+local function public_modules()
+  local set = {}
+  for name in pairs(package.preload) do
+    if name:match("^runbook%.") and not name:match("%._") then set[name] = true end
+  end
+  return set
 end
 
 local function check_fields(site, what, spec, fields)
@@ -142,8 +173,10 @@ local function make_env(book, declare)
     if name:match("^runbook%.") then
       -- privacy is in the name: any part starting with '_' (the engine in
       -- runbook._engine, C cores as runbook._x, helpers as runbook.k8s._client)
-      if name:match("%._") or not package.preload[name] then
+      if name:match("%._") then
         error("module '" .. name .. "' is not available to runbooks", 2)
+      elseif not package.preload[name] then
+        error("module '" .. name .. "' is not available to runbooks" .. M.hint(name, public_modules()), 2)
       end
       loaded[name] = require(name)
       return loaded[name]
@@ -161,7 +194,10 @@ local function make_env(book, declare)
           f:close()
           local chunk, err = load(src, "@" .. path, "t", env)
           if not chunk then error(err, 0) end
-          book.modules[#book.modules + 1] = { name = name, path = path, sha256 = crypto.sha256(src) }
+          local sum = crypto.sha256(src)
+          -- a signed runbook's modules are checked before they run
+          if book.check_module then book.check_module(path, sum) end
+          book.modules[#book.modules + 1] = { name = name, path = path, sha256 = sum }
           local v = chunk(name, path)
           if v == nil then v = true end
           loaded[name] = v
@@ -170,13 +206,15 @@ local function make_env(book, declare)
         tried[#tried + 1] = path
       end
     end
-    error("module '" .. name .. "' not found in the runbook's folder or RUNBOOK_PATH:\n\t" .. table.concat(tried, "\n\t"), 2)
+    local hint = package.preload["runbook." .. name] and not name:match("^_") and not name:match("%._")
+      and (" (did you mean 'runbook." .. name .. "'?)") or ""
+    error("module '" .. name .. "' not found in the runbook's folder or RUNBOOK_PATH" .. hint .. ":\n\t" .. table.concat(tried, "\n\t"), 2)
   end
 
   for k, f in pairs(declare) do env[k] = f end
   return setmetatable(env, {
-    __index = function(_, k)
-      error("undefined global '" .. tostring(k) .. "'", 2)
+    __index = function(t, k)
+      error("undefined global '" .. tostring(k) .. "'" .. M.hint(k, global_names(t)), 2)
     end,
   })
 end
@@ -188,21 +226,27 @@ local function site_of(level)
 end
 
 --- Loads a runbook file and returns its book: name, params, steps in order.
---- Raises a structured error {kind="runbook"} naming file and line.
+--- Raises a structured error {kind="runbook"} naming file and line; with
+--- opts.problems (a list), the static checks after loading add to it instead.
+--- opts.check_module(path, sha256) is called before a local module runs
+--- (signed runbooks); opts.expect_sha256 refuses a file that is not the one
+--- checked.
 ---@param path string
+---@param opts {problems:table|nil, check_module:function|nil, expect_sha256:string|nil}|nil
 ---@return table book
-function M.load(path)
+function M.load(path, opts)
   local pst = require("runbook._fs").stat(path)
   if pst and pst.type == "directory" then
-    errors.raise { kind = "runbook", message = string.format("%s is a directory: give the runbook file itself (runbook exec %s/NAME.lua)", path, (path:gsub("/+$", ""))) }
+    errors.raisef("runbook", nil, "%s is a directory: give the runbook file itself (runbook exec %s/NAME.lua)", path, (path:gsub("/+$", "")))
   end
   local f, err = io.open(path, "rb")
-  if not f then errors.raise { kind = "runbook", message = "cannot open runbook: " .. tostring(err) } end
+  if not f then errors.raisef("runbook", nil, "cannot open runbook: %s", tostring(err)) end
   local src = f:read("a")
   f:close()
   local abs = require("runbook._fs").realpath(path) or path
   local book = {
     file = abs,
+    path = path,
     dir = abs:match("^(.*)/[^/]*$") or ".",
     sha256 = crypto.sha256(src),
     source = src,
@@ -212,7 +256,12 @@ function M.load(path)
     by_id = {},
     groups = {},
     modules = {},
+    check_module = opts and opts.check_module,
   }
+  -- the file checked against a signature is the file loaded
+  if opts and opts.expect_sha256 and book.sha256 ~= opts.expect_sha256 then
+    errors.raisef("signature", "refused", "%s changed while it was being checked against its signature", abs)
+  end
   local declared_runbook = nil
 
   local declare = {}
@@ -317,32 +366,43 @@ function M.load(path)
 
   local env = make_env(book, declare)
   local chunk, lerr = load(src, "@" .. path, "t", env)
-  if not chunk then errors.raise { kind = "runbook", message = lerr } end
+  if not chunk then errors.raisef("runbook", nil, "%s", lerr) end
   local ok, rerr = xpcall(chunk, function(e) return host.error_of(e, "runbook") end)
   if not ok then error(rerr, 0) end
   book.env = env
-  M.validate(book)
+  M.validate(book, opts and opts.problems)
   return book
 end
 
 --- Static checks over a loaded book: unknown needs, cycles, groups whose
 --- members need each other. Computes book.order (declaration order, moved
---- only as far as needs require).
-function M.validate(book)
-  if #book.steps == 0 then
-    errors.raise { kind = "runbook", message = book.file .. ": no steps declared" }
+--- only as far as needs require). With a problems list, every problem is
+--- added to it ("file:line: message") instead of the first being raised.
+function M.validate(book, problems)
+  local function report(site, fmt, ...)
+    if not problems then return fail(site, fmt, ...) end
+    problems[#problems + 1] = (site and (site.file .. ":" .. site.line .. ": ") or "") .. string.format(fmt, ...)
   end
+  if #book.steps == 0 then
+    if problems then problems[#problems + 1] = book.file .. ": no steps declared" return book end
+    errors.raisef("runbook", nil, "%s: no steps declared", book.file)
+  end
+  local known = {}
   for _, s in ipairs(book.steps) do
+    local ok = {}
     for _, n in ipairs(s.needs) do
       if not book.by_id[n] then
-        local hint = nearest(n, book.by_id)
-        fail(s.site, "step %s needs unknown step '%s'%s", s.id, n, hint and (" (did you mean '" .. hint .. "'?)") or "")
-      end
-      if n == s.id then fail(s.site, "step %s needs itself", s.id) end
-      if s.group and book.by_id[n].group == s.group then
-        fail(s.site, "step %s needs %s, but both are in parallel group %s", s.id, n, s.group)
+        report(s.site, "step %s needs unknown step '%s'%s", s.id, n, M.hint(n, book.by_id))
+      elseif n == s.id then
+        report(s.site, "step %s needs itself", s.id)
+      else
+        if s.group and book.by_id[n].group == s.group then
+          report(s.site, "step %s needs %s, but both are in parallel group %s", s.id, n, s.group)
+        end
+        ok[#ok + 1] = n
       end
     end
+    known[s.id] = ok
   end
   -- stable topological order: repeatedly take the first declared step whose needs are placed
   local placed, order = {}, {}
@@ -351,7 +411,7 @@ function M.validate(book)
     for _, s in ipairs(book.steps) do
       if not placed[s.id] then
         local ready = true
-        for _, n in ipairs(s.needs) do
+        for _, n in ipairs(known[s.id]) do
           if not placed[n] then ready = false break end
         end
         if ready then
@@ -373,7 +433,7 @@ function M.validate(book)
         seen[s.id] = #path + 1
         path[#path + 1] = s.id
         local nxt
-        for _, n in ipairs(s.needs) do
+        for _, n in ipairs(known[s.id]) do
           if not placed[n] then nxt = book.by_id[n] break end
         end
         s = nxt
@@ -381,12 +441,79 @@ function M.validate(book)
       local cycle = {}
       for i = seen[s.id], #path do cycle[#cycle + 1] = path[i] end
       cycle[#cycle + 1] = s.id
-      fail(book.by_id[cycle[1]].site, "steps form a cycle: %s", table.concat(cycle, " -> "))
+      report(book.by_id[cycle[1]].site, "steps form a cycle: %s", table.concat(cycle, " -> "))
+      -- the rest of the order is moot: place the cycle's steps as declared and go on
+      for _, c in ipairs(book.steps) do
+        if not placed[c.id] and seen[c.id] then
+          placed[c.id] = true
+          order[#order + 1] = c
+        end
+      end
     end
   end
   book.order = order
   for i, s in ipairs(order) do s.position = i end
   return book
+end
+
+-- The globals the runbook file's functions read that nothing defines: not
+-- in its environment once loaded (the vocabulary, the standard library,
+-- what the top level and its modules set) and not assigned anywhere in the
+-- file. Each as "file:line: undefined global 'x' (did you mean 'y'?)".
+local function undefined_globals_in(book, path, src, problems)
+  local acc, err = require("runbook._engine.globals").accesses(src, "@" .. path)
+  if not acc then
+    problems[#problems + 1] = path .. ": " .. tostring(err)
+    return
+  end
+  local set = {}
+  for _, a in ipairs(acc) do
+    if a.kind == "set" then set[a.name] = true end
+  end
+  local seen = {}
+  for i, a in ipairs(acc) do a.order = i end
+  table.sort(acc, function(x, y) if x.line ~= y.line then return x.line < y.line end return x.order < y.order end)
+  for _, a in ipairs(acc) do
+    local key = a.name .. "\0" .. a.line
+    if a.kind == "get" and a.in_function and not set[a.name] and rawget(book.env, a.name) == nil and not seen[key] then
+      seen[key] = true
+      problems[#problems + 1] = string.format("%s:%d: undefined global '%s'%s", path, a.line, a.name,
+        M.hint(a.name, global_names(book.env)))
+    end
+  end
+end
+
+-- the runbook file and every module it loaded from its folder or RUNBOOK_PATH
+local function undefined_globals(book, problems)
+  undefined_globals_in(book, book.path, book.source, problems)
+  for _, m in ipairs(book.modules) do
+    local f = io.open(m.path, "rb")
+    if f then
+      local src = f:read("a")
+      f:close()
+      undefined_globals_in(book, m.path, src, problems)
+    end
+  end
+end
+
+-- The required params that --param, --values and the environment leave unset.
+local function missing_params(book, given, problems)
+  local missing = require("runbook._engine.params").missing(book.params, given)
+  for _, m in ipairs(missing) do
+    problems[#problems + 1] = string.format("%s: missing required param '%s' (set %s)", book.path, m.name, m.how)
+  end
+end
+
+--- `runbook check`: every problem of a runbook at once, without running a
+--- step. Loading errors (syntax, a misspelt field, an error at the top
+--- level) still stop at the first, as the file cannot be read past it.
+--- given: {cli=, values=} as for params.resolve. Returns book, problems.
+function M.check(path, given)
+  local problems = {}
+  local book = M.load(path, { problems = problems })
+  undefined_globals(book, problems)
+  missing_params(book, given or {}, problems)
+  return book, problems
 end
 
 return M

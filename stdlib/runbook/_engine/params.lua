@@ -37,10 +37,28 @@ local function coerce(name, spec, v)
 end
 
 local function suggest(name, specs)
+  local near = require("runbook._engine.suggest").hint(name, specs)
+  if near ~= "" then return near end
   local keys = {}
   for k in pairs(specs) do keys[#keys + 1] = k end
   table.sort(keys)
   return #keys > 0 and (" (declared: " .. table.concat(keys, ", ") .. ")") or " (the runbook declares no params)"
+end
+
+local function how_to_set(name, spec)
+  local how = "--param " .. name .. "=..."
+  if spec.env then how = how .. " or the environment variable " .. spec.env end
+  return how
+end
+
+-- one message naming every missing param, so one attempt finds them all
+local function missing_message(missing)
+  if #missing == 1 then
+    return string.format("missing required param '%s' (set %s)", missing[1].name, missing[1].how)
+  end
+  local parts = {}
+  for i, m in ipairs(missing) do parts[i] = string.format("'%s' (set %s)", m.name, m.how) end
+  return "missing required params " .. table.concat(parts, ", ", 1, #parts - 1) .. " and " .. parts[#parts]
 end
 
 --- Parses a --values file: a YAML mapping of param names to values.
@@ -78,7 +96,7 @@ function M.resolve(specs, given)
   for k in pairs(values) do
     if type(k) ~= "string" or not specs[k] then raise("--values: unknown param '%s'%s", tostring(k), suggest(k, specs)) end
   end
-  local out, sources = {}, {}
+  local out, sources, missing = {}, {}, {}
   local names = {}
   for k in pairs(specs) do names[#names + 1] = k end
   table.sort(names)
@@ -99,11 +117,7 @@ function M.resolve(specs, given)
     if v == nil then
       local required = spec.required
       if required == nil then required = true end
-      if required then
-        local how = "--param " .. name .. "=..."
-        if spec.env then how = how .. " or the environment variable " .. spec.env end
-        raise("missing required param '%s' (set %s)", name, how)
-      end
+      if required then missing[#missing + 1] = { name = name, how = how_to_set(name, spec) } end
     else
       v = coerce(name, spec, v)
       if spec.choices then
@@ -120,7 +134,27 @@ function M.resolve(specs, given)
       sources[name] = src
     end
   end
+  if #missing > 0 then raise("%s", missing_message(missing)) end
   return out, sources
+end
+
+--- The required params that nothing sets: {name=, how=} in name order.
+--- given: {cli=, values=} (the environment is read).
+function M.missing(specs, given)
+  local cli, values = given.cli or {}, given.values or {}
+  local names = {}
+  for k in pairs(specs) do names[#names + 1] = k end
+  table.sort(names)
+  local out = {}
+  for _, name in ipairs(names) do
+    local spec = specs[name]
+    local env = spec.env and os.getenv(spec.env)
+    if spec.default == nil and spec.required ~= false and cli[name] == nil and values[name] == nil
+      and (env == nil or env == "") then
+      out[#out + 1] = { name = name, how = how_to_set(name, spec) }
+    end
+  end
+  return out
 end
 
 --- The params as recorded in run.started: secrets left out.

@@ -22,7 +22,7 @@ function M.run(pos, opts, with_run)
     if opts.to and not book.by_id[opts.to] then
       errors.raise { kind = "usage", message = string.format("--to: no step '%s' in %s", opts.to, book.name) }
     end
-    local console = consolemod.new { output = opts.output }
+    local console = consolemod.new { output = opts.output, run = r.id }
     local run = engine.new_run {
       book = book, opts = opts, id = r.id, state = r.state, console = console, store = r.store,
       params = params.resolve(book.params, { recorded = r.state.params }),

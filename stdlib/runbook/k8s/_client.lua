@@ -71,6 +71,7 @@ end
 function Client:tls_options()
   local cfg, o = self.cfg, {}
   o.ca_file, o.ca_data, o.insecure, o.proxy = cfg.ca_file, cfg.ca_data, cfg.insecure, cfg.proxy
+  o.tls_server_name = cfg.tls_server_name
   o.cert_file, o.cert_data, o.key_file, o.key_data = cfg.cert_file, cfg.cert_data, cfg.key_file, cfg.key_data
   if self.exec_cert then o.cert_data, o.key_data, o.cert_file, o.key_file = self.exec_cert, self.exec_key, nil, nil end
   o.timeout, o.connect_timeout, o.user_agent = self.timeout, self.connect_timeout, self.user_agent
@@ -305,6 +306,51 @@ function Client:try(req)
       if req.on_retry then req.on_retry() end -- a streamed body starts again
     end
   end
+end
+
+--- Several independent requests at once, on at most `concurrency` (8)
+--- kept-alive connections (HTTP/2 streams where the server speaks it).
+--- Returns, by index, {res=} or {err=} as try would. A request that gets a
+--- 401, 429, 5xx or a transport error goes through try again, alone, with
+--- its retry policy; streamed requests (on_data) are not accepted.
+function Client:try_many(reqs, concurrency)
+  local authz = self:authorization(false)
+  local batch = {}
+  for i, req in ipairs(reqs) do
+    assert(req.on_data == nil, "try_many: streamed requests are not supported")
+    req.method = req.method or "GET"
+    local body = req.body
+    if type(body) == "table" then body = json.encode(body, { secrets = "reveal" }) end
+    local headers = { { "Accept", req.accept or "application/json" } }
+    if body ~= nil then headers[#headers + 1] = { "Content-Type", req.content_type or "application/json" } end
+    if authz then headers[#headers + 1] = { "Authorization", authz } end
+    batch[i] = { method = req.method, url = self.server .. M.with_query(req.path, req.query), headers = headers,
+      body = body, timeout = req.timeout or self.timeout }
+  end
+  local results, errs = self:curl_for(false):request_many(batch, concurrency or 8)
+  local out = {}
+  for i, req in ipairs(reqs) do
+    local res = results[i]
+    local status = res and res.status
+    if not res or status == 401 or status == 429 or status >= 500 then
+      if not res and errs[i] and errs[i].kind ~= "http" then
+        out[i] = { err = errs[i] } -- interrupted or out of time: no retry
+      else
+        local r2, e2 = self:try(req)
+        out[i] = { res = r2, err = e2 }
+      end
+    elseif status >= 200 and status < 300 or (req.expect and req.expect[status]) then
+      res.attempts = 1
+      local ct = res.headers["content-type"] or ""
+      if res.body and ct:find("json", 1, true) and res.body ~= "" then res.json = json.decode(res.body) end
+      out[i] = { res = res }
+    else
+      local e = self:status_error(res, req)
+      e.attempts = 1
+      out[i] = { err = e }
+    end
+  end
+  return out
 end
 
 --- Like try, but raises the error.

@@ -20,10 +20,6 @@ local M = {}
 
 M.SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-local function fail(fmt, ...)
-  errors.raise { kind = "config", code = "kubeconfig", message = string.format(fmt, ...) }
-end
-
 -- YAML and JSON nulls read as absent
 local function v(x)
   if x == nil or json.is_null(x) then return nil end
@@ -65,7 +61,7 @@ function M.parse(text, name)
     doc, err = json.decode(text)
   end
   if err ~= nil or (doc ~= nil and type(doc) ~= "table") then
-    fail("kubeconfig %s: not valid YAML: %s", name, tostring(err or ("a " .. type(doc) .. " instead of a mapping")))
+    errors.raisef("config", "kubeconfig", "kubeconfig %s: not valid YAML: %s", name, tostring(err or ("a " .. type(doc) .. " instead of a mapping")))
   end
   return doc or {}
 end
@@ -83,7 +79,7 @@ local function kubeconfig_files(opts, getenv)
     local out = {}
     for _, p in ipairs(list) do
       local abs = absolute(p)
-      if not fs.stat(abs) then fail("kubeconfig %s: no such file", p) end
+      if not fs.stat(abs) then errors.raisef("config", "kubeconfig", "kubeconfig %s: no such file", p) end
       out[#out + 1] = abs
     end
     return out, true
@@ -116,22 +112,22 @@ function M.merge(files)
   local merged = { clusters = {}, users = {}, contexts = {}, files = files }
   for _, path in ipairs(files) do
     local text, err = read_file(path)
-    if not text then fail("kubeconfig %s: cannot read: %s", path, err) end
+    if not text then errors.raisef("config", "kubeconfig", "kubeconfig %s: cannot read: %s", path, err) end
     local doc = M.parse(text, path)
     for section, field in pairs(SECTIONS) do
       local list = v(doc[section])
       if list ~= nil and type(list) ~= "table" then
-        fail("kubeconfig %s: %s must be a list", path, section)
+        errors.raisef("config", "kubeconfig", "kubeconfig %s: %s must be a list", path, section)
       end
       for i, entry in ipairs(list or {}) do
         local name = type(entry) == "table" and v(entry.name)
         if type(name) ~= "string" or name == "" then
-          fail("kubeconfig %s: %s[%d].name is missing", path, section, i - 1)
+          errors.raisef("config", "kubeconfig", "kubeconfig %s: %s[%d].name is missing", path, section, i - 1)
         end
         if not merged[section][name] then
           local body = v(entry[field])
           if body ~= nil and type(body) ~= "table" then
-            fail("kubeconfig %s: %s[\"%s\"].%s must be a mapping", path, section, name, field)
+            errors.raisef("config", "kubeconfig", "kubeconfig %s: %s[\"%s\"].%s must be a mapping", path, section, name, field)
           end
           merged[section][name] = { body = body or {}, file = path, dir = dirname(path) }
         end
@@ -163,10 +159,10 @@ end
 local function decode_b64(entry, section, name, field)
   local raw = v(entry.body[field])
   if raw == nil then return nil end
-  if type(raw) ~= "string" then fail("kubeconfig %s: %s must be a string", entry.file, field_path(section, name, field)) end
+  if type(raw) ~= "string" then errors.raisef("config", "kubeconfig", "kubeconfig %s: %s must be a string", entry.file, field_path(section, name, field)) end
   local out = crypto.base64_decode((raw:gsub("%s+", "")))
   if not out then
-    fail("kubeconfig %s: %s is not valid base64", entry.file, field_path(section, name, field))
+    errors.raisef("config", "kubeconfig", "kubeconfig %s: %s is not valid base64", entry.file, field_path(section, name, field))
   end
   return out
 end
@@ -175,11 +171,11 @@ local function file_field(entry, section, name, field)
   local p = v(entry.body[field])
   if p == nil then return nil end
   if type(p) ~= "string" or p == "" then
-    fail("kubeconfig %s: %s must be a path", entry.file, field_path(section, name, field))
+    errors.raisef("config", "kubeconfig", "kubeconfig %s: %s must be a path", entry.file, field_path(section, name, field))
   end
   local abs = absolute(p, entry.dir)
   if not fs.stat(abs) then
-    fail("kubeconfig %s: %s: %s: no such file", entry.file, field_path(section, name, field), abs)
+    errors.raisef("config", "kubeconfig", "kubeconfig %s: %s: %s: no such file", entry.file, field_path(section, name, field), abs)
   end
   return abs
 end
@@ -194,10 +190,10 @@ local function cluster_config(cfg, entry, name)
   local c = entry.body
   local server = v(c.server)
   if type(server) ~= "string" or server == "" then
-    fail("kubeconfig %s: %s is missing", entry.file, field_path("clusters", name, "server"))
+    errors.raisef("config", "kubeconfig", "kubeconfig %s: %s is missing", entry.file, field_path("clusters", name, "server"))
   end
   if not server:match("^https?://[^/]") then
-    fail("kubeconfig %s: %s must be an https:// URL, got %q", entry.file, field_path("clusters", name, "server"), server)
+    errors.raisef("config", "kubeconfig", "kubeconfig %s: %s must be an https:// URL, got %q", entry.file, field_path("clusters", name, "server"), server)
   end
   cfg.server = server:gsub("/+$", "")
   cfg.cluster_name = name
@@ -207,13 +203,21 @@ local function cluster_config(cfg, entry, name)
     or (cfg.ca_file and field_path("clusters", name, "certificate-authority"))
   if truthy(c["insecure-skip-tls-verify"]) then
     if cfg.ca_file or cfg.ca_data then
-      fail("kubeconfig %s: %s: specifying a root certificates file with the insecure flag is not allowed",
+      errors.raisef("config", "kubeconfig", "kubeconfig %s: %s: specifying a root certificates file with the insecure flag is not allowed",
         entry.file, field_path("clusters", name, "insecure-skip-tls-verify"))
     end
     cfg.insecure = true
   end
+  -- the name the certificate is verified against (and the SNI), while the
+  -- connection goes to the host of server, as client-go's TLSClientConfig.ServerName
   local sn = v(c["tls-server-name"])
-  if sn ~= nil then cfg.tls_server_name = tostring(sn) end
+  if sn ~= nil then
+    if type(sn) ~= "string" or sn == "" or sn:find("[/:@%[%]?#%s]") then
+      errors.raisef("config", "kubeconfig", "kubeconfig %s: %s must be a host name or an IPv4 address, got %q", entry.file,
+        field_path("clusters", name, "tls-server-name"), tostring(sn))
+    end
+    cfg.tls_server_name = sn
+  end
   local proxy = v(c["proxy-url"])
   if proxy ~= nil then cfg.proxy = tostring(proxy) end
   local ext = v(c.extensions)
@@ -230,7 +234,7 @@ local function user_config(cfg, entry, name)
   local auth = { user = name, file = entry.file }
   local token = v(u.token)
   if token ~= nil then
-    if type(token) ~= "string" then fail("kubeconfig %s: %s must be a string", entry.file, field_path("users", name, "token")) end
+    if type(token) ~= "string" then errors.raisef("config", "kubeconfig", "kubeconfig %s: %s must be a string", entry.file, field_path("users", name, "token")) end
     auth.token = secret.wrap(token)
     auth.how = "bearer token"
   end
@@ -247,9 +251,9 @@ local function user_config(cfg, entry, name)
   local has_cert = cfg.cert_file or cfg.cert_data
   local has_key = cfg.key_file or cfg.key_data
   if has_cert and not has_key then
-    fail("kubeconfig %s: %s has a client certificate but no client-key or client-key-data", entry.file, field_path("users", name, "user"))
+    errors.raisef("config", "kubeconfig", "kubeconfig %s: %s has a client certificate but no client-key or client-key-data", entry.file, field_path("users", name, "user"))
   elseif has_key and not has_cert then
-    fail("kubeconfig %s: %s has a client key but no client-certificate or client-certificate-data", entry.file, field_path("users", name, "user"))
+    errors.raisef("config", "kubeconfig", "kubeconfig %s: %s has a client key but no client-certificate or client-certificate-data", entry.file, field_path("users", name, "user"))
   end
   if has_cert then auth.how = auth.how or "client certificate" end
   local username, password = v(u.username), v(u.password)
@@ -264,7 +268,7 @@ local function user_config(cfg, entry, name)
   end
   local ap = v(u["auth-provider"])
   if ap ~= nil then
-    fail("kubeconfig %s: %s (%s) is not supported; use an exec credential plugin instead",
+    errors.raisef("config", "kubeconfig", "kubeconfig %s: %s (%s) is not supported; use an exec credential plugin instead",
       entry.file, field_path("users", name, "auth-provider"), tostring(type(ap) == "table" and v(ap.name) or "?"))
   end
   auth.how = auth.how or "no credentials"
@@ -284,12 +288,12 @@ function M.in_cluster(opts)
   local dir = opts.dir or M.SA_DIR
   local host, port = getenv("KUBERNETES_SERVICE_HOST"), getenv("KUBERNETES_SERVICE_PORT")
   if not host or host == "" or not port or port == "" then
-    fail("in-cluster configuration: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set (not running in a pod?)")
+    errors.raisef("config", "kubeconfig", "in-cluster configuration: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set (not running in a pod?)")
   end
   local token_file = dir .. "/token"
-  if not fs.stat(token_file) then fail("in-cluster configuration: %s: no such file", token_file) end
+  if not fs.stat(token_file) then errors.raisef("config", "kubeconfig", "in-cluster configuration: %s: no such file", token_file) end
   local ca = dir .. "/ca.crt"
-  if not fs.stat(ca) then fail("in-cluster configuration: %s: no such file", ca) end
+  if not fs.stat(ca) then errors.raisef("config", "kubeconfig", "in-cluster configuration: %s: no such file", ca) end
   local ns = getenv("POD_NAMESPACE")
   if not ns or ns == "" then
     local text = read_file(dir .. "/namespace")
@@ -328,26 +332,26 @@ function M.load(opts)
     if not explicit and (getenv("KUBERNETES_SERVICE_HOST") or "") ~= "" then
       return M.load { in_cluster = true, namespace = opts.namespace, getenv = getenv }
     end
-    fail("no kubeconfig: %s does not exist; pass kubeconfig= or set KUBECONFIG", where)
+    errors.raisef("config", "kubeconfig", "no kubeconfig: %s does not exist; pass kubeconfig= or set KUBECONFIG", where)
   end
   local merged = M.merge(files)
   local source = table.concat(files, ":")
   local ctx_name = opts.context or merged.current_context
   if not ctx_name then
-    fail("kubeconfig %s: current-context is not set; pass context= (contexts: %s)", source, names(merged.contexts))
+    errors.raisef("config", "kubeconfig", "kubeconfig %s: current-context is not set; pass context= (contexts: %s)", source, names(merged.contexts))
   end
   local ctx = merged.contexts[ctx_name]
   if not ctx then
     local where_from = opts.context and "context" or ("current-context (" .. (merged.current_file or source) .. ")")
-    fail("kubeconfig %s: %s %q not found (contexts: %s)", source, where_from, ctx_name, names(merged.contexts))
+    errors.raisef("config", "kubeconfig", "kubeconfig %s: %s %q not found (contexts: %s)", source, where_from, ctx_name, names(merged.contexts))
   end
   local cluster_name = opts.cluster or v(ctx.body.cluster)
   if type(cluster_name) ~= "string" or cluster_name == "" then
-    fail("kubeconfig %s: %s is missing", ctx.file, field_path("contexts", ctx_name, "cluster"))
+    errors.raisef("config", "kubeconfig", "kubeconfig %s: %s is missing", ctx.file, field_path("contexts", ctx_name, "cluster"))
   end
   local cl = merged.clusters[cluster_name]
   if not cl then
-    fail("kubeconfig %s: %s refers to cluster %q, which is not in clusters (%s)", ctx.file,
+    errors.raisef("config", "kubeconfig", "kubeconfig %s: %s refers to cluster %q, which is not in clusters (%s)", ctx.file,
       field_path("contexts", ctx_name, "cluster"), cluster_name, names(merged.clusters))
   end
   local cfg = { context = ctx_name, source = "kubeconfig " .. source, files = files }
@@ -356,7 +360,7 @@ function M.load(opts)
   if user_name ~= nil and user_name ~= "" then
     local ue = merged.users[user_name]
     if not ue then
-      fail("kubeconfig %s: %s refers to user %q, which is not in users (%s)", ctx.file,
+      errors.raisef("config", "kubeconfig", "kubeconfig %s: %s refers to user %q, which is not in users (%s)", ctx.file,
         field_path("contexts", ctx_name, "user"), user_name, names(merged.users))
     end
     cfg.user_name = user_name
@@ -371,11 +375,6 @@ function M.load(opts)
     audit.log("warn", string.format(
       "WARNING: kubeconfig %s: cluster %q sets insecure-skip-tls-verify: the certificate of %s is NOT verified, so anyone on the network path can impersonate the API server and read every credential and Secret sent to it",
       cl.file, cluster_name, cfg.server))
-  end
-  if cfg.tls_server_name then
-    audit.log("warn", string.format(
-      "kubeconfig %s: cluster %q sets tls-server-name %q, which runbook does not support; the certificate is verified against the host of %s instead",
-      cl.file, cluster_name, cfg.tls_server_name, cfg.server))
   end
   return cfg
 end

@@ -80,7 +80,14 @@ local function exec_info(p, cfg, interactive)
   local spec = { interactive = interactive }
   if p.provide_cluster_info then
     local cl = { server = cfg.server }
-    if cfg.ca_data then cl["certificate-authority-data"] = crypto.base64_encode(cfg.ca_data) end
+    -- client-go loads a certificate-authority file into CAData before
+    -- building the plugin's cluster info, so the plugin gets the bytes either way
+    local ca = cfg.ca_data
+    if not ca and cfg.ca_file then
+      local f = io.open(cfg.ca_file, "rb")
+      if f then ca = f:read("a"); f:close() end
+    end
+    if ca then cl["certificate-authority-data"] = crypto.base64_encode(ca) end
     if cfg.insecure then cl["insecure-skip-tls-verify"] = true end
     if cfg.tls_server_name then cl["tls-server-name"] = cfg.tls_server_name end
     if cfg.proxy then cl["proxy-url"] = cfg.proxy end

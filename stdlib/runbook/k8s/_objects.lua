@@ -132,8 +132,10 @@ function Cluster:dry(opts)
   return (opts and opts.dry_run) or audit.dry_run()
 end
 
---- Records the audited action of a write.
-function Cluster:record(verb, r, code, result, dry, extra)
+--- The audited action of a write, to record.
+function Cluster:action(verb, r, code, result, dry, extra)
+  -- any other write makes this process's view of the object stale
+  if verb ~= "apply" and self.seen and r.info and not dry then self.seen[client.path(r.info, r.namespace, r.name)] = nil end
   local t = {
     kind = "k8s", verb = verb, api_version = r.api_version, object_kind = r.kind,
     namespace = r.namespace, name = r.name, code = code, result = result, dry_run = dry or nil,
@@ -141,7 +143,12 @@ function Cluster:record(verb, r, code, result, dry, extra)
     summary = string.format("%s %s: %s%s", verb, display(r), result, dry and " (dry run)" or ""),
   }
   for k, val in pairs(extra or {}) do t[k] = val end
-  audit.action(t)
+  return t
+end
+
+--- Records the audited action of a write.
+function Cluster:record(verb, r, code, result, dry, extra)
+  audit.action(self:action(verb, r, code, result, dry, extra))
 end
 
 local function fill_kind(items, info)
@@ -165,8 +172,13 @@ function Cluster:get(x)
   local r = self:ref(x, true)
   local req = req_for(r, "get", { method = "GET", path = client.path(r.info, r.namespace, r.name), expect = { [404] = true } })
   local res = self.client:request(req)
-  if res.status == 404 then return nil end
-  return decode_object(res.json)
+  if res.status == 404 then
+    self:remember(r, nil)
+    return nil
+  end
+  local obj = decode_object(res.json)
+  self:remember(r, obj)
+  return obj
 end
 
 local function selector(s, what)
@@ -335,6 +347,53 @@ local function unchanged(before, after, sent, manager)
   return subset(s, before) and equal(applied_fields(before, manager) or {}, applied_fields(after, manager) or {})
 end
 
+-- What an apply did: 201 is created; otherwise compared with the view of
+-- the object before it (read first, or this process's last view of it).
+local function apply_result(res, before, out, sent, manager)
+  if res.status == 201 or not before then return "created" end
+  return unchanged(before, out, sent, manager) and "unchanged" or "configured"
+end
+
+--- Keeps this process's latest view of an object (nil: known absent), so
+--- an apply can tell unchanged from configured without reading it first.
+--- Any other write by this Cluster forgets it (see record).
+function Cluster:remember(r, obj)
+  self.seen = self.seen or {}
+  local key = client.path(r.info, r.namespace, r.name)
+  self.seen[key] = obj and copy(obj) or false
+end
+
+--- Reads, in one request per collection, the objects a batch of applies is
+--- about to write, so each apply then needs only its own request. A
+--- collection holding more than `limit` objects is not used (each apply
+--- reads its object first instead). refs: a list of refs.
+function Cluster:prefetch(refs, limit)
+  local groups, order = {}, {}
+  for _, r in ipairs(refs) do
+    local key = client.path(r.info, r.namespace)
+    if not groups[key] then
+      groups[key] = { r = r, refs = {} }
+      order[#order + 1] = key
+    end
+    local g = groups[key]
+    g.refs[#g.refs + 1] = r
+  end
+  for _, key in ipairs(order) do
+    local g = groups[key]
+    if #g.refs >= 2 then
+      local res = self.client:request(req_for({ info = g.r.info, namespace = g.r.namespace }, "list",
+        { method = "GET", path = key, query = { limit = limit or 1000 } }))
+      local body = res.json or {}
+      local more = v((body.metadata or {}).continue)
+      if more == nil or more == "" then
+        local by_name = {}
+        for _, it in ipairs(fill_kind(body.items or {}, g.r.info)) do by_name[v(meta(it).name)] = it end
+        for _, r in ipairs(g.refs) do self:remember(r, by_name[r.name]) end
+      end
+    end
+  end
+end
+
 -- The conflicts of a failed apply: {field=, manager=, message=}.
 local function conflicts(err)
   local out = {}
@@ -355,38 +414,72 @@ M.conflicts = conflicts
 ---@return table object
 ---@return "created"|"configured"|"unchanged" result
 function Cluster:apply_one(obj, opts, r)
-  opts = opts or {}
-  r = r or self:ref(obj, true)
+  local out = self:apply_many({ { obj = obj, r = r } }, opts)[1]
+  return out.object, out.result
+end
+
+-- The apply request of one object, and what finishing it needs.
+local function apply_request(self, obj, opts, r)
   local body = body_for(r, obj)
   body.metadata.resourceVersion = nil
-  local before = self:get(r)
-  local dry = self:dry(opts)
+  local before = self.seen and self.seen[client.path(r.info, r.namespace, r.name)]
+  if before == nil then before = self:get(r) or false end
   local q = write_query(self, opts, { force = opts.force and "true" or nil })
   local req = req_for(r, "apply", { method = "PATCH", path = client.path(r.info, r.namespace, r.name),
     query = q, body = body, content_type = "application/apply-patch+yaml", policy = "idempotent" })
-  local res, err = self.client:try(req)
-  if not res then
-    if err.code == "Conflict" then
-      err.conflicts = conflicts(err)
-      if #err.conflicts > 0 then
-        local parts = {}
-        for _, c in ipairs(err.conflicts) do parts[#parts + 1] = string.format("%s (owned by %s)", c.field, c.manager or "?") end
-        err.hint = "fields owned by another manager: " .. table.concat(parts, ", ") .. "; apply with force = true to take them"
-      end
+  return { r = r, req = req, body = body, before = before, manager = q.fieldManager }
+end
+
+local function apply_error(err)
+  if err.code == "Conflict" then
+    err.conflicts = conflicts(err)
+    if #err.conflicts > 0 then
+      local parts = {}
+      for _, c in ipairs(err.conflicts) do parts[#parts + 1] = string.format("%s (owned by %s)", c.field, c.manager or "?") end
+      err.hint = "fields owned by another manager: " .. table.concat(parts, ", ") .. "; apply with force = true to take them"
     end
-    error(err, 0)
   end
-  local out = decode_object(res.json)
-  local result
-  if not before then
-    result = "created"
-  elseif unchanged(before, out, body, q.fieldManager) then
-    result = "unchanged"
+  return err
+end
+
+--- Server-side apply of independent objects at once (none may need
+--- another of them first): one request each, at most opts.concurrency (8)
+--- in flight on kept-alive connections. Their audited actions are recorded
+--- together once every apply has answered, before the caller does anything
+--- else. items: a list of {obj=, r=} (r optional). Returns a list of
+--- {object=, result=}; the first failure raises, after the successful
+--- applies are recorded.
+function Cluster:apply_many(items, opts)
+  opts = opts or {}
+  local dry = self:dry(opts)
+  local preps, reqs = {}, {}
+  for i, it in ipairs(items) do
+    preps[i] = apply_request(self, it.obj, opts, it.r or self:ref(it.obj, true))
+    reqs[i] = preps[i].req
+  end
+  local answers
+  if #reqs == 1 then
+    local res, err = self.client:try(reqs[1])
+    answers = { { res = res, err = err } }
   else
-    result = "configured"
+    answers = self.client:try_many(reqs, opts.concurrency)
   end
-  self:record("apply", r, res.status, result, dry, opts.record)
-  return out, result
+  local out, actions, failure = {}, {}, nil
+  for i, p in ipairs(preps) do
+    local a = answers[i]
+    if a.res then
+      local obj = decode_object(a.res.json)
+      local result = apply_result(a.res, p.before, obj, p.body, p.manager)
+      if not dry then self:remember(p.r, obj) end
+      actions[#actions + 1] = self:action("apply", p.r, a.res.status, result, dry, opts.record)
+      out[i] = { object = obj, result = result }
+    elseif not failure then
+      failure = apply_error(a.err)
+    end
+  end
+  audit.actions(actions)
+  if failure then error(failure, 0) end
+  return out
 end
 
 --- Deletes an object. opts: propagation ("Background" default, "Foreground",
