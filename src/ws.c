@@ -317,8 +317,8 @@ static int need(struct rb_ws *w, size_t n, double deadline) {
 }
 
 int rb_ws_recv(struct rb_ws *w, double deadline, int *op, struct rb_growbuf *msg) {
-  int msg_op = -1;
-  msg->len = 0;
+  if (!w->partial_op)
+    msg->len = 0;
   for (;;) {
     int r = need(w, 2, deadline);
     if (r != RB_WS_OK)
@@ -361,6 +361,7 @@ int rb_ws_recv(struct rb_ws *w, double deadline, int *op, struct rb_growbuf *msg
       continue;
     if (fop == RB_WS_CLOSE) {
       msg->len = 0;
+      w->partial_op = 0;
       if (rb_growbuf_add(msg, (char *)payload, (size_t)len) != 0)
         return fail(w, "out of memory%s", NULL);
       if (!w->sent_close)
@@ -369,19 +370,20 @@ int rb_ws_recv(struct rb_ws *w, double deadline, int *op, struct rb_growbuf *msg
       return RB_WS_OK;
     }
     if (fop == RB_WS_CONT) {
-      if (msg_op < 0)
+      if (!w->partial_op)
         return fail(w, "a continuation frame without a message%s", NULL);
     } else if (fop == RB_WS_TEXT || fop == RB_WS_BINARY) {
-      if (msg_op >= 0)
+      if (w->partial_op)
         return fail(w, "a new message inside a fragmented one%s", NULL);
-      msg_op = fop;
+      w->partial_op = fop;
     } else {
       return fail(w, "unknown WebSocket opcode%s", NULL);
     }
     if (rb_growbuf_add(msg, (char *)payload, (size_t)len) != 0)
       return fail(w, "out of memory%s", NULL);
     if (fin) {
-      *op = msg_op;
+      *op = w->partial_op;
+      w->partial_op = 0;
       if (msg->data == NULL && rb_growbuf_add(msg, "", 0) != 0)
         return fail(w, "out of memory%s", NULL);
       return RB_WS_OK;

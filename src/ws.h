@@ -25,6 +25,7 @@ struct rb_ws {
   size_t rx_off;
   char protocol[64]; /* the subprotocol the server chose */
   int sent_close;
+  int partial_op; /* a fragmented message's opcode while its rest is awaited, else 0 */
   char err[256];
 };
 
@@ -37,9 +38,10 @@ struct rb_ws {
 int rb_ws_handshake(struct rb_ws *w, const char *hostport, const char *path, const char *extra,
                     const char *protocols, double deadline, struct rb_growbuf *body);
 
-/* One message (fragments joined) into *msg (reset first), its opcode in
- * *op: TEXT, BINARY or CLOSE (msg then holds the close payload). Pings
- * are answered on the way. */
+/* One message (fragments joined) into *msg, its opcode in *op: TEXT,
+ * BINARY or CLOSE (msg then holds the close payload). Pings are answered
+ * on the way. After a timeout, call again with the same msg: fragments
+ * already read are kept in it (a fresh message resets it). */
 int rb_ws_recv(struct rb_ws *w, double deadline, int *op, struct rb_growbuf *msg);
 
 /* One masked frame. */

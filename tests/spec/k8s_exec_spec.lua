@@ -137,6 +137,12 @@ describe("k8s exec", function()
     assert.are.equal("cannot exec into a container in a completed pod; current phase is Succeeded", e.message)
   end)
 
+  it("raises Timeout when the command outlives its timeout", function()
+    local e = err_of(c.exec, c, { pod = "web-1", command = { "sleep", "30" }, timeout = 0.5 })
+    assert.are.equal("Timeout", e.code)
+    assert.are.equal("exec in pod default/web-1: no outcome within 0.5s", e.message)
+  end)
+
   it("raises a structured error when it cannot connect", function()
     local dead = k8s.connect { kubeconfig = fake.kubeconfig, retries = 0 }
     dead.client.server = "https://127.0.0.1:1"

@@ -138,9 +138,14 @@ function Cluster:exec(opts)
   while true do
     local left = deadline - host.monotime()
     if left <= 0 then check(nil, "timeout") end
-    local kind, data = ws:recv(left)
+    -- in slices, so Ctrl-C and the step's time limit stop a long command
+    local kind, data = ws:recv(math.min(left, 0.5))
+    if kind == nil and data == "timeout" then
+      host.check_interrupt()
+      goto continue
+    end
     if kind == nil then
-      if data ~= "timeout" and status then break end -- closed without a close frame, after the outcome
+      if status then break end -- closed without a close frame, after the outcome
       check(nil, data)
     end
     if kind == "close" then break end
@@ -148,6 +153,7 @@ function Cluster:exec(opts)
     if ch == 1 then out[#out + 1] = payload
     elseif ch == 2 then errs[#errs + 1] = payload
     elseif ch == 3 and payload ~= "" then status = json.decode(payload) end
+    ::continue::
   end
   if type(status) ~= "table" then
     errors.raise { kind = "k8s", code = "StreamError", server = self.client.server,
