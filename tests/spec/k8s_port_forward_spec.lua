@@ -69,6 +69,45 @@ describe("k8s port_forward", function()
     assert.are.same({ 8080 }, sessions[1].portforward)
   end)
 
+  it("carries concurrent connections, each over its own WebSocket", function()
+    fake:control("DELETE", "/_fake/requests")
+    local bodies = c:port_forward({ pod = "api-1", port = 8080 }, function(lp)
+      local h <close> = curl.client { timeout = 20 }
+      local reqs = {}
+      for i = 1, 6 do reqs[i] = { method = "GET", url = string.format("http://127.0.0.1:%d/c%d", lp, i) } end
+      local res, errs = h:request_many(reqs, 6)
+      local out = {}
+      for i = 1, 6 do
+        assert.is_nil(errs[i])
+        out[i] = res[i].body:match("^(%S+)")
+      end
+      return out
+    end)
+    assert.are.same({ "/c1", "/c2", "/c3", "/c4", "/c5", "/c6" }, bodies)
+    -- request_many keeps connections alive, so a connection may carry
+    -- more than one request; several connections were opened
+    local sessions = fake:control("GET", "/_fake/execs").items
+    assert.is_true(#sessions >= 2 and #sessions <= 6, tostring(#sessions))
+  end)
+
+  it("warns in the run log about a connection the pod side refused", function()
+    local audit = require "runbook._engine.audit"
+    audit.reset()
+    fake:control("POST", "/_fake/objects", { reconcile = false, objects = { pod("lonely", { app = "x" }) } })
+    c:port_forward({ pod = "lonely", port = 9999 }, function(lp)
+      local h <close> = curl.client { timeout = 20 }
+      local res, err = h:request { method = "GET", url = string.format("http://127.0.0.1:%d/", lp) }
+      assert.is_nil(res)
+      assert.is_table(err)
+    end)
+    local warned
+    for _, l in ipairs(audit.logs) do
+      if l.level == "warn" and l.message:find("no local port registered", 1, true) then warned = l.message end
+    end
+    assert.are.equal("port-forward to pod default/lonely:9999: port-forward: error forwarding port 9999 to pod lonely: "
+      .. "no local port registered for it", warned)
+  end)
+
   it("resolves a Service to a ready pod and its named targetPort", function()
     local body = c:port_forward({ service = "api", port = 80 }, function(lp) return get(lp, "/via-service").body end)
     assert.truthy(body:find("^/via%-service #"))

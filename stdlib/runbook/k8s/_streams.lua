@@ -260,7 +260,14 @@ function Cluster:port_forward(opts, fn)
   audit.action { kind = "k8s", verb = "port-forward", object = string.format("v1 Pod %s/%s", ns, name),
     namespace = ns, name = name, port = port, local_port = fwd:port(), server = c.server,
     summary = string.format("port-forward 127.0.0.1:%d -> pod %s/%s:%d", fwd:port(), ns, name, port) }
-  return fn(fwd:port())
+  -- fwd is closed (its threads joined) on the way out, even when fn raises;
+  -- a connection that failed on the pod's side is reported in the run log
+  local function finish(...)
+    local _, last = fwd:status()
+    if last then audit.log("warn", string.format("port-forward to pod %s/%s:%d: %s", ns, name, port, last)) end
+    return ...
+  end
+  return finish(fn(fwd:port()))
 end
 
 return M
