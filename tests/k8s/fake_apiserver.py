@@ -48,7 +48,7 @@ class Fake:
             self.tokens[token] = user or "admin"
         self.defaults = {"controller_delay": args.controller_delay, "log_interval": args.log_interval,
                          "bookmark_interval": args.bookmark_interval, "watchlist": not args.no_watchlist,
-                         "controllers": True, "daemonset_nodes": 3}
+                         "controllers": True, "daemonset_nodes": 3, "exec_v5": True}
         self.config = dict(self.defaults)
         self.version = args.kube_version
         self.verbose = args.verbose

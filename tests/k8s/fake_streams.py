@@ -156,7 +156,8 @@ def serve_exec(h, req, rt, ns, name):
     if not argv:
         raise bad_request("you must specify at least 1 command")
     want = {k: (q.get(k) or ["false"])[0].lower() in ("1", "true") for k in ("stdin", "stdout", "stderr", "tty")}
-    up = upgrade(h, EXEC_PROTOCOLS)
+    # exec_v5 false: a server from before 1.30, which knows only v4
+    up = upgrade(h, EXEC_PROTOCOLS if h.fake.config.get("exec_v5", True) else EXEC_PROTOCOLS[1:])
     if up is None:
         raise bad_request("Upgrade request required")
     ws, proto = up

@@ -97,6 +97,14 @@ describe("k8s exec", function()
     end
   end)
 
+  it("falls back to v4.channel.k8s.io, where stdin cannot be closed", function()
+    fake:config { exec_v5 = false }
+    local r = c:exec { pod = "web-1", command = { "head", "-c", "5" }, stdin = "hello world" }
+    assert.are.same({ code = 0, stdout = "hello", stderr = "" }, r)
+    assert.are.equal(3, c:exec { pod = "web-1", command = { "sh", "-c", "exit 3" } }.code)
+    assert.are.equal("v4.channel.k8s.io", fake:control("GET", "/_fake/execs").items[1].protocol)
+  end)
+
   it("records the audited action; a dry run records what it would run", function()
     c:exec { pod = "web-1", container = "app", command = { "sh", "-c", "exit 2" } }
     local a = audit.recorded[#audit.recorded]
