@@ -12,7 +12,8 @@
  * transfer is aborted, and it is raised again once curl has returned and
  * everything the request holds has been released (the request state is a
  * to-be-closed userdata, so that happens on every path). The transfer
- * itself (state and callbacks) is in curl_xfer.c.
+ * itself (state and callbacks) is in curl_xfer.c; WebSockets and
+ * port-forwarding (client:websocket, client:port_forward) in curl_ws.c.
  */
 #include <ctype.h>
 #include <pthread.h>
