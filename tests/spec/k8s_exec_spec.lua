@@ -90,6 +90,9 @@ describe("k8s exec", function()
     assert.truthy(r.stdout:find("0\n$"))
     local r2 = c:exec { pod = "web-1", command = { "wc", "-c" }, stdin = s }
     assert.are.equal("19", r2.stdout:match("%d+"))
+    local r4 = c:exec { pod = "web-1", command = { "sh", "-c", "printf %s \"$1\" | wc -c", "sh", s } }
+    assert.are.equal("19", r4.stdout:match("%d+"))
+    assert.are.same({ "sh", "-c", "printf %s \"$1\" | wc -c", "sh", "[REDACTED]" }, audit.recorded[#audit.recorded].argv)
     local r3 = c:exec { pod = "web-1", command = { "cat" }, stdin = "plain text" }
     assert.are.equal("plain text", r3.stdout)
     for _, a in ipairs(audit.recorded) do

@@ -81,25 +81,26 @@ local function exit_code(status)
 end
 
 --- Runs a command in a pod's container, like kubectl exec. opts:
---- namespace, pod (or selector), container, command (the argv), stdin (a
+--- namespace, pod (or selector), container, command (the argv; an element
+--- may be a Secret, shown redacted), stdin (a
 --- string or Secret, sent then closed), timeout (300 s), expect_code (an
 --- exit code, or true for 0: anything else raises), dry_run.
 --- Returns {code=, stdout=, stderr=}, redacted.
----@param opts {namespace:string|nil, pod:string|nil, selector:string|table|nil, container:string|nil, command:string[], stdin:string|nil, timeout:number|nil, expect_code:integer|boolean|nil, dry_run:boolean|nil}
+---@param opts {namespace:string|nil, pod:string|nil, selector:string|table|nil, container:string|nil, command:(string|runbook.Secret)[], stdin:string|runbook.Secret|nil, timeout:number|nil, expect_code:integer|boolean|nil, dry_run:boolean|nil}
 ---@return {code:integer, stdout:string, stderr:string, dry_run:boolean|nil}
 function Cluster:exec(opts)
   if type(opts) ~= "table" then usage("exec: options table expected") end
   local argv = opts.command
   if type(argv) ~= "table" or #argv == 0 then usage("exec: command must be a non-empty list of strings") end
   for i, a in ipairs(argv) do
-    if type(a) ~= "string" then usage("exec: command[%d] must be a string, got %s", i, type(a)) end
+    if type(a) ~= "string" and not secret.is(a) then usage("exec: command[%d] must be a string or a secret, got %s", i, type(a)) end
   end
   if opts.stdin ~= nil and type(opts.stdin) ~= "string" and not secret.is(opts.stdin) then
     usage("exec: stdin must be a string or a secret")
   end
   local name, ns = M.pick_pod(self, opts, "exec")
   local shown = {}
-  for i, a in ipairs(argv) do shown[i] = host.scrub(a) end
+  for i, a in ipairs(argv) do shown[i] = secret.is(a) and "[REDACTED]" or host.scrub(a) end
   local object = string.format("v1 Pod %s/%s", ns, name)
   local action = { kind = "k8s", verb = "exec", object = object, namespace = ns, name = name,
     container = opts.container, argv = shown, server = self.client.server }
