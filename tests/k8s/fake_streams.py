@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from urllib.parse import parse_qs
 
-from fake_types import ApiError, bad_request
+from fake_types import bad_request
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
