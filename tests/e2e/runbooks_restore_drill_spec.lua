@@ -61,8 +61,8 @@ describe("runbooks/pg-restore-drill.lua", function()
     local r = rb.run { "check", RUNBOOK }
     assert.are.equal(2, r.code)
     assert.truthy(r.stderr:find("runbook: " .. RUNBOOK .. ": 6 problems", 1, true), r.stderr)
-    r = rb.run({ "check", RUNBOOK, "--param", "endpoint=" .. store.endpoint, "--param", "bucket=bowmark-backups",
-      "--param", "prefix=" .. PREFIX }, { env = env })
+    -- with the sandbox's values file and environment, as exec runs it
+    r = sb:runbook { "check", RUNBOOK, "--values", sb:values_file("pg-restore-drill") }
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stdout:find("runbook pg-restore-drill, 6 steps (0 manual), 0 parallel group(s)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }
