@@ -217,7 +217,7 @@ BUILTIN_TYPES = [
     ResourceType("", "v1", "ConfigMap", "configmaps", short=["cm"]),
     ResourceType("", "v1", "Service", "services", short=["svc"], categories=["all"], subresources=["status"],
                  verbs=["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
-    ResourceType("", "v1", "Pod", "pods", short=["po"], categories=["all"], subresources=["status", "log"]),
+    ResourceType("", "v1", "Pod", "pods", short=["po"], categories=["all"], subresources=["status", "log", "exec", "portforward"]),
     ResourceType("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", short=["pvc"], subresources=["status"]),
     ResourceType("", "v1", "ServiceAccount", "serviceaccounts", short=["sa"]),
     ResourceType("", "v1", "Event", "events", short=["ev"]),
