@@ -20,7 +20,7 @@ set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS OFF)
 set(CPACK_RUNBOOK_BINARY ${CMAKE_BINARY_DIR}/runbook)
 set(CPACK_PROJECT_CONFIG_FILE ${CMAKE_SOURCE_DIR}/cmake/cpack_deps.cmake)
-set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "${PKG_CURL}, ${PKG_PQ}, ${PKG_HIREDIS}")
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "${PKG_CURL}, ${PKG_PQ}, ${PKG_HIREDIS}, ${PKG_MHD}")
 # libcrypto is dlopen'ed too (src/dl_crypto.h), but sealing a secret memo is
 # part of every engine: it stays a Depends, added to what dpkg-shlibdeps finds
 set(CPACK_RUNBOOK_EXTRA_DEPENDS "${PKG_CRYPTO}")

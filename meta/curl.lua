@@ -52,6 +52,40 @@ function Client:request(req) end
 
 function Client:close() end
 
+---@class runbook.curl.WebSocket
+local WebSocket = {}
+---@param data string|userdata
+---@param kind "binary"|"text"|"close"|nil
+---@param timeout number|nil
+---@return boolean|nil ok
+---@return string|nil err
+function WebSocket:send(data, kind, timeout) end
+---@param timeout number|nil
+---@return "binary"|"text"|"close"|nil kind
+---@return string data_or_error
+function WebSocket:recv(timeout) end
+---@return string protocol
+function WebSocket:protocol() end
+function WebSocket:close() end
+
+---@param opts {url:string, path:string, host:string, protocols:string, authorization:string|userdata|nil, timeout:number|nil}
+---@return runbook.curl.WebSocket|nil ws
+---@return runbook.Error|nil err
+function Client:websocket(opts) end
+
+---@class runbook.curl.PortForward
+local PortForward = {}
+---@return integer port
+function PortForward:port() end
+---@return integer accepted
+---@return string|nil last_error
+function PortForward:status() end
+function PortForward:close() end
+
+---@param opts {url:string, path:string, host:string, authorization:string|userdata|nil, local_port:integer|nil, timeout:number|nil}
+---@return runbook.curl.PortForward
+function Client:port_forward(opts) end
+
 ---@class runbook.curl
 local curl = {}
 

@@ -8,9 +8,10 @@
 --          SPACES_KEY=... SPACES_SECRET=... SMTP_PASSWORD=... MEILISEARCH_API_KEY=...
 --   runbook exec runbooks/bowmark-first-deploy.lua --values bowmark-prod.yaml
 local k8s = require "runbook.k8s"
-local secret = require "runbook.secret"
+local s3 = require "runbook.s3"
 local errors = require "runbook.errors"
 local files = require "bowmark"
+local secrets = require "lib.secrets"
 
 runbook "bowmark-first-deploy" {
   description = "First-time deployment of Bow-Mark (paving and concrete) on DOKS",
@@ -30,6 +31,7 @@ with the same client against the Service, and checks its output.]],
     jwt_secret = { secret = true, env = "BOWMARK_JWT_SECRET", doc = "`general` Secret" },
     spaces_name = { env = "SPACES_NAME", doc = "the Spaces bucket (backups)" },
     spaces_region = { env = "SPACES_REGION", doc = "e.g. nyc3" },
+    spaces_endpoint = { required = false, doc = "default https://<spaces_region>.digitaloceanspaces.com" },
     spaces_key = { secret = true, env = "SPACES_KEY" },
     spaces_secret = { secret = true, env = "SPACES_SECRET" },
     email_from = { env = "BOWMARK_EMAIL_FROM" },
@@ -76,16 +78,14 @@ end
 
 -- ---------------------------------------------------------------------------
 
-step "B1" {
+secrets.generate "B1" {
   title = "Generate and Store Passwords",
   owner = "DevOps",
   doc = "PG_PASS and RMQ_PASS: `openssl rand -hex 32` each, generated once for the run.",
-  run = function(ctx)
-    return {
-      postgres_password = ctx:once("postgres-password", function() return secret.random { bytes = 32, encoding = "hex" } end),
-      rabbitmq_password = ctx:once("rabbitmq-password", function() return secret.random { bytes = 32, encoding = "hex" } end),
-    }
-  end,
+  values = {
+    postgres_password = { once = "postgres-password", bytes = 32, encoding = "hex" },
+    rabbitmq_password = { once = "rabbitmq-password", bytes = 32, encoding = "hex" },
+  },
 }
 
 step "B2" {
@@ -145,6 +145,27 @@ PVCs to be bound and both StatefulSets to be rolled out.]],
       c:rollout_status { kind = "StatefulSet", name = name, timeout = 600 }
     end
     return { created = report.created, configured = report.configured, unchanged = report.unchanged }
+  end,
+}
+
+step "B3-spaces" {
+  title = "Spaces lifecycle rule on pg-backups/",
+  owner = "DevOps",
+  needs = "B2",
+  doc = [[The guide's safety net behind the CronJob's 30-day cleanup: the Space deletes
+objects under pg-backups/ after 35 days itself, and aborts uploads left
+unfinished for a day. The Space itself is made in the DigitalOcean control panel.]],
+  run = function(ctx)
+    local p = ctx.params
+    local spaces <close> = s3.connect { endpoint = p.spaces_endpoint or ("https://" .. p.spaces_region .. ".digitaloceanspaces.com"),
+      region = p.spaces_region, access_key = p.spaces_key, secret_key = p.spaces_secret }
+    if not spaces:bucket_exists(p.spaces_name) then
+      errors.raise { kind = "verify", code = "no-space", message = "the Space " .. p.spaces_name .. " does not exist in "
+        .. p.spaces_region .. " (or these keys cannot see it): create it in the DigitalOcean control panel" }
+    end
+    local result = spaces:ensure_lifecycle { bucket = p.spaces_name,
+      rules = { { id = "pg-backups-35d", prefix = "pg-backups/", expire_days = 35, abort_incomplete_days = 1 } } }
+    return { space = p.spaces_name, lifecycle = result }
   end,
 }
 

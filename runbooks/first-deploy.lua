@@ -10,11 +10,12 @@
 --          SENTRY_DSN=... TEZCA_ADMIN_JWT=...
 --   runbook exec runbooks/first-deploy.lua
 local k8s = require "runbook.k8s"
-local secret = require "runbook.secret"
 local http = require "runbook.http"
 local dns = require "runbook.dns"
 local s3 = require "runbook.s3"
 local errors = require "runbook.errors"
+local secrets = require "lib.secrets"
+local smoke = require "lib.smoke"
 
 runbook "tezca-first-deploy" {
   description = "First production deploy of Tezca (tezca.mx): M1-M14 of the deployment guide",
@@ -35,6 +36,10 @@ environment and volumes), their logs in the run log.]],
     api_url = { required = false, doc = "the API's base URL (default https://api.<domain>)" },
     admin_url = { required = false, doc = "the admin console's base URL (default https://admin.<domain>)" },
     ca_file = { required = false, doc = "a CA to trust for the HTTPS checks, besides the system's (staging, tests)" },
+    www_host = { required = false, doc = "the www host M5 checks (default www.<domain>)" },
+    tunnel_host = { default = "tunnel.enclii.dev", doc = "the CNAME target of the four hosts (M5)" },
+    dns_proxied = { type = "boolean", default = true,
+      doc = "the records are proxied by Cloudflare, which hides their CNAME: M5 then checks that they resolve, not their target" },
     api_image = { default = "ghcr.io/madfam-org/tezca/api", doc = "the API image repository" },
     image_tag = { required = false, doc = "run the one-off Jobs with this tag of api_image (default: the image tezca-api runs)" },
     db_host = { env = "TEZCA_DB_HOST", doc = "the shared PostgreSQL cluster's endpoint (DB_HOST)" },
@@ -76,10 +81,6 @@ local function urls(ctx)
     api = p.api_url or ("https://api." .. p.domain),
     admin = p.admin_url or ("https://admin." .. p.domain),
   }
-end
-
-local function tls(ctx)
-  return { ca_file = ctx.params.ca_file }
 end
 
 -- A Job name of this run: a resumed run finds its own Job again, a new
@@ -171,7 +172,7 @@ In github.com/madfam-org/tezca > Settings > Secrets and variables > Actions (or 
 Then confirm: runbook confirm <run> M2]],
 }
 
-step "M3" {
+secrets.app_secret "M3" {
   title = "Create K8s tezca-secrets",
   owner = "DevOps",
   doc = [[DJANGO_SECRET_KEY (50 random bytes) and DB_PASSWORD (32) are generated once
@@ -179,24 +180,21 @@ per run, base64 like `openssl rand -base64`; a resumed run writes the very same
 values. An existing Secret is kept as it is. The `tezca` role on the shared
 PostgreSQL cluster must be given this DB_PASSWORD (read it with
 `kubectl -n tezca get secret tezca-secrets -o jsonpath='{.data.DB_PASSWORD}' | base64 -d`).]],
-  run = function(ctx)
+  name = "tezca-secrets",
+  create_namespace = true,
+  generate = {
+    DJANGO_SECRET_KEY = { once = "django-secret-key", bytes = 50, encoding = "base64" },
+    DB_PASSWORD = { once = "db-password", bytes = 32, encoding = "base64" },
+  },
+  data = function(ctx)
     local p = ctx.params
-    local c = cluster(ctx)
-    c:apply { apiVersion = "v1", kind = "Namespace", metadata = { name = p.namespace } }
-    local _, result = ensure_secret(ctx, c, {
-      name = "tezca-secrets",
-      data = {
-        DJANGO_SECRET_KEY = ctx:once("django-secret-key", function() return secret.random { bytes = 50, encoding = "base64" } end),
-        DB_USER = "tezca",
-        DB_PASSWORD = ctx:once("db-password", function() return secret.random { bytes = 32, encoding = "base64" } end),
-        DB_HOST = p.db_host,
-        JANUA_API_KEY = p.janua_api_key,
-        JANUA_PUBLISHABLE_KEY = p.janua_publishable_key,
-        JANUA_SECRET_KEY = p.janua_secret_key,
-      },
-      if_exists = "keep",
-    })
-    return { secret = "tezca-secrets", result = result }
+    return {
+      DB_USER = "tezca",
+      DB_HOST = p.db_host,
+      JANUA_API_KEY = p.janua_api_key,
+      JANUA_PUBLISHABLE_KEY = p.janua_publishable_key,
+      JANUA_SECRET_KEY = p.janua_secret_key,
+    }
   end,
 }
 
@@ -249,12 +247,24 @@ manual "M5" {
   instructions = [[
 Cloudflare zone tezca.mx: enclii provisions CNAME records to tunnel.enclii.dev for
 tezca.mx, www.tezca.mx, api.tezca.mx and admin.tezca.mx. Check them in the dashboard
-(DNS > Records; proxied). This step confirms itself once the three names resolve.]],
+(DNS > Records; proxied). This step confirms itself once the four names resolve
+(and, for records that are not proxied, once each is a CNAME to the tunnel).]],
   verify = function(ctx)
-    local all = true
-    for _, url in pairs(urls(ctx)) do
-      local host = url:match("^https?://%[?([^/:%]]+)")
-      if not dns.resolves(host) then all = false end
+    local p = ctx.params
+    local hosts = {}
+    for _, url in pairs(urls(ctx)) do hosts[#hosts + 1] = url:match("^https?://%[?([^/:%]]+)") end
+    hosts[#hosts + 1] = p.www_host or ("www." .. p.domain)
+    table.sort(hosts)
+    local all, seen_hosts = true, {}
+    for _, host in ipairs(hosts) do
+      if not seen_hosts[host] then
+        seen_hosts[host] = true
+        local ok = dns.resolves(host, { expect = (not p.dns_proxied) and p.tunnel_host or nil })
+        if not ok then all = false end
+      end
+    end
+    if all and p.dns_proxied then
+      ctx:log("the names resolve; proxied records hide their CNAME: check in the dashboard that they point at %s", p.tunnel_host)
     end
     return all
   end,
@@ -356,15 +366,15 @@ Row 1 (Docker builds) and row 10 (CI/CD pipeline) belong to CI; row 8 is M10-log
       c:rollout_status { kind = "Deployment", name = name, timeout = 600 }
     end
     local u = urls(ctx)
-    local results = http.check({
+    local results = smoke.check(ctx, u.api, {
       { name = "2 Web health", url = u.web .. "/api/health", json = { status = "ok" } },
       { name = "3 API health", url = u.api .. "/api/v1/admin/health/", json = { status = "healthy", database = "connected" } },
       { name = "4 Admin health", url = u.admin .. "/api/health", json = { status = "ok" } },
-      { name = "5 Public API (no auth)", url = u.api .. "/api/v1/laws/", status = 200 },
-      { name = "6 Admin API (no auth)", url = u.api .. "/api/v1/admin/metrics/", status = 401 },
-      { name = "7 Admin API (valid JWT)", url = u.api .. "/api/v1/admin/metrics/", status = 200,
+      { name = "5 Public API (no auth)", path = "/api/v1/laws/", status = 200 },
+      { name = "6 Admin API (no auth)", path = "/api/v1/admin/metrics/", status = 401 },
+      { name = "7 Admin API (valid JWT)", path = "/api/v1/admin/metrics/", status = 200,
         headers = { Authorization = "Bearer " .. p.admin_jwt } },
-    }, tls(ctx))
+    })
     local check = api_job(ctx, c, "tezca-check-deploy", { "python", "apps/manage.py", "check", "--deploy" }, { timeout = 900 })
     return { http_checks = #results, django_check = check.name }
   end,
@@ -420,6 +430,37 @@ parallel "secrets" {
       return { result = result }
     end,
   },
+}
+
+-- the Deployments whose pods read R2's and Sentry's variables
+local RESTART = { "tezca-api", "tezca-worker", "tezca-beat", "tezca-web", "tezca-admin" }
+
+step "M12-restart" {
+  title = "Restart the pods so they see the R2 and Sentry variables",
+  owner = "DevOps",
+  needs = { "M6", "M11", "M12" },
+  doc = [[A pod reads its environment when it starts: tezca-api, -worker, -beat, -web and
+-admin are restarted (`kubectl rollout restart`) and waited for, unless both
+Secrets were already as wanted.]],
+  timeout = 1800,
+  run = function(ctx)
+    local o = ctx.outputs
+    if o.M11.result == "unchanged" and o.M12.result == "unchanged" then
+      ctx:log("tezca-r2-credentials and tezca-sentry were already as wanted: no restart")
+      return { restarted = {} }
+    end
+    local c = cluster(ctx)
+    local restarted = {}
+    for _, name in ipairs(RESTART) do
+      if c:get { api_version = "apps/v1", kind = "Deployment", name = name } then
+        c:rollout_restart { kind = "Deployment", name = name, wait = true, timeout = 600 }
+        restarted[#restarted + 1] = name
+      elseif not ctx.dry_run then
+        ctx:warn("deployment %s/%s not found: not restarted", ctx.params.namespace, name)
+      end
+    end
+    return { restarted = restarted }
+  end,
 }
 
 local function r2(ctx)

@@ -7,9 +7,8 @@
 --
 --   runbook exec runbooks/janua-rollout.lua --param image_tag=2026.03.1 --new
 local k8s = require "runbook.k8s"
-local http = require "runbook.http"
-local wait = require "runbook.wait"
 local errors = require "runbook.errors"
+local smoke = require "lib.smoke"
 
 runbook "janua-rollout" {
   description = "Zero-downtime rollout of the Janua API to a new image",
@@ -57,22 +56,38 @@ local function set_image(ctx, c, image)
   return c:rollout_status { kind = "Deployment", name = ctx.params.deployment, timeout = ctx.params.rollout_timeout }
 end
 
+local HEALTH = {
+  { name = "liveness /health", path = "/health", status = 200 },
+  { name = "readiness /ready", path = "/ready", status = 200 },
+}
+
 local function health(ctx)
-  local base = ctx.params.api_url
-  return http.check({
-    { name = "liveness /health", url = base .. "/health", status = 200 },
-    { name = "readiness /ready", url = base .. "/ready", status = 200 },
-  }, { ca_file = ctx.params.ca_file, timeout = 10 })
+  return smoke.check(ctx, ctx.params.api_url, HEALTH, { timeout = 10 })
+end
+
+-- J2's promise (every replica serves until its replacement is ready) holds
+-- only for a rolling update with maxUnavailable 0.
+local function zero_downtime(ctx, c)
+  local d = c:get(ref(ctx))
+  local strategy = d and d.spec.strategy or {}
+  local max = strategy.rollingUpdate and strategy.rollingUpdate.maxUnavailable
+  if (strategy.type or "RollingUpdate") ~= "RollingUpdate" or not (max == 0 or max == "0" or max == "0%") then
+    errors.raise { kind = "verify", code = "strategy", message = string.format(
+      "deployment %s has strategy %s with maxUnavailable %s: a zero-downtime rollout needs RollingUpdate with maxUnavailable: 0 (set it in the manifest first)",
+      ctx.params.deployment, tostring(strategy.type or "RollingUpdate"), tostring(max == nil and "25% (the default)" or max)) }
+  end
 end
 
 local target = function(ctx) return ctx.params.image .. ":" .. ctx.params.image_tag end
 
 step "J1" {
   title = "Pre-deployment checks",
-  doc = "The running release is fully rolled out and healthy; its image is what a failed rollout returns to.",
+  doc = [[The running release is fully rolled out and healthy, and rolls out with
+maxUnavailable 0 (what J2 relies on); its image is what a failed rollout returns to.]],
   run = function(ctx)
     local c = cluster(ctx)
     c:rollout_status { kind = "Deployment", name = ctx.params.deployment, timeout = 120 }
+    zero_downtime(ctx, c)
     health(ctx)
     local image, d = current_image(ctx, c)
     return { previous_image = image, revision = d.metadata.annotations and d.metadata.annotations["deployment.kubernetes.io/revision"] }
@@ -115,15 +130,15 @@ previous image is set again at once and the step fails.]],
   end,
 }
 
-step "J3" {
+smoke.step "J3" {
   title = "Post-deployment health checks",
   needs = "J2",
   doc = "Readiness within two minutes, then /health and /ready. If they fail: runbook rollback <run>.",
   timeout = 300,
-  run = function(ctx)
-    wait.http(ctx.params.api_url .. "/ready", { timeout = 120, interval = 2, ca_file = ctx.params.ca_file,
-      what = "Janua to report ready" })
-    health(ctx)
-  end,
+  ready = "/ready",
+  ready_timeout = 120,
+  ready_what = "Janua to report ready",
+  checks = HEALTH,
+  check_timeout = 10,
   undo = function() end, -- it only looked
 }

@@ -9,6 +9,7 @@ local http = require "runbook.http"
 local secret = require "runbook.secret"
 local wait = require "runbook.wait"
 local errors = require "runbook.errors"
+local smoke = require "lib.smoke"
 
 runbook "tessera-bootstrap" {
   description = "Migrate Tessera and bootstrap its first team and admin API key",
@@ -178,23 +179,23 @@ step "T5" {
   end,
 }
 
-step "T6" {
+smoke.step "T6" {
   title = "Health checks",
   needs = "T5",
-  run = function(ctx)
-    local c = cluster(ctx)
-    local key = stored_admin_key(ctx, c)
+  prepare = function(ctx)
+    local key = stored_admin_key(ctx, cluster(ctx))
     if not key and not ctx.dry_run then
       errors.raise { kind = "verify", message = "Tessera does not accept the stored admin API key" }
     end
-    local u = ctx.params.api_url
+    return key
+  end,
+  checks = function(_, key)
     local rows = {
-      { name = "liveness (app running)", url = u .. "/health/live", status = 200 },
-      { name = "readiness (database connected)", url = u .. "/health/ready", status = 200 },
-      { name = "general health", url = u .. "/health", status = 200 },
+      { name = "liveness (app running)", path = "/health/live", status = 200 },
+      { name = "readiness (database connected)", path = "/health/ready", status = 200 },
+      { name = "general health", path = "/health", status = 200 },
     }
-    if key then rows[#rows + 1] = { name = "admin API key", url = u .. "/api/v1/teams", headers = { ["X-API-Key"] = key }, status = 200 } end
-    local results = http.check(rows, { ca_file = ctx.params.ca_file })
-    return { checks = #results }
+    if key then rows[#rows + 1] = { name = "admin API key", path = "/api/v1/teams", headers = { ["X-API-Key"] = key }, status = 200 } end
+    return rows
   end,
 }

@@ -8,13 +8,14 @@ set -eu
 what=${1:-test}
 
 build_pkgs="build-essential cmake ninja-build pkg-config liblua5.4-dev lua5.4 lua-busted
-  libcurl4-openssl-dev libjansson-dev libyaml-dev libpq-dev libhiredis-dev libssl-dev"
+  libcurl4-openssl-dev libjansson-dev libyaml-dev libpq-dev libhiredis-dev libssl-dev libmicrohttpd-dev"
 # libFuzzer comes with clang's runtime libraries (libclang_rt.fuzzer)
 fuzz_pkgs="clang libclang-rt-14-dev"
 # dpkg-dev (dpkg-shlibdeps) builds the .deb (scripts/package.sh); zsh and
-# groff-base check the completions and the man pages
+# groff-base check the completions and the man pages; chromium runs the
+# browser tests of runbook serve (tests/web)
 test_pkgs="postgresql postgresql-client redis-server redis-tools openssl python3 ca-certificates procps iproute2 util-linux
-  dpkg-dev zsh groff-base gzip"
+  dpkg-dev zsh groff-base gzip chromium"
 
 pkgs=$build_pkgs
 [ "$what" = fuzz ] && pkgs="$pkgs $fuzz_pkgs"
@@ -87,5 +88,17 @@ if [ "$what" = test ]; then
     mkdir -p "$node_dir"
     npm install --no-audit --no-fund --prefix "$node_dir" ajv@8 ajv-cli@5 ajv-formats@2 markdown-it@14 >/dev/null ||
       echo "deps: npm install failed: the events and doc specs will try again" >&2
+  fi
+fi
+
+# the browser tests of runbook serve drive Debian's chromium with
+# playwright-core from the npm registry, installed into tests/web/node_modules
+# from its lock file (no browser is downloaded: they use /usr/bin/chromium)
+if [ "$what" = test ]; then
+  here=$(cd "$(dirname "$0")/.." && pwd)
+  if [ ! -d "$here/tests/web/node_modules/playwright-core" ]; then
+    echo "deps: installing playwright-core into tests/web/node_modules"
+    (cd "$here/tests/web" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null) ||
+      echo "deps: could not install playwright-core (npm ci in tests/web failed); the web tests will be skipped" >&2
   fi
 fi

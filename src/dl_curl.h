@@ -8,7 +8,7 @@
 #include "dynlib.h"
 
 #define RB_CURL_FUNCS(X)                                                                           \
-  X(curl_easy_cleanup) X(curl_easy_getinfo) X(curl_easy_init) X(curl_easy_perform)                 \
+  X(curl_easy_cleanup) X(curl_easy_getinfo) X(curl_easy_init) X(curl_easy_perform) X(curl_easy_recv) X(curl_easy_send)                \
   X(curl_easy_reset) X(curl_easy_setopt) X(curl_easy_strerror) X(curl_global_init)                 \
   X(curl_slist_append) X(curl_slist_free_all) X(curl_version_info) X(curl_multi_init)              \
   X(curl_multi_cleanup) X(curl_multi_add_handle) X(curl_multi_remove_handle)                       \
@@ -30,7 +30,9 @@ extern struct rb_curl_api rb_curl;
 #define curl_easy_getinfo (rb_curl.curl_easy_getinfo)
 #define curl_easy_init (rb_curl.curl_easy_init)
 #define curl_easy_perform (rb_curl.curl_easy_perform)
+#define curl_easy_recv (rb_curl.curl_easy_recv)
 #define curl_easy_reset (rb_curl.curl_easy_reset)
+#define curl_easy_send (rb_curl.curl_easy_send)
 #define curl_easy_setopt (rb_curl.curl_easy_setopt)
 #define curl_easy_strerror (rb_curl.curl_easy_strerror)
 #define curl_global_init (rb_curl.curl_global_init)

@@ -1,5 +1,5 @@
 /*
- * libcurl, libpq and hiredis loaded with dlopen the first time a runbook
+ * libcurl, libpq, hiredis and libmicrohttpd loaded with dlopen the first time a runbook
  * uses them (dynlib.h, dl_*.h), so a runbook that never talks HTTP,
  * PostgreSQL or Redis starts without them; a library that is missing is
  * reported once, naming the Debian package that ships it.
@@ -12,6 +12,7 @@
 
 #include "dl_crypto.h"
 #include "dl_curl.h"
+#include "dl_mhd.h"
 #include "dl_pq.h"
 #include "dl_redis.h"
 #include "dynlib.h"
@@ -20,6 +21,7 @@ struct rb_crypto_api rb_crypto;
 struct rb_curl_api rb_curl;
 struct rb_pq_api rb_pq;
 struct rb_redis_api rb_redis;
+struct rb_mhd_api rb_mhd;
 
 /* One library: its soname (from the build, see CMakeLists.txt), the
  * package that ships it, and the outcome of the one attempt to load it. */
@@ -48,6 +50,7 @@ static struct lib crypto_lib = {RB_SONAME_CRYPTO, RB_PKG_CRYPTO, PTHREAD_ONCE_IN
 static struct lib curl_lib = {RB_SONAME_CURL, RB_PKG_CURL, PTHREAD_ONCE_INIT, 0, ""};
 static struct lib pq_lib = {RB_SONAME_PQ, RB_PKG_PQ, PTHREAD_ONCE_INIT, 0, ""};
 static struct lib redis_lib = {RB_SONAME_HIREDIS, RB_PKG_HIREDIS, PTHREAD_ONCE_INIT, 0, ""};
+static struct lib mhd_lib = {RB_SONAME_MHD, RB_PKG_MHD, PTHREAD_ONCE_INIT, 0, ""};
 
 static void load_crypto(void) {
   struct lib *l = &crypto_lib;
@@ -97,6 +100,18 @@ static void load_redis(void) {
   l->rc = rc;
 }
 
+static void load_mhd(void) {
+  struct lib *l = &mhd_lib;
+  void *h = open_lib(l);
+  int rc = h ? 0 : -1;
+#define X(name) LOAD_SYM(rb_mhd, name)
+  if (h) {
+    RB_MHD_FUNCS(X)
+  }
+#undef X
+  l->rc = rc;
+}
+
 static int result(struct lib *l, char *err, size_t errlen) {
   if (l->rc != 0)
     snprintf(err, errlen, "%s", l->err);
@@ -121,4 +136,9 @@ int rb_dl_pq(char *err, size_t errlen) {
 int rb_dl_redis(char *err, size_t errlen) {
   pthread_once(&redis_lib.once, load_redis);
   return result(&redis_lib, err, errlen);
+}
+
+int rb_dl_mhd(char *err, size_t errlen) {
+  pthread_once(&mhd_lib.once, load_mhd);
+  return result(&mhd_lib, err, errlen);
 }

@@ -19,5 +19,6 @@ int rb_dl_curl(char *err, size_t errlen);
 int rb_dl_crypto(char *err, size_t errlen);
 int rb_dl_pq(char *err, size_t errlen);
 int rb_dl_redis(char *err, size_t errlen);
+int rb_dl_mhd(char *err, size_t errlen); /* libmicrohttpd, for runbook serve */
 
 #endif

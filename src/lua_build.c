@@ -3,7 +3,7 @@
  * for `runbook version`. Versions are asked of the libraries at run time
  * where they can say (OpenSSL, jansson, libyaml, libcurl, libpq): a
  * packaged binary runs against whatever the system has, not the headers it
- * was built with. libcurl, libpq and hiredis are dlopen'ed (src/dynlib.c),
+ * was built with. libcurl, libpq, hiredis and libmicrohttpd are dlopen'ed (src/dynlib.c),
  * so load(name) loads one on demand and reports the version or the error
  * naming the package to install.
  */
@@ -17,6 +17,7 @@
 #include "build_commit.h"
 #include "dl_crypto.h"
 #include "dl_curl.h"
+#include "dl_mhd.h"
 #include "dl_pq.h"
 #include "dl_redis.h"
 
@@ -41,18 +42,20 @@ static int f_info(lua_State *L) {
   setstr(L, "curl", RB_SONAME_CURL);
   setstr(L, "pq", RB_SONAME_PQ);
   setstr(L, "hiredis", RB_SONAME_HIREDIS);
+  setstr(L, "mhd", RB_SONAME_MHD);
   lua_setfield(L, -2, "sonames");
   lua_createtable(L, 0, 3);
   setstr(L, "curl", RB_PKG_CURL);
   setstr(L, "pq", RB_PKG_PQ);
   setstr(L, "hiredis", RB_PKG_HIREDIS);
+  setstr(L, "mhd", RB_PKG_MHD);
   lua_setfield(L, -2, "packages");
   return 1;
 }
 
-/* load("curl"|"pq"|"hiredis") -> version string, or nil and the load error */
+/* load("curl"|"pq"|"hiredis"|"mhd") -> version string, or nil and the load error */
 static int f_load(lua_State *L) {
-  static const char *const names[] = {"curl", "pq", "hiredis", NULL};
+  static const char *const names[] = {"curl", "pq", "hiredis", "mhd", NULL};
   int which = luaL_checkoption(L, 1, NULL, names);
   char err[300];
   char buf[32];
@@ -73,6 +76,11 @@ static int f_load(lua_State *L) {
     lua_pushstring(L, buf);
     return 1;
   }
+  case 3:
+    if (rb_dl_mhd(err, sizeof err) != 0)
+      break;
+    lua_pushstring(L, MHD_get_version());
+    return 1;
   default:
     if (rb_dl_redis(err, sizeof err) != 0)
       break;

@@ -12,7 +12,8 @@
  * transfer is aborted, and it is raised again once curl has returned and
  * everything the request holds has been released (the request state is a
  * to-be-closed userdata, so that happens on every path). The transfer
- * itself (state and callbacks) is in curl_xfer.c.
+ * itself (state and callbacks) is in curl_xfer.c; WebSockets and
+ * port-forwarding (client:websocket, client:port_forward) in curl_ws.c.
  */
 #include <ctype.h>
 #include <pthread.h>
@@ -30,24 +31,9 @@
 #include "host.h"
 #include "modules.h"
 #include "secret.h"
+#include "curl_client.h"
 
-#define CLIENT_MT "runbook.curl.Client"
 #define REQ_MT "runbook.curl.Request"
-
-struct blob {
-  char *data;
-  size_t len;
-};
-
-struct client {
-  CURL *easy;   /* NULL while closed */
-  CURLM *multi; /* request_many's transfers and their connections, made on first use */
-  int busy;   /* a request is running (callbacks must not close or reuse it) */
-  char *ca_file, *cert_file, *key_file, *user_agent, *proxy, *tls_server_name;
-  struct blob ca_data, cert_data, key_data;
-  int insecure, http2;
-  double timeout, connect_timeout;
-};
 
 /* ---- client lifecycle ------------------------------------------------------ */
 
@@ -1012,6 +998,17 @@ static int m_request_many(lua_State *L) {
   return 2;
 }
 
+/* ---- for curl_ws.c ------------------------------------------------------------------- */
+
+void rb_curl_apply_client(struct client *c, CURL *e) { apply_client(c, e); }
+void rb_curl_client_release(struct client *c) { client_release(c); }
+struct client *rb_curl_check_client(lua_State *L, int idx) { return check_client(L, idx); }
+char *rb_curl_dup_bytes(lua_State *L, const char *p, size_t n) { return dup_bytes(L, p, n); }
+void rb_curl_push_request_error(lua_State *L, const char *kind, const char *code, CURLcode rc, const char *method,
+                                const char *url, const char *detail) {
+  push_request_error(L, kind, code, rc, method, url, detail);
+}
+
 /* ---- module ------------------------------------------------------------------------------ */
 
 /* curl.version() -> "7.88.1", {http2=true, ssl="OpenSSL/3.0.x"} */
@@ -1034,6 +1031,8 @@ static const luaL_Reg funcs[] = {
 
 static const luaL_Reg methods[] = {
   {"request", m_request},
+  {"websocket", rb_curl_websocket},
+  {"port_forward", rb_curl_port_forward},
   {"request_many", m_request_many},
   {"close", client_close},
   {NULL, NULL},
@@ -1073,6 +1072,7 @@ int luaopen_runbook__curl(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
+  rb_curl_ws_register(L);
   luaL_newlib(L, funcs);
   return 1;
 }

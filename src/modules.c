@@ -30,6 +30,7 @@ static const luaL_Reg cores[] = {
   {"runbook._curl", luaopen_runbook__curl},
   {"runbook._hash", luaopen_runbook__hash},
   {"runbook._build", luaopen_runbook__build},
+  {"runbook._httpd", luaopen_runbook__httpd},
   {NULL, NULL},
 };
 

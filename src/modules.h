@@ -41,5 +41,6 @@ int luaopen_runbook__pg(lua_State *L);      /* src/lua_pg.c */
 int luaopen_runbook__curl(lua_State *L);    /* src/lua_curl.c */
 int luaopen_runbook__hash(lua_State *L);    /* src/lua_hash.c */
 int luaopen_runbook__build(lua_State *L);   /* src/lua_build.c */
+int luaopen_runbook__httpd(lua_State *L);   /* src/lua_httpd.c */
 
 #endif

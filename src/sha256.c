@@ -68,6 +68,7 @@ static void compress_portable(uint32_t h[8], const uint8_t *p, size_t nblocks) {
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#include <cpuid.h>
 
 /*
  * The SHA extensions keep the state as two registers, ABEF and CDGH (each
@@ -117,9 +118,13 @@ __attribute__((target("sha,sse4.1"))) static void compress_shani(uint32_t h[8], 
 static void (*compress)(uint32_t[8], const uint8_t *, size_t) = compress_portable;
 
 /* chosen once, before main, so threads only ever read it */
+/* CPUID rather than __builtin_cpu_supports("sha"), which clang 14 lacks:
+ * leaf 7 EBX bit 29 is SHA, leaf 1 ECX bit 19 is SSE4.1 */
 __attribute__((constructor)) static void compress_pick(void) {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1"))
+  unsigned a, b, c, d;
+  int sse41 = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 19));
+  int sha = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29));
+  if (sha && sse41)
     compress = compress_shani;
 }
 

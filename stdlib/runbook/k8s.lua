@@ -28,7 +28,8 @@ local v = objects.value
 local Cluster = {}
 Cluster.__index = Cluster
 
-for _, mod in ipairs { "runbook.k8s._objects", "runbook.k8s._secrets", "runbook.k8s._wait", "runbook.k8s._jobs" } do
+for _, mod in ipairs { "runbook.k8s._objects", "runbook.k8s._secrets", "runbook.k8s._wait", "runbook.k8s._jobs",
+  "runbook.k8s._streams" } do
   for name, fn in pairs(require(mod).methods) do Cluster[name] = fn end
 end
 

@@ -14,6 +14,7 @@ local secret = require "runbook.secret"
 local url_lib = require "runbook.http.url"
 local sigv4 = require "runbook.s3.sigv4"
 local xml = require "runbook.s3._xml"
+local md5 = require "runbook.s3._md5"
 
 local M = {}
 
@@ -252,6 +253,148 @@ function S3:delete_bucket(bucket)
   end
   self:_must { verb = "delete-bucket", method = "DELETE", bucket = bucket, retry = true }
   record { kind = "s3", verb = "delete-bucket", bucket = bucket, summary = "deleted bucket " .. target(bucket) }
+end
+
+-- ---- lifecycle rules -----------------------------------------------------------
+
+local LC_FIELDS = { id = true, prefix = true, expire_days = true, abort_incomplete_days = true }
+
+local function lc_days(v, what, id)
+  if v == nil then return nil end
+  local n = math.tointeger(tonumber(v))
+  if not n or n < 1 then error("s3:ensure_lifecycle: rule " .. id .. ": " .. what .. " must be a whole number of days >= 1", 4) end
+  return n
+end
+
+local function lc_rules(rules)
+  if type(rules) ~= "table" or #rules == 0 then error("s3:ensure_lifecycle: rules must be a non-empty list", 3) end
+  local out, seen = {}, {}
+  for i, r in ipairs(rules) do
+    if type(r) ~= "table" then error("s3:ensure_lifecycle: rule " .. i .. " must be a table", 3) end
+    for k in pairs(r) do
+      if not LC_FIELDS[k] then error("s3:ensure_lifecycle: rule " .. i .. ": unknown field '" .. tostring(k) .. "'", 3) end
+    end
+    if type(r.id) ~= "string" or r.id == "" then error("s3:ensure_lifecycle: rule " .. i .. " needs an id", 3) end
+    if seen[r.id] then error("s3:ensure_lifecycle: rule id " .. r.id .. " given twice", 3) end
+    seen[r.id] = true
+    local rule = { id = r.id, prefix = r.prefix or "", expire_days = lc_days(r.expire_days, "expire_days", r.id),
+      abort_incomplete_days = lc_days(r.abort_incomplete_days, "abort_incomplete_days", r.id) }
+    if not rule.expire_days and not rule.abort_incomplete_days then
+      error("s3:ensure_lifecycle: rule " .. r.id .. " needs expire_days or abort_incomplete_days", 3)
+    end
+    out[#out + 1] = rule
+  end
+  return out
+end
+
+-- A <Rule> of a GetBucketLifecycleConfiguration answer as the fields this
+-- module writes; `plain` is false when it has anything else (transitions,
+-- tags, versions, a disabled status): such a rule is never "the same".
+local function lc_parse(block)
+  local filter = xml.blocks(block, "Filter")[1]
+  local prefix = xml.text(filter or block, "Prefix") or ""
+  local exp = xml.blocks(block, "Expiration")[1]
+  local abort = xml.blocks(block, "AbortIncompleteMultipartUpload")[1]
+  local rule = {
+    id = xml.text(block, "ID") or "", prefix = prefix,
+    expire_days = exp and math.tointeger(tonumber(xml.text(exp, "Days") or "")) or nil,
+    abort_incomplete_days = abort and math.tointeger(tonumber(xml.text(abort, "DaysAfterInitiation") or "")) or nil,
+  }
+  local plain = xml.text(block, "Status") == "Enabled"
+  for _, other in ipairs { "Transition", "NoncurrentVersionExpiration", "NoncurrentVersionTransition", "Tag", "And",
+      "ObjectSizeGreaterThan", "ObjectSizeLessThan", "Date", "ExpiredObjectDeleteMarker" } do
+    if #xml.blocks(block, other) > 0 then plain = false end
+  end
+  return rule, plain
+end
+
+local function lc_xml(rule)
+  local b = { "<Rule><ID>", xml.escape(rule.id), "</ID><Filter><Prefix>", xml.escape(rule.prefix),
+    "</Prefix></Filter><Status>Enabled</Status>" }
+  if rule.expire_days then b[#b + 1] = "<Expiration><Days>" .. rule.expire_days .. "</Days></Expiration>" end
+  if rule.abort_incomplete_days then
+    b[#b + 1] = "<AbortIncompleteMultipartUpload><DaysAfterInitiation>" .. rule.abort_incomplete_days
+      .. "</DaysAfterInitiation></AbortIncompleteMultipartUpload>"
+  end
+  b[#b + 1] = "</Rule>"
+  return table.concat(b)
+end
+
+local function lc_describe(rule)
+  local parts = {}
+  if rule.expire_days then parts[#parts + 1] = "expire after " .. rule.expire_days .. " d" end
+  if rule.abort_incomplete_days then parts[#parts + 1] = "abort uploads after " .. rule.abort_incomplete_days .. " d" end
+  return rule.id .. " (" .. (rule.prefix ~= "" and rule.prefix or "whole bucket") .. ": " .. table.concat(parts, ", ") .. ")"
+end
+
+--- The bucket's lifecycle rules as {id, prefix, expire_days,
+--- abort_incomplete_days, plain} (plain: nothing else in the rule), or {}.
+---@param bucket string
+---@return table
+function S3:lifecycle(bucket)
+  if type(bucket) == "table" then bucket = bucket.bucket end
+  check_name(bucket, "bucket", "s3:lifecycle")
+  local res, err = self:_send { verb = "get-lifecycle", method = "GET", bucket = bucket, query = { lifecycle = "" },
+    retry = true, ok = { [200] = true, [404] = true } }
+  if not res then error(err, 0) end
+  if res.status == 404 then
+    local code = res.body ~= "" and xml.text(res.body, "Code") or nil
+    if code ~= "NoSuchLifecycleConfiguration" then
+      error(s3_error({ verb = "get-lifecycle", bucket = bucket }, 404, res.body ~= "" and res.body or nil, res.headers), 0)
+    end
+    return {}
+  end
+  local out = {}
+  for _, block in ipairs(xml.blocks(res.body, "Rule")) do
+    local rule, plain = lc_parse(block)
+    rule.plain, rule.xml = plain, "<Rule>" .. block .. "</Rule>"
+    out[#out + 1] = rule
+  end
+  return out
+end
+
+--- Makes the bucket's lifecycle configuration hold `rules` (each {id=,
+--- prefix=, expire_days=, abort_incomplete_days=}), keeping the rules of
+--- other ids as they are. Returns "unchanged", "configured" or "would
+--- configure" (dry run).
+---@param o table
+---@return string
+function S3:ensure_lifecycle(o)
+  if type(o) ~= "table" then error("s3:ensure_lifecycle: table expected", 2) end
+  check_name(o.bucket, "bucket", "s3:ensure_lifecycle")
+  local want = lc_rules(o.rules)
+  local have = self:lifecycle(o.bucket)
+  local by_id = {}
+  for _, r in ipairs(have) do by_id[r.id] = r end
+  local changed = {}
+  for _, w in ipairs(want) do
+    local h = by_id[w.id]
+    if not (h and h.plain and h.prefix == w.prefix and h.expire_days == w.expire_days
+        and h.abort_incomplete_days == w.abort_incomplete_days) then
+      changed[#changed + 1] = lc_describe(w)
+    end
+  end
+  if #changed == 0 then return "unchanged" end
+  local ids, wanted = {}, {}
+  for _, w in ipairs(want) do ids[#ids + 1] = w.id; wanted[w.id] = true end
+  local summary = "lifecycle of " .. target(o.bucket) .. ": " .. table.concat(changed, "; ")
+  if audit.dry_run() then
+    record { kind = "s3", verb = "put-lifecycle", bucket = o.bucket, rules = ids, dry_run = true, summary = "would set " .. summary }
+    return "would configure"
+  end
+  local b = { '<?xml version="1.0" encoding="UTF-8"?><LifecycleConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">' }
+  for _, r in ipairs(have) do
+    if not wanted[r.id] then b[#b + 1] = r.xml end
+  end
+  for _, w in ipairs(want) do b[#b + 1] = lc_xml(w) end
+  b[#b + 1] = "</LifecycleConfiguration>"
+  local body = table.concat(b)
+  -- S3 wants an integrity header on this PUT: Content-MD5 is the one every
+  -- implementation (AWS, Spaces/Ceph, R2, MinIO, moto) understands
+  self:_must { verb = "put-lifecycle", method = "PUT", bucket = o.bucket, query = { lifecycle = "" }, body = body, retry = true,
+    headers = { ["content-md5"] = crypto.base64_encode(md5.digest(body)), ["content-type"] = "application/xml" } }
+  record { kind = "s3", verb = "put-lifecycle", bucket = o.bucket, rules = ids, summary = "set " .. summary }
+  return "configured"
 end
 
 -- ---- objects --------------------------------------------------------------------

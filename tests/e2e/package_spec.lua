@@ -41,10 +41,10 @@ describe("the Debian package", function()
     for _, want in ipairs { "liblua5.4-0", "libjansson4", "libyaml-0-2", "libssl3", "libc6" } do
       assert.is_true(depends[want], want .. " missing from Depends: " .. field(info, "Depends"))
     end
-    for _, dl in ipairs { "libcurl4", "libpq5", "libhiredis0.14" } do
+    for _, dl in ipairs { "libcurl4", "libpq5", "libhiredis0.14", "libmicrohttpd12" } do
       assert.is_nil(depends[dl], dl .. " is dlopen'ed: not a Depends")
     end
-    assert.are.equal("libcurl4, libpq5, libhiredis0.14", field(info, "Recommends"))
+    assert.are.equal("libcurl4, libpq5, libhiredis0.14, libmicrohttpd12", field(info, "Recommends"))
   end)
 
   it("holds the install tree under /usr", function()

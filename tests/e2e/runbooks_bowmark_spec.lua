@@ -7,6 +7,8 @@
 -- image, and the final verification with a Job from the pg-backup CronJob.
 local rb = require "rbtest"
 local sandbox = require "sandbox"
+local s3 = require "runbook.s3"
+local secret = require "runbook.secret"
 local crypto = require "runbook._crypto"
 
 local RUNBOOK = rb.source_dir .. "/runbooks/bowmark-first-deploy.lua"
@@ -38,7 +40,9 @@ describe("runbooks/bowmark-first-deploy.lua", function()
   setup(function()
     dir = rb.tmpdir("bowmark")
     -- the sandbox's cluster has the bowmark namespace and the Jobs' output
-    sb = sandbox.up(dir, { services = { "k8s" }, quiet = true })
+    -- and moto plays the Space (its keys are the Spaces keys of the run)
+    sb = sandbox.up(dir, { services = { "k8s", "s3" }, quiet = true })
+    SECRETS.SPACES_KEY, SECRETS.SPACES_SECRET = sb.services.s3.access_key, sb.services.s3.secret_key
     fake = sb.fake
     c = sb:cluster("bowmark")
     env = {}
@@ -66,7 +70,7 @@ describe("runbooks/bowmark-first-deploy.lua", function()
     assert.truthy(r.stderr:find("missing required param 'jwt_secret' (set --param jwt_secret=... or the environment variable BOWMARK_JWT_SECRET)", 1, true), r.stderr)
     r = rb.run({ "check", RUNBOOK }, { env = env })
     assert.are.equal(0, r.code, r.stderr)
-    assert.truthy(r.stdout:find("runbook bowmark-first-deploy, 9 steps (2 manual), 1 parallel group(s)", 1, true), r.stdout)
+    assert.truthy(r.stdout:find("runbook bowmark-first-deploy, 10 steps (2 manual), 1 parallel group(s)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }
     assert.are.equal(0, d.code, d.stderr)
     for _, line in ipairs {
@@ -92,7 +96,8 @@ describe("runbooks/bowmark-first-deploy.lua", function()
       "B3       action k8s: apply apps/v1 StatefulSet bowmark/postgres: created (dry run)",
       "B3       action k8s: apply batch/v1 CronJob bowmark/pg-backup: created (dry run)",
       "B6-paving dry run: would run the paving backfill with server-deployment's image, once CI has deployed it",
-      "dry run complete: 9 step(s) would run; nothing was written",
+      "B3-spaces action s3: would set lifecycle of s3://bowmark-backups: pg-backups-35d (pg-backups/: expire after 35 d, abort uploads after 1 d)",
+      "dry run complete: 10 step(s) would run; nothing was written",
     } do
       assert.truthy(r.stderr:find(line, 1, true), "missing: " .. line .. "\n" .. r.stderr)
     end
@@ -232,6 +237,12 @@ describe("runbooks/bowmark-first-deploy.lua", function()
     end
     -- and the plain names stay readable in the audit trail
     assert.truthy(files[1]:find('"summary":"apply apps/v1 StatefulSet bowmark/postgres: created"', 1, true))
+    -- the Space deletes pg-backups/ objects after 35 days by itself
+    local m = sb.services.s3
+    local spaces <close> = s3.connect { endpoint = m.endpoint, access_key = m.access_key, secret_key = secret.wrap(m.secret_key) }
+    local rules = spaces:lifecycle(PLAIN.SPACES_NAME)
+    assert.are.same({ { "pg-backups-35d", "pg-backups/", 35, 1 } },
+      { { rules[1].id, rules[1].prefix, rules[1].expire_days, rules[1].abort_incomplete_days } })
     assert.are.equal(0, cmd("audit", "verify", run_id).code)
   end)
 end)

@@ -75,7 +75,7 @@ describe("runbooks/first-deploy.lua", function()
     -- with the sandbox's values file and environment, as exec runs it
     r = sb:runbook({ "check", RUNBOOK, "--values", sb:values_file("first-deploy") }, { env = env })
     assert.are.equal(0, r.code, r.stderr)
-    assert.truthy(r.stdout:find("runbook tezca-first-deploy, 17 steps (6 manual), 2 parallel group(s)", 1, true), r.stdout)
+    assert.truthy(r.stdout:find("runbook tezca-first-deploy, 18 steps (6 manual), 2 parallel group(s)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }
     assert.are.equal(0, d.code, d.stderr)
     for _, line in ipairs {
@@ -106,7 +106,7 @@ describe("runbooks/first-deploy.lua", function()
       "M14-dry  dry run: would run python scripts/migrate_to_r2.py --dry-run in a Job",
       "M14-approve (manual) would wait for a person: Approve the R2 data migration after its dry run",
       "M14      dry run: would run python scripts/migrate_to_r2.py in a Job",
-      "dry run complete: 17 step(s) would run; nothing was written",
+      "dry run complete: 18 step(s) would run; nothing was written",
     } do
       assert.truthy(r.stderr:find(line, 1, true), "missing: " .. line .. "\n" .. r.stderr)
     end
@@ -131,8 +131,16 @@ describe("runbooks/first-deploy.lua", function()
     assert.truthy(r.stderr:find("waiting for M2 (Set GitHub secrets)", 1, true), r.stderr)
     assert.are.equal(0, cmd("confirm", run_id, "M2").code)
 
-    -- M3, M4 run; M5 confirms itself (the names resolve); M6 waits for ArgoCD
-    r = exec()
+    -- DNS-only records here: M5 checks each of the four names is a CNAME to
+    -- the tunnel (the sandbox's hosts file plays it; without a private mount
+    -- namespace the names are localhost). M3, M4 run; M5 waits while the
+    -- names point elsewhere
+    local tunnel = sb.dns and sandbox.TEZCA_TUNNEL or "localhost"
+    r = exec { "--param", "dns_proxied=false", "--param", "tunnel_host=elsewhere.example.net" }
+    assert.are.equal(3, r.code, r.stderr)
+    assert.truthy(r.stderr:find("waiting for M5 (Configure Cloudflare DNS)", 1, true), r.stderr)
+    -- M5 confirms itself (the names are CNAMEs to the tunnel); M6 waits for ArgoCD
+    r = exec { "--param", "dns_proxied=false", "--param", "tunnel_host=" .. tunnel }
     assert.are.equal(3, r.code, r.stderr)
     assert.truthy(r.stderr:find("waiting for M6 (Add to ArgoCD root application)", 1, true), r.stderr)
     evs = rb.journal(dir .. "/state")
@@ -271,7 +279,16 @@ describe("runbooks/first-deploy.lua", function()
     local finished = {}
     for _, e in ipairs(of_type(evs, "step.finished")) do finished[#finished + 1] = e.step end
     table.sort(finished)
-    assert.are.same({ "M10", "M11", "M12", "M13", "M14", "M14-dry", "M3", "M4", "M7", "M8", "M9" }, finished)
+    assert.are.same({ "M10", "M11", "M12", "M12-restart", "M13", "M14", "M14-dry", "M3", "M4", "M7", "M8", "M9" }, finished)
+    -- the pods were restarted after the R2 and Sentry Secrets, so they see them
+    local restarted = of_type(evs, "step.finished", "M12-restart")[1].outputs.restarted
+    assert.are.same({ "tezca-api", "tezca-worker", "tezca-beat", "tezca-web", "tezca-admin" }, restarted)
+    for _, name in ipairs(restarted) do
+      local d = cluster:get { api_version = "apps/v1", kind = "Deployment", name = name, namespace = "tezca" }
+      assert.truthy(d.spec.template.metadata.annotations["kubectl.kubernetes.io/restartedAt"], name)
+    end
+    local m12r, m12 = of_type(evs, "step.started", "M12-restart")[1], of_type(evs, "step.finished", "M12")[1]
+    assert.truthy(m12.seq < m12r.seq)
     assert.are.equal(1, #of_type(evs, "run.finished"))
 
     -- nothing secret in clear anywhere the run wrote

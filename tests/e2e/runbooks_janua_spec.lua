@@ -121,6 +121,18 @@ describe("runbooks/janua-rollout.lua", function()
     assert.are.equal(0, #of_type(evs, "step.started", "J3"))
   end)
 
+  it("does not start when the Deployment could take replicas down during the rollout", function()
+    c:apply { apiVersion = "apps/v1", kind = "Deployment", metadata = { name = "janua-batch" },
+      spec = { replicas = 2, selector = { matchLabels = { app = "janua-batch" } },
+        strategy = { type = "RollingUpdate", rollingUpdate = { maxUnavailable = "25%", maxSurge = 1 } },
+        template = { metadata = { labels = { app = "janua-batch" } }, spec = { containers = { { name = "api", image = "janua/api:2026.02.3" } } } } } }
+    c:rollout_status { kind = "Deployment", name = "janua-batch", timeout = 30 }
+    local r = release("2026.03.4", { "--param", "deployment=janua-batch" })
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find("J1       FAILED: deployment janua-batch has strategy RollingUpdate with maxUnavailable 25%: a zero-downtime rollout needs RollingUpdate with maxUnavailable: 0", 1, true), r.stderr)
+    assert.are.equal("janua/api:2026.02.3", c:get({ kind = "Deployment", name = "janua-batch" }).spec.template.spec.containers[1].image)
+  end)
+
   it("does not start while the running release is stuck", function()
     c:apply { apiVersion = "apps/v1", kind = "Deployment", metadata = { name = "janua-worker" },
       spec = { replicas = 1, selector = { matchLabels = { app = "janua-worker" } },

@@ -9,6 +9,9 @@ local rb = require "rbtest"
 local sandbox = require "sandbox"
 local fs = require "runbook._fs"
 local json = require "runbook._json"
+local sh = require "runbook.sh"
+local s3 = require "runbook.s3"
+local secret = require "runbook.secret"
 
 local RUNBOOK = rb.source_dir .. "/runbooks/pg-restore-drill.lua"
 -- no "/" in the prefix: moto checks signatures of query values holding "/"
@@ -114,5 +117,48 @@ describe("runbooks/pg-restore-drill.lua", function()
     assert.are.equal(0, rr.code, rr.stderr)
     assert.are.equal("", scratch_dbs())
     assert.are.same({}, fs.listdir(dir .. "/restore-drill") or {})
+  end)
+
+  it("restores a plain SQL dump (pg_dump > backup.sql) and refuses one cut short", function()
+    -- as Tessera's guide makes them: plain SQL, with the superuser's OWNER TO statements
+    local plain = dir .. "/backup.sql"
+    local pgs = sb.services.pg
+    sh.run({ "pg_dump", "-h", pgs.sock, "-p", tostring(pgs.port), "-U", "postgres",
+      "-d", sandbox.DRILL.db, "-f", plain }, { log = false })
+    local text = rb.read(plain)
+    assert.truthy(text:find("OWNER TO postgres;", 1, true))
+    local m = sb.services.s3
+    local client <close> = s3.connect { endpoint = m.endpoint, access_key = m.access_key, secret_key = secret.wrap(m.secret_key) }
+    client:put { bucket = sandbox.DRILL.bucket, key = "plain_db-20260304T080000Z.sql", file = plain }
+    client:put { bucket = sandbox.DRILL.bucket, key = "cut_db-20260304T080000Z.sql", body = text:sub(1, math.floor(#text * 0.8)) }
+
+    local r = exec { "--param", "prefix=plain_db-" }
+    assert.are.equal(0, r.code, r.stderr)
+    local evs, id = journal_with(dir, function(e)
+      local f = of_type(e, "step.finished", "R1")[1]
+      return f and f.outputs.key == "plain_db-20260304T080000Z.sql" and #of_type(e, "run.finished") == 1
+    end)
+    local r2 = of_type(evs, "step.finished", "R2")[1].outputs
+    assert.are.same({ "plain", 3 }, { r2.format, r2.tables })
+    assert.are.equal("plain", of_type(evs, "step.finished", "R4")[1].outputs.format)
+    assert.are.same({
+      { table = "audit.sync_log", live = 1, restored = 1 },
+      { table = "public.dim_jobsite", live = 50, restored = 50 },
+      { table = "public.fact_material_shipment", live = 1020, restored = 1020 },
+    }, of_type(evs, "step.finished", "R5")[1].outputs.tables)
+    -- psql got the password through its environment, never its arguments
+    local psql
+    for _, a in ipairs(of_type(evs, "action", "R4")) do if a.kind == "command" then psql = a end end
+    assert.are.equal("psql", psql.argv[1])
+    assert.is_nil(table.concat(psql.argv, " "):find(sb.secrets.pg_password, 1, true))
+    assert.is_nil(table.concat(psql.argv, " "):find("sandbox:", 1, true))
+    assert.are.equal("", scratch_dbs())
+    assert.are.same({}, fs.listdir(dir .. "/restore-drill") or {})
+    assert.are.equal(0, sb:runbook({ "audit", "verify", id }).code)
+
+    r = exec { "--param", "prefix=cut_db-" }
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find('/restore-drill/cut_db-20260304T080000Z.sql is cut short: a plain pg_dump ends with "-- PostgreSQL database dump complete"', 1, true), r.stderr)
+    assert.are.equal("", scratch_dbs())
   end)
 end)

@@ -267,6 +267,54 @@ function Fake:seed(objs) return self:control("POST", "/_fake/objects", { objects
 function Fake:set_status(t) return self:control("POST", "/_fake/status", t) end
 function Fake:config(t) return self:control("POST", "/_fake/config", t) end
 
+-- A small HTTP server for port-forward tests: GET answers "PATH #N" (N
+-- counts requests), POST echoes the body.
+local BACKEND = [[
+import sys, threading
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+count = 0
+lock = threading.Lock()
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        global count
+        with lock:
+            count += 1
+            n = count
+        body = ("%s #%d" % (self.path, n)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *a):
+        pass
+s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+]]
+
+--- Starts the HTTP backend on a free loopback port: returns its process
+--- and port (register it with POST /_fake/pod-ports; kill it when done).
+function M.http_backend()
+  local p = assert(proc.spawn { argv = { "python3", "-c", BACKEND }, stdout = "pipe" })
+  local line = ""
+  local deadline = host.monotime() + 30
+  while not line:find("\n") and host.monotime() < deadline do
+    local chunk = p:read(256, 1)
+    if chunk == nil then break end
+    line = line .. chunk
+  end
+  local port = math.tointeger(tonumber(line:match("%d+") or ""))
+  if not port then p:kill("KILL"); p:wait(); error("the HTTP backend printed no port", 2) end
+  return p, port
+end
+
 function Fake:stop()
   if self.http then self.http:close(); self.http = nil end
   if self.proc then

@@ -490,6 +490,12 @@ M.JOB_LOGS = {
 
 M.TESSERA_DATABASE_URL = "postgresql+asyncpg://tessera:db-pw-e2e-1234@postgres:5432/tessera"
 
+M.TEZCA_TUNNEL = "tunnel.enclii.dev"
+
+-- Ticolops' managed database (seeded with a few rows for the backup and the drill)
+M.TICOLOPS = { db = "ticolops", host = "ticolops.example.com", image = "ghcr.io/ticolops/backend:1.0.0",
+  passphrase = "sandbox-config-passphrase" }
+
 M.DRILL = { bucket = "bowmark-backups", prefix = "bowmark_reports_paving-", db = "bowmark_reports_paving" }
 
 local function seed_k8s(sb)
@@ -565,6 +571,26 @@ local function seed_drill(sb)
   sb:psql("INSERT INTO fact_material_shipment (tons) SELECT 1 FROM generate_series(1, 20)", db)
 end
 
+-- Bow-Mark's Space (the drill's bucket too), made in DigitalOcean's control panel
+local function seed_space(sb)
+  local s3 = require "runbook.s3"
+  local secret = require "runbook.secret"
+  local s = sb.services.s3
+  local client <close> = s3.connect { endpoint = s.endpoint, region = s.region, access_key = s.access_key,
+    secret_key = secret.wrap(s.secret_key) }
+  client:ensure_bucket(M.DRILL.bucket)
+end
+
+local function seed_ticolops(sb)
+  local db = M.TICOLOPS.db
+  sb:psql { string.format('DROP DATABASE IF EXISTS "%s" WITH (FORCE)', db), string.format('CREATE DATABASE "%s"', db) }
+  sb:psql([[
+    CREATE TABLE users (id bigserial PRIMARY KEY, email text NOT NULL);
+    CREATE TABLE projects (id bigserial PRIMARY KEY, owner bigint REFERENCES users, name text);
+    INSERT INTO users (email) SELECT 'user' || g || '@example.com' FROM generate_series(1, 40) g;
+    INSERT INTO projects (owner, name) SELECT 1 + g % 40, 'project ' || g FROM generate_series(1, 120) g;]], db)
+end
+
 -- ---------------------------------------------------------------------------
 -- env, values, stubs, host names
 
@@ -598,11 +624,20 @@ function Sandbox:env()
     e.SCRATCH_DATABASE_URL = self:pg_url("postgres")
   end
   if h.tessera then e.BOOTSTRAP_API_KEY = h.tessera.token end
+  if pg then
+    e.TICOLOPS_DATABASE_URL = (self:pg_url(M.TICOLOPS.db):gsub("^postgres://", "postgresql+asyncpg://"))
+    e.TICOLOPS_SCRATCH_DATABASE_URL = self:pg_url("postgres")
+  end
+  e.TICOLOPS_REDIS_URL = self.services.redis and self.services.redis.url or "redis://redis:6379/0"
+  e.TICOLOPS_CONFIG_PASSPHRASE = M.TICOLOPS.passphrase
+  e.TICOLOPS_HOST, e.TICOLOPS_IMAGE = M.TICOLOPS.host, M.TICOLOPS.image
   e.BOWMARK_PAVING_MONGO_URI = "mongodb+srv://bowmark:sandbox-paving@paving.sandbox.mongodb.net/paving"
   e.BOWMARK_CONCRETE_MONGO_URI = "mongodb+srv://bowmark:sandbox-concrete@concrete.sandbox.mongodb.net/concrete"
   e.BOWMARK_JWT_SECRET = "sandbox-jwt-secret"
   e.SPACES_NAME, e.SPACES_REGION = "bowmark-backups", "nyc3"
   e.SPACES_KEY, e.SPACES_SECRET = "DO00SANDBOXSPACESKEY", "sandbox-spaces-secret"
+  -- moto plays the Space (B3-spaces sets its lifecycle rule)
+  if s3 and s3.access_key then e.SPACES_KEY, e.SPACES_SECRET = s3.access_key, s3.secret_key end
   e.BOWMARK_EMAIL_FROM, e.SMTP_USER, e.SMTP_HOST = "reports@bowmark.ca", "apikey", "smtp.sendgrid.net"
   e.SMTP_PASSWORD = "sandbox-smtp-password"
   e.MEILISEARCH_HOST, e.MEILISEARCH_API_KEY = "https://search.bowmark.ca", "sandbox-meili-key"
@@ -618,11 +653,13 @@ function Sandbox:values()
   if self.https.tezca and self.https.janua then
     v["first-deploy"] = { kubeconfig = kc, web_url = self:site_url("tezca", "tezca.mx"),
       api_url = self:site_url("tezca", "api.tezca.mx"), admin_url = self:site_url("tezca", "admin.tezca.mx"),
-      janua_url = self:site_url("janua"), ca_file = ca,
+      janua_url = self:site_url("janua"), ca_file = ca, www_host = self.dns and "www.tezca.mx" or "localhost",
       -- moto refuses R2's region "auto" (IllegalLocationConstraintException)
       r2_region = "us-east-1" }
   end
-  v["bowmark-first-deploy"] = { kubeconfig = kc, namespace = "bowmark" }
+  v["bowmark-first-deploy"] = { kubeconfig = kc, namespace = "bowmark",
+    spaces_endpoint = self.services.s3 and self.services.s3.endpoint or nil }
+  v["ticolops-production"] = { kubeconfig = kc }
   if self.https.tessera then v["tessera-bootstrap"] = { kubeconfig = kc, api_url = self:site_url("tessera"), ca_file = ca } end
   if self.https.janua then
     v["janua-rollout"] = { kubeconfig = kc, image_tag = "2026.03.0", api_url = self:site_url("janua"), ca_file = ca,
@@ -682,12 +719,14 @@ local function write_files(sb)
     write(d .. "/bin/" .. tool, string.format(STUB, tool, log, quote(log), quote(tool), ANSWERS[tool]), 493)
   end
   -- the runbooks' host names on 127.0.0.1, over the machine's own
+  -- Tezca's names are CNAMEs to the tunnel: the tunnel's name first on their
+  -- line makes it their canonical name, as a DNS-only CNAME would
   local names = {}
-  for _, site in ipairs { "tezca", "janua", "tessera" } do
+  for _, site in ipairs { "janua", "tessera" } do
     for _, n in ipairs(M.SITES[site]) do names[#names + 1] = n end
   end
   write(d .. "/hosts", (read("/etc/hosts") or "127.0.0.1 localhost\n") .. "\n# rehearsal sandbox " .. d .. "\n127.0.0.1 "
-    .. table.concat(names, " ") .. "\n")
+    .. M.TEZCA_TUNNEL .. " " .. table.concat(M.SITES.tezca, " ") .. "\n127.0.0.1 " .. table.concat(names, " ") .. "\n")
   local wrapper
   if sb.dns then
     wrapper = string.format([[#!/bin/sh
@@ -821,6 +860,8 @@ function M.up(dir, opts)
     phase("moto ready")
     write_files(sb)
     if (fresh.pg or fresh.s3) and want.pg and want.s3 then seed_drill(sb) end
+    if fresh.s3 then seed_space(sb) end
+    if fresh.pg then seed_ticolops(sb) end
     phase("drill seeded")
     sb:save()
   end)
@@ -1071,6 +1112,13 @@ M.PLAYERS = {
       end },
     ["M10-login"] = { role = "QA", note = "the sandbox played QA (admin login flow)" },
     ["M14-approve"] = { role = "DevOps", note = "the sandbox played DevOps, approving the R2 migration's dry run" },
+  },
+  ["ticolops-production"] = {
+    T4 = { role = "DevOps", note = "the sandbox played DevOps (gh secret set KUBECONFIG, recorded in logs/cli.log)",
+      act = function(sb)
+        sb:cli({ "gh", "secret", "set", "KUBECONFIG", "--repo", "ticolops/ticolops" }, "sandbox-kubeconfig\n")
+      end },
+    T5 = { role = "DevOps", note = "the sandbox played DevOps (automated daily backups, 7 days)" },
   },
   ["bowmark-first-deploy"] = {
     ["B2-vault"] = { role = "DevOps", note = "the sandbox played DevOps (op item create, recorded in logs/cli.log)",

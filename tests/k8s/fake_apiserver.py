@@ -48,7 +48,7 @@ class Fake:
             self.tokens[token] = user or "admin"
         self.defaults = {"controller_delay": args.controller_delay, "log_interval": args.log_interval,
                          "bookmark_interval": args.bookmark_interval, "watchlist": not args.no_watchlist,
-                         "controllers": True, "daemonset_nodes": 3}
+                         "controllers": True, "daemonset_nodes": 3, "exec_v5": True}
         self.config = dict(self.defaults)
         self.version = args.kube_version
         self.verbose = args.verbose
@@ -63,6 +63,8 @@ class Fake:
         self.requests = []
         self.requests_lock = threading.Lock()
         self.request_seq = 0
+        self.pod_ports = {}  # (namespace, pod, port) -> local TCP port
+        self.execs = []      # exec and port-forward sessions, as started
         self.stopping = threading.Event()
         self.controllers = Controllers(self)
 
@@ -95,6 +97,8 @@ class Fake:
         self.faults.clear(self.cli_forbids)
         with self.requests_lock:
             self.requests = []
+            self.pod_ports = {}
+            self.execs = []
         self.config = dict(self.defaults)
         self.store.reset()
         return {"ok": True, "resourceVersion": self.store.rv}
@@ -152,6 +156,28 @@ class Fake:
         since = int(params.get("since", 0))
         with self.requests_lock:
             return {"items": [dict(e) for e in self.requests if e["seq"] > since]}
+
+    def record_exec(self, entry):
+        with self.requests_lock:
+            self.execs.append(entry)
+
+    def pod_port(self, ns, pod, port):
+        with self.requests_lock:
+            return self.pod_ports.get((ns, pod, port))
+
+    def add_pod_port(self, params, data):
+        try:
+            key = (data.get("namespace") or "default", data["pod"], int(data["port"]))
+            target = int(data["local_port"])
+        except (KeyError, TypeError, ValueError):
+            raise bad_request('pod-ports needs "pod", "port" and "local_port" (and "namespace")')
+        with self.requests_lock:
+            self.pod_ports[key] = target
+        return {"ok": True}
+
+    def list_execs(self, params, data):
+        with self.requests_lock:
+            return {"items": [dict(e) for e in self.execs]}
 
     def clear_requests(self, params, data):
         with self.requests_lock:
@@ -236,6 +262,8 @@ CONTROL = {
     ("POST", "status"): Fake.set_status,
     ("POST", "compact"): Fake.compact,
     ("GET", "config"): Fake.get_config,
+    ("POST", "pod-ports"): Fake.add_pod_port,
+    ("GET", "execs"): Fake.list_execs,
     ("POST", "config"): Fake.set_config,
 }
 

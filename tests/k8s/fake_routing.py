@@ -19,6 +19,7 @@ from fake_patch import json_patch, merge_patch, strategic_merge_patch
 from fake_types import (ApiError, FieldError, api_group_list, bad_request, forbidden,
                         method_not_allowed, options_error, openapi_v3_doc, openapi_v3_index, resource_list, truthy,
                         unsupported_media_type)
+from fake_streams import serve_exec, serve_portforward
 from fake_watch import serve_log, serve_watch
 
 # ==========================================================================
@@ -255,6 +256,12 @@ class Handler(BaseHTTPRequestHandler):
         if rt.namespaced and ns is None and name is not None:
             raise generic_not_found()
         method = self.command
+        if sub in ("exec", "portforward"):
+            # WebSocket upgrades are GETs (SPDY's were POSTs); both create
+            if method not in ("GET", "POST"):
+                raise method_not_allowed()
+            self.authorize(req, "create", rt, ns, name, sub)
+            return (serve_exec if sub == "exec" else serve_portforward)(self, req, rt, ns, name)
         if method in ("GET", "HEAD"):
             verb = "get" if name else ("watch" if req.watch else "list")
         else:

@@ -217,7 +217,7 @@ BUILTIN_TYPES = [
     ResourceType("", "v1", "ConfigMap", "configmaps", short=["cm"]),
     ResourceType("", "v1", "Service", "services", short=["svc"], categories=["all"], subresources=["status"],
                  verbs=["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
-    ResourceType("", "v1", "Pod", "pods", short=["po"], categories=["all"], subresources=["status", "log"]),
+    ResourceType("", "v1", "Pod", "pods", short=["po"], categories=["all"], subresources=["status", "log", "exec", "portforward"]),
     ResourceType("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", short=["pvc"], subresources=["status"]),
     ResourceType("", "v1", "ServiceAccount", "serviceaccounts", short=["sa"]),
     ResourceType("", "v1", "Event", "events", short=["ev"]),
@@ -232,12 +232,14 @@ BUILTIN_TYPES = [
     ResourceType("batch", "v1", "Job", "jobs", categories=["all"], subresources=["status"], generation="spec"),
     ResourceType("batch", "v1", "CronJob", "cronjobs", short=["cj"], categories=["all"],
                  subresources=["status"], generation="spec"),
+    ResourceType("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", short=["hpa"],
+                 categories=["all"], subresources=["status"], generation="spec"),
     ResourceType("networking.k8s.io", "v1", "Ingress", "ingresses", short=["ing"], subresources=["status"],
                  generation="spec"),
     ResourceType("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
                  namespaced=False, short=["crd", "crds"], subresources=["status"], generation="custom"),
 ]
-BUILTIN_GROUPS = ["", "apps", "batch", "networking.k8s.io", "apiextensions.k8s.io"]
+BUILTIN_GROUPS = ["", "apps", "batch", "autoscaling", "networking.k8s.io", "apiextensions.k8s.io"]
 
 
 class Types:

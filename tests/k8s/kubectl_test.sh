@@ -290,6 +290,32 @@ else
     echo "SKIP: no kubectl 1.33 at $KUBECTL_133"
 fi
 
+# --- exec over WebSocket (v5.channel.k8s.io) -----------------------------------
+# kubectl 1.30+ runs exec over WebSocket by default; the versioned binary,
+# because the dispatcher may pick an older one by the server's version.
+KUBECTL_EXEC=${KUBECTL_EXEC:-$(dirname "$(readlink -f "$KUBECTL")")/kubectl.1.31}
+if [ -x "$KUBECTL_EXEC" ]; then
+    kx() { "$KUBECTL_EXEC" --kubeconfig "$tmp/kubeconfig" --cache-dir "$tmp/cachex" -n default "$@"; }
+    fake POST /_fake/objects '{"reconcile": false, "objects": [
+      {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shell", "namespace": "default"},
+       "spec": {"containers": [{"name": "app", "image": "busybox"}]}, "status": {"phase": "Running"}},
+      {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "waiting", "namespace": "default"},
+       "spec": {"containers": [{"name": "app", "image": "busybox"}]}, "status": {"phase": "Pending"}}]}' >/dev/null
+    check_out "exec: stdout" '^hello world$' kx exec shell -- echo hello world
+    check_out "exec: stdin (-i)" '^piped$' sh -c "echo piped | '$KUBECTL_EXEC' --kubeconfig '$tmp/kubeconfig' --cache-dir '$tmp/cachex' -n default exec -i shell -- cat"
+    check_out "exec: stderr" 'to-stderr' kx exec shell -c app -- sh -c 'echo to-stderr >&2'
+    kx exec shell -- sh -c 'exit 7' >"$tmp/out" 2>&1
+    same "exec: the exit code comes through" 7 "$?"
+    check_fails "exec: container not found" 'container nope is not valid for pod shell' kx exec shell -c nope -- true
+    check_fails "exec: pod not found" 'pods "ghost" not found' kx exec ghost -- true
+    check_fails "exec: pod not running" 'container not found' kx exec waiting -- true
+    check_out "exec: it used v5.channel.k8s.io" 'v5.channel.k8s.io' fake GET /_fake/execs
+else
+    echo "SKIP: no kubectl 1.30+ at $KUBECTL_EXEC for exec over WebSocket"
+fi
+# kubectl port-forward (1.30+) tunnels SPDY over WebSocket, which the fake
+# does not speak: port-forward is checked with runbook's client only.
+
 # --- deletes ------------------------------------------------------------------
 check_out "delete secret" 'secret "db" deleted' k delete secret db
 check_out "delete deployment" 'deployment.apps "web" deleted' k -n shop delete deployment web

@@ -1370,5 +1370,66 @@ class TestCustomResources(Base):
         self.assertNotIn("runbook.dev", [g["name"] for g in ok("GET", "/apis")["groups"]])
 
 
+class TestStreams(Base):
+    """pods/exec and pods/portforward: Status errors before the upgrade, and
+    one exec over a hand-written WebSocket client."""
+
+    def setUp(self):
+        super().setUp()
+        running = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "run", "namespace": "demo"},
+                   "spec": {"containers": [{"name": "main", "image": "busybox"}]}, "status": {"phase": "Running"}}
+        control("POST", "objects", {"objects": [running], "reconcile": False})
+
+    def test_errors_before_the_upgrade(self):
+        self.assertStatus(call("GET", NS + "/demo/pods/ghost/exec?command=true"), 404, "NotFound",
+                          'pods "ghost" not found')
+        self.assertStatus(call("GET", NS + "/demo/pods/run/exec?command=true&container=x"), 400, "BadRequest",
+                          "container x is not valid for pod run")
+        self.assertStatus(call("POST", NS + "/demo/pods/run/exec?command=true"), 400, "BadRequest",
+                          "Upgrade request required")
+        self.assertStatus(call("GET", NS + "/demo/pods/run/portforward?ports=80"), 400, "BadRequest",
+                          "Upgrade request required")
+        self.assertStatus(call("GET", NS + "/demo/pods/run/portforward?ports=x"), 400, "BadRequest",
+                          'invalid port "x"')
+
+    def test_exec_over_websocket(self):
+        import socket
+        import struct
+        raw = socket.create_connection(("127.0.0.1", SERVER["port"]), timeout=10)
+        s = SERVER["ctx"].wrap_socket(raw, server_hostname="127.0.0.1")
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall(("GET %s/demo/pods/run/exec?command=sh&command=-c&command=echo+hi%%3B+exit+5&stdout=true HTTP/1.1\r\n"
+                   "Host: x\r\nAuthorization: Bearer %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+                   "Sec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n" % (NS, TOKEN, key)).encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(4096)
+        head, data = data.split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 101"), head)
+        self.assertIn(b"Sec-WebSocket-Protocol: v4.channel.k8s.io", head)
+        frames = []
+        while True:
+            while len(data) < 2 or len(data) < 2 + (data[1] & 0x7F if data[1] & 0x7F < 126 else 0):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            n, off = data[1] & 0x7F, 2
+            if n == 126:
+                n, off = struct.unpack(">H", data[2:4])[0], 4
+            while len(data) < off + n:
+                data += s.recv(4096)
+            op, payload, data = data[0] & 0x0F, data[off:off + n], data[off + n:]
+            if op == 8:
+                break
+            frames.append(payload)
+        s.close()
+        self.assertIn(b"\x01hi\n", frames)
+        status = json.loads([f for f in frames if f[:1] == b"\x03"][0][1:])
+        self.assertEqual((status["status"], status["reason"], status["details"]["causes"][0]),
+                         ("Failure", "NonZeroExitCode", {"reason": "ExitCode", "message": "5"}))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -127,6 +127,40 @@ bad seq.]],
     exits = { { 0, "the chain holds" }, { 1, "damage found (the first bad seq is named)" }, 2 },
   },
   {
+    name = "report", summary = "write one run as a self-contained HTML page",
+    args = { { "RUN", complete = "run" } }, store = true,
+    options = {
+      { "--output", arg = "FILE", env = false, complete = "anyfile", help = "write the page to FILE (mode 0600) instead of stdout" },
+    },
+    description = [[
+The page has the run's header (chain and HMAC state), a timeline of its
+attempts (parallel steps side by side), each step with its actions,
+confirmations and run log lines, and the whole audit trail with a filter.
+It loads nothing from anywhere: every value is scrubbed and escaped, and
+its only script is its own (docs/serve.md).]],
+    examples = { { "runbook report last --output run.html", "the newest run as one page, to attach to a ticket" } },
+    exits = { 0, 2 },
+  },
+  {
+    name = "serve", summary = "a read-only web view of the store's runs, live while they run",
+    store = true,
+    options = {
+      { "--listen", arg = "ADDRESS:PORT", env = "RUNBOOK_SERVE_LISTEN", complete = "none",
+        help = "where to listen (default 127.0.0.1:8080; [::1]:PORT for IPv6; port 0 picks a free one). Anything but loopback needs RUNBOOK_SERVE_TOKEN" },
+    },
+    description = [[
+Serves the runs (filtered by runbook, status, actor and date), each run's
+report page (updated as its events arrive), the runs waiting for a person
+with the `runbook confirm` command to copy, and an audit check of any run,
+with the JSON API behind them (docs/serve.md). It changes nothing in the
+store. Its first line says where it listens; it runs until Ctrl-C or
+SIGTERM. With RUNBOOK_SERVE_TOKEN set every request needs the token, as
+`Authorization: Bearer TOKEN` or the cookie that opening a page with
+`?token=TOKEN` once sets.]],
+    examples = { { "runbook serve --listen 127.0.0.1:0", "the runs on a free loopback port, printed at start" } },
+    exits = { { 0, "stopped by Ctrl-C or SIGTERM" }, { 2, "a bad --listen, no token for a non-loopback address, or the address is in use" } },
+  },
+  {
     name = "confirm", summary = "record that a person completed a manual step",
     args = { { "RUN", complete = "run" }, { "STEP", complete = "run_step" } }, store = true,
     options = { { "--note", arg = "TEXT", complete = "none", help = "a note for the audit trail" } },
@@ -238,7 +272,7 @@ bash-completion and zsh find them; otherwise load it from your shell's rc file.]
     name = "version", summary = "print the version, the commit and the libraries in use",
     options = { output("`json`: the same as one JSON object") },
     description = [[
-libcurl, libpq and hiredis are loaded when a runbook first needs them;
+libcurl, libpq, hiredis and libmicrohttpd (for serve) are loaded when first needed;
 version loads each to report the version found, or why it cannot be
 loaded and which package to install.]],
     examples = { { "runbook version", "what to paste into a bug report" } },
@@ -276,6 +310,7 @@ M.ENVIRONMENT = {
   { "RUNBOOK_SECRET_KEY", "the key sealing secret memos (64 hex digits or base64 of 32 bytes); default: `secret.key` in the store" },
   { "RUNBOOK_SECRET_KEY_FILE", "with the PostgreSQL store: the operator's key file sealing secret memos (default ~/.config/runbook/secret.key); the key never goes into the database" },
   { "RUNBOOK_AUDIT_KEY", "adds an HMAC to every event of new runs; needed to verify them" },
+  { "RUNBOOK_SERVE_TOKEN", "the token `runbook serve` requires of every request (at least 16 characters); required to listen beyond loopback" },
   { "RUNBOOK_ACTOR", "who is acting, recorded with each confirmation (default user@host); approvals count distinct actors" },
   { "RUNBOOK_PATH", "extra folders (colon-separated) for `require` in runbooks" },
   { "NO_COLOR", "no colours" },
@@ -284,10 +319,6 @@ M.ENVIRONMENT = {
   { "RUNBOOK_STDLIB_DIR", "(development) load the Lua standard library from this folder" },
   { "RUNBOOK_FAILPOINT", "(tests) `after:N` stops the process with SIGSTOP right after journal event N is durable; `torn:N` after writing half of it" },
 }
-
-local function usage_error(fmt, ...)
-  errors.raise { kind = "usage", message = string.format(fmt, ...) }
-end
 
 local function visible_names()
   local names = {}
@@ -325,7 +356,7 @@ local function from_env(c, opts, given)
           if TRUE[lv] then
             opts[field] = true
           elseif not FALSE[lv] then
-            usage_error("%s=%s: expected 1 or 0 (for %s)", o.env, v, o[1])
+            errors.raisef("usage", nil, "%s=%s: expected 1 or 0 (for %s)", o.env, v, o[1])
           end
         elseif o.multi then
           opts[field] = { v }
@@ -357,7 +388,7 @@ function M.parse(name, argv)
       local spec = c.by_option[key]
       if not spec then
         local hint = suggest.hint(key, c.by_option)
-        usage_error("%s: unknown option %s%s (see runbook %s --help)", name, key, hint, name)
+        errors.raisef("usage", nil, "%s: unknown option %s%s (see runbook %s --help)", name, key, hint, name)
       end
       given[key] = true
       local field = key:sub(3):gsub("%-", "_")
@@ -365,7 +396,7 @@ function M.parse(name, argv)
         if val == nil then
           i = i + 1
           val = argv[i]
-          if val == nil then usage_error("%s: option %s needs a value (%s %s)", name, key, key, spec.arg) end
+          if val == nil then errors.raisef("usage", nil, "%s: option %s needs a value (%s %s)", name, key, key, spec.arg) end
         end
         if spec.multi then
           opts[field] = opts[field] or {}
@@ -374,7 +405,7 @@ function M.parse(name, argv)
           opts[field] = val
         end
       else
-        if val ~= nil then usage_error("%s: option %s takes no value", name, key) end
+        if val ~= nil then errors.raisef("usage", nil, "%s: option %s takes no value", name, key) end
         opts[field] = true
       end
     else
@@ -393,9 +424,9 @@ function M.parse(name, argv)
     for k = #pos + 1, #c.args do
       if not c.args[k].optional then missing[#missing + 1] = c.args[k][1] end
     end
-    usage_error("%s: missing %s (usage: %s)", name, table.concat(missing, " "), c.usage)
+    errors.raisef("usage", nil, "%s: missing %s (usage: %s)", name, table.concat(missing, " "), c.usage)
   end
-  if #pos > max then usage_error("%s: unexpected argument '%s' (usage: %s)", name, pos[max + 1], c.usage) end
+  if #pos > max then errors.raisef("usage", nil, "%s: unexpected argument '%s' (usage: %s)", name, pos[max + 1], c.usage) end
   for k, a in ipairs(c.args) do
     local v = pos[k]
     if v ~= nil and (a.literal or a.choices) then
@@ -403,9 +434,9 @@ function M.parse(name, argv)
       local okv = false
       for _, ch in ipairs(allowed) do okv = okv or ch == v end
       if not okv and a.literal then
-        usage_error("%s: unknown subcommand '%s'%s (usage: %s)", name, v, suggest.hint(v, allowed), c.usage)
+        errors.raisef("usage", nil, "%s: unknown subcommand '%s'%s (usage: %s)", name, v, suggest.hint(v, allowed), c.usage)
       elseif not okv then
-        usage_error("%s: %s must be %s, not '%s'%s", name, a[1], table.concat(allowed, " or "), v, suggest.hint(v, allowed))
+        errors.raisef("usage", nil, "%s: %s must be %s, not '%s'%s", name, a[1], table.concat(allowed, " or "), v, suggest.hint(v, allowed))
       end
     end
   end
@@ -415,7 +446,7 @@ function M.parse(name, argv)
     if o.choices and v ~= nil then
       local okv = false
       for _, ch in ipairs(o.choices) do okv = okv or ch == v end
-      if not okv then usage_error("%s: %s must be %s, not '%s'", name, o[1], table.concat(o.choices, " or "), v) end
+      if not okv then errors.raisef("usage", nil, "%s: %s must be %s, not '%s'", name, o[1], table.concat(o.choices, " or "), v) end
     end
   end
   if opts.output == "text" then opts.output = nil end
@@ -426,9 +457,9 @@ local function version(opts)
   local build = require "runbook._build"
   local info = build.info()
   local libs = {}
-  for _, l in ipairs { { "libcurl", "curl" }, { "libpq", "pq" }, { "hiredis", "hiredis" } } do
+  for _, l in ipairs { { "libcurl", "curl" }, { "libpq", "pq" }, { "hiredis", "hiredis" }, { "libmicrohttpd", "mhd", "MHD" } } do
     local v, err = build.load(l[2])
-    libs[#libs + 1] = { name = l[1], soname = info.sonames[l[2]], package = info.packages[l[2]], version = v, error = err }
+    libs[#libs + 1] = { name = l[1], label = l[3] or l[1], soname = info.sonames[l[2]], package = info.packages[l[2]], version = v, error = err }
   end
   if opts.output == "json" then
     local out = { version = info.version, commit = info.commit, libraries = {
@@ -448,9 +479,9 @@ local function version(opts)
   }
   for _, l in ipairs(libs) do
     if l.version then
-      lines[#lines + 1] = string.format("  %-9s %s (%s, loaded on demand)", l.name, l.version, l.soname)
+      lines[#lines + 1] = string.format("  %-9s %s (%s, loaded on demand)", l.label, l.version, l.soname)
     else
-      lines[#lines + 1] = string.format("  %-9s not loaded: %s", l.name, l.error)
+      lines[#lines + 1] = string.format("  %-9s not loaded: %s", l.label, l.error)
     end
   end
   host.write(1, table.concat(lines, "\n") .. "\n")
@@ -463,7 +494,7 @@ local function dispatch(argv)
   if name == nil or name == "--help" or name == "-h" or name == "help" then
     if name == "help" and argv[2] then
       local c = M.BY_NAME[argv[2]]
-      if not c or c.hidden then usage_error("help: unknown command '%s'%s", argv[2], suggest.hint(argv[2], visible_names())) end
+      if not c or c.hidden then errors.raisef("usage", nil, "help: unknown command '%s'%s", argv[2], suggest.hint(argv[2], visible_names())) end
       host.write(1, clidoc.help(c))
       return 0
     end
@@ -473,7 +504,7 @@ local function dispatch(argv)
   if name == "--version" then name = "version" end
   local c = M.BY_NAME[name]
   if not c then
-    usage_error("unknown command '%s'%s (see runbook --help)", name, suggest.hint(name, visible_names()))
+    errors.raisef("usage", nil, "unknown command '%s'%s (see runbook --help)", name, suggest.hint(name, visible_names()))
   end
   local rest = { table.unpack(argv, 2) }
   if name == "test" then
@@ -506,9 +537,9 @@ local function dispatch(argv)
     opts.params = opts.param
     if opts.jobs then
       opts.jobs = math.tointeger(tonumber(opts.jobs))
-      if not opts.jobs or opts.jobs < 1 then usage_error("exec: --jobs must be a positive integer") end
+      if not opts.jobs or opts.jobs < 1 then errors.raisef("usage", nil, "exec: --jobs must be a positive integer") end
     end
-    if opts.only and opts.from then usage_error("exec: --only and --from cannot be combined") end
+    if opts.only and opts.from then errors.raisef("usage", nil, "exec: --only and --from cannot be combined") end
     return require("runbook._engine.engine").exec(opts)
   end
   return require("runbook._engine.commands")[name](pos, opts)

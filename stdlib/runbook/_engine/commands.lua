@@ -274,6 +274,14 @@ function verify_one(store, id, opts)
   return ok and 0 or 1
 end
 
+function M.report(pos, opts)
+  return require("runbook._engine.serve").report(pos, opts)
+end
+
+function M.serve(pos, opts)
+  return require("runbook._engine.serve").serve(pos, opts)
+end
+
 -- ---------------------------------------------------------------------------
 -- changing a run
 

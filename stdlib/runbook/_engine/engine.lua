@@ -329,10 +329,6 @@ end
 -- ---------------------------------------------------------------------------
 -- the run
 
-local function fail_usage(fmt, ...)
-  errors.raise { kind = "usage", message = string.format(fmt, ...) }
-end
-
 local function ids_of(book)
   local ids = {}
   for i, s in ipairs(book.order) do ids[i] = s.id end
@@ -395,11 +391,11 @@ local function selection(book, opts, st)
   local sel = {}
   if opts.only then
     local s = book.by_id[opts.only]
-    if not s then fail_usage("--only: no step '%s' in %s", opts.only, book.name) end
+    if not s then errors.raisef("usage", nil, "--only: no step '%s' in %s", opts.only, book.name) end
     sel = { s }
   elseif opts.from then
     local s = book.by_id[opts.from]
-    if not s then fail_usage("--from: no step '%s' in %s", opts.from, book.name) end
+    if not s then errors.raisef("usage", nil, "--from: no step '%s' in %s", opts.from, book.name) end
     for i = s.position, #book.order do sel[#sel + 1] = book.order[i] end
   else
     sel = book.order
@@ -409,7 +405,7 @@ local function selection(book, opts, st)
   for _, s in ipairs(sel) do
     for _, n in ipairs(s.needs) do
       if not chosen[n] and not state.COMPLETE[state.step(st, n).status] then
-        fail_usage("step %s needs %s, which has not completed in this run; run it first", s.id, n)
+        errors.raisef("usage", nil, "step %s needs %s, which has not completed in this run; run it first", s.id, n)
       end
     end
   end

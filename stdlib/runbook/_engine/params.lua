@@ -7,23 +7,19 @@ local errors = require "runbook.errors"
 
 local M = {}
 
-local function raise(fmt, ...)
-  errors.raise { kind = "usage", message = string.format(fmt, ...) }
-end
-
 local function coerce(name, spec, v)
   local want = spec.type or (spec.default ~= nil and math.type(spec.default) == "integer" and "integer")
     or (spec.default ~= nil and type(spec.default)) or "string"
   if secret.is(v) then return v end
   if want == "string" then
-    if type(v) == "table" then raise("param %s: a string expected, got a table", name) end
+    if type(v) == "table" then errors.raisef("usage", nil, "param %s: a string expected, got a table", name) end
     return tostring(v)
   elseif want == "number" or want == "integer" then
     local n = tonumber(v)
-    if n == nil then raise("param %s: a number expected, got '%s'", name, tostring(v)) end
+    if n == nil then errors.raisef("usage", nil, "param %s: a number expected, got '%s'", name, tostring(v)) end
     if want == "integer" then
       if math.type(n) == "float" and n == math.floor(n) then n = math.tointeger(n) end
-      if math.type(n) ~= "integer" then raise("param %s: an integer expected, got '%s'", name, tostring(v)) end
+      if math.type(n) ~= "integer" then errors.raisef("usage", nil, "param %s: an integer expected, got '%s'", name, tostring(v)) end
     end
     return n
   elseif want == "boolean" then
@@ -31,7 +27,7 @@ local function coerce(name, spec, v)
     local s = tostring(v):lower()
     if s == "true" or s == "yes" or s == "1" or s == "on" then return true end
     if s == "false" or s == "no" or s == "0" or s == "off" then return false end
-    raise("param %s: true or false expected, got '%s'", name, tostring(v))
+    errors.raisef("usage", nil, "param %s: true or false expected, got '%s'", name, tostring(v))
   end
   return v
 end
@@ -64,20 +60,20 @@ end
 --- Parses a --values file: a YAML mapping of param names to values.
 function M.read_values(path)
   local f, err = io.open(path, "rb")
-  if not f then raise("--values: %s", tostring(err)) end
+  if not f then errors.raisef("usage", nil, "--values: %s", tostring(err)) end
   local text = f:read("a")
   f:close()
   local docs, perr = require("runbook._yaml").load(text)
-  if not docs then raise("--values %s: %s", path, tostring(perr)) end
+  if not docs then errors.raisef("usage", nil, "--values %s: %s", path, tostring(perr)) end
   local v = docs[1]
   if v == nil then return {} end
-  if type(v) ~= "table" then raise("--values %s: a mapping of param names to values expected", path) end
+  if type(v) ~= "table" then errors.raisef("usage", nil, "--values %s: a mapping of param names to values expected", path) end
   for k, x in pairs(v) do
     if type(k) ~= "string" then
-      raise("--values %s: a mapping of param names to values expected, got a list", path)
+      errors.raisef("usage", nil, "--values %s: a mapping of param names to values expected, got a list", path)
     end
     if type(x) == "table" then
-      raise("--values %s: param '%s' must be one value (a string, number or boolean), got a %s", path, k,
+      errors.raisef("usage", nil, "--values %s: param '%s' must be one value (a string, number or boolean), got a %s", path, k,
         (next(x) == nil or x[1] ~= nil) and "list" or "mapping")
     end
   end
@@ -91,10 +87,10 @@ end
 function M.resolve(specs, given)
   local cli, values, recorded = given.cli or {}, given.values or {}, given.recorded or {}
   for k in pairs(cli) do
-    if not specs[k] then raise("unknown param '%s'%s", k, suggest(k, specs)) end
+    if not specs[k] then errors.raisef("usage", nil, "unknown param '%s'%s", k, suggest(k, specs)) end
   end
   for k in pairs(values) do
-    if type(k) ~= "string" or not specs[k] then raise("--values: unknown param '%s'%s", tostring(k), suggest(k, specs)) end
+    if type(k) ~= "string" or not specs[k] then errors.raisef("usage", nil, "--values: unknown param '%s'%s", tostring(k), suggest(k, specs)) end
   end
   local out, sources, missing = {}, {}, {}
   local names = {}
@@ -126,7 +122,7 @@ function M.resolve(specs, given)
         if not okc then
           local cs = {}
           for i, c in ipairs(spec.choices) do cs[i] = tostring(c) end
-          raise("param %s: '%s' is not one of %s", name, tostring(v), table.concat(cs, ", "))
+          errors.raisef("usage", nil, "param %s: '%s' is not one of %s", name, tostring(v), table.concat(cs, ", "))
         end
       end
       if spec.secret and not secret.is(v) then v = secret.new(tostring(v)) end
@@ -134,7 +130,7 @@ function M.resolve(specs, given)
       sources[name] = src
     end
   end
-  if #missing > 0 then raise("%s", missing_message(missing)) end
+  if #missing > 0 then errors.raisef("usage", nil, "%s", missing_message(missing)) end
   return out, sources
 end
 
@@ -171,7 +167,7 @@ function M.parse_cli(list)
   local out = {}
   for _, kv in ipairs(list) do
     local k, v = kv:match("^([^=]+)=(.*)$")
-    if not k then raise("--param expects NAME=VALUE, got '%s'", kv) end
+    if not k then errors.raisef("usage", nil, "--param expects NAME=VALUE, got '%s'", kv) end
     out[k] = v
   end
   return out

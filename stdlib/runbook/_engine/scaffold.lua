@@ -8,8 +8,6 @@ local errors = require "runbook.errors"
 
 local M = {}
 
-local function usage(fmt, ...) errors.raise { kind = "usage", message = string.format(fmt, ...) } end
-
 local RUNBOOK = [==[
 -- @NAME@.lua: a starter runbook written by `runbook init`. Each step is
 -- recorded in the journal (.runbook/); when one fails, fix the cause and
@@ -188,14 +186,14 @@ end
 function M.init(name, opts)
   local dir = opts.dir or "."
   local st = fs.stat(dir)
-  if st and st.type ~= "directory" then usage("init: %s is not a directory", dir) end
+  if st and st.type ~= "directory" then errors.raisef("usage", nil, "init: %s is not a directory", dir) end
   if not name then
     local abs = fs.realpath(dir) or dir
     name = abs:match("([^/]+)/*$") or "runbook"
     name = name:gsub("[^%w_.-]", "-")
   end
   if not name:match("^[%w][%w_.-]*$") then
-    usage("init: '%s' is not a usable name: letters, digits, '_', '-' and '.' (not first)", name)
+    errors.raisef("usage", nil, "init: '%s' is not a usable name: letters, digits, '_', '-' and '.' (not first)", name)
   end
   local existing_migration
   for _, f in ipairs(fs.listdir(dir .. "/db/migrations") or {}) do
@@ -213,7 +211,7 @@ function M.init(name, opts)
       if fs.stat(dir .. "/" .. f[1]) then clash[#clash + 1] = f[1] end
     end
     if #clash > 0 then
-      usage("init: %s already exist%s in %s; nothing was written (--force overwrites)",
+      errors.raisef("usage", nil, "init: %s already exist%s in %s; nothing was written (--force overwrites)",
         table.concat(clash, ", "), #clash == 1 and "s" or "", dir)
     end
   end
@@ -223,7 +221,7 @@ function M.init(name, opts)
     local parent = path:match("^(.*)/[^/]+$")
     local ok, err = fs.mkdir_p(parent, 493) -- 0755
     if ok then ok, err = fs.write_file(path, f[2], 420) end -- 0644
-    if not ok then usage("init: cannot write %s: %s", path, tostring(err)) end
+    if not ok then errors.raisef("usage", nil, "init: cannot write %s: %s", path, tostring(err)) end
     written[#written + 1] = f[1]
   end
   -- the store holds the key that seals secret memos: keep it out of git
@@ -234,7 +232,7 @@ function M.init(name, opts)
   if not ("\n" .. text .. "\n"):find("\n/?%.runbook/?\n") then
     local sep = (text == "" or text:sub(-1) == "\n") and "" or "\n"
     local ok, err = fs.write_file(gi, text .. sep .. ".runbook/\n", 420)
-    if not ok then usage("init: cannot write %s: %s", gi, tostring(err)) end
+    if not ok then errors.raisef("usage", nil, "init: cannot write %s: %s", gi, tostring(err)) end
     written[#written + 1] = ".gitignore"
   end
   local where = dir == "." and "" or ("cd " .. dir .. " && ")

@@ -56,6 +56,14 @@ function Store:open_log(id)
   return log
 end
 
+--- A stamp that changes whenever the run's journal or tip does (for
+--- readers that cache a run), or nil when there is no such run.
+function Store:stamp(id)
+  local j, t = fs.stat(journal_path(self, id)), fs.stat(tip_path(self, id))
+  if not j then return nil end
+  return j.size .. ":" .. tostring(j.mtime) .. "/" .. (t and (t.size .. ":" .. tostring(t.mtime)) or "-")
+end
+
 --- The run's log lines, oldest first ({} when it has none).
 function Store:log_lines(id)
   local f = io.open(log_path(self, id), "rb")

@@ -259,6 +259,13 @@ function Store:resolve(ref)
   raise("ambiguous", "run '%s' is ambiguous: %s", ref, table.concat(found, ", "))
 end
 
+--- A stamp that changes whenever the run moves on, or nil when there is
+--- no such run (an edit behind runbook's back is seen by a fresh read).
+function Store:stamp(id)
+  local r = run_row(self, id)
+  return r and (tostring(r.last_seq) .. ":" .. r.last_hash) or nil
+end
+
 function Store:anchor(id)
   local r = run_row(self, id)
   if not r then return nil, "missing" end
