@@ -63,7 +63,10 @@ async function waitFor(fn, what, seconds) {
 // `runbook serve` on 127.0.0.1, port chosen by the kernel; resolves once it
 // says where it listens.
 function serve(state, extraEnv) {
-  const p = start(['serve', '--state', state, '--listen', '127.0.0.1:0'], { env: Object.assign({ RUNBOOK_SERVE_TOKEN: '' }, extraEnv) });
+  // state null: the store comes from RUNBOOK_STATE in extraEnv (a URL with
+  // a password is refused on the command line)
+  const args = state ? ['serve', '--state', state, '--listen', '127.0.0.1:0'] : ['serve', '--listen', '127.0.0.1:0'];
+  const p = start(args, { env: Object.assign({ RUNBOOK_SERVE_TOKEN: '' }, extraEnv) });
   return new Promise((resolve, reject) => {
     let settled = false;
     const timer = setTimeout(() => { if (!settled) { settled = true; p.kill('SIGKILL'); reject(new Error('serve did not start: ' + p.out.stderr)); } }, 30000);
