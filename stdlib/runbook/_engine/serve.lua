@@ -17,7 +17,6 @@ local pages = require "runbook._engine.serve_pages"
 
 local M = {}
 
-local function usage(fmt, ...) errors.raise { kind = "usage", message = string.format(fmt, ...) } end
 
 function M.report(pos, opts)
   local src = runsource.open(opts.state)
@@ -205,12 +204,12 @@ function M.serve(_, opts)
   local listen = opts.listen or "127.0.0.1:8080"
   local spec = listen:gsub("^localhost:", "127.0.0.1:")
   local addr, perr = httpd.parse_address(spec)
-  if not addr then usage("serve: --listen %s", perr) end
+  if not addr then errors.raisef("usage", nil, "serve: --listen %s", perr) end
   local token = os.getenv("RUNBOOK_SERVE_TOKEN")
   if token == "" then token = nil end
-  if token and #token < 16 then usage("serve: RUNBOOK_SERVE_TOKEN is too short (%d characters); use at least 16, such as `openssl rand -hex 16`", #token) end
+  if token and #token < 16 then errors.raisef("usage", nil, "serve: RUNBOOK_SERVE_TOKEN is too short (%d characters); use at least 16, such as `openssl rand -hex 16`", #token) end
   if not addr.loopback and not token then
-    usage("serve: refusing to listen on %s without a token: anything but loopback is reachable from other machines; set RUNBOOK_SERVE_TOKEN (at least 16 characters) or listen on 127.0.0.1", listen)
+    errors.raisef("usage", nil, "serve: refusing to listen on %s without a token: anything but loopback is reachable from other machines; set RUNBOOK_SERVE_TOKEN (at least 16 characters) or listen on 127.0.0.1", listen)
   end
   local src = runsource.open(opts.state)
   host.trap_signals()

@@ -14,10 +14,6 @@ local M = {}
 local Store = {}
 Store.__index = Store
 
-local function raise(code, fmt, ...)
-  errors.raise { kind = "store", code = code, message = string.format(fmt, ...) }
-end
-
 --- Opens (creating when asked) the store at dir.
 ---@param dir string
 ---@param create boolean
@@ -26,9 +22,9 @@ function M.open(dir, create)
   if not st then
     if not create then return nil end
     local ok, err = fs.mkdir_p(dir .. "/runs", 448) -- 0700
-    if not ok then raise("io", "cannot create the state directory: %s", err) end
+    if not ok then errors.raisef("store", "io", "cannot create the state directory: %s", err) end
   elseif st.type ~= "directory" then
-    raise("io", "state path %s is not a directory", dir)
+    errors.raisef("store", "io", "state path %s is not a directory", dir)
   else
     if st.mode & 63 ~= 0 then fs.chmod(dir, 448) end -- tighten a loose store
     fs.mkdir_p(dir .. "/runs", 448)
@@ -52,7 +48,7 @@ function Store:describe() return self.root end
 --- handle on it): :write(text), :flush(), :close().
 function Store:open_log(id)
   local log, err = jcore.open_log(log_path(self, id))
-  if not log then raise("io", "%s", err) end
+  if not log then errors.raisef("store", "io", "%s", err) end
   return log
 end
 
@@ -87,7 +83,7 @@ end
 --- Records that the run now lives in dest (`runbook push`).
 function Store:mark_pushed(id, dest)
   local ok, err = fs.write_file(run_dir(self, id) .. "/pushed", dest .. "\n", 384)
-  if not ok then raise("io", "cannot write %s/pushed: %s", run_dir(self, id), err) end
+  if not ok then errors.raisef("store", "io", "cannot write %s/pushed: %s", run_dir(self, id), err) end
 end
 
 -- The time a run started, from its journal's first event (read alone).
@@ -122,7 +118,7 @@ function Store:new_id(name)
     local id = string.format("%s-%s-%s", name, os.date("!%Y%m%d-%H%M%S"), crypto.random_hex(2))
     if not fs.stat(run_dir(self, id)) then return id end
   end
-  raise("io", "cannot find a free run id")
+  errors.raisef("store", "io", "cannot find a free run id")
 end
 
 local function audit_key() return require("runbook._engine.store").audit_key() end
@@ -150,7 +146,7 @@ function Store:read(id, mode)
   -- appended in between
   local tip, tip_state, tip_err = self:anchor(id)
   local items, info = jcore.scan(journal_path(self, id), key, mode or "events", tip and tip.seq or nil)
-  if not items then raise("io", "%s", info) end
+  if not items then errors.raisef("store", "io", "%s", info) end
   if info.hmac and not key then
     info.needs_key = true
     info.unreadable = "it is HMAC-protected: set RUNBOOK_AUDIT_KEY to read it"
@@ -203,7 +199,7 @@ function Store:resolve(ref)
       local st = fs.stat(journal_path(self, id))
       if st and (not newest_ts or st.mtime > newest_ts) then newest, newest_ts = id, st.mtime end
     end
-    if not newest then raise("not-found", "no runs in %s", self.root) end
+    if not newest then errors.raisef("store", "not-found", "no runs in %s", self.root) end
     return newest
   end
   local found = {}
@@ -212,8 +208,8 @@ function Store:resolve(ref)
     if id:sub(1, #ref) == ref then found[#found + 1] = id end
   end
   if #found == 1 then return found[1] end
-  if #found == 0 then raise("not-found", "no run '%s' in %s (see `runbook runs`)", ref, self.root) end
-  raise("ambiguous", "run '%s' is ambiguous: %s", ref, table.concat(found, ", "))
+  if #found == 0 then errors.raisef("store", "not-found", "no run '%s' in %s (see `runbook runs`)", ref, self.root) end
+  errors.raisef("store", "ambiguous", "run '%s' is ambiguous: %s", ref, table.concat(found, ", "))
 end
 
 -- The type of a journal's last complete event, or nil when the file ends in
@@ -306,7 +302,7 @@ function Store:open_run(id, opts)
   local create = opts.create
   if create then
     local ok, err = fs.mkdir_p(run_dir(self, id), 448)
-    if not ok then raise("io", "cannot create the run folder: %s", err) end
+    if not ok then errors.raisef("store", "io", "cannot create the run folder: %s", err) end
   end
   local dest = not create and self:pushed(id)
   if dest then
@@ -340,10 +336,10 @@ function Store:open_run(id, opts)
     errors.raise { kind = "store", code = "audit-key", message = string.format("run %s is HMAC-protected: set RUNBOOK_AUDIT_KEY to continue it", id) }
   end
   local journal, jerr = jcore.open(journal_path(self, id), id, key, info, create, tip_path(self, id))
-  if not journal then raise("io", "%s", jerr) end
+  if not journal then errors.raisef("store", "io", "%s", jerr) end
   g.journal = journal
   local log, lerr = jcore.open_log(log_path(self, id))
-  if not log then raise("io", "%s", lerr) end
+  if not log then errors.raisef("store", "io", "%s", lerr) end
   g.log = log
   local r = setmetatable({ id = id, store = self, lock = lock, journal = journal, log = log, info = info or { count = 0 },
     events = events, state = st }, OpenRun)
@@ -359,7 +355,7 @@ local function parse_key(text, where)
   if #text == 64 and text:match("^%x+$") then return crypto.hex_decode(text) end
   local raw = crypto.base64_decode(text)
   if raw and #raw == 32 then return raw end
-  raise("bad-key", "%s must be 64 hex digits or the base64 of 32 bytes", where)
+  errors.raisef("store", "bad-key", "%s must be 64 hex digits or the base64 of 32 bytes", where)
 end
 
 --- Refuses a key file others may read (or one that is a symbolic link):
@@ -369,9 +365,9 @@ function Store:check_key_file()
   local path = self.root .. "/secret.key"
   local st = fs.stat(path)
   if st and st.type == "link" then
-    raise("key-mode", "%s is a symbolic link; store files are never followed: put the key file itself there (mode 0600)", path)
+    errors.raisef("store", "key-mode", "%s is a symbolic link; store files are never followed: put the key file itself there (mode 0600)", path)
   elseif st and st.mode & 63 ~= 0 then
-    raise("key-mode", "%s has mode %04o: others may read the key that seals this store's secrets. Run `chmod 600 %s` (and, if others could read it, rotate the secrets it sealed), then run the command again",
+    errors.raisef("store", "key-mode", "%s has mode %04o: others may read the key that seals this store's secrets. Run `chmod 600 %s` (and, if others could read it, rotate the secrets it sealed), then run the command again",
       path, st.mode & 4095, path)
   end
   return path
@@ -395,7 +391,7 @@ function Store:secret_key(create)
     elseif create then
       local k = secret.random(32, "raw")
       local ok, err = fs.write_file(path, crypto.hex_encode(k), 384) -- 0600
-      if not ok then raise("io", "cannot write %s: %s", path, err) end
+      if not ok then errors.raisef("store", "io", "cannot write %s: %s", path, err) end
       raw = k
     else
       return nil
