@@ -3,7 +3,7 @@
  * its own lua_State (Lua states are not shared between threads). A worker
  * state shares the process host (redactor, console lock, message queue)
  * and the run's journal with the main state; it loads the runbook itself
- * and runs `require("runbook._engine.parallel").worker(payload, journal, key)`.
+ * and runs `require("runbook._engine.worker").worker(payload, journal, key)`.
  * Workers report events, logs and progress through the host's queue,
  * which the main thread drains to keep its state and console current.
  */
@@ -64,7 +64,7 @@ static int worker_main(lua_State *L) {
   rb_host_attach(L, j->host);
   rb_open_modules(L);
   lua_getglobal(L, "require");
-  lua_pushliteral(L, "runbook._engine.parallel");
+  lua_pushliteral(L, "runbook._engine.worker");
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "worker");
   lua_pushlstring(L, j->payload, j->plen);

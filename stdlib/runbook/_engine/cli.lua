@@ -10,24 +10,11 @@ local suggest = require "runbook._engine.suggest"
 
 local M = {}
 
--- Every exit code the tool returns. engine.lua and the docs take theirs
--- from here (tests/spec/cli_docs_spec.lua checks the docs' tables).
-M.EXIT_CODES = {
-  { code = 0, name = "ok", short = "finished",
-    meaning = "the run finished (or the command succeeded)" },
-  { code = 1, name = "failed", short = "a step failed",
-    meaning = "a step failed (after its retries); `audit verify` found damage; `rollback` stopped at a step without `undo`" },
-  { code = 2, name = "usage", short = "usage, runbook or configuration error",
-    meaning = "usage error, or an error in the runbook (syntax, duplicate ids, unknown `needs`, a cycle, an unknown or missing param, a damaged journal, a refused resume), or a configuration error that retrying cannot fix (a kubeconfig naming an unknown context): fix it and run the same command again" },
-  { code = 3, name = "waiting", short = "waiting for a manual step",
-    meaning = "waiting for a manual step: confirm it, then run the same command again" },
-  { code = 4, name = "locked", short = "locked by another process",
-    meaning = "the run is locked by another process, named by pid, host and user (or another exec is choosing the runbook's run)" },
-  { code = 130, name = "interrupted", short = "interrupted",
-    meaning = "interrupted (Ctrl-C or SIGTERM): the run stopped at a resumable point" },
-}
-M.EXIT = {}
-for _, e in ipairs(M.EXIT_CODES) do M.EXIT[e.name] = e.code end
+-- Every exit code the tool returns: the one table (exits.lua), which the
+-- engine uses too and the help, man pages and docs render from here.
+local exits = require "runbook._engine.exits"
+M.EXIT_CODES = exits.CODES
+M.EXIT = exits.EXIT
 
 -- Error kinds that end the process as a usage error (exit 2) rather than a
 -- failure: nothing ran that retrying would change.

@@ -14,11 +14,12 @@ local audit = require "runbook._engine.audit"
 local backoffs = require "runbook._engine.backoff"
 local consolemod = require "runbook._engine.console"
 local actor = require "runbook._engine.actor"
+local parallel = require "runbook._engine.parallel"
 local notify_outcome
 
 local M = {}
 
-M.EXIT = require("runbook._engine.cli").EXIT -- the one table of exit codes
+M.EXIT = require("runbook._engine.exits").EXIT -- the one table of exit codes
 
 local Run = {}
 Run.__index = Run
@@ -590,7 +591,6 @@ function Run:execute()
   local sel = selection(self.book, self.opts, self.state)
   local t0 = host.monotime()
   local ran = 0
-  local parallel = require "runbook._engine.parallel"
   local i = 1
   while i <= #sel do
     local s = sel[i]
