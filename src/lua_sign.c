@@ -30,6 +30,8 @@ static void need_crypto(lua_State *L) {
 
 /* A key from PEM text: a private key when one parses, else a public key. */
 static EVP_PKEY *read_key(const char *pem, size_t len, int want_private) {
+  if (len == 0 || len > 65536) /* no PEM key is bigger; and BIO takes an int */
+    return NULL;
   BIO *b = BIO_new_mem_buf(pem, (int)len);
   if (!b)
     return NULL;
