@@ -29,6 +29,8 @@
 --   close()               releases connections
 local errors = require "runbook.errors"
 local secret = require "runbook._secret"
+local crypto = require "runbook._crypto"
+local fs = require "runbook._fs"
 
 local M = {}
 
@@ -73,6 +75,61 @@ function M.audit_key()
   local k = os.getenv("RUNBOOK_AUDIT_KEY")
   if k and k ~= "" then return secret.new(k) end
   return nil
+end
+
+-- ---------------------------------------------------------------------------
+-- the sealing key, the same for both stores: RUNBOOK_SECRET_KEY, else a key
+-- file of the owner's alone (the file store's secret.key, the PostgreSQL
+-- store's operator key file)
+
+local function parse_key(text, where)
+  text = text:gsub("%s+$", "")
+  if #text == 64 and text:match("^%x+$") then return crypto.hex_decode(text) end
+  local raw = crypto.base64_decode(text)
+  if raw and #raw == 32 then return raw end
+  errors.raisef("store", "bad-key", "%s must be 64 hex digits or the base64 of 32 bytes", where)
+end
+
+--- Refuses a key file others may read, or one that is a symbolic link;
+--- `whose` says whose secrets it seals. Returns path.
+function M.check_key_file(path, whose)
+  local st = fs.stat(path)
+  if st and st.type == "link" then
+    errors.raisef("store", "key-mode", "%s is a symbolic link; key files are never followed: put the key file itself there (mode 0600)", path)
+  elseif st and st.mode & 63 ~= 0 then
+    errors.raisef("store", "key-mode", "%s has mode %04o: others may read the key that seals %s. Run `chmod 600 %s` (and, if others could read it, rotate the secrets it sealed), then run the command again",
+      path, st.mode & 4095, whose, path)
+  end
+  return path
+end
+
+--- The sealing key: RUNBOOK_SECRET_KEY, else the key file at `path`
+--- (checked first), made with 32 random bytes (0600, its folder 0700) when
+--- `create` is set. Returns a secret and its id (a fingerprint), or nil.
+function M.sealing_key(path, whose, create)
+  local env = os.getenv("RUNBOOK_SECRET_KEY")
+  local raw
+  if env and env ~= "" then
+    raw = parse_key(env, "RUNBOOK_SECRET_KEY")
+  else
+    M.check_key_file(path, whose)
+    local f = io.open(path, "rb")
+    if f then
+      raw = parse_key(f:read("a"), path)
+      f:close()
+    elseif create then
+      local dir = path:match("^(.*)/[^/]*$")
+      if dir and dir ~= "" and not fs.stat(dir) then fs.mkdir_p(dir, 448) end
+      local k = secret.random(32, "raw")
+      local ok, err = fs.write_file(path, crypto.hex_encode(k), 384) -- 0600
+      if not ok then errors.raisef("store", "io", "cannot write %s: %s", path, err) end
+      raw = k
+    else
+      return nil
+    end
+  end
+  local key = secret.is(raw) and raw or secret.new(raw)
+  return key, crypto.sha256(key):sub(1, 16)
 end
 
 return M

@@ -350,55 +350,19 @@ function Store:open_run(id, opts)
   return r
 end
 
-local function parse_key(text, where)
-  text = text:gsub("%s+$", "")
-  if #text == 64 and text:match("^%x+$") then return crypto.hex_decode(text) end
-  local raw = crypto.base64_decode(text)
-  if raw and #raw == 32 then return raw end
-  errors.raisef("store", "bad-key", "%s must be 64 hex digits or the base64 of 32 bytes", where)
-end
-
---- Refuses a key file others may read (or one that is a symbolic link):
---- the key is used without a word only when it is the owner's alone.
+--- Refuses a key file others may read (or one that is a symbolic link).
 --- Returns its path.
 function Store:check_key_file()
-  local path = self.root .. "/secret.key"
-  local st = fs.stat(path)
-  if st and st.type == "link" then
-    errors.raisef("store", "key-mode", "%s is a symbolic link; store files are never followed: put the key file itself there (mode 0600)", path)
-  elseif st and st.mode & 63 ~= 0 then
-    errors.raisef("store", "key-mode", "%s has mode %04o: others may read the key that seals this store's secrets. Run `chmod 600 %s` (and, if others could read it, rotate the secrets it sealed), then run the command again",
-      path, st.mode & 4095, path)
-  end
-  return path
+  return require("runbook._engine.store").check_key_file(self.root .. "/secret.key", "this store's secrets")
 end
 
 --- The key that seals secret memos: RUNBOOK_SECRET_KEY, else the store's
 --- 0600 key file, created with 32 random bytes when `create` is set.
 --- Returns a secret (32 bytes) and its id (a fingerprint), or nil.
 function Store:secret_key(create)
-  if self._key then return self._key, self._kid end
-  local env = os.getenv("RUNBOOK_SECRET_KEY")
-  local raw
-  if env and env ~= "" then
-    raw = parse_key(env, "RUNBOOK_SECRET_KEY")
-  else
-    local path = self:check_key_file()
-    local f = io.open(path, "rb")
-    if f then
-      raw = parse_key(f:read("a"), path)
-      f:close()
-    elseif create then
-      local k = secret.random(32, "raw")
-      local ok, err = fs.write_file(path, crypto.hex_encode(k), 384) -- 0600
-      if not ok then errors.raisef("store", "io", "cannot write %s: %s", path, err) end
-      raw = k
-    else
-      return nil
-    end
+  if not self._key then
+    self._key, self._kid = require("runbook._engine.store").sealing_key(self.root .. "/secret.key", "this store's secrets", create)
   end
-  local key = secret.is(raw) and raw or secret.new(raw)
-  self._key, self._kid = key, crypto.sha256(key):sub(1, 16)
   return self._key, self._kid
 end
 

@@ -555,14 +555,6 @@ end
 -- ---------------------------------------------------------------------------
 -- the sealing key: each operator's own, never in the database
 
-local function parse_key(text, where)
-  text = text:gsub("%s+$", "")
-  if #text == 64 and text:match("^%x+$") then return crypto.hex_decode(text) end
-  local raw = crypto.base64_decode(text)
-  if raw and #raw == 32 then return raw end
-  raise("bad-key", "%s must be 64 hex digits or the base64 of 32 bytes", where)
-end
-
 local function key_path()
   local p = os.getenv("RUNBOOK_SECRET_KEY_FILE")
   if p and p ~= "" then return p end
@@ -572,44 +564,15 @@ local function key_path()
 end
 
 function Store:check_key_file()
-  local path = key_path()
-  local st = fs.stat(path)
-  if st and st.type == "link" then
-    raise("key-mode", "%s is a symbolic link; key files are never followed: put the key file itself there (mode 0600)", path)
-  elseif st and st.mode & 63 ~= 0 then
-    raise("key-mode", "%s has mode %04o: others may read the key that seals your runs' secrets. Run `chmod 600 %s` (and, if others could read it, rotate the secrets it sealed), then run the command again",
-      path, st.mode & 4095, path)
-  end
-  return path
+  return storemod().check_key_file(key_path(), "your runs' secrets")
 end
 
 --- RUNBOOK_SECRET_KEY, else the operator's key file (RUNBOOK_SECRET_KEY_FILE,
 --- else ~/.config/runbook/secret.key), created when `create` is set.
 function Store:secret_key(create)
-  if self._key then return self._key, self._kid end
-  local env = os.getenv("RUNBOOK_SECRET_KEY")
-  local raw
-  if env and env ~= "" then
-    raw = parse_key(env, "RUNBOOK_SECRET_KEY")
-  else
-    local path = self:check_key_file()
-    local f = io.open(path, "rb")
-    if f then
-      raw = parse_key(f:read("a"), path)
-      f:close()
-    elseif create then
-      local dir = path:match("^(.*)/[^/]*$")
-      if dir and dir ~= "" then fs.mkdir_p(dir, 448) end
-      local k = secret.random(32, "raw")
-      local ok, err = fs.write_file(path, crypto.hex_encode(k), 384)
-      if not ok then raise("io", "cannot write %s: %s", path, err) end
-      raw = k
-    else
-      return nil
-    end
+  if not self._key then
+    self._key, self._kid = storemod().sealing_key(key_path(), "your runs' secrets", create)
   end
-  local key = secret.is(raw) and raw or secret.new(raw)
-  self._key, self._kid = key, crypto.sha256(key):sub(1, 16)
   return self._key, self._kid
 end
 
