@@ -32,12 +32,13 @@ local rbtest = require "rbtest"
 local k8sfake = require "k8sfake"
 local httpserver = require "httpserver"
 local s3server = require "s3server"
+local stubs = require "sandbox.stubs"
 
 local M = {}
 
 M.SERVICES = { "pg", "redis", "s3", "k8s", "https", "argocd" }
 M.PG_BIN = os.getenv("RUNBOOK_PG_BIN") or "/usr/lib/postgresql/15/bin"
-M.STUBS = { "enclii", "gh", "op", "doctl", "helm" }
+M.STUBS = stubs.TOOLS
 
 -- The stand-ins for the services' public names: each httpserver.py
 -- instance answers for its service's names.
@@ -46,6 +47,29 @@ M.SITES = {
   janua = { "api.janua.dev" },
   tessera = { "tessera.your-domain.com" },
 }
+
+-- One profile per shipped runbook (tests/harness/sandbox/<name>.lua): what
+-- that runbook expects to find, seeded once the services run. A profile is
+-- a table with `runbook` (the name of runbooks/NAME.lua) and any of:
+--   namespaces      namespaces it lives in (created when the fake starts)
+--   job_logs        {namespace, Job name prefix, logs} rules for the fake
+--   seed_k8s(sb)    when the fake started (after the namespaces)
+--   seed(sb, fresh) once moto and PostgreSQL answer; fresh.pg / fresh.s3
+--                   say which of them this `up` started
+--   env(sb, e)      adds the credentials the runbook reads to DIR/env
+--   values(sb)      its params, written to DIR/values/<runbook>.yaml
+--   players         the people its guide needs at manual steps (see M.PLAYERS)
+-- and constants the specs read. Their constants are re-exported here.
+M.PROFILES = {}
+M.JOB_LOGS = {}
+for _, name in ipairs { "tezca", "janua", "tessera", "bowmark", "drill", "ticolops" } do
+  local p = require("sandbox." .. name)
+  M.PROFILES[#M.PROFILES + 1] = p
+  for k, v in pairs(p) do
+    if k:match("^%u[%u_]*$") or k:match("^tezca_") or k:match("^bowmark_") then M[k] = v end
+  end
+  for _, rule in ipairs(p.job_logs or {}) do M.JOB_LOGS[#M.JOB_LOGS + 1] = rule end
+end
 
 -- ---------------------------------------------------------------------------
 -- small helpers
@@ -447,148 +471,24 @@ local function spawn_argocd(sb)
 end
 
 -- ---------------------------------------------------------------------------
--- what each shipped runbook expects to find (seeded once the services run)
-
-local function tezca_deployment(name, image, extra)
-  local container = { name = name:gsub("^tezca%-", ""), image = image }
-  for k, v in pairs(extra or {}) do container[k] = v end
-  return { apiVersion = "apps/v1", kind = "Deployment", metadata = { name = name },
-    spec = { replicas = 2, selector = { matchLabels = { app = name } },
-      template = { metadata = { labels = { app = name } }, spec = { containers = { container } } } } }
-end
-
-M.TEZCA_API_IMAGE = "ghcr.io/madfam-org/tezca/api@sha256:" .. string.rep("ab", 32)
-
---- k8s/production/ of Tezca as ArgoCD would sync it: the seven Deployments.
-function M.tezca_manifests()
-  local out = { tezca_deployment("tezca-api", M.TEZCA_API_IMAGE, {
-    envFrom = { { secretRef = { name = "tezca-secrets" } } }, ports = { { containerPort = 8000 } },
-    readinessProbe = { httpGet = { path = "/api/v1/admin/health/", port = 8000 } } }) }
-  for _, name in ipairs { "tezca-web", "tezca-admin", "tezca-worker", "tezca-beat", "tezca-redis", "tezca-es" } do
-    out[#out + 1] = tezca_deployment(name, "ghcr.io/madfam-org/tezca/" .. name:gsub("^tezca%-", "") .. ":sha-1")
-  end
-  return out
-end
-
---- What the one-off Jobs of the runbooks print (by name prefix), in the
---- order the fake's rules need: the newest matching rule wins.
-M.JOB_LOGS = {
-  { "tezca", "tezca-migrate-", "Operations to perform:\n  Apply all migrations: admin, api, auth, contenttypes, sessions\nRunning migrations:\n  Applying api.0001_initial... OK" },
-  { "tezca", "tezca-migrate-to-r2-", "Uploaded 842 documents to tezca-documents" },
-  { "tezca", "tezca-migrate-to-r2-dry-run-", "DRY RUN: 842 documents would be uploaded to tezca-documents" },
-  { "tezca", "tezca-collectstatic-", "1287 static files copied to '/app/staticfiles'." },
-  { "tezca", "tezca-index-laws-", "Creating index laws\nIndexed 11234 laws" },
-  { "tezca", "tezca-check-deploy-", "System check identified no issues (0 silenced)." },
-  { "bowmark", "verify-postgres-", "bowmark_reports_concrete\nbowmark_reports_paving" },
-  { "bowmark", "verify-rabbitmq-", "bowmark\nbowmark-concrete" },
-  { "bowmark", "backfill-paving-", "backfill: 1200 jobsites\nbackfill: 48211 material shipments\nbackfill done" },
-  { "bowmark", "backfill-concrete-", "backfill: 310 jobsites\nbackfill done" },
-  { "bowmark", "verify-backfill-", "48211" },
-  { "bowmark", "pg-backup-verify-", "uploaded s3://bowmark-backups/pg-backups/bowmark_reports_paving/bowmark_reports_paving-20260301T080000Z.pgdump\n"
-    .. "uploaded s3://bowmark-backups/pg-backups/bowmark_reports_concrete/bowmark_reports_concrete-20260301T080000Z.pgdump" },
-}
-
-M.TESSERA_DATABASE_URL = "postgresql+asyncpg://tessera:db-pw-e2e-1234@postgres:5432/tessera"
-
-M.TEZCA_TUNNEL = "tunnel.enclii.dev"
-
--- Ticolops' managed database (seeded with a few rows for the backup and the drill)
-M.TICOLOPS = { db = "ticolops", host = "ticolops.example.com", image = "ghcr.io/ticolops/backend:1.0.0",
-  passphrase = "sandbox-config-passphrase" }
-
-M.DRILL = { bucket = "bowmark-backups", prefix = "bowmark_reports_paving-", db = "bowmark_reports_paving" }
+-- what each shipped runbook expects to find, seeded once the services run:
+-- one profile per runbook in tests/harness/sandbox/<name>.lua
 
 local function seed_k8s(sb)
   local c = sb:cluster()
   c:apply(ARGO_CRD)
-  for _, ns in ipairs { "argocd", "bowmark", "tessera", "janua" } do
+  local namespaces = { "argocd" }
+  for _, p in ipairs(M.PROFILES) do
+    for _, ns in ipairs(p.namespaces or {}) do namespaces[#namespaces + 1] = ns end
+  end
+  for _, ns in ipairs(namespaces) do
     c:apply { apiVersion = "v1", kind = "Namespace", metadata = { name = ns } }
   end
-  -- Tessera, its manifests applied (the bootstrap runbook starts from there)
-  local tessera = sb:cluster("tessera")
-  if sb.secrets.https_tessera_token and not tessera:get { kind = "Secret", name = "tessera-secrets" } then
-    tessera:secret { name = "tessera-secrets", data = {
-      DATABASE_URL = M.TESSERA_DATABASE_URL,
-      REDIS_URL = sb.services.redis and sb.services.redis.url or "redis://redis:6379/0",
-      BOOTSTRAP_API_KEY = sb.secrets.https_tessera_token } }
-  end
-  tessera:apply { apiVersion = "apps/v1", kind = "Deployment", metadata = { name = "tessera", labels = { app = "tessera" } },
-    spec = { replicas = 3, selector = { matchLabels = { app = "tessera" } },
-      template = { metadata = { labels = { app = "tessera" } }, spec = { containers = { {
-        name = "tessera", image = "your-registry/tessera:0.1.0", ports = { { containerPort = 8000 } },
-        envFrom = { { configMapRef = { name = "tessera-config" } }, { secretRef = { name = "tessera-secrets" } } },
-        livenessProbe = { httpGet = { path = "/health/live", port = 8000 } } } } } } } }
-  tessera:close()
-  -- Janua's running release
-  local janua = sb:cluster("janua")
-  if not janua:get { api_version = "apps/v1", kind = "Deployment", name = "janua-api" } then
-    janua:apply { apiVersion = "apps/v1", kind = "Deployment", metadata = { name = "janua-api", labels = { app = "janua-api" } },
-      spec = { replicas = 3, selector = { matchLabels = { app = "janua-api" } },
-        strategy = { type = "RollingUpdate", rollingUpdate = { maxUnavailable = 0, maxSurge = 1 } },
-        template = { metadata = { labels = { app = "janua-api" } }, spec = { containers = {
-          { name = "api", image = "janua/api:2026.02.3", ports = { { containerPort = 8000 } } },
-          { name = "metrics-sidecar", image = "prom/statsd-exporter:v0.26.0" } } } } } }
-  end
-  janua:close()
   c:close()
+  for _, p in ipairs(M.PROFILES) do if p.seed_k8s then p.seed_k8s(sb) end end
   for _, rule in ipairs(M.JOB_LOGS) do
     sb.fake:control("POST", "/_fake/job-logs", { namespace = rule[1], prefix = rule[2], logs = rule[3] })
   end
-  mkdir(sb.dir .. "/argocd")
-  write(sb.dir .. "/argocd/tezca.json", json.encode(M.tezca_manifests()) .. "\n")
-end
-
--- the drill's world: a live database, yesterday's dump (100 shipments) and
--- today's (1000) in the bucket, another database's dump beside them, and 2%
--- more rows written since
-local function seed_drill(sb)
-  local pg = require "runbook.pg"
-  local s3 = require "runbook.s3"
-  local secret = require "runbook.secret"
-  local db = M.DRILL.db
-  -- seeded afresh whenever PostgreSQL or moto (which keeps nothing) started
-  sb:psql { string.format('DROP DATABASE IF EXISTS "%s" WITH (FORCE)', db), string.format('CREATE DATABASE "%s"', db) }
-  sb:psql([[
-    CREATE TABLE fact_material_shipment (id bigserial PRIMARY KEY, tons numeric NOT NULL);
-    CREATE TABLE dim_jobsite (id int PRIMARY KEY, name text);
-    CREATE SCHEMA audit;
-    CREATE TABLE audit.sync_log (id bigserial PRIMARY KEY, note text);
-    INSERT INTO dim_jobsite SELECT g, 'site ' || g FROM generate_series(1, 50) g;
-    INSERT INTO fact_material_shipment (tons) SELECT g % 40 FROM generate_series(1, 100) g;
-    INSERT INTO audit.sync_log (note) VALUES ('first');]], db)
-  local s = sb.services.s3
-  local client <close> = s3.connect { endpoint = s.endpoint, region = s.region, access_key = s.access_key,
-    secret_key = secret.wrap(s.secret_key) }
-  client:ensure_bucket(M.DRILL.bucket)
-  local seeds = sb.dir .. "/seed"
-  mkdir(seeds, 448)
-  for i, day in ipairs { "20260301T080000Z", "20260302T080000Z" } do
-    if i == 2 then sb:psql("INSERT INTO fact_material_shipment (tons) SELECT g % 40 FROM generate_series(1, 900) g", db) end
-    pg.backup { url = sb:pg_url(db), path = seeds .. "/" .. day .. ".dump" }
-    client:put { bucket = M.DRILL.bucket, key = M.DRILL.prefix .. day .. ".pgdump", file = seeds .. "/" .. day .. ".dump" }
-  end
-  client:put { bucket = M.DRILL.bucket, key = "other_db-20260303T080000Z.pgdump", body = "not ours" }
-  sb:psql("INSERT INTO fact_material_shipment (tons) SELECT 1 FROM generate_series(1, 20)", db)
-end
-
--- Bow-Mark's Space (the drill's bucket too), made in DigitalOcean's control panel
-local function seed_space(sb)
-  local s3 = require "runbook.s3"
-  local secret = require "runbook.secret"
-  local s = sb.services.s3
-  local client <close> = s3.connect { endpoint = s.endpoint, region = s.region, access_key = s.access_key,
-    secret_key = secret.wrap(s.secret_key) }
-  client:ensure_bucket(M.DRILL.bucket)
-end
-
-local function seed_ticolops(sb)
-  local db = M.TICOLOPS.db
-  sb:psql { string.format('DROP DATABASE IF EXISTS "%s" WITH (FORCE)', db), string.format('CREATE DATABASE "%s"', db) }
-  sb:psql([[
-    CREATE TABLE users (id bigserial PRIMARY KEY, email text NOT NULL);
-    CREATE TABLE projects (id bigserial PRIMARY KEY, owner bigint REFERENCES users, name text);
-    INSERT INTO users (email) SELECT 'user' || g || '@example.com' FROM generate_series(1, 40) g;
-    INSERT INTO projects (owner, name) SELECT 1 + g % 40, 'project ' || g FROM generate_series(1, 120) g;]], db)
 end
 
 -- ---------------------------------------------------------------------------
@@ -603,44 +503,7 @@ function Sandbox:env()
     KUBECONFIG = self.dir .. "/kubeconfig",
     PATH = self.dir .. "/bin:" .. (os.getenv("PATH") or "/usr/bin:/bin"),
   }
-  local s3, pg, h = self.services.s3, self.services.pg, self.https
-  if h.tezca and h.janua then
-    e.TEZCA_DB_HOST = "127.0.0.1"
-    e.JANUA_ADMIN_TOKEN = h.janua.token
-    e.TEZCA_ADMIN_JWT = h.tezca.token
-    e.JANUA_API_KEY = "sk_live_sandbox_janua_api_key"
-    e.JANUA_PUBLISHABLE_KEY = "pk_live_sandbox_janua_publishable_key"
-    e.JANUA_SECRET_KEY = "sk_live_sandbox_janua_secret_key"
-    e.SENTRY_DSN = "https://sandbox0key@o4242.ingest.sentry.io/1717"
-  end
-  if s3 and s3.access_key then
-    e.R2_ENDPOINT_URL = s3.endpoint
-    e.R2_ACCESS_KEY_ID, e.R2_SECRET_ACCESS_KEY = s3.access_key, s3.secret_key
-    e.AWS_ACCESS_KEY_ID, e.AWS_SECRET_ACCESS_KEY = s3.access_key, s3.secret_key
-    e.BACKUP_S3_ENDPOINT, e.BACKUP_BUCKET = s3.endpoint, M.DRILL.bucket
-  end
-  if pg then
-    e.SOURCE_DATABASE_URL = self:pg_url(M.DRILL.db)
-    e.SCRATCH_DATABASE_URL = self:pg_url("postgres")
-  end
-  if h.tessera then e.BOOTSTRAP_API_KEY = h.tessera.token end
-  if pg then
-    e.TICOLOPS_DATABASE_URL = (self:pg_url(M.TICOLOPS.db):gsub("^postgres://", "postgresql+asyncpg://"))
-    e.TICOLOPS_SCRATCH_DATABASE_URL = self:pg_url("postgres")
-  end
-  e.TICOLOPS_REDIS_URL = self.services.redis and self.services.redis.url or "redis://redis:6379/0"
-  e.TICOLOPS_CONFIG_PASSPHRASE = M.TICOLOPS.passphrase
-  e.TICOLOPS_HOST, e.TICOLOPS_IMAGE = M.TICOLOPS.host, M.TICOLOPS.image
-  e.BOWMARK_PAVING_MONGO_URI = "mongodb+srv://bowmark:sandbox-paving@paving.sandbox.mongodb.net/paving"
-  e.BOWMARK_CONCRETE_MONGO_URI = "mongodb+srv://bowmark:sandbox-concrete@concrete.sandbox.mongodb.net/concrete"
-  e.BOWMARK_JWT_SECRET = "sandbox-jwt-secret"
-  e.SPACES_NAME, e.SPACES_REGION = "bowmark-backups", "nyc3"
-  e.SPACES_KEY, e.SPACES_SECRET = "DO00SANDBOXSPACESKEY", "sandbox-spaces-secret"
-  -- moto plays the Space (B3-spaces sets its lifecycle rule)
-  if s3 and s3.access_key then e.SPACES_KEY, e.SPACES_SECRET = s3.access_key, s3.secret_key end
-  e.BOWMARK_EMAIL_FROM, e.SMTP_USER, e.SMTP_HOST = "reports@bowmark.ca", "apikey", "smtp.sendgrid.net"
-  e.SMTP_PASSWORD = "sandbox-smtp-password"
-  e.MEILISEARCH_HOST, e.MEILISEARCH_API_KEY = "https://search.bowmark.ca", "sandbox-meili-key"
+  for _, p in ipairs(M.PROFILES) do if p.env then p.env(self, e) end end
   -- every exec holds the team lock in the sandbox's Redis, as a team's would
   if self.services.redis then e.RUNBOOK_LOCK = self.services.redis.url end
   return e
@@ -648,67 +511,14 @@ end
 
 --- The plain params of each shipped runbook, for its --values file.
 function Sandbox:values()
-  local kc, ca = self.dir .. "/kubeconfig", self:ca_file()
   local v = {}
-  if self.https.tezca and self.https.janua then
-    v["first-deploy"] = { kubeconfig = kc, web_url = self:site_url("tezca", "tezca.mx"),
-      api_url = self:site_url("tezca", "api.tezca.mx"), admin_url = self:site_url("tezca", "admin.tezca.mx"),
-      janua_url = self:site_url("janua"), ca_file = ca, www_host = self.dns and "www.tezca.mx" or "localhost",
-      -- moto refuses R2's region "auto" (IllegalLocationConstraintException)
-      r2_region = "us-east-1" }
-  end
-  v["bowmark-first-deploy"] = { kubeconfig = kc, namespace = "bowmark",
-    spaces_endpoint = self.services.s3 and self.services.s3.endpoint or nil }
-  v["ticolops-production"] = { kubeconfig = kc }
-  if self.https.tessera then v["tessera-bootstrap"] = { kubeconfig = kc, api_url = self:site_url("tessera"), ca_file = ca } end
-  if self.https.janua then
-    v["janua-rollout"] = { kubeconfig = kc, image_tag = "2026.03.0", api_url = self:site_url("janua"), ca_file = ca,
-      rollout_timeout = 120 }
-  end
-  if self.services.s3 then
-    v["pg-restore-drill"] = { endpoint = self.services.s3.endpoint, bucket = M.DRILL.bucket, prefix = M.DRILL.prefix,
-      work_dir = self.dir .. "/restore-drill" }
+  for _, p in ipairs(M.PROFILES) do
+    if p.values then v[p.runbook] = p.values(self) end
   end
   return v
 end
 
 function Sandbox:values_file(name) return self.dir .. "/values/" .. name .. ".yaml" end
-
-local STUB = [[#!/bin/sh
-# A recording stub of %s for the rehearsal sandbox: appends its argv to
-# %s and answers plausibly. Not the real tool.
-log=%s
-{ printf '%%s' %s; for a in "$@"; do printf ' %%s' "$a"; done; printf '\n'; } >>"$log"
-%s
-exit 0
-]]
-
-local ANSWERS = {
-  enclii = [[case "$1" in
-  exec) shift; while [ $# -gt 0 ] && [ "$1" != "--" ]; do shift; done; echo "enclii (sandbox): would run in tezca-api:${2:+ $*}" ;;
-  *) echo "enclii (sandbox): ok" ;;
-esac]],
-  gh = [[case "$1 $2" in
-  "secret set") [ -t 0 ] || cat >/dev/null; echo "✓ Set Actions secret $3 (sandbox)" ;;
-  "pr merge") echo "✓ Merged pull request (sandbox)" ;;
-  "auth status") echo "Logged in to github.com as sandbox" ;;
-  *) echo "gh (sandbox): ok" ;;
-esac]],
-  op = [[case "$1 $2" in
-  "item create") echo '{"id":"sandbox0item0id","title":"Bow-Mark Production K8s","vault":{"name":"Private"}}' ;;
-  "whoami "*|"whoami") echo "sandbox@example.com" ;;
-  *) echo "op (sandbox): ok" ;;
-esac]],
-  doctl = [[case "$1 $2 $3" in
-  "kubernetes cluster kubeconfig") echo "Notice: Adding cluster credentials to kubeconfig file found in \"$KUBECONFIG\" (sandbox)" ;;
-  *) echo "doctl (sandbox): ok" ;;
-esac]],
-  helm = [[case "$1" in
-  version) echo 'version.BuildInfo{Version:"v3.14.0-sandbox"}' ;;
-  upgrade|install) echo "Release \"$2\" has been upgraded. Happy Helming! (sandbox)" ;;
-  *) echo "helm (sandbox): ok" ;;
-esac]],
-}
 
 local function write_files(sb)
   local d = sb.dir
@@ -716,7 +526,7 @@ local function write_files(sb)
   local log = d .. "/logs/cli.log"
   if not exists(log) then write(log, "") end
   for _, tool in ipairs(M.STUBS) do
-    write(d .. "/bin/" .. tool, string.format(STUB, tool, log, quote(log), quote(tool), ANSWERS[tool]), 493)
+    write(d .. "/bin/" .. tool, stubs.script(tool, log), 493)
   end
   -- the runbooks' host names on 127.0.0.1, over the machine's own
   -- Tezca's names are CNAMEs to the tunnel: the tunnel's name first on their
@@ -859,9 +669,7 @@ function M.up(dir, opts)
     if fresh.s3 then await_s3(sb) end
     phase("moto ready")
     write_files(sb)
-    if (fresh.pg or fresh.s3) and want.pg and want.s3 then seed_drill(sb) end
-    if fresh.s3 then seed_space(sb) end
-    if fresh.pg then seed_ticolops(sb) end
+    for _, p in ipairs(M.PROFILES) do if p.seed then p.seed(sb, fresh) end end
     phase("drill seeded")
     sb:save()
   end)
@@ -1040,41 +848,6 @@ function Sandbox:cli_log()
   return out
 end
 
-local function bowmark_deployment(name, image, component, logs)
-  local meta = { labels = { app = name, component = component } }
-  if logs then meta.annotations = { ["fake.runbook.dev/logs"] = logs } end
-  return { apiVersion = "apps/v1", kind = "Deployment", metadata = { name = name, namespace = "bowmark" },
-    spec = { replicas = name:match("^server") and 2 or 1, selector = { matchLabels = { app = name } },
-      template = { metadata = meta, spec = { containers = { { name = component, image = image } } } } } }
-end
-
-M.BOWMARK_SERVER_IMAGE = "itsdevin/bow-mark-server:3f9c2e1"
-
---- What CircleCI applies when Bow-Mark's release is merged (B5): the
---- pg-migrations ConfigMap and the eight Deployments.
-function M.bowmark_ci_objects()
-  local img = M.BOWMARK_SERVER_IMAGE
-  local out = { { apiVersion = "v1", kind = "ConfigMap", metadata = { name = "pg-migrations", namespace = "bowmark" },
-    data = { ["20250101000000_create_facts.sql"] = "-- migrate:up\nCREATE TABLE fact_material_shipment (id bigint);\n-- migrate:down\n" } } }
-  for _, name in ipairs { "server-deployment", "server-concrete-deployment", "worker-deployment", "worker-concrete-deployment" } do
-    out[#out + 1] = bowmark_deployment(name, img, (name:gsub("%-deployment$", "")))
-  end
-  out[#out + 1] = bowmark_deployment("consumer-deployment", img, "consumer", "Connected to RabbitMQ vhost bowmark\nWaiting for messages")
-  out[#out + 1] = bowmark_deployment("consumer-concrete-deployment", img, "consumer-concrete",
-    "Connected to RabbitMQ vhost bowmark-concrete\nWaiting for messages")
-  out[#out + 1] = bowmark_deployment("client-deployment", "itsdevin/bow-mark-client:3f9c2e1", "client")
-  out[#out + 1] = bowmark_deployment("client-concrete-deployment", "itsdevin/bow-mark-concrete-client:3f9c2e1", "client-concrete")
-  return out
-end
-
---- The Application the infra repository's root application gains (M6).
-function M.tezca_application()
-  return { apiVersion = "argoproj.io/v1alpha1", kind = "Application", metadata = { name = "tezca", namespace = "argocd" },
-    spec = { project = "default", source = { repoURL = "https://github.com/madfam-org/tezca", path = "k8s/production" },
-      destination = { server = "https://kubernetes.default.svc", namespace = "tezca" },
-      syncPolicy = { automated = { prune = true, selfHeal = true }, syncOptions = { "CreateNamespace=true" } } } }
-end
-
 --- Waits until every Deployment named exists in namespace.
 function Sandbox:await_deployments(namespace, names)
   local c = self:cluster(namespace)
@@ -1089,52 +862,11 @@ function Sandbox:await_deployments(namespace, names)
 end
 
 -- The people (and systems) each guide needs at its manual steps, played
--- by the sandbox. `self_confirms`: the step's verify sees what the player
--- did, so the next exec confirms it; otherwise the sandbox confirms it with
--- `runbook confirm ... --note "rehearsal: ..."`.
-M.PLAYERS = {
-  ["first-deploy"] = {
-    M1 = { role = "Dev", note = "the sandbox played Dev (@janua/nextjs installed in admin)" },
-    M2 = { role = "Repo Admin", note = "the sandbox played Repo Admin (gh secret set x3, recorded in logs/cli.log)",
-      act = function(sb)
-        for _, name in ipairs { "MADFAM_BOT_PAT", "ENCLII_CALLBACK_TOKEN", "NEXT_PUBLIC_JANUA_PUBLISHABLE_KEY" } do
-          sb:cli({ "gh", "secret", "set", name, "--repo", "madfam-org/tezca" }, "sandbox-value\n")
-        end
-      end },
-    M6 = { role = "DevOps and ArgoCD", self_confirms = true,
-      act = function(sb)
-        sb:cli { "gh", "pr", "merge", "--repo", "madfam-org/infra", "--squash", "add-tezca-to-root-application" }
-        local c = sb:cluster()
-        c:apply(M.tezca_application())
-        c:close()
-        -- the ArgoCD stand-in syncs k8s/production/
-        sb:await_deployments("tezca", { "tezca-api", "tezca-web", "tezca-admin", "tezca-worker", "tezca-beat", "tezca-redis", "tezca-es" })
-      end },
-    ["M10-login"] = { role = "QA", note = "the sandbox played QA (admin login flow)" },
-    ["M14-approve"] = { role = "DevOps", note = "the sandbox played DevOps, approving the R2 migration's dry run" },
-  },
-  ["ticolops-production"] = {
-    T4 = { role = "DevOps", note = "the sandbox played DevOps (gh secret set KUBECONFIG, recorded in logs/cli.log)",
-      act = function(sb)
-        sb:cli({ "gh", "secret", "set", "KUBECONFIG", "--repo", "ticolops/ticolops" }, "sandbox-kubeconfig\n")
-      end },
-    T5 = { role = "DevOps", note = "the sandbox played DevOps (automated daily backups, 7 days)" },
-  },
-  ["bowmark-first-deploy"] = {
-    ["B2-vault"] = { role = "DevOps", note = "the sandbox played DevOps (op item create, recorded in logs/cli.log)",
-      act = function(sb)
-        sb:cli { "op", "item", "create", "--category", "login", "--title", "Bow-Mark Production K8s", "--vault", "Private",
-          "postgres-password[password]=(from the postgres Secret)", "rabbitmq-password[password]=(from the rabbitmq Secret)" }
-      end },
-    B5 = { role = "DevOps and CircleCI", self_confirms = true,
-      act = function(sb)
-        sb:cli { "gh", "pr", "merge", "--repo", "bowmark/bow-mark", "--merge", "release" }
-        local c = sb:cluster("bowmark")
-        for _, obj in ipairs(M.bowmark_ci_objects()) do c:apply(obj) end
-        c:close()
-      end },
-  },
-}
+-- by the sandbox (each profile's `players`, by runbook name). `self_confirms`:
+-- the step's verify sees what the player did, so the next exec confirms it;
+-- otherwise the sandbox confirms it with `runbook confirm ... --note "rehearsal: ..."`.
+M.PLAYERS = {}
+for _, p in ipairs(M.PROFILES) do M.PLAYERS[p.runbook] = p.players end
 
 --- Plays the person a manual step of runbook `name` needs, then confirms
 --- it unless its verify will. Returns what was done, for the report.
