@@ -660,6 +660,15 @@ static int l_pid(lua_State *L) {
   return 1;
 }
 
+/* pid_alive(pid) -> false only when no process of that pid exists on this
+ * machine (kill 0 says ESRCH); a process of another user counts as alive */
+static int l_pid_alive(lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, pid > 0 && pid <= INT_MAX, 1, "a pid expected");
+  lua_pushboolean(L, kill((pid_t)pid, 0) == 0 || errno != ESRCH);
+  return 1;
+}
+
 /* ---- terminal ------------------------------------------------------------- */
 
 static int l_isatty(lua_State *L) {
@@ -786,6 +795,7 @@ static const luaL_Reg funcs[] = {
   {"user", l_user},
   {"hostname", l_hostname},
   {"pid", l_pid},
+  {"pid_alive", l_pid_alive},
   {"isatty", l_isatty},
   {"term_width", l_term_width},
   {"read_password", l_read_password},

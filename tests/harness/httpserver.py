@@ -36,6 +36,8 @@ Stand-ins for the services of the shipped runbooks' deploy guides (tests/e2e/run
   /health/live, /health/ready   Tessera's probes
   /api/v1/teams, /api/v1/api-keys   Tessera (X-API-Key: <token> or a key it issued): POST creates
                           (teams: 409 for a name taken), GET lists
+  /_stand-in/forget       (Bearer <token>) POST: forgets every client, team and key given,
+                          as a fresh service (the sandbox's reset between crash trials)
 """
 import argparse
 import hashlib
@@ -214,6 +216,13 @@ class Handler(BaseHTTPRequestHandler):
             return 200, {"status": "alive"}
         if path == "/health/ready":
             return 200, {"status": "ready", "database": "connected"}
+        if path == "/_stand-in/forget" and self.command == "POST":
+            if not self.bearer_ok():
+                return unauthorized
+            with LOCK:
+                forgot = {k: len(v) for k, v in APPS.items()}
+                APPS["clients"], APPS["teams"], APPS["keys"] = {}, [], []
+            return 200, {"forgot": forgot}
         if path == "/api/v1/oauth/clients" or path.startswith("/api/v1/oauth/clients/"):
             if not self.bearer_ok():
                 return unauthorized

@@ -66,7 +66,7 @@ for _, name in ipairs { "tezca", "janua", "tessera", "bowmark", "drill", "ticolo
   local p = require("sandbox." .. name)
   M.PROFILES[#M.PROFILES + 1] = p
   for k, v in pairs(p) do
-    if k:match("^%u[%u_]*$") or k:match("^tezca_") or k:match("^bowmark_") then M[k] = v end
+    if k:match("^%u[%u%d_]*$") or k:match("^tezca_") or k:match("^bowmark_") then M[k] = v end
   end
   for _, rule in ipairs(p.job_logs or {}) do M.JOB_LOGS[#M.JOB_LOGS + 1] = rule end
 end
@@ -801,6 +801,7 @@ function Sandbox:runbook(args, opts)
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   local env = self:env()
   env.NO_COLOR = "1"
+  for k, v in pairs(self.env_over or {}) do env[k] = v end
   for k, v in pairs(opts.env or {}) do env[k] = v end
   for _, k in ipairs(opts.unset or {}) do env[k] = nil end
   local p = assert(proc.spawn { argv = argv, cwd = opts.cwd or self.dir, env = env, stdin = "null" })
@@ -814,6 +815,20 @@ function Sandbox:exec(file, extra, opts)
   if exists(self:values_file(name)) then args[#args + 1] = "--values"; args[#args + 1] = self:values_file(name) end
   for _, a in ipairs(extra or {}) do args[#args + 1] = a end
   return self:runbook(args, opts)
+end
+
+--- Starts `runbook exec` like Sandbox:exec without waiting, its stderr
+--- going to the file opts.stderr (stdout to /dev/null). Returns the process.
+function Sandbox:start_exec(file, extra, opts)
+  local name = file:match("([^/]+)%.lua$")
+  local argv = { "sh", "-c", 'f=$1; shift; exec "$@" 2>"$f"', "sh", opts.stderr, self.dir .. "/bin/runbook", "exec", file, "--yes" }
+  if exists(self:values_file(name)) then argv[#argv + 1] = "--values"; argv[#argv + 1] = self:values_file(name) end
+  for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+  local env = self:env()
+  env.NO_COLOR = "1"
+  for k, v in pairs(self.env_over or {}) do env[k] = v end
+  for k, v in pairs(opts.env or {}) do env[k] = v end
+  return assert(proc.spawn { argv = argv, cwd = self.dir, env = env, stdin = "null", stdout = "null" })
 end
 
 --- The ids of the runs in the sandbox's store.
@@ -890,9 +905,22 @@ end
 --- Rehearses a shipped runbook from start to finish: a new run, manual
 --- steps played and confirmed as the sandbox, until it finishes; then
 --- `runbook audit verify`. Raises when it does not go green. opts: quiet,
---- max_execs (30). Returns {run=, execs=, confirmed=, seconds=, log=}.
+--- max_execs (30), env (for every command it runs), kill_after (a crash
+--- trial: the first execs carry RUNBOOK_FAILPOINT=after:N; once the process
+--- stops there, on_kill(sb) is called and it is killed with SIGKILL, and the
+--- rehearsal goes on). Returns {run=, execs=, confirmed=, seconds=, killed=}.
 function Sandbox:rehearse(file, opts)
   opts = opts or {}
+  -- opts.env reaches every command of the rehearsal (exec, runs, confirm, audit)
+  local saved = self.env_over
+  self.env_over = opts.env or saved
+  local ok, result = pcall(self._rehearse, self, file, opts)
+  self.env_over = saved
+  if not ok then error(result, 0) end
+  return result
+end
+
+function Sandbox:_rehearse(file, opts)
   local t0 = host.monotime()
   if file:sub(1, 1) ~= "/" then file = fs.cwd() .. "/" .. file end
   if not exists(file) then fail("no runbook %s", file) end
@@ -904,13 +932,36 @@ function Sandbox:rehearse(file, opts)
   local run_id, played, last_wait = nil, {}, nil
   local result = { execs = 0, confirmed = {} }
   for i = 1, opts.max_execs or 30 do
-    local r = self:exec(file, i == 1 and { "--new" } or nil)
+    local r
+    if opts.kill_after and not result.killed then
+      -- the crash trial: every exec carries the failpoint until the run's
+      -- event kill_after is durable and the process stops there; then SIGKILL
+      local errf = self.dir .. "/logs/trial-stderr"
+      local p = self:start_exec(file, i == 1 and { "--new" } or nil,
+        { stderr = errf, env = { RUNBOOK_FAILPOINT = "after:" .. opts.kill_after } })
+      if p:stopped(opts.timeout or 600) then
+        if opts.on_kill then opts.on_kill(self) end
+        p:kill("KILL")
+        local _, sig = p:wait(30)
+        if sig ~= 9 then fail("exec %d was stopped at event %d but did not die of SIGKILL", i, opts.kill_after) end
+        result.killed = i
+        out("  exec %-2d stopped after event %d: SIGKILL", i, opts.kill_after)
+        r = { code = "killed" }
+      else
+        local code, sig = p:wait(30)
+        r = { code = code, signal = sig, stderr = read(errf) or "" }
+      end
+    else
+      r = self:exec(file, i == 1 and { "--new" } or nil)
+    end
     result.execs = i
     if not run_id then
       for _, row in ipairs(self:runs()) do if not before[row.run] then run_id = row.run end end
       if not run_id then fail("exec %d of %s started no run (exit %s):\n%s", i, file, tostring(r.code), tail(r.stderr, 30)) end
     end
-    if r.code == 0 then
+    if r.code == "killed" then
+      -- resumed by the next exec
+    elseif r.code == 0 then
       out("  exec %-2d exit 0: finished", i)
       break
     elseif r.code == 3 then
@@ -936,6 +987,31 @@ function Sandbox:rehearse(file, opts)
   result.run, result.seconds = run_id, host.monotime() - t0
   out("rehearsal of %s: green in %.1f s (%d exec(s), run %s)", name, result.seconds, result.execs, run_id)
   return result
+end
+
+--- Returns the world the shipped runbooks touch to how `up` left it, for
+--- a test that runs one many times from scratch (the crash trials): the
+--- fake's store reset and seeded again, the service stand-ins' clients,
+--- teams and keys forgotten, the CLI log emptied, and each profile's
+--- `reset(sb)` (what its runbook made elsewhere: buckets, databases).
+function Sandbox:reset_world()
+  if self.fake then
+    self.fake:control("POST", "/_fake/reset")
+    seed_k8s(self)
+  end
+  local curl = require "runbook._curl"
+  for _, site in ipairs { "tezca", "janua", "tessera" } do
+    local h = self.https[site]
+    if h and self:running("https-" .. site) then
+      local c = curl.client { ca_file = self:ca_file() }
+      local res = c:request { method = "POST", url = h.local_base .. "/_stand-in/forget",
+        headers = { { "Authorization", "Bearer " .. h.token } } }
+      c:close()
+      if not res or res.status ~= 200 then fail("the %s stand-in did not forget its state", site) end
+    end
+  end
+  write(self.dir .. "/logs/cli.log", "")
+  for _, p in ipairs(M.PROFILES) do if p.reset then p.reset(self) end end
 end
 
 --- Faults a demo or a spec can switch on: "migration" makes Tezca's

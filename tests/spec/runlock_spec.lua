@@ -137,16 +137,29 @@ describe("runbook._engine.runlock", function()
       assert.are.equal(2, #held_files(dir))
     end)
 
-    it("free the lock of a process that was killed once its ttl passes", function()
+    it("take over at once the lock of a process of this machine that was killed", function()
       local a = start("run-a")
       assert.is_true(wait_held(dir, 1), "the first process never took the lock")
+      local a_pid, a_owner = a:pid(), rbtest.read(dir .. "/" .. held_files(dir)[1])
       a:kill("KILL", true)
       a:wait(10)
-      local b = run("run-b")
-      assert.are.equal(1, b.code)
-      assert.is_truthy(b.stderr:find("locked by ", 1, true), b.stderr)
-      -- nobody renews it now: Redis drops it once its ttl (2 s) has passed
-      rbtest.wait_for("the dead process's lock to expire", function()
+      -- its lock is still there (its ttl has not passed), and names a pid that is gone
+      assert.truthy(srv:cli("GET", "runbook:lock:shared-book"):find("pid " .. a_pid .. " ", 1, true))
+      assert.is_false(host.pid_alive(a_pid))
+      local h = assert(runlock.acquire(srv.url, "shared-book", { ttl = 30, run = "run-c" }))
+      assert.are.equal(a_owner, h.took_over)
+      assert.truthy(srv:cli("GET", "runbook:lock:shared-book"):find("run run-c", 1, true))
+      h:release()
+    end)
+
+    it("leave a holder named on another machine to its ttl", function()
+      local other = json.encode { owner = "ci@build-7 pid 4242 run elsewhere", since = "2026-12-04T00:00:00Z", token = "00" }
+      srv:cli("SET", "runbook:lock:shared-book", other, "PX", "2000")
+      local h, holder = runlock.acquire(srv.url, "shared-book", { ttl = 5 })
+      assert.is_nil(h)
+      assert.truthy(holder:find("ci@build-7 pid 4242 run elsewhere", 1, true), holder)
+      -- nobody renews it: Redis drops it once its ttl (2 s) has passed
+      rbtest.wait_for("the other machine's lock to expire", function()
         return srv:cli("EXISTS", "runbook:lock:shared-book") == "0"
       end)
       rbtest.write(dir .. "/release", "")

@@ -690,6 +690,9 @@ local function take_runlock(book, opts, console)
     console:note(string.format("runbook %s is locked by %s", book.name, holder), "error")
     return nil, M.EXIT.locked
   end
+  if handle.took_over then
+    console:note(string.format("took over the run lock of %s: that process is gone from this machine", handle.took_over), "warn")
+  end
   return handle
 end
 

@@ -4,8 +4,11 @@
 -- machines reach. It is a runbook.redis lock on "runbook:lock:<name>",
 -- renewed from a background thread for as long as the run lasts, and
 -- released (only by its holder) when the run ends. A run that dies without
--- releasing it frees it after the ttl.
+-- releasing it frees it after the ttl, or at once for an exec on the same
+-- machine that finds the holder's process gone.
 local host = require "runbook._host"
+local json = require "runbook._json"
+local core = require "runbook._redis"
 local redis = require "runbook.redis"
 local errors = require "runbook.errors"
 
@@ -21,7 +24,9 @@ Handle.__index = Handle
 
 --- Takes the run lock for runbook `name` in the Redis at `url` (a string
 --- or a secret). Returns a handle, or nil and a description of the holder
---- ("alice@laptop pid 4242 run first-deploy-2026... since 2026-...").
+--- ("alice@laptop pid 4242 run first-deploy-2026... since 2026-..."). A lock
+--- whose holder was a process of this machine that is gone is taken over:
+--- the handle's `took_over` names that holder.
 --- Raises a structured error (kind "redis") when Redis cannot be reached
 --- or refuses the password.
 ---@param url string|userdata
@@ -29,6 +34,22 @@ Handle.__index = Handle
 ---@param opts {ttl:number|nil, run:string|nil, wait:number|nil, connect_timeout:number|nil, timeout:number|nil}|nil
 ---@return runbook._engine.runlock.Handle|nil
 ---@return string|nil holder
+-- A holder on this machine whose process is gone (SIGKILL, a crash)
+-- cannot release its lock, and waiting for the ttl would only hold up the
+-- resume. Its lock is deleted, only if it is still that very value, and
+-- its owner returned. A holder named on another host, or whose pid is
+-- alive (even a reused one), is left to its ttl.
+local function clear_stale(conn, key)
+  local cur = conn:_command("GET", key)
+  if type(cur) ~= "string" then return nil end
+  local ok, v = pcall(json.decode, cur)
+  if not ok or type(v) ~= "table" or type(v.owner) ~= "string" then return nil end
+  local at, pid = v.owner:match("^[^@]*@(%S+) pid (%d+)")
+  if at ~= host.hostname() or not pid or host.pid_alive(tonumber(pid)) then return nil end
+  if conn:_command("EVAL", core.RELEASE_SCRIPT, 1, key, cur) ~= 1 then return nil end
+  return v.owner
+end
+
 function M.acquire(url, name, opts)
   if type(name) ~= "string" or name == "" then error("runlock.acquire: runbook name expected", 2) end
   opts = opts or {}
@@ -37,7 +58,14 @@ function M.acquire(url, name, opts)
   local conn = redis.connect(url, { connect_timeout = opts.connect_timeout or 5, timeout = opts.timeout or 5 })
   local owner = string.format("%s@%s pid %d%s", host.user(), host.hostname(), host.pid(),
     opts.run and (" run " .. opts.run) or "")
+  local stale
   local ok, lock, holder = pcall(redis._take, conn, M.PREFIX .. name, { ttl = ttl, owner = owner, wait = opts.wait })
+  if ok and not lock then
+    ok, stale = pcall(clear_stale, conn, M.PREFIX .. name)
+    if ok and stale then
+      ok, lock, holder = pcall(redis._take, conn, M.PREFIX .. name, { ttl = ttl, owner = owner, wait = opts.wait })
+    end
+  end
   if not ok then
     conn:close()
     error(lock, 0)
@@ -48,7 +76,7 @@ function M.acquire(url, name, opts)
   end
   lock.quiet = true -- the engine records the run lock itself, outside any step
   lock:keep_alive()
-  return setmetatable({ key = lock.key, owner = owner, lock = lock, conn = conn, name = name }, Handle)
+  return setmetatable({ key = lock.key, owner = owner, lock = lock, conn = conn, name = name, took_over = stale }, Handle)
 end
 
 --- Renews the lock now (the background thread also does, every ttl/3).

@@ -52,6 +52,21 @@ function P.seed_k8s(sb)
   assert(fs.write_file(sb.dir .. "/argocd/tezca.json", json.encode(P.tezca_manifests()) .. "\n", 420))
 end
 
+P.R2_BUCKET = "tezca-documents"
+
+-- before the run's first step: no R2 bucket yet (moto keeps it otherwise)
+function P.reset(sb)
+  local s = sb.services.s3
+  if not (s and s.access_key) then return end
+  local s3 = require "runbook.s3"
+  local secret = require "runbook.secret"
+  local client <close> = s3.connect { endpoint = s.endpoint, region = s.region, access_key = s.access_key,
+    secret_key = secret.wrap(s.secret_key) }
+  if not client:bucket_exists(P.R2_BUCKET) then return end
+  for _, o in ipairs(client:list { bucket = P.R2_BUCKET }) do client:delete { bucket = P.R2_BUCKET, key = o.key } end
+  client:delete_bucket(P.R2_BUCKET)
+end
+
 function P.env(sb, e)
   local s3, h = sb.services.s3, sb.https
   if h.tezca and h.janua then
