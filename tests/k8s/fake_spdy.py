@@ -296,12 +296,13 @@ class PortForwardSession:
             self.connect(pair)
 
     def connect(self, pair):
-        if not pair.port.isdigit() or not 0 < int(pair.port) < 65536:
-            return self.fail(pair, 'invalid port "%s"' % pair.port)
-        port = int(pair.port)
+        valid = pair.port.isdigit() and 0 < int(pair.port) < 65536
+        port = int(pair.port) if valid else None
         self.fake.update_exec(self.entry, lambda e: e.update(
             connections=e["connections"] + 1,
-            portforward=e["portforward"] + ([port] if port not in e["portforward"] else [])))
+            portforward=e["portforward"] + ([port] if valid and port not in e["portforward"] else [])))
+        if not valid:
+            return self.fail(pair, 'invalid port "%s"' % pair.port)
         target = self.fake.pod_port(self.ns, self.pod, port)
         if target is None:
             return self.fail(pair, "error forwarding port %d to pod %s: no local port registered for it" % (port, self.pod))

@@ -1,7 +1,8 @@
 """Streaming subresources of pods over WebSocket: exec (the channel
 protocols v4/v5.channel.k8s.io) and portforward (v4.channel.k8s.io style,
 data and error channel per port, each channel's first frame carrying the
-port; kubectl's SPDY, tunnelled or plain, is served by fake_spdy.py). The pod's "container" runs the argv as a real local subprocess in a
+port; kubectl's SPDY, tunnelled or plain, is served by fake_spdy.py). The
+pod's "container" runs the argv as a real local subprocess in a
 temporary directory of its own (see README.md); port-forward connects to
 the local TCP port a test registered for the pod (POST /_fake/pod-ports).
 One select loop per connection: an ssl socket is not read and written from
@@ -26,7 +27,7 @@ from fake_types import ApiError, bad_request
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
-SPDY_TUNNEL = "SPDY/3.1+portforward.k8s.io"  # kubectl 1.30+: SPDY in WebSocket messages (KEP-4006)
+SPDY_TUNNEL = "SPDY/3.1+portforward.k8s.io"  # kubectl 1.31+ by default: SPDY in WebSocket messages (KEP-4006)
 PF_PROTOCOLS = (SPDY_TUNNEL, "v4.channel.k8s.io", "portforward.k8s.io")
 
 
@@ -148,7 +149,7 @@ def buffered(h):
 
 
 def upgrade_spdy(h, protocol):
-    """The 101 of a plain SPDY/3.1 upgrade (clients before 1.30, or with the
+    """The 101 of a plain SPDY/3.1 upgrade (kubectl before 1.31, or with the
     WebSocket gate off); None when the request is no SPDY upgrade."""
     if h.headers.get("Upgrade", "").lower() != "spdy/3.1":
         return None

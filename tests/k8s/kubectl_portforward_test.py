@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """The real `kubectl port-forward` against the fake API server (README.md,
 "Port-forward"): kubectl 1.31 tunnels SPDY/3.1 in WebSocket messages, and
-with KUBECTL_PORT_FORWARD_WEBSOCKETS=false (or before 1.30) upgrades to
-plain SPDY. Behind the fake are real TCP servers of this script: an echo
-server and an HTTP server.
+with KUBECTL_PORT_FORWARD_WEBSOCKETS=false (or by default before 1.31)
+upgrades to plain SPDY. Behind the fake are real TCP servers of this
+script: an echo server and an HTTP server.
 
-  python3 tests/k8s/kubectl_portforward_test.py   exit 0 all passed, 1 a check failed, 77 no kubectl 1.30+
+  python3 tests/k8s/kubectl_portforward_test.py   0 all passed, 1 a check failed, 77 no kubectl 1.31
 
 KUBECTL_PF is the client (default: kubectl.1.31 next to the kubectl on PATH,
 which is the google-cloud-sdk dispatcher); KUBECTL_PF_OLD a pre-WebSocket
-client for the plain SPDY check (default kubectl.1.29 there, skipped when
-absent). Every wait is for an event (a line of kubectl's, an entry in the
+client for a plain SPDY check (default kubectl.1.29 there) and KUBECTL_PF_NEW
+a newer one for a tunnel check (default kubectl.1.33), each skipped when
+absent. Every wait is for an event (a line of kubectl's, an entry in the
 fake's logs, bytes on a socket), bounded by a timeout.
 """
 
@@ -68,13 +69,11 @@ def wait_until(what, fn, timeout=TIMEOUT):
 
 
 def kubectl_paths():
-    pf = os.environ.get("KUBECTL_PF")
+    """The client under test, a pre-WebSocket one and a newer one (the last two optional)."""
     base = shutil.which(os.environ.get("KUBECTL", "kubectl"))
-    d = os.path.dirname(os.path.realpath(base)) if base else None
-    if not pf and d:
-        pf = os.path.join(d, "kubectl.1.31")
-    old = os.environ.get("KUBECTL_PF_OLD") or (os.path.join(d, "kubectl.1.29") if d else "")
-    return pf, old
+    d = os.path.dirname(os.path.realpath(base)) if base else ""
+    pick = lambda env, name: os.environ.get(env) or (os.path.join(d, name) if d else "")
+    return pick("KUBECTL_PF", "kubectl.1.31"), pick("KUBECTL_PF_OLD", "kubectl.1.29"), pick("KUBECTL_PF_NEW", "kubectl.1.33")
 
 
 class Fake:
@@ -264,9 +263,9 @@ def session_for(fake, before, pod, proto):
 
 
 def main():
-    kubectl, old = kubectl_paths()
+    kubectl, old, new = kubectl_paths()
     if not kubectl or not os.access(kubectl, os.X_OK):
-        print("SKIP: no kubectl 1.30+ (KUBECTL_PF=%s)" % kubectl)
+        print("SKIP: no kubectl 1.31 at %s (set KUBECTL_PF)" % kubectl)
         return 77
     tmp = tempfile.mkdtemp(prefix="fake-k8s-pf-")
     fake = echo = web = None
@@ -402,8 +401,9 @@ def main():
 
         attempt("error stream", error_stream)
 
-        # --- plain SPDY: the WebSocket gate off, or a client from before 1.30 --------
-        def plain(client, env, label):
+        # --- other clients: plain SPDY (the WebSocket gate off, or a client from
+        # before 1.31) and a newer client's tunnel ----------------------------------
+        def other(client, env, label, proto=PLAIN, method="POST"):
             before = len(fake.sessions())
             pf = start(["pod/web-1", ":8080", ":9090"], env, client)
             p_echo, p_web = pf.local_port(8080), pf.local_port(9090)
@@ -422,22 +422,23 @@ def main():
                 t.join(TIMEOUT)
             check("%s: 4 concurrent connections" % label, results == {i: True for i in range(4)}, results)
             check("%s: HTTP GET" % label, http_get(p_web, "/plain") == (200, "pod web-1 says hello to /plain\n"))
-            s = session_for(fake, before, "web-1", PLAIN)
-            reqs = [r for r in fake.requests() if r["path"].endswith("/pods/web-1/portforward") and r["method"] == "POST"]
-            check("%s: POST .../portforward upgraded to SPDY/3.1 (101), 6 connections" % label,
+            s = session_for(fake, before, "web-1", proto)
+            reqs = [r for r in fake.requests() if r["path"].endswith("/pods/web-1/portforward") and r["method"] == method]
+            check("%s: %s .../portforward upgraded (101) to %s, 6 connections" % (label, method, proto),
                   s and s["connections"] == 6 and reqs and reqs[-1]["status"] == 101, (s, reqs))
             code = pf.stop(signal.SIGINT)
             check("%s: exit 0 on SIGINT" % label, code == 0, "exit %s\n%s" % (code, pf.output()))
             ended = wait_until("the fake to see the session end",
-                               lambda: (session_for(fake, before, "web-1", PLAIN) or {}).get("closed"))
+                               lambda: (session_for(fake, before, "web-1", proto) or {}).get("closed"))
             check("%s: the fake saw GOAWAY" % label, ended == "goaway", ended)
 
-        attempt("plain SPDY", lambda: plain(kubectl, {"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"},
+        attempt("plain SPDY", lambda: other(kubectl, {"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"},
                                             "KUBECTL_PORT_FORWARD_WEBSOCKETS=false"))
-        if old and os.access(old, os.X_OK):
-            attempt("old client", lambda: plain(old, {}, os.path.basename(old)))
-        else:
-            print("SKIP: no pre-WebSocket kubectl at %s" % old)
+        for client, what, args in ((old, "pre-WebSocket", ()), (new, "newer", (TUNNEL, "GET"))):
+            if client and os.access(client, os.X_OK):
+                attempt(os.path.basename(client), lambda: other(client, {}, os.path.basename(client), *args))
+            else:
+                print("SKIP: no %s kubectl at %s" % (what, client))
     finally:
         for pf in forwards:
             pf.kill()
