@@ -148,25 +148,27 @@ class TunnelTransport:
     def __init__(self, ws):
         self.ws = ws
         self.sock = ws.sock
+        self.ended = False  # a close frame (or EOF) came after the last bytes handed out
 
     def readable(self):
-        return self.ws.readable()
+        return self.ended or self.ws.readable()
 
     def read(self):
-        alive = self.ws.feed()
+        if self.ended:
+            return None
+        self.ended = not self.ws.feed()
         data = b""
         for op, payload in self.ws.frames():
             if op == 8:
-                return None
+                self.ended = True  # what came before it (a GOAWAY) still counts
+                break
             if op == 9:
                 self.ws.send(10, payload)
             elif op in (0, 2):
                 data += payload
             elif op == 1:
                 raise ProtocolError("text message in a SPDY tunnel")
-        if not alive and not data:
-            return None
-        return data
+        return None if self.ended and not data else data
 
     def write(self, data):
         self.ws.send(2, data)
