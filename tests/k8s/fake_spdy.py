@@ -185,8 +185,8 @@ class Pair:
         self.error = self.data = None
         self.port = None
         self.backend = None
-        self.pending = b""  # data that came before the backend was connected
-        self.client_fin = False
+        self.out = bytearray()  # client bytes the backend has not taken yet
+        self.client_fin = False  # the client's FIN on the data stream: SHUT_WR once out is sent
 
 
 class PortForwardSession:
@@ -218,8 +218,14 @@ class PortForwardSession:
         ending = "eof"
         try:
             while True:
-                socks = [self.t.sock] + list(self.backends)
-                ready = [self.t.sock] if self.t.readable() else select.select(socks, [], [], 1.0)[0]
+                if self.t.readable():
+                    ready, writable = [self.t.sock], []
+                else:
+                    waiting = [b for b, pair in self.backends.items() if pair.out]
+                    ready, writable, _ = select.select([self.t.sock] + list(self.backends), waiting, [], 1.0)
+                for b in writable:
+                    if b in self.backends:
+                        self.to_backend(self.backends[b])
                 if self.t.sock in ready:
                     data = self.t.read()
                     if data is None:
@@ -317,13 +323,7 @@ class PortForwardSession:
         pair.backend = s
         self.backends[s] = pair
         self.log("request %s: port %d -> 127.0.0.1:%d" % (pair.key, port, target))
-        if pair.pending:
-            s.setblocking(True)
-            s.sendall(pair.pending)
-            s.setblocking(False)
-            pair.pending = b""
-        if pair.client_fin:
-            self.shut_backend(pair)
+        self.to_backend(pair)
 
     def fail(self, pair, message):
         """The kubelet's way: the message on the error stream, then both streams closed."""
@@ -345,33 +345,33 @@ class PortForwardSession:
         for sid in (pair.data, pair.error):
             self.streams.pop(sid, None)
 
-    def shut_backend(self, pair):
-        try:
-            pair.backend.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+    def to_backend(self, pair):
+        """Sends what the backend takes without blocking (the rest waits for select
+        to find it writable: a backend that answers while it reads, as an echo
+        does, must never wait on a session stuck in a write to it)."""
+        while pair.out:
+            try:
+                n = pair.backend.send(pair.out)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return self.finish(pair)
+            del pair.out[:n]
+        if pair.client_fin:
+            try:
+                pair.backend.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
 
     def on_data(self, sid, flags, payload):
         pair = self.streams.get(sid)
         if pair is None:
             return  # a stream already finished on this side: the client's late bytes
         if sid == pair.data:
-            if payload:
-                if pair.backend is None:
-                    pair.pending += payload
-                else:
-                    pair.backend.setblocking(True)
-                    try:
-                        pair.backend.sendall(payload)
-                    except OSError:
-                        return self.finish(pair)
-                    finally:
-                        if pair.backend is not None:
-                            pair.backend.setblocking(False)
-            if flags & FLAG_FIN:
-                pair.client_fin = True
-                if pair.backend is not None:
-                    self.shut_backend(pair)
+            pair.out += payload
+            pair.client_fin = pair.client_fin or bool(flags & FLAG_FIN)
+            if pair.backend is not None:
+                self.to_backend(pair)
         # the error stream carries nothing from the client (it closes it at once)
 
     def from_backend(self, s):

@@ -312,9 +312,9 @@ def main():
             every = bytes(range(256)) * 4
             got, _ = echo_roundtrip(p_echo, every)
             check("pod: all 256 byte values", got == every, "%d bytes back" % len(got))
-            big = random.Random(12).randbytes(3 << 20)
+            big = random.Random(12).randbytes(8 << 20)
             got, rest = echo_roundtrip(p_echo, big)
-            check("pod: 3 MiB both ways at once", got == big and rest == b"", "%d of %d bytes" % (len(got), len(big)))
+            check("pod: 8 MiB both ways at once", got == big and rest == b"", "%d of %d bytes" % (len(got), len(big)))
             results = {}
 
             def one(i):
