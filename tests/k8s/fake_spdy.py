@@ -18,7 +18,7 @@ import zlib
 VERSION = 3
 SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDATE = 1, 2, 3, 4, 6, 7, 8, 9
 FLAG_FIN = 0x01
-RST_PROTOCOL_ERROR, RST_INVALID_STREAM = 1, 2
+RST_PROTOCOL_ERROR = 1
 MAX_DATA = 0xFFFFFF
 
 # The header compression dictionary of SPDY/3 (section 2.6.10.1): a run of
@@ -190,9 +190,8 @@ class Pair:
 
 
 class PortForwardSession:
-    def __init__(self, h, transport, ns, pod, entry):
-        self.h = h
-        self.fake = h.fake
+    def __init__(self, fake, transport, ns, pod, entry):
+        self.fake = fake
         self.t = transport
         self.ns, self.pod = ns, pod
         self.entry = entry
@@ -277,8 +276,8 @@ class PortForwardSession:
                 return True
             elif a == HEADERS:
                 self.framer.headers(payload[4:])  # keeps the zlib stream in step
-            # SETTINGS, WINDOW_UPDATE: nothing to do for a fake that never
-            # runs out of buffer and sends what the sockets accept
+            # SETTINGS, WINDOW_UPDATE: no flow control here (the fake queues
+            # what a target has not taken and writes what the client reads)
         return False
 
     def on_syn_stream(self, sid, flags, headers):
@@ -391,4 +390,4 @@ class PortForwardSession:
 def serve(h, transport, ns, pod, proto):
     entry = {"namespace": ns, "pod": pod, "portforward": [], "protocol": proto, "connections": 0, "closed": None}
     h.fake.record_exec(entry)
-    PortForwardSession(h, transport, ns, pod, entry).run()
+    PortForwardSession(h.fake, transport, ns, pod, entry).run()
