@@ -161,6 +161,11 @@ class Fake:
         with self.requests_lock:
             self.execs.append(entry)
 
+    def update_exec(self, entry, change):
+        """Changes a recorded session (a dict of new values, or a function of the entry) under the lock."""
+        with self.requests_lock:
+            change(entry) if callable(change) else entry.update(change)
+
     def pod_port(self, ns, pod, port):
         with self.requests_lock:
             return self.pod_ports.get((ns, pod, port))

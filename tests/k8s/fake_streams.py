@@ -1,7 +1,8 @@
 """Streaming subresources of pods over WebSocket: exec (the channel
 protocols v4/v5.channel.k8s.io) and portforward (v4.channel.k8s.io style,
 data and error channel per port, each channel's first frame carrying the
-port). The pod's "container" runs the argv as a real local subprocess in a
+port; kubectl's SPDY, tunnelled or plain, is served by fake_spdy.py). The
+pod's "container" runs the argv as a real local subprocess in a
 temporary directory of its own (see README.md); port-forward connects to
 the local TCP port a test registered for the pod (POST /_fake/pod-ports).
 One select loop per connection: an ssl socket is not read and written from
@@ -21,11 +22,13 @@ import subprocess
 import tempfile
 from urllib.parse import parse_qs
 
-from fake_types import bad_request
+import fake_spdy
+from fake_types import ApiError, bad_request
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
-PF_PROTOCOLS = ("v4.channel.k8s.io", "portforward.k8s.io")
+SPDY_TUNNEL = "SPDY/3.1+portforward.k8s.io"  # kubectl 1.31+ by default: SPDY in WebSocket messages (KEP-4006)
+PF_PROTOCOLS = (SPDY_TUNNEL, "v4.channel.k8s.io", "portforward.k8s.io")
 
 
 class WebSocket:
@@ -34,10 +37,14 @@ class WebSocket:
     def __init__(self, sock):
         self.sock = sock
         self.buf = b""
+        self.unparsed = False  # buf may hold whole frames frames() has not seen
         self.closed = False
 
     def readable(self):
-        return bool(self.buf) or (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0)
+        """Something to read that select() cannot see: bytes the request reader had
+        buffered, or TLS records already decrypted. A partial frame left in buf is
+        not: the rest has to arrive first (counting it would spin the loop)."""
+        return self.unparsed or (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0)
 
     def feed(self):
         """Reads what the socket has; False once the peer is gone."""
@@ -76,6 +83,7 @@ class WebSocket:
             if mask:
                 payload = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
             out.append((b0 & 0x0F, payload))
+        self.unparsed = False
         return out
 
     def send(self, op, payload):
@@ -106,7 +114,7 @@ def upgrade(h, offered_ok):
     """Answers 101 with the first subprotocol both sides know; None when the request is no WebSocket upgrade."""
     if h.headers.get("Upgrade", "").lower() != "websocket":
         return None
-    offered = [p.strip() for p in h.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    offered = offered_protocols(h, "Sec-WebSocket-Protocol")
     chosen = next((p for p in offered_ok if p in offered), None)
     if chosen is None:
         raise bad_request("unable to upgrade connection: no supported subprotocol among %s" % offered)
@@ -120,16 +128,43 @@ def upgrade(h, offered_ok):
     h.wfile.flush()
     h.close_connection = True
     ws = WebSocket(h.connection)
-    # bytes the request reader already buffered belong to the stream
-    # (peek would block on an empty buffer: look with the socket non-blocking)
+    ws.buf = buffered(h)
+    ws.unparsed = bool(ws.buf)
+    return ws, chosen
+
+
+def offered_protocols(h, header):
+    return [p.strip() for v in h.headers.get_all(header) or [] for p in v.split(",") if p.strip()]
+
+
+def buffered(h):
+    """Bytes the request reader already buffered: they belong to the upgraded stream.
+    Leaves the socket non-blocking (peek would block on an empty buffer)."""
     h.connection.settimeout(0)
     try:
         pending = h.rfile.peek()
     except (ssl.SSLWantReadError, BlockingIOError, OSError):
         pending = b""
-    if pending:
-        ws.buf = h.rfile.read(len(pending))
-    return ws, chosen
+    return h.rfile.read(len(pending)) if pending else b""
+
+
+def upgrade_spdy(h, protocol):
+    """The 101 of a plain SPDY/3.1 upgrade (kubectl before 1.31, or with the
+    WebSocket gate off); None when the request is no SPDY upgrade."""
+    if h.headers.get("Upgrade", "").lower() != "spdy/3.1":
+        return None
+    offered = offered_protocols(h, "X-Stream-Protocol-Version")
+    if protocol not in offered:
+        raise ApiError(403, "Forbidden", "unable to upgrade: unable to negotiate protocol: client supports %s, "
+                       "server supports [%s]" % (offered, protocol))
+    h.send_response(101, "Switching Protocols")
+    h.send_header("Connection", "Upgrade")
+    h.send_header("Upgrade", "SPDY/3.1")
+    h.send_header("X-Stream-Protocol-Version", protocol)
+    h.end_headers()
+    h.wfile.flush()
+    h.close_connection = True
+    return fake_spdy.RawTransport(h.connection, buffered(h))
 
 
 def check_pod(h, rt, ns, name, container):
@@ -256,12 +291,20 @@ def serve_portforward(h, req, rt, ns, name):
     pod = h.fake.store.get(rt, ns, name)
     if (pod.get("status") or {}).get("phase") != "Running":
         raise bad_request("pod %s is not running (phase %s)" % (name, (pod.get("status") or {}).get("phase", "Pending")))
-    if not ports:
+    # SPDY clients name the port per stream; the channel protocols in the query
+    spdy = h.headers.get("Upgrade", "").lower() == "spdy/3.1" or \
+        SPDY_TUNNEL in offered_protocols(h, "Sec-WebSocket-Protocol")
+    if not ports and not spdy:
         raise bad_request("query parameter \"port\" is required")
+    raw = upgrade_spdy(h, "portforward.k8s.io")
+    if raw is not None:
+        return fake_spdy.serve(h, raw, ns, name, "SPDY/3.1 portforward.k8s.io")
     up = upgrade(h, PF_PROTOCOLS)
     if up is None:
         raise bad_request("Upgrade request required")
     ws, proto = up
+    if proto == SPDY_TUNNEL:
+        return fake_spdy.serve(h, fake_spdy.TunnelTransport(ws), ns, name, proto)
     h.fake.record_exec({"namespace": ns, "pod": name, "portforward": ports, "protocol": proto})
     backends = {}
     try:

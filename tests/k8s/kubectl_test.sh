@@ -313,8 +313,8 @@ if [ -x "$KUBECTL_EXEC" ]; then
 else
     echo "SKIP: no kubectl 1.30+ at $KUBECTL_EXEC for exec over WebSocket"
 fi
-# kubectl port-forward (1.30+) tunnels SPDY over WebSocket, which the fake
-# does not speak: port-forward is checked with runbook's client only.
+# kubectl port-forward (SPDY, tunnelled in WebSocket or plain) has its own
+# test: kubectl_portforward_test.py.
 
 # --- deletes ------------------------------------------------------------------
 check_out "delete secret" 'secret "db" deleted' k delete secret db

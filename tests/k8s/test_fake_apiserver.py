@@ -17,6 +17,9 @@ import tempfile
 import time
 import unittest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fake_spdy  # noqa: E402  (the SPDY framing, for the hand-written client)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOKEN = "unit-token"
 SERVER = {}
@@ -1430,6 +1433,70 @@ class TestStreams(Base):
         self.assertEqual((status["status"], status["reason"], status["details"]["causes"][0]),
                          ("Failure", "NonZeroExitCode", {"reason": "ExitCode", "message": "5"}))
 
+
+    def spdy_session(self):
+        """A plain SPDY/3.1 upgrade of pods/run/portforward: (socket, framer, bytes after the 101)."""
+        import socket
+        raw = socket.create_connection(("127.0.0.1", SERVER["port"]), timeout=10)
+        s = SERVER["ctx"].wrap_socket(raw, server_hostname="127.0.0.1")
+        s.sendall(("POST %s/demo/pods/run/portforward HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                   "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n"
+                   "Content-Length: 0\r\n\r\n" % (NS, TOKEN)).encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(4096)
+        head, rest = data.split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 101"), head)
+        self.assertIn(b"X-Stream-Protocol-Version: portforward.k8s.io", head)
+        return s, fake_spdy.Framer(), rest
+
+    def spdy_until(self, s, framer, rest, pred):
+        """Frames from the fake until pred(frames) holds (or the connection ends)."""
+        frames = framer.feed(rest)
+        while not pred(frames):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            frames += framer.feed(chunk)
+        return frames
+
+    def test_spdy_negotiation_refused(self):
+        r = call("POST", NS + "/demo/pods/run/portforward",
+                 headers={"Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": "v9.example"})
+        self.assertStatus(r, 403, "Forbidden", "unable to upgrade: unable to negotiate protocol: client supports "
+                          "['v9.example'], server supports [portforward.k8s.io]")
+
+    def test_spdy_session_without_kubectl(self):
+        """What kubectl never sends: an unknown stream type, streams without requestid,
+        a port that is no number, a port with nothing registered; PING and GOAWAY."""
+        import struct
+        F = fake_spdy
+        s, framer, rest = self.spdy_session()
+
+        def syn(sid, headers):
+            return F.Framer.control(F.SYN_STREAM, 0, struct.pack(">IIH", sid, 0, 0) + framer.header_block(headers))
+
+        s.sendall(syn(1, {"streamtype": "bogus", "port": "80"}) + F.Framer.control(F.PING, 0, struct.pack(">I", 7)))
+        # no requestid: error stream 3 and data stream 5 pair by id; then requestid "r" with port "abc"
+        s.sendall(syn(3, {"streamtype": "error", "port": "81"}) + syn(5, {"streamtype": "data", "port": "81"}) +
+                  syn(7, {"streamtype": "error", "port": "abc", "requestid": "r"}) +
+                  syn(9, {"streamtype": "data", "port": "abc", "requestid": "r"}))
+        fins = lambda frames: {f[1] for f in frames if f[0] == "data" and f[2] & F.FLAG_FIN}
+        frames = self.spdy_until(s, framer, rest, lambda fr: fins(fr) >= {3, 5, 7, 9})
+        ctrl = [(f[1], f[3]) for f in frames if f[0] == "control"]
+        replies = [struct.unpack(">I", p[:4])[0] for t, p in ctrl if t == F.SYN_REPLY]
+        self.assertEqual(replies, [1, 3, 5, 7, 9])
+        self.assertIn((F.RST_STREAM, struct.pack(">II", 1, F.RST_PROTOCOL_ERROR)), ctrl)
+        self.assertIn((F.PING, struct.pack(">I", 7)), ctrl)
+        text = {sid: b"".join(f[3] for f in frames if f[0] == "data" and f[1] == sid) for sid in (3, 5, 7, 9)}
+        self.assertEqual(text, {3: b"error forwarding port 81 to pod run: no local port registered for it",
+                                5: b"", 7: b'invalid port "abc"', 9: b""})
+        s.sendall(F.Framer.control(F.GOAWAY, 0, struct.pack(">II", 0, 0)))
+        self.assertEqual(s.recv(1), b"")  # the fake ends the session
+        s.close()
+        sessions = [e for e in control("GET", "execs")["items"] if e.get("protocol") == "SPDY/3.1 portforward.k8s.io"]
+        self.assertEqual(sessions, [{"namespace": "demo", "pod": "run", "portforward": [81], "connections": 2,
+                                     "protocol": "SPDY/3.1 portforward.k8s.io", "closed": "goaway"}])
 
 if __name__ == "__main__":
     unittest.main()
