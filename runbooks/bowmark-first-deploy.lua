@@ -333,16 +333,26 @@ local function backfill(ctx, app, consumer, mongo_secret, db)
     migrations = #versions, deleted = true }
 end
 
+local BACKFILL_DOC = [[Waits for the app's consumer to be rolled out, then reads dbmate's
+schema_migrations in its database through the forwarded postgres port:
+every migration of the pg-migrations ConfigMap must be applied (the
+consumer's init container runs `dbmate up`). Then the guide's `kubectl run
+backfill-<app>` as a Job with server-deployment's image; its result is
+recorded, and the Job is deleted (propagation Background, so its pods go
+with it) and checked gone: the guide's `kubectl delete pod`.]]
+
 parallel "backfill" {
   step "B6-paving" {
     title = "Run Initial Backfill (paving)",
     owner = "DevOps",
+    doc = BACKFILL_DOC,
     needs = "B5",
     run = function(ctx) return backfill(ctx, "paving", "consumer-deployment", "paving", DB_PAVING) end,
   },
   step "B6-concrete" {
     title = "Run Initial Backfill (concrete)",
     owner = "DevOps",
+    doc = BACKFILL_DOC,
     needs = "B5",
     run = function(ctx) return backfill(ctx, "concrete", "consumer-concrete-deployment", "concrete", DB_CONCRETE) end,
   },

@@ -101,7 +101,10 @@ end
 --- the sandbox's PostgreSQL the port-forward reaches.
 function P.bowmark_postgres_boot(sb)
   local c = sb:cluster("bowmark")
-  local pw = c:get_secret("postgres").data.password:reveal()
+  -- the plain keys declared, so that only the password is a secret here
+  local s = c:secret { name = "postgres", if_exists = "keep", data = { user = "bowmark", host = "postgres", port = "5432",
+    dbPaving = "bowmark_reports_paving", dbConcrete = "bowmark_reports_concrete" } }
+  local pw = s.data.password:reveal()
   c:close()
   sb:psql(string.format("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bowmark') THEN "
     .. "CREATE ROLE bowmark LOGIN; END IF; END $$; ALTER ROLE bowmark PASSWORD '%s'", pw))
