@@ -393,5 +393,28 @@ describe("runbooks/bowmark-first-deploy.lua", function()
     assert.are.equal(6, undo_patches)
     assert.truthy(rb.read(dir .. "/state/runs/" .. run_id .. "/log"):find("rollout undo deployment/server-deployment: revision 2 -> the template of revision 1 (rolled back)", 1, true))
     assert.are.equal(0, cmd("audit", "verify", run_id).code)
+
+    -- the backfill's result is recorded before its Job is deleted: run again
+    -- (reset), the step finds the result and does not backfill a second time
+    local function creates(list)
+      local n = 0
+      for _, a in ipairs(of_type(list, "action", "B6-paving")) do
+        if a.verb == "create" and a.object_kind == "Job" then n = n + 1 end
+      end
+      return n
+    end
+    local created = creates(evs)
+    assert.are.equal(2, created) -- the failed one and its rerun
+    assert.are.equal(0, cmd("reset", run_id, "B6-paving", "--note", "e2e: run the finished backfill step again").code)
+    r = exec()
+    assert.are.equal(0, r.code, r.stderr)
+    evs = rb.journal(dir .. "/state")
+    assert.are.equal(created, creates(evs))
+    local again = last(of_type(evs, "step.finished", "B6-paving")).outputs
+    assert.are.same({ job("backfill-paving"), "Complete", true }, { again.job, again.status, again.deleted })
+    local cleanup = last(of_type(evs, "action", "B6-paving"))
+    assert.are.same({ "delete", "absent" }, { cleanup.verb, cleanup.result })
+
+    assert.are.equal(0, cmd("audit", "verify", run_id).code)
   end)
 end)
