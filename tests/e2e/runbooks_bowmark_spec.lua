@@ -124,6 +124,11 @@ describe("runbooks/bowmark-first-deploy.lua", function()
     assert.is_false(rb.exists(dir .. "/state/runs"))
     assert.is_false(rb.exists(dir .. "/bowmark-restore"))
     assert.is_nil(table.concat(sb:cli_log(), "\n"):find("op item create", 1, true))
+    -- outside the repository (the default manifests = k8s, relative), B3 says where it looked
+    r = exec { "--dry-run", "--param", "manifests=" .. dir .. "/no-repo/k8s" }
+    assert.are.equal(2, r.code, r.stderr) -- a configuration error
+    assert.truthy(r.stderr:find("B3       FAILED: " .. dir .. "/no-repo/k8s/postgres-statefulset.yaml does not exist: run from the repository's root,"
+      .. " or set the manifests param to its k8s/ folder", 1, true), r.stderr)
   end)
 
   it("deploys Bow-Mark from nothing to a verified backup, restores the old cluster's dump, rotates and rolls back", function()
