@@ -35,7 +35,8 @@ B8 and B9 run only when their params ask for them.]],
     namespace = { default = "default", doc = "the guide deploys to the default namespace" },
     kubeconfig = { required = false, doc = "kubeconfig path (default: $KUBECONFIG; doctl kubernetes cluster kubeconfig save ...)" },
     context = { required = false },
-    manifests = { default = "k8s", doc = "the repository's k8s/ folder (relative to the working directory): B3 applies its postgres-statefulset.yaml and rabbitmq-statefulset.yaml" },
+    manifests = { default = "k8s",
+      doc = "the repository's k8s/ folder (relative to the working directory): B3 applies its postgres-statefulset.yaml and rabbitmq-statefulset.yaml" },
     paving_mongo_uri = { secret = true, env = "BOWMARK_PAVING_MONGO_URI", doc = "Atlas connection string of the paving database (`paving` Secret)" },
     concrete_mongo_uri = { secret = true, env = "BOWMARK_CONCRETE_MONGO_URI", doc = "Atlas connection string of the concrete database" },
     jwt_secret = { secret = true, env = "BOWMARK_JWT_SECRET", doc = "`general` Secret" },
@@ -53,10 +54,13 @@ B8 and B9 run only when their params ask for them.]],
     meili_api_key = { secret = true, env = "MEILISEARCH_API_KEY" },
     vault = { default = "Private", doc = "the 1Password vault of the item \"Bow-Mark Production K8s\"" },
     backfill_timeout = { default = 3600, doc = "seconds per backfill (the guide: about 20 minutes each)" },
-    restore_from = { required = false, doc = "B8: the key in the Space of a pg_dump -Fc to restore (pg-backups/<db_name>/<dump_file>.pgdump); unset, B8 restores nothing" },
-    restore_database = { default = "bowmark_reports_paving", choices = { "bowmark_reports_paving", "bowmark_reports_concrete" }, doc = "B8: the database restored into" },
+    restore_from = { required = false,
+      doc = "B8: the key in the Space of a pg_dump -Fc to restore (pg-backups/<db_name>/<dump_file>.pgdump); unset, B8 restores nothing" },
+    restore_database = { default = "bowmark_reports_paving", choices = { "bowmark_reports_paving", "bowmark_reports_concrete" },
+      doc = "B8: the database restored into" },
     work_dir = { default = "bowmark-restore", doc = "B8: a local folder for the downloaded dump (the guide's /tmp/restore.pgdump)" },
-    rotate_postgres_password = { default = false, doc = "B9: rotate the PostgreSQL password (ALTER USER, the Secret, restart the six Deployments using it)" },
+    rotate_postgres_password = { default = false,
+      doc = "B9: rotate the PostgreSQL password (ALTER USER, the Secret, restart the six Deployments using it)" },
   },
 }
 
@@ -282,13 +286,15 @@ local function backfill(ctx, app, consumer, mongo_secret, db)
   c:rollout_status { kind = "Deployment", name = consumer, timeout = 900 }
   local server = c:get { api_version = "apps/v1", kind = "Deployment", name = "server-deployment" }
   if not server and ctx.dry_run then
-    ctx:log("dry run: would check dbmate's migrations and run the %s backfill with server-deployment's image, once CI has deployed it", app)
+    ctx:log("dry run: would check dbmate's migrations and run the %s backfill with server-deployment's image, "
+      .. "once CI has deployed it", app)
     return { dry_run = true }
   end
   -- dbmate status, for real: the consumer's init container ran `dbmate up`
   local versions = bm.migration_versions(c:get { kind = "ConfigMap", name = "pg-migrations" })
   if #versions == 0 then
-    errors.raise { kind = "verify", code = "migrations", message = "the pg-migrations ConfigMap holds no migration (VERSION_name.sql): CI builds it from db/migrations/" }
+    errors.raise { kind = "verify", code = "migrations",
+      message = "the pg-migrations ConfigMap holds no migration (VERSION_name.sql): CI builds it from db/migrations/" }
   end
   local password = bm.password(c, PG_PLAIN)
   local status = bm.forward(c, function(port) return bm.migration_status(port, "bowmark", password, db, versions) end)
