@@ -40,7 +40,7 @@ describe("runbooks/pg-restore-drill.lua", function()
 
   setup(function()
     dir = rb.tmpdir("drill")
-    -- the sandbox seeds bowmark_reports_paving: yesterday's dump (100
+    -- the sandbox seeds its live database: yesterday's dump (100
     -- shipments) and today's (1000) in bowmark-backups, then 2% more rows
     sb = sandbox.up(dir, { services = { "pg", "s3" }, quiet = true })
   end)

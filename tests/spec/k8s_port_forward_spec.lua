@@ -33,6 +33,8 @@ describe("k8s port_forward", function()
     fake:reset()
     fake:control("POST", "/_fake/objects", { reconcile = false, objects = {
       pod("api-1", { app = "api" }, { { name = "http", containerPort = 8080 } }),
+      -- running, first by name, and not the Service's: never picked for it
+      pod("aaa-db-0", { app = "db" }, { { name = "http", containerPort = 8080 } }),
       { apiVersion = "v1", kind = "Service", metadata = { name = "api", namespace = "default" },
         spec = { selector = { app = "api" }, ports = { { port = 80, targetPort = "http" } } } } } })
     fake:control("POST", "/_fake/pod-ports", { namespace = "default", pod = "api-1", port = 8080, local_port = backend_port })
@@ -111,6 +113,8 @@ describe("k8s port_forward", function()
   it("resolves a Service to a ready pod and its named targetPort", function()
     local body = c:port_forward({ service = "api", port = 80 }, function(lp) return get(lp, "/via-service").body end)
     assert.truthy(body:find("^/via%-service #"))
+    local sessions = fake:control("GET", "/_fake/execs").items
+    assert.are.equal("api-1", sessions[#sessions].pod)
   end)
 
   it("closes everything when the function raises", function()

@@ -30,7 +30,7 @@ function M.pick_pod(self, opts, what)
   local ns = opts.namespace or self.namespace
   if type(opts.pod) == "string" then return opts.pod, ns end
   if opts.selector == nil then usage("%s: pod or selector is required", what) end
-  local items = self:list { kind = "Pod", api_version = "v1", namespace = ns, selector = opts.selector }
+  local items = self:list { kind = "Pod", api_version = "v1", namespace = ns, label_selector = opts.selector }
   local names = {}
   for _, p in ipairs(items) do
     if v(p.status and p.status.phase) == "Running" and not v(p.metadata.deletionTimestamp) then

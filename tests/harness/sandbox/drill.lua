@@ -6,7 +6,9 @@ local fs = require "runbook._fs"
 
 local P = { runbook = "pg-restore-drill" }
 
-P.DRILL = { bucket = "bowmark-backups", prefix = "bowmark_reports_paving-", db = "bowmark_reports_paving" }
+-- its live database is not named bowmark_reports_paving: that one is
+-- production's in bowmark-first-deploy's world, on the same server
+P.DRILL = { bucket = "bowmark-backups", prefix = "bowmark_reports_paving-", db = "drill_reports_paving" }
 
 -- seeded afresh whenever PostgreSQL or moto (which keeps nothing) started
 function P.seed(sb, fresh)
