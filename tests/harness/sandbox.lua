@@ -62,7 +62,7 @@ M.SITES = {
 -- and constants the specs read. Their constants are re-exported here.
 M.PROFILES = {}
 M.JOB_LOGS = {}
-for _, name in ipairs { "tezca", "janua", "tessera", "bowmark", "drill", "ticolops" } do
+for _, name in ipairs { "tezca", "janua", "janua_production", "tessera", "bowmark", "drill", "ticolops" } do
   local p = require("sandbox." .. name)
   M.PROFILES[#M.PROFILES + 1] = p
   for k, v in pairs(p) do
