@@ -176,10 +176,14 @@ local function configuration_problems(ctx, c)
   local problems = {}
   local strategy = d.spec.strategy or {}
   local max = strategy.rollingUpdate and strategy.rollingUpdate.maxUnavailable
-  if (strategy.type or "RollingUpdate") ~= "RollingUpdate" or not (max == 0 or max == "0" or max == "0%") then
+  if (strategy.type or "RollingUpdate") ~= "RollingUpdate" then
     problems[#problems + 1] = string.format(
-      "deployment %s has strategy %s with maxUnavailable %s: a zero-downtime rollout needs RollingUpdate with maxUnavailable: 0",
-      p.deployment, tostring(strategy.type or "RollingUpdate"), tostring(max == nil and "25% (the default)" or max))
+      "deployment %s has strategy %s, which stops every replica before the new ones start: a zero-downtime rollout needs RollingUpdate with maxUnavailable: 0",
+      p.deployment, tostring(strategy.type))
+  elseif not (max == 0 or max == "0" or max == "0%") then
+    problems[#problems + 1] = string.format(
+      "deployment %s has strategy RollingUpdate with maxUnavailable %s: a zero-downtime rollout needs RollingUpdate with maxUnavailable: 0",
+      p.deployment, tostring(max == nil and "25% (the default)" or max))
   end
   local pulls = false
   for _, s in ipairs(d.spec.template.spec.imagePullSecrets or {}) do pulls = pulls or s.name == REGCRED end
