@@ -21,12 +21,9 @@
 --          DOCKER_USERNAME=... DOCKER_PASSWORD=... BACKUP_S3_ENDPOINT=https://s3.us-east-1.amazonaws.com \
 --          AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... JANUA_SCRATCH_DATABASE_URL=postgresql://.../postgres
 --   runbook exec runbooks/janua-production.lua
-local k8s = require "runbook.k8s"
-local pg = require "runbook.pg"
-local s3 = require "runbook.s3"
 local secret = require "runbook.secret"
 local json = require "runbook.json"
-local errors = require "runbook.errors"
+local janua = require "janua"
 local secrets = require "lib.secrets"
 local smoke = require "lib.smoke"
 local restore = require "lib.restore"
@@ -69,26 +66,8 @@ does not hold, or that pulls without regcred.]],
   },
 }
 
-local SECRET, REGCRED = "janua-secrets", "regcred"
-local DOCKERCONFIG = "kubernetes.io/dockerconfigjson"
-
-local function cluster(ctx)
-  return k8s.connect { kubeconfig = ctx.params.kubeconfig, context = ctx.params.context, namespace = ctx.params.namespace }
-end
-
-local function bucket(ctx)
-  local p = ctx.params
-  return s3.connect { endpoint = p.backup_endpoint, region = p.backup_region,
-    access_key = p.access_key, secret_key = p.secret_key, ca_file = p.ca_file }
-end
-
-local function stamp(ctx)
-  return ctx:once("stamp", function() return os.date("!%Y%m%dT%H%M%SZ") end)
-end
-
-local function fail(code, fmt, ...)
-  errors.raise { kind = "verify", code = code, message = string.format(fmt, ...) }
-end
+local SECRET, REGCRED = janua.SECRET, janua.REGCRED
+local cluster = janua.cluster
 
 -- ---------------------------------------------------------------------------
 -- Kubernetes Deployment, Production Security: the Secrets
@@ -116,19 +95,6 @@ local function dockerconfig(p)
   return secret.wrap(json.encode { auths = { [p.registry] = { username = user, password = pw, auth = auth } } })
 end
 
--- The problems of regcred as stored (nil: none).
-local function regcred_problem(ctx, c)
-  local s = c:get_secret { name = REGCRED }
-  if not s then return "Secret " .. REGCRED .. " does not exist" end
-  if s.type ~= DOCKERCONFIG then return string.format("Secret %s has type %s, not %s", REGCRED, tostring(s.type), DOCKERCONFIG) end
-  local ok, cfg = pcall(json.decode, secret.reveal(s.data[".dockerconfigjson"] or ""))
-  local entry = ok and type(cfg) == "table" and cfg.auths and cfg.auths[ctx.params.registry]
-  if not entry then return string.format("Secret %s holds no credentials for %s", REGCRED, ctx.params.registry) end
-  if entry.username ~= ctx.params.registry_username then
-    return string.format("Secret %s holds the credentials of another user for %s", REGCRED, ctx.params.registry)
-  end
-end
-
 step "P2" {
   title = "Create the registry credentials (regcred)",
   needs = "P1",
@@ -138,7 +104,7 @@ makes) for `registry` with the CI's DOCKER_USERNAME / DOCKER_PASSWORD. The
 registry's credentials are the source: a changed password replaces it. Verified:
 read back, of that type, holding credentials of that user for that registry.]],
   verify = function(ctx)
-    return regcred_problem(ctx, cluster(ctx)) == nil
+    return janua.regcred_problem(ctx, cluster(ctx)) == nil
   end,
   run = function(ctx)
     local c = cluster(ctx)
@@ -146,7 +112,7 @@ read back, of that type, holding credentials of that user for that registry.]],
       ctx:log("dry run: Secret %s would be created in the new namespace %s", REGCRED, ctx.params.namespace)
       return { secret = REGCRED, result = "created" }
     end
-    local _, result = c:secret { name = REGCRED, type = DOCKERCONFIG, data = { [".dockerconfigjson"] = dockerconfig(ctx.params) },
+    local _, result = c:secret { name = REGCRED, type = janua.DOCKERCONFIG, data = { [".dockerconfigjson"] = dockerconfig(ctx.params) },
       if_exists = "replace" }
     return { secret = REGCRED, registry = ctx.params.registry, result = result }
   end,
@@ -154,57 +120,6 @@ read back, of that type, holding credentials of that user for that registry.]],
 
 -- ---------------------------------------------------------------------------
 -- Pre-Deployment Checklist
-
--- Every secretKeyRef of the pod template: {name=, key=, env=, container=}.
-local function secret_refs(d)
-  local out = {}
-  for _, ct in ipairs(d.spec.template.spec.containers or {}) do
-    for _, e in ipairs(ct.env or {}) do
-      local ref = e.valueFrom and e.valueFrom.secretKeyRef
-      if ref then out[#out + 1] = { name = ref.name, key = ref.key, env = e.name, container = ct.name } end
-    end
-  end
-  return out
-end
-
--- What could make a rollout of the Deployment take replicas down or fail
--- to start pods (a list of sentences; empty: none).
-local function configuration_problems(ctx, c)
-  local p = ctx.params
-  local d = c:get { api_version = "apps/v1", kind = "Deployment", name = p.deployment }
-  if not d then return { string.format("deployment %s/%s not found (apply the guide's k8s/deployment.yaml first)", p.namespace, p.deployment) } end
-  local problems = {}
-  local strategy = d.spec.strategy or {}
-  local max = strategy.rollingUpdate and strategy.rollingUpdate.maxUnavailable
-  if (strategy.type or "RollingUpdate") ~= "RollingUpdate" then
-    problems[#problems + 1] = string.format(
-      "deployment %s has strategy %s, which stops every replica before the new ones start: a zero-downtime rollout needs RollingUpdate with maxUnavailable: 0",
-      p.deployment, tostring(strategy.type))
-  elseif not (max == 0 or max == "0" or max == "0%") then
-    problems[#problems + 1] = string.format(
-      "deployment %s has strategy RollingUpdate with maxUnavailable %s: a zero-downtime rollout needs RollingUpdate with maxUnavailable: 0",
-      p.deployment, tostring(max == nil and "25% (the default)" or max))
-  end
-  local pulls = false
-  for _, s in ipairs(d.spec.template.spec.imagePullSecrets or {}) do pulls = pulls or s.name == REGCRED end
-  if not pulls then problems[#problems + 1] = string.format("deployment %s does not pull with imagePullSecrets %s", p.deployment, REGCRED) end
-  local why = regcred_problem(ctx, c)
-  if why then problems[#problems + 1] = why end
-  local held = {}
-  for _, ref in ipairs(secret_refs(d)) do
-    if held[ref.name] == nil then
-      local s = c:get_secret { name = ref.name }
-      held[ref.name] = s and s.data or false
-    end
-    if not held[ref.name] then
-      problems[#problems + 1] = string.format("%s reads %s from Secret %s, which does not exist", ref.container, ref.env, ref.name)
-    elseif held[ref.name][ref.key] == nil then
-      problems[#problems + 1] = string.format("%s reads %s from key %s of Secret %s, which has no such key",
-        ref.container, ref.env, ref.key, ref.name)
-    end
-  end
-  return problems, d
-end
 
 step "P3" {
   title = "Configuration validated",
@@ -214,19 +129,19 @@ with RollingUpdate and maxUnavailable 0 (what janua-rollout's J2 promises: every
 replica serves until its replacement is ready), pulls with regcred, and every key
 it reads from a Secret is there. Fails naming each problem.]],
   verify = function(ctx)
-    return #configuration_problems(ctx, cluster(ctx)) == 0
+    return #janua.configuration_problems(ctx, cluster(ctx), { regcred = true }) == 0
   end,
   run = function(ctx)
     local c = cluster(ctx)
-    local problems, d = configuration_problems(ctx, c)
+    local problems, d = janua.configuration_problems(ctx, c, { regcred = true })
     if #problems > 0 then
       if ctx.dry_run then
         ctx:log("dry run: the configuration is checked once P1 and P2 wrote the Secrets (now: %s)", table.concat(problems, "; "))
         return { dry_run = true }
       end
-      fail("configuration", "%s", table.concat(problems, "; "))
+      janua.fail("configuration", "%s", table.concat(problems, "; "))
     end
-    return { deployment = d.metadata.name, secret_keys = #secret_refs(d) }
+    return { deployment = d.metadata.name, secret_keys = #janua.secret_refs(d) }
   end,
 }
 
@@ -255,19 +170,7 @@ s3://<backup_bucket>/<backup_prefix>/janua-<time>.dump (the name chosen once: a
 resumed step writes the same object), checked with `pg_restore --list` and its
 sha256; dumps older than keep_days are deleted there (never the newest).]],
   timeout = 4 * 3600,
-  run = function(ctx)
-    local p = ctx.params
-    local client <close> = bucket(ctx)
-    client:ensure_bucket(p.backup_bucket)
-    local store = client:store { bucket = p.backup_bucket, prefix = p.backup_prefix }
-    local name = "janua-" .. stamp(ctx) .. ".dump"
-    local b = pg.backup { url = p.database_url, store = store, name = name }
-    if ctx.dry_run then return { name = name, dry_run = true } end
-    local info = pg.verify_backup { store = store, name = name, sha256 = b.sha256 }
-    local kept = pg.retention { store = store, keep_days = p.keep_days }
-    return { name = name, location = b.location, size = b.size, sha256 = b.sha256, tables = info.tables,
-      deleted = kept.deleted, kept = kept.kept }
-  end,
+  run = function(ctx) return janua.backup(ctx, "janua") end,
 }
 
 local function scratch_name(ctx)
@@ -287,19 +190,13 @@ database is dropped. On a mismatch it is kept for a look (`runbook rollback` dro
       ctx:log("dry run: would restore %s into the scratch database %s and compare it", ctx.outputs.P5.name, scratch_name(ctx))
       return { database = scratch_name(ctx), dry_run = true }
     end
-    local client <close> = bucket(ctx)
+    local client <close> = janua.bucket(ctx)
     return restore.check(ctx, { live = p.database_url, scratch = p.scratch_url, name = scratch_name(ctx),
       store = client:store { bucket = p.backup_bucket, prefix = p.backup_prefix }, backup = ctx.outputs.P5.name,
       tolerance_pct = p.tolerance_pct })
   end,
   undo = function(ctx) restore.drop(ctx.params.scratch_url, scratch_name(ctx)) end,
 }
-
-local function words(s)
-  local out = {}
-  for w in tostring(s):gmatch("%S+") do out[#out + 1] = w end
-  return out
-end
 
 step "P7" {
   title = "Run the database migrations",
@@ -310,24 +207,9 @@ backup that restored. A failed Job fails the step with its logs' tail; the same
 command again runs it again (the Job is made anew).]],
   timeout = 3600,
   run = function(ctx)
-    local p = ctx.params
     local c = cluster(ctx)
-    local d = c:get { api_version = "apps/v1", kind = "Deployment", name = p.deployment }
-    local image
-    for _, ct in ipairs(d and d.spec.template.spec.containers or {}) do
-      if ct.name == p.container then image = ct.image end
-    end
-    if not image then fail("missing", "deployment %s has no container %q", p.deployment, p.container) end
-    local name = "janua-migrate-" .. stamp(ctx):lower():gsub("[^%w]", "")
-    local job = { apiVersion = "batch/v1", kind = "Job",
-      metadata = { name = name, labels = { app = "janua-api", ["app.kubernetes.io/component"] = "migrate" } },
-      spec = { backoffLimit = 0, template = { metadata = { labels = { app = "janua-migrate" } }, spec = {
-        restartPolicy = "Never", imagePullSecrets = { { name = REGCRED } },
-        containers = { { name = "migrate", image = image, command = words(p.migrate_command), env = {
-          { name = "ENVIRONMENT", value = "production" },
-          { name = "DATABASE_URL", valueFrom = { secretKeyRef = { name = SECRET, key = "database-url" } } } } } } } } } }
-    local out = c:run_job { name = name, spec = job, timeout = 1800, rerun_failed = true }
-    return { job = name, image = image, status = out.status, logs_tail = out.logs_tail }
+    local d = c:get { api_version = "apps/v1", kind = "Deployment", name = ctx.params.deployment }
+    return janua.migrate(ctx, c, janua.image_of(ctx, d), { { name = REGCRED } })
   end,
 }
 

@@ -139,7 +139,7 @@ describe("runbooks/janua-rollout.lua", function()
     assert.are.equal(0, sb:runbook({ "confirm", run_id, "P4", "--note", "deploy.yml run 812 green" }).code)
     r = production()
     assert.are.equal(1, r.code, r.stderr)
-    assert.truthy(r.stderr:find("P7       FAILED: job janua/janua%-migrate%-%d+t%d+z failed: BackoffLimitExceeded"), r.stderr)
+    assert.truthy(r.stderr:find("P7       FAILED: job janua/janua%-migrate%-%d+%-%d+%-%x+ failed: BackoffLimitExceeded"), r.stderr)
     assert.truthy(r.stderr:find("connection refused", 1, true), r.stderr)
     evs = rb.journal(dir .. "/state")
     assert.are.equal(1, #of_type(evs, "step.finished", "P6"))
@@ -236,18 +236,19 @@ describe("runbooks/janua-rollout.lua", function()
   end
 
   it("checks and renders", function()
-    local r = rb.run { "check", RUNBOOK, "--param", "image_tag=x" }
+    local r = sb:runbook { "check", RUNBOOK, "--values", sb:values_file("janua-rollout"), "--param", "image_tag=x" }
     assert.are.equal(0, r.code, r.stderr)
-    assert.truthy(r.stdout:find("runbook janua-rollout, 3 steps (0 manual), 0 parallel group(s)", 1, true), r.stdout)
+    assert.truthy(r.stdout:find("runbook janua-rollout, 5 steps (0 manual), 0 parallel group(s)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }
-    assert.truthy(d.stdout:find("- [ ] **J2** Roll out the new image\n  <br>after J1; timeout 1800 s; verified; can be rolled back", 1, true), d.stdout)
+    assert.truthy(d.stdout:find("- [ ] **J1-migrate** Run the new image's migrations\n  <br>after J1-backup; timeout 3600 s; can be rolled back", 1, true), d.stdout)
+    assert.truthy(d.stdout:find("- [ ] **J2** Roll out the new image\n  <br>after J1-migrate; timeout 1800 s; verified; can be rolled back", 1, true), d.stdout)
   end)
 
   it("runs dry and leaves the Deployment as it was", function()
     local r = sb:exec(RUNBOOK, { "--dry-run", "--param", "image_tag=2026.03.0" }, { timeout = 120 })
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stderr:find("J2       action k8s: patch apps/v1 Deployment janua/janua-api: patched (dry run)", 1, true), r.stderr)
-    assert.truthy(r.stderr:find("dry run complete: 3 step(s) would run; nothing was written", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("dry run complete: 5 step(s) would run; nothing was written", 1, true), r.stderr)
     assert.are.equal("janua/api:2026.02.3", images().api)
   end)
 
@@ -264,16 +265,24 @@ describe("runbooks/janua-rollout.lua", function()
     assert.are.same({ "patch", "strategic", "janua-api" }, { patch.verb, patch.patch_type, patch.name })
     local checks = of_type(evs, "action", "J3")[1]
     assert.are.same({ "http-check", 2, 0 }, { checks.kind, checks.passed, checks.failed })
+    -- before the rollout: a verified dump, then the new image's migrations, pulled with regcred
+    local backup = of_type(evs, "step.finished", "J1-backup")[1].outputs
+    assert.truthy(backup.name:match("^janua%-%d+T%d+Z%.dump$") and backup.tables == 3, backup.name)
+    local job = c:get { api_version = "batch/v1", kind = "Job", name = of_type(evs, "step.finished", "J1-migrate")[1].outputs.job }
+    assert.are.same({ "janua/api:2026.03.1", "alembic", "regcred" }, { job.spec.template.spec.containers[1].image,
+      job.spec.template.spec.containers[1].command[1], job.spec.template.spec.imagePullSecrets[1].name })
+    assert.truthy(of_type(evs, "step.started", "J1-migrate")[1].seq < patch.seq, "the migrations ran before the patch")
 
     -- the release is not wanted after all
     local rr = sb:runbook({ "rollback", run_id }, { timeout = 120 })
     assert.are.equal(0, rr.code, rr.stderr)
-    assert.truthy(rr.stderr:find("rolled back 3 step(s) of run " .. run_id, 1, true), rr.stderr)
+    assert.truthy(rr.stderr:find("rolled back 5 step(s) of run " .. run_id, 1, true), rr.stderr)
+    assert.truthy(rr.stderr:find("the migrations of janua/api:2026.03.1 are not reverted; restore s3://janua-backups/pg/janua/", 1, true), rr.stderr)
     assert.are.equal("janua/api:2026.02.3", images().api)
     evs = journal_of(dir, "2026.03.1")
     local undone = {}
     for _, e in ipairs(of_type(evs, "step.undone")) do undone[#undone + 1] = e.step end
-    assert.are.same({ "J3", "J2", "J1" }, undone)
+    assert.are.same({ "J3", "J2", "J1-migrate", "J1-backup", "J1" }, undone)
     assert.are.equal("3", c:get({ kind = "Deployment", name = "janua-api" }).metadata.annotations["deployment.kubernetes.io/revision"])
     assert.are.equal(0, rb.run({ "audit", "verify", run_id, "--state", dir .. "/state" }, { cwd = dir }).code)
   end)
@@ -305,6 +314,31 @@ describe("runbooks/janua-rollout.lua", function()
     assert.are.equal(1, r.code, r.stderr)
     assert.truthy(r.stderr:find("J1       FAILED: deployment janua-batch has strategy RollingUpdate with maxUnavailable 25%: a zero-downtime rollout needs RollingUpdate with maxUnavailable: 0", 1, true), r.stderr)
     assert.are.equal("janua/api:2026.02.3", c:get({ kind = "Deployment", name = "janua-batch" }).spec.template.spec.containers[1].image)
+  end)
+
+  it("does not roll out when the new image's migrations fail, or when new pods could not start", function()
+    -- (janua-api stays frozen by the test above: a Deployment of the guide's own)
+    c:apply(profile.deployment("janua-mig"))
+    c:rollout_status { kind = "Deployment", name = "janua-mig", timeout = 30 }
+    fake:control("POST", "/_fake/fail-job", { namespace = "janua" })
+    local r = release("2026.03.5", { "--param", "deployment=janua-mig" })
+    sb:fault("clear")
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find("J1%-migrate FAILED: job janua/janua%-migrate%-%d+%-%d+%-%x+ failed: BackoffLimitExceeded"), r.stderr)
+    assert.are.equal(0, #of_type(journal_of(dir, "2026.03.5"), "step.started", "J2"))
+    assert.are.equal("janua/api:2026.02.3", c:get({ kind = "Deployment", name = "janua-mig" }).spec.template.spec.containers[1].image)
+
+    -- a manifest reading a key janua-secrets does not hold, pulling with a Secret that is not there
+    local d = profile.deployment("janua-typo")
+    d.spec.template.spec.imagePullSecrets = { { name = "regcred-old" } }
+    d.spec.template.spec.containers[1].env[4].valueFrom.secretKeyRef.key = "secret_key"
+    c:apply(d)
+    c:rollout_status { kind = "Deployment", name = "janua-typo", timeout = 30 }
+    r = release("2026.03.6", { "--param", "deployment=janua-typo" })
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find("J1       FAILED: deployment janua-typo pulls with imagePullSecrets regcred-old, which does not exist; "
+      .. "api reads SECRET_KEY from key secret_key of Secret janua-secrets, which has no such key (fix the manifest or run janua-production.lua first)", 1, true), r.stderr)
+    assert.are.equal("janua/api:2026.02.3", c:get({ kind = "Deployment", name = "janua-typo" }).spec.template.spec.containers[1].image)
   end)
 
   it("does not start while the running release is stuck", function()
