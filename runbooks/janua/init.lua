@@ -155,13 +155,13 @@ local function words(s)
   return out
 end
 
---- Runs `migrate_command` in a one-off Job janua-migrate-<run> with image,
+--- Runs `migrate_command` in a one-off Job janua-migrate-<HHMMSS>-<hex> (after the run) with image,
 --- DATABASE_URL from janua-secrets and the Deployment's pull Secrets; a
 --- failed Job raises (and is made anew by the next attempt). Returns the
 --- step's outputs.
 function M.migrate(ctx, c, image, pulls)
   -- the run's own name (a resumed run follows its Job; two runs never share one)
-  local name = "janua-migrate-" .. (ctx.run_id:match("(%d%d%d%d%d%d%d%d%-%d%d%d%d%d%d%-%x+)$") or "dry-run"):lower()
+  local name = "janua-migrate-" .. (ctx.run_id:match("%-(%d%d%d%d%d%d%-%x+)$") or "dry-run"):lower()
   local job = { apiVersion = "batch/v1", kind = "Job",
     metadata = { name = name, labels = { app = "janua-api", ["app.kubernetes.io/component"] = "migrate" } },
     spec = { backoffLimit = 0, template = { metadata = { labels = { app = "janua-migrate" } }, spec = {
