@@ -89,6 +89,28 @@ describe("runbooks/janua-rollout.lua", function()
     end
   end)
 
+  it("janua-production runs dry and writes nothing anywhere", function()
+    local r = production { "--dry-run" }
+    assert.are.equal(0, r.code, r.stderr)
+    for _, line in ipairs {
+      "P1       action k8s: create v1 Secret janua/janua-secrets: created (dry run)",
+      "P2       action k8s: create v1 Secret janua/regcred: created (dry run)",
+      "P3       dry run: the configuration is checked once P1 and P2 wrote the Secrets (now: Secret regcred does not exist;",
+      "P5       action s3: would create bucket s3://janua-backups",
+      "P7       action k8s: create batch/v1 Job janua/janua-migrate-dry-run: created (dry run)",
+      "dry run complete: 9 step(s) would run; nothing was written",
+    } do
+      assert.truthy(r.stderr:find(line, 1, true), "missing: " .. line .. "\n" .. r.stderr)
+    end
+    assert.is_nil(c:get { kind = "Secret", name = "janua-secrets" })
+    assert.is_nil(c:get { kind = "Secret", name = "regcred" })
+    assert.is_nil(c:get { api_version = "batch/v1", kind = "Job", name = "janua-migrate-dry-run" })
+    local store = sb.services.s3
+    local bucket <close> = s3.connect { endpoint = store.endpoint, access_key = store.access_key, secret_key = secret.wrap(store.secret_key) }
+    assert.is_false(bucket:bucket_exists("janua-backups"))
+    assert.is_false(rb.exists(dir .. "/state/runs"))
+  end)
+
   it("janua-production keeps its generated keys across a kill, migrates after a backup that restores, and checks the checklists", function()
     local vf = sb:values_file("janua-production")
     -- a reference run (its own state and namespace) numbers the journal events up to janua-secrets' creation
