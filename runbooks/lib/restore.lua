@@ -21,7 +21,7 @@ local M = {}
 function M.with_db(url, db)
   local head, tail = secret.reveal(url):match("^(postgres[%a]*://[^/?]+)/?[^?]*(.*)$")
   if not head then
-    errors.raise { kind = "usage", message = "the scratch server must be a postgres:// URL (a keyword string cannot be given another database)" }
+    errors.raise { kind = "usage", message = "scratch_url must be a postgres:// URL (a keyword string cannot be given another database)" }
   end
   return secret.wrap(head .. "/" .. db .. tail)
 end
