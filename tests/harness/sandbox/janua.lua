@@ -2,7 +2,7 @@
 -- running release it upgrades (the Deployment janua-production.lua checks
 -- too, see sandbox/janua_production.lua) and its values. See
 -- tests/harness/sandbox.lua for what a profile holds.
-local P = { runbook = "janua-rollout" }
+local P = { runbook = "janua-rollout", rehearse_after = "janua-production" }
 
 P.namespaces = { "janua" }
 
