@@ -1,14 +1,19 @@
 -- A zero-downtime release of the Janua API, as its deployment guide sets
--- it out: health checks first, a rolling update of `janua-api` to the new
--- image watched to the end (kubectl set image + rollout status), health
--- checks after. A rollout that fails is reverted at once to the image
--- that ran before; `runbook rollback <run>` reverts a release that rolled
--- out but should not stay.
+-- it out: the pre-deployment checks, a backup, the new image's migrations,
+-- a rolling update of `janua-api` to the new image watched to the end
+-- (kubectl set image + rollout status), health checks after. A rollout
+-- that fails is reverted at once to the image that ran before; `runbook
+-- rollback <run>` reverts a release that rolled out but should not stay.
+-- The guide's setup done once (janua-secrets with the keys generated once,
+-- regcred, the full checklists, the restore check) is
+-- runbooks/janua-production.lua: run it before the first release. What the
+-- two share is runbooks/janua/init.lua.
 --
 --   runbook exec runbooks/janua-rollout.lua --param image_tag=2026.03.1 --new
 local k8s = require "runbook.k8s"
 local errors = require "runbook.errors"
 local smoke = require "lib.smoke"
+local janua = require "janua"
 
 runbook "janua-rollout" {
   description = "Zero-downtime rollout of the Janua API to a new image",
@@ -24,6 +29,15 @@ runbook "janua-rollout" {
     api_url = { default = "https://api.janua.dev", doc = "the public URL the health checks call" },
     ca_file = { required = false, doc = "a CA to trust for the health checks (staging, tests)" },
     rollout_timeout = { default = 600, doc = "seconds for the rolling update" },
+    database_url = { secret = true, env = "JANUA_DATABASE_URL", doc = "the production PostgreSQL, backed up before the migrations" },
+    backup_endpoint = { env = "BACKUP_S3_ENDPOINT", doc = "the object storage endpoint of the backups" },
+    backup_region = { default = "us-east-1" },
+    backup_bucket = { default = "janua-backups" },
+    backup_prefix = { default = "pg/janua", doc = "where the dumps go in the bucket (janua-production's too)" },
+    access_key = { secret = true, env = "AWS_ACCESS_KEY_ID" },
+    secret_key = { secret = true, env = "AWS_SECRET_ACCESS_KEY" },
+    keep_days = { default = 7, doc = "days of dumps kept" },
+    migrate_command = { default = "alembic upgrade head", doc = "the migration command, run in a Job with the new image" },
   },
 }
 
@@ -65,29 +79,21 @@ local function health(ctx)
   return smoke.check(ctx, ctx.params.api_url, HEALTH, { timeout = 10 })
 end
 
--- J2's promise (every replica serves until its replacement is ready) holds
--- only for a rolling update with maxUnavailable 0.
-local function zero_downtime(ctx, c)
-  local d = c:get(ref(ctx))
-  local strategy = d and d.spec.strategy or {}
-  local max = strategy.rollingUpdate and strategy.rollingUpdate.maxUnavailable
-  if (strategy.type or "RollingUpdate") ~= "RollingUpdate" or not (max == 0 or max == "0" or max == "0%") then
-    errors.raise { kind = "verify", code = "strategy", message = string.format(
-      "deployment %s has strategy %s with maxUnavailable %s: a zero-downtime rollout needs RollingUpdate with maxUnavailable: 0 (set it in the manifest first)",
-      ctx.params.deployment, tostring(strategy.type or "RollingUpdate"), tostring(max == nil and "25% (the default)" or max)) }
-  end
-end
-
 local target = function(ctx) return ctx.params.image .. ":" .. ctx.params.image_tag end
 
 step "J1" {
   title = "Pre-deployment checks",
   doc = [[The running release is fully rolled out and healthy, and rolls out with
-maxUnavailable 0 (what J2 relies on); its image is what a failed rollout returns to.]],
+maxUnavailable 0 (what J2 relies on); every pull Secret and Secret key the
+Deployment names is there (new pods could not start otherwise); its image is
+what a failed rollout returns to.]],
   run = function(ctx)
     local c = cluster(ctx)
     c:rollout_status { kind = "Deployment", name = ctx.params.deployment, timeout = 120 }
-    zero_downtime(ctx, c)
+    local problems = janua.configuration_problems(ctx, c)
+    if #problems > 0 then
+      errors.raise { kind = "verify", code = "configuration", message = table.concat(problems, "; ") .. " (fix the manifest or run janua-production.lua first)" }
+    end
     health(ctx)
     local image, d = current_image(ctx, c)
     return { previous_image = image, revision = d.metadata.annotations and d.metadata.annotations["deployment.kubernetes.io/revision"] }
@@ -95,9 +101,40 @@ maxUnavailable 0 (what J2 relies on); its image is what a failed rollout returns
   undo = function() end, -- it only looked
 }
 
+step "J1-backup" {
+  title = "Back up the database",
+  needs = "J1",
+  doc = [[Before the migrations: `pg_dump -Fc` of database_url to
+s3://<backup_bucket>/<backup_prefix>/janua-<time>.dump, verified (`pg_restore
+--list`, sha256), dumps older than keep_days deleted. The dump to restore if the
+release must go back past its migrations.]],
+  timeout = 4 * 3600,
+  run = function(ctx) return janua.backup(ctx, "janua") end,
+  undo = function() end, -- the dump is kept
+}
+
+step "J1-migrate" {
+  title = "Run the new image's migrations",
+  needs = "J1-backup",
+  doc = [[`migrate_command` (alembic upgrade head) in a one-off Job with the new image,
+DATABASE_URL from janua-secrets and the Deployment's pull Secrets, while the
+running release still serves (migrations must suit both images). A failed Job
+fails the step before anything rolls out; the same command runs it again.]],
+  timeout = 3600,
+  run = function(ctx)
+    local c = cluster(ctx)
+    local _, d = current_image(ctx, c)
+    return janua.migrate(ctx, c, target(ctx), d.spec.template.spec.imagePullSecrets)
+  end,
+  undo = function(ctx)
+    ctx:warn("the migrations of %s are not reverted; restore %s if the schema must go back", target(ctx),
+      ctx.outputs["J1-backup"].location or ctx.outputs["J1-backup"].name)
+  end,
+}
+
 step "J2" {
   title = "Roll out the new image",
-  needs = "J1",
+  needs = "J1-migrate",
   doc = [[Rolling update (maxUnavailable 0 keeps every replica serving until its
 replacement is ready). On failure (ProgressDeadlineExceeded, timeout) the
 previous image is set again at once and the step fails.]],

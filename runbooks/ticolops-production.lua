@@ -20,6 +20,7 @@ local json = require "runbook.json"
 local errors = require "runbook.errors"
 local files = require "ticolops"
 local secrets = require "lib.secrets"
+local restore = require "lib.restore"
 
 runbook "ticolops-production" {
   description = "Deploy and operate Ticolops in production: secrets, manifests, backups, encrypted configuration, restore drill",
@@ -91,15 +92,6 @@ local function libpq_url(url)
   return secret.wrap((secret.reveal(url):gsub("^postgres[%a]*%+[%w_]+://", "postgresql://")))
 end
 
--- A server URL with another database in its path.
-local function with_db(url, db)
-  local head, tail = secret.reveal(url):match("^(postgres[%a]*://[^/?]+)/?[^?]*(.*)$")
-  if not head then
-    errors.raise { kind = "usage", message = "scratch_url must be a postgres:// URL (a keyword string cannot be given another database)" }
-  end
-  return secret.wrap(head .. "/" .. db .. tail)
-end
-
 local function stamp(ctx)
   return ctx:once("stamp", function() return os.date("!%Y%m%dT%H%M%SZ") end)
 end
@@ -117,19 +109,6 @@ local function dry(ctx, what)
   if not ctx.dry_run then return false end
   ctx:log("dry run: would %s", what)
   return true
-end
-
--- Every ordinary and partitioned table outside the system schemas, with its row count.
-local function row_counts(url)
-  local db <close> = pg.connect(url, { statement_timeout = 600 })
-  local out = {}
-  for _, t in ipairs(db:query([[SELECT n.nspname AS schema, c.relname AS name FROM pg_class c
-      JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-      ORDER BY 1, 2]])) do
-    out[t.schema .. "." .. t.name] = db:value("SELECT count(*) FROM " .. db:ident(t.schema) .. "." .. db:ident(t.name))
-  end
-  return out
 end
 
 -- ---------------------------------------------------------------------------
@@ -301,38 +280,10 @@ database is dropped. On a mismatch it is kept for a look (`runbook rollback` dro
         ctx.outputs.T6.name, name)) then
       return { database = name, dry_run = true }
     end
-    local admin <close> = pg.connect(p.scratch_url)
-    if admin:value("SELECT count(*) FROM pg_database WHERE datname = $1", name) == 0 then
-      admin:exec("CREATE DATABASE " .. admin:ident(name))
-    end
     local client <close> = bucket(ctx)
-    local store = client:store { bucket = p.backup_bucket, prefix = p.backup_prefix }
-    pg.restore { url = with_db(p.scratch_url, name), store = store, name = ctx.outputs.T6.name, clean = true }
-    local live, restored = row_counts(libpq_url(p.database_url)), row_counts(with_db(p.scratch_url, name))
-    local problems, report = {}, {}
-    local names = {}
-    for t in pairs(live) do names[#names + 1] = t end
-    table.sort(names)
-    for _, t in ipairs(names) do
-      local l, r = live[t], restored[t]
-      report[#report + 1] = { table = t, live = l, restored = r }
-      if r == nil then
-        problems[#problems + 1] = t .. " is missing from the backup"
-      elseif r < l * (1 - p.tolerance_pct / 100) then
-        problems[#problems + 1] = string.format("%s: %d rows restored, %d live", t, r, l)
-      else
-        ctx:log("%s: %d rows restored, %d live", t, r, l)
-      end
-    end
-    if #problems > 0 then
-      errors.raise { kind = "drill", code = "mismatch", message = "the restore does not match the live database: "
-        .. table.concat(problems, "; ") .. " (scratch database " .. name .. " kept; runbook rollback drops it)" }
-    end
-    admin:exec("DROP DATABASE IF EXISTS " .. admin:ident(name) .. " WITH (FORCE)")
-    return { database = name, tables = report }
+    return restore.check(ctx, { live = libpq_url(p.database_url), scratch = p.scratch_url, name = name,
+      store = client:store { bucket = p.backup_bucket, prefix = p.backup_prefix }, backup = ctx.outputs.T6.name,
+      tolerance_pct = p.tolerance_pct })
   end,
-  undo = function(ctx)
-    local admin <close> = pg.connect(ctx.params.scratch_url)
-    admin:exec("DROP DATABASE IF EXISTS " .. admin:ident(scratch_name(ctx)) .. " WITH (FORCE)")
-  end,
+  undo = function(ctx) restore.drop(ctx.params.scratch_url, scratch_name(ctx)) end,
 }

@@ -1,15 +1,14 @@
--- runbooks/ticolops-production.lua end to end with the real binary: the
--- fake Kubernetes API server, a real PostgreSQL (the "managed" database and
--- the restore drill's scratch server) and moto for the backups. The run
--- waits for the two manual steps, fails at the backup with a wrong storage
--- key, resumes there with the secret key it generated the first time, and
--- leaves a backup that restores and an encrypted configuration copy that
--- decrypts with the passphrase.
+-- runbooks/ticolops-production.lua end to end with the real binary, in
+-- the rehearsal sandbox (tests/harness/sandbox.lua, the code of
+-- scripts/sandbox.sh): the fake Kubernetes API server, its real PostgreSQL
+-- (the "managed" database, seeded by sandbox/ticolops.lua, and the restore
+-- drill's scratch server) and moto for the backups. The run waits for the
+-- two manual steps, fails at the backup with a wrong storage key, resumes
+-- there with the secret key it generated the first time, and leaves a
+-- backup that restores and an encrypted configuration copy that decrypts
+-- with the passphrase.
 local rb = require "rbtest"
-local k8sfake = require "k8sfake"
-local pgserver = require "pgserver"
-local s3server = require "s3server"
-local k8s = require "runbook.k8s"
+local sandbox = require "sandbox"
 local s3 = require "runbook.s3"
 local sh = require "runbook.sh"
 local secret = require "runbook.secret"
@@ -30,49 +29,37 @@ local function of_type(evs, t, step)
 end
 
 describe("runbooks/ticolops-production.lua", function()
-  local fake, db, store, dir, cluster, env, app_url
+  local sb, store, dir, cluster, env, app_url
 
   setup(function()
-    fake = k8sfake.start()
-    db = pgserver.start()
-    store = s3server.start()
     dir = rb.tmpdir("ticolops")
-    cluster = k8s.connect { kubeconfig = fake.kubeconfig }
-    local url = db:createdb("ticolops")
-    db:psql([[
-      CREATE TABLE users (id bigserial PRIMARY KEY, email text NOT NULL);
-      CREATE TABLE projects (id bigserial PRIMARY KEY, owner bigint REFERENCES users, name text);
-      INSERT INTO users (email) SELECT 'user' || g || '@example.com' FROM generate_series(1, 40) g;
-      INSERT INTO projects (owner, name) SELECT 1 + g % 40, 'project ' || g FROM generate_series(1, 120) g;]], "ticolops")
-    -- the application's SQLAlchemy form of the URL
-    app_url = url:gsub("^postgres://", "postgresql+asyncpg://")
-    env = {
-      TICOLOPS_DATABASE_URL = app_url, TICOLOPS_REDIS_URL = REDIS_URL, TICOLOPS_CONFIG_PASSPHRASE = PASSPHRASE,
-      TICOLOPS_SCRATCH_DATABASE_URL = db:url("postgres"), TICOLOPS_HOST = "ticolops.example.test", TICOLOPS_IMAGE = IMAGE,
-      BACKUP_S3_ENDPOINT = store.endpoint, AWS_ACCESS_KEY_ID = store.access_key, AWS_SECRET_ACCESS_KEY = store.secret_key,
-    }
+    -- the sandbox seeds the database ticolops: 40 users, 120 projects
+    sb = sandbox.up(dir, { services = { "k8s", "pg", "s3" }, quiet = true })
+    store = sb.services.s3
+    cluster = sb:cluster()
+    -- the application's SQLAlchemy form of the URL, as the sandbox gives it
+    app_url = sb:env().TICOLOPS_DATABASE_URL
+    assert.truthy(app_url:match("^postgresql%+asyncpg://"), app_url)
+    -- the sandbox's credentials, with values this spec looks for
+    env = { TICOLOPS_REDIS_URL = REDIS_URL, TICOLOPS_CONFIG_PASSPHRASE = PASSPHRASE,
+      TICOLOPS_HOST = "ticolops.example.test", TICOLOPS_IMAGE = IMAGE }
   end)
   teardown(function()
     if cluster then cluster:close() end
-    if fake then fake:stop() end
-    if store then store:stop() end
-    if db then db:stop() end
-    if dir then rb.rmtree(dir) end
+    if dir then
+      sandbox.down(dir, { quiet = true })
+      rb.rmtree(dir)
+    end
   end)
 
   local function exec(extra, over)
-    local a = { "exec", RUNBOOK, "--state", dir .. "/state", "--yes", "--param", "kubeconfig=" .. fake.kubeconfig }
-    for _, x in ipairs(extra or {}) do a[#a + 1] = x end
     local e = {}
     for k, v in pairs(env) do e[k] = v end
     for k, v in pairs(over or {}) do e[k] = v end
-    return rb.run(a, { cwd = dir, env = e, timeout = 180 })
+    return sb:exec(RUNBOOK, extra, { env = e, timeout = 180 })
   end
   local function cmd(...)
-    local a = { ... }
-    a[#a + 1] = "--state"
-    a[#a + 1] = dir .. "/state"
-    return rb.run(a, { cwd = dir })
+    return sb:runbook { ... }
   end
   local function client()
     return s3.connect { endpoint = store.endpoint, access_key = store.access_key, secret_key = secret.wrap(store.secret_key) }
@@ -83,7 +70,7 @@ describe("runbooks/ticolops-production.lua", function()
     local r = rb.run { "check", RUNBOOK }
     assert.are.equal(2, r.code)
     assert.truthy(r.stderr:find("missing required param 'database_url' (set --param database_url=... or the environment variable TICOLOPS_DATABASE_URL)", 1, true), r.stderr)
-    r = rb.run({ "check", RUNBOOK }, { env = env })
+    r = sb:runbook({ "check", RUNBOOK, "--values", sb:values_file("ticolops-production") }, { env = env })
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stdout:find("runbook ticolops-production, 8 steps (2 manual)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }
@@ -207,7 +194,7 @@ describe("runbooks/ticolops-production.lua", function()
     local counts = {}
     for _, row in ipairs(t8.tables) do counts[row.table] = { row.live, row.restored } end
     assert.are.same({ ["public.projects"] = { 120, 120 }, ["public.users"] = { 40, 40 } }, counts)
-    local left = db:psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'ticolops_restore_%'", "postgres")
+    local left = sb:psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'ticolops_restore_%'", "postgres")
     assert.truthy(left:match("^%s*0%s*$"), left)
 
     -- nothing secret in clear anywhere the run wrote

@@ -33,6 +33,7 @@ Stand-ins for the services of the shipped runbooks' deploy guides (tests/e2e/run
   /api/v1/oauth/clients   Janua's admin API (Bearer <token>): POST registers a client (201, or 409
                           when its client_id exists); GET .../clients/ID answers 200 or 404
   /ready                  {"status": "ready"} (Janua's readiness probe)
+  /metrics                Prometheus text with http_requests_total (what Janua's scrape job reads)
   /health/live, /health/ready   Tessera's probes
   /api/v1/teams, /api/v1/api-keys   Tessera (X-API-Key: <token> or a key it issued): POST creates
                           (teams: 409 for a name taken), GET lists
@@ -212,6 +213,9 @@ class Handler(BaseHTTPRequestHandler):
             return (200, {"laws": 2, "requests": 42}) if self.bearer_ok() else unauthorized
         if path == "/ready":
             return 200, {"status": "ready"}
+        if path == "/metrics":
+            return 200, ("# TYPE http_requests_total counter\n"
+                         'http_requests_total{method="GET",endpoint="/health",status="200"} 42\n'), "text/plain; version=0.0.4"
         if path == "/health/live":
             return 200, {"status": "alive"}
         if path == "/health/ready":

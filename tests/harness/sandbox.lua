@@ -62,7 +62,7 @@ M.SITES = {
 -- and constants the specs read. Their constants are re-exported here.
 M.PROFILES = {}
 M.JOB_LOGS = {}
-for _, name in ipairs { "tezca", "janua", "tessera", "bowmark", "drill", "ticolops" } do
+for _, name in ipairs { "tezca", "janua", "janua_production", "tessera", "bowmark", "drill", "ticolops" } do
   local p = require("sandbox." .. name)
   M.PROFILES[#M.PROFILES + 1] = p
   for k, v in pairs(p) do
@@ -882,6 +882,10 @@ end
 -- otherwise the sandbox confirms it with `runbook confirm ... --note "rehearsal: ..."`.
 M.PLAYERS = {}
 for _, p in ipairs(M.PROFILES) do M.PLAYERS[p.runbook] = p.players end
+-- a profile's `rehearse_after`: the runbook whose setup it works on (Janua's
+-- release after its production setup), rehearsed first when no run of it finished
+M.AFTER = {}
+for _, p in ipairs(M.PROFILES) do M.AFTER[p.runbook] = p.rehearse_after end
 
 --- Plays the person a manual step of runbook `name` needs, then confirms
 --- it unless its verify will. Returns what was done, for the report.
@@ -926,6 +930,15 @@ function Sandbox:_rehearse(file, opts)
   if not exists(file) then fail("no runbook %s", file) end
   local name = file:match("([^/]+)%.lua$")
   local out = function(...) if not opts.quiet then say(...) end end
+  local first = M.AFTER[name]
+  if first then
+    local done = false
+    for _, r in ipairs(self:runs()) do done = done or (r.runbook == first and r.status == "finished") end
+    if not done then
+      out("%s works on what %s sets up: rehearsing that first", name, first)
+      self:rehearse((file:gsub("[^/]+%.lua$", first .. ".lua")), opts)
+    end
+  end
   local before = {}
   for _, r in ipairs(self:runs()) do before[r.run] = true end
   out("rehearsing %s in the sandbox %s", file, self.dir)
