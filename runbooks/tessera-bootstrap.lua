@@ -255,7 +255,7 @@ check "C1" {
 BOOTSTRAP_API_KEY and WEBHOOK_SECRET are not keys of the ConfigMap nor literal
 values in the Deployment, and no value of tessera-secrets appears in the
 ConfigMap under another name. (Keeping the Secret's values in a secret manager
-as well is M1.)]],
+as well is M1-secret-manager.)]],
   check = function(ctx, w, bad, ok)
     local cm = w.config and w.config.data or {}
     for _, k in ipairs(SECRET_KEYS) do
@@ -603,7 +603,7 @@ step "T6" {
   needs = "T5",
   doc = [[POST /api/v1/api-keys (scopes read, write, admin) with the bootstrap key, once;
 the returned key is stored in the Secret tessera-admin-api-key (API_KEY) and
-never shown. Copy it into your secret manager from there (M1).]],
+never shown. Copy it into your secret manager from there (M1-secret-manager).]],
   verify = function(ctx) return stored_admin_key(ctx, cluster(ctx)) ~= nil end,
   run = function(ctx)
     local c = cluster(ctx)
@@ -689,7 +689,7 @@ smoke.step "T8" {
 -- ---------------------------------------------------------------------------
 -- the checklist items only a person can tell
 
-manual "M1" {
+manual "M1-secret-manager" {
   title = "Store the admin API key in the secret manager",
   owner = "Platform",
   needs = "T8",
@@ -699,10 +699,10 @@ Secret tessera-admin-api-key into your secret manager (Vault, 1Password, AWS
 Secrets Manager) without printing it, e.g.
   kubectl -n tessera get secret tessera-admin-api-key -o jsonpath='{.data.API_KEY}' | base64 -d | <your secret manager's CLI>
 and keep DATABASE_URL and REDIS_URL there as the source of tessera-secrets.
-Then confirm: runbook confirm <run> M1 --note "<where it is stored>"]],
+Then confirm: runbook confirm <run> M1-secret-manager --note "<where it is stored>"]],
 }
 
-manual "M2" {
+manual "M2-db-private" {
   title = "Database not public",
   owner = "Platform",
   needs = "T8",
@@ -710,10 +710,10 @@ manual "M2" {
 Network checklist: the PostgreSQL in DATABASE_URL accepts connections only
 from the cluster's (app) subnet: no public IP, or a security group / firewall
 rule / authorized network limited to it; SSL required (sslmode=require).
-Then confirm: runbook confirm <run> M2 --note "<instance, rule>"]],
+Then confirm: runbook confirm <run> M2-db-private --note "<instance, rule>"]],
 }
 
-manual "M3" {
+manual "M3-redis-private" {
   title = "Redis not public",
   owner = "Platform",
   needs = "T8",
@@ -721,10 +721,10 @@ manual "M3" {
 Network checklist: the Redis in REDIS_URL is reachable on the internal network
 only (no public endpoint; a security group or NetworkPolicy limited to the
 cluster).
-Then confirm: runbook confirm <run> M3 --note "<instance, rule>"]],
+Then confirm: runbook confirm <run> M3-redis-private --note "<instance, rule>"]],
 }
 
-manual "M4" {
+manual "M4-waf" {
   title = "Ingress has a WAF",
   owner = "Platform",
   needs = "T8",
@@ -734,10 +734,10 @@ tessera.your-domain.com: the cloud load balancer's WAF (AWS WAF, Cloud Armor,
 Azure WAF) or ingress-nginx's ModSecurity with the OWASP core rule set
 (annotations nginx.ingress.kubernetes.io/enable-modsecurity and
 enable-owasp-core-rules on the Ingress tessera).
-Then confirm: runbook confirm <run> M4 --note "<which WAF, rule set>"]],
+Then confirm: runbook confirm <run> M4-waf --note "<which WAF, rule set>"]],
 }
 
-manual "M5" {
+manual "M5-metrics" {
   title = "Metrics exported",
   owner = "Platform",
   needs = "T8",
@@ -746,10 +746,10 @@ Monitoring checklist: Prometheus scrapes /metrics. With the Prometheus
 Operator, apply the guide's ServiceMonitor; note that its endpoint names the
 port `http`, which the guide's Service leaves unnamed: name the Service's port
 `http` first (or scrape by targetPort). Check the target is up in Prometheus.
-Then confirm: runbook confirm <run> M5 --note "<Prometheus target>"]],
+Then confirm: runbook confirm <run> M5-metrics --note "<Prometheus target>"]],
 }
 
-manual "M6" {
+manual "M6-audit-log" {
   title = "Audit logging enabled",
   owner = "Platform",
   needs = "T8",
@@ -757,16 +757,16 @@ manual "M6" {
 Monitoring checklist: changes are tracked: Tessera's audit schema is written
 (the `audit` schema exists after the migrations) and shipped with the pods'
 logs to your log store, and the cluster's audit log covers namespace tessera.
-Then confirm: runbook confirm <run> M6 --note "<where the audit trail is>"]],
+Then confirm: runbook confirm <run> M6-audit-log --note "<where the audit trail is>"]],
 }
 
-manual "M7" {
+manual "M7-alerts" {
   title = "Alerts configured",
   owner = "Platform",
-  needs = "M5",
+  needs = "M5-metrics",
   instructions = [[
 Monitoring checklist: the guide's PrometheusRule (TesseraHighErrorRate,
 TesseraHighLatency, TesseraDatabaseDown) is applied and routed to someone
 on call (Alertmanager receiver), for error rates, latency and availability.
-Then confirm: runbook confirm <run> M7 --note "<alert route>"]],
+Then confirm: runbook confirm <run> M7-alerts --note "<alert route>"]],
 }

@@ -19,7 +19,7 @@ local RUNBOOK = rb.source_dir .. "/runbooks/tessera-bootstrap.lua"
 local DATABASE_URL = sandbox.TESSERA_DATABASE_URL
 local CORS = "https://tessera.your-domain.com"
 local CHECKS = { "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9", "C10", "C11" }
-local MANUAL = { "M1", "M2", "M3", "M4", "M5", "M6", "M7" }
+local MANUAL = { "M1-secret-manager", "M2-db-private", "M3-redis-private", "M4-waf", "M5-metrics", "M6-audit-log", "M7-alerts" }
 
 local function of_type(evs, t, step)
   local out = {}
@@ -91,7 +91,7 @@ describe("runbooks/tessera-bootstrap.lua", function()
     local d = rb.run { "doc", RUNBOOK }
     assert.truthy(d.stdout:find("- [ ] **T7** Remove BOOTSTRAP_API_KEY from production config", 1, true), d.stdout)
     assert.truthy(d.stdout:find("- [ ] **C4** CORS restricted", 1, true), d.stdout)
-    assert.truthy(d.stdout:find("- [ ] **M4** Ingress has a WAF", 1, true), d.stdout)
+    assert.truthy(d.stdout:find("- [ ] **M4-waf** Ingress has a WAF", 1, true), d.stdout)
   end)
 
   it("runs dry and creates nothing", function()

@@ -24,13 +24,13 @@ function P.values(sb)
 end
 
 P.players = {
-  M1 = { role = "Platform", note = "the sandbox played Platform (admin API key copied into the secret manager)" },
-  M2 = { role = "Platform", note = "the sandbox played Platform (the database accepts the cluster's subnet only)" },
-  M3 = { role = "Platform", note = "the sandbox played Platform (Redis on the internal network only)" },
-  M4 = { role = "Platform", note = "the sandbox played Platform (WAF in front of the Ingress)" },
-  M5 = { role = "Platform", note = "the sandbox played Platform (Prometheus scrapes /metrics)" },
-  M6 = { role = "Platform", note = "the sandbox played Platform (audit trail shipped with the logs)" },
-  M7 = { role = "Platform", note = "the sandbox played Platform (alerts routed to on-call)" },
+  ["M1-secret-manager"] = { role = "Platform", note = "the sandbox played Platform (admin API key copied into the secret manager)" },
+  ["M2-db-private"] = { role = "Platform", note = "the sandbox played Platform (the database accepts the cluster's subnet only)" },
+  ["M3-redis-private"] = { role = "Platform", note = "the sandbox played Platform (Redis on the internal network only)" },
+  ["M4-waf"] = { role = "Platform", note = "the sandbox played Platform (WAF in front of the Ingress)" },
+  ["M5-metrics"] = { role = "Platform", note = "the sandbox played Platform (Prometheus scrapes /metrics)" },
+  ["M6-audit-log"] = { role = "Platform", note = "the sandbox played Platform (audit trail shipped with the logs)" },
+  ["M7-alerts"] = { role = "Platform", note = "the sandbox played Platform (alerts routed to on-call)" },
 }
 
 return P
