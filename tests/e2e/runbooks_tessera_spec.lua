@@ -7,7 +7,8 @@
 -- answers the API (teams, API keys, probes). A check that fails stops the
 -- run with its reason; after the fix the run resumes and creates nothing
 -- twice. A second run creates nothing again, without the bootstrap key; a
--- run with no bootstrap key in the environment generates one, once.
+-- hand edit in the cluster (kubectl edit) fails the check it breaks; a run
+-- with no bootstrap key in the environment generates one, once.
 local rb = require "rbtest"
 local sandbox = require "sandbox"
 local curl = require "runbook._curl"
@@ -242,6 +243,40 @@ describe("runbooks/tessera-bootstrap.lua", function()
     local _, keys = get("/api/v1/api-keys", admin_key:reveal())
     assert.are.same({ 1, 1 }, { #teams.items, #keys.items })
     assert.are.equal(2, #c:list { kind = "Job" }) -- one migration per run
+  end)
+
+  it("fails a check on what someone changed in the cluster by hand, naming where it comes from", function()
+    -- kubectl edit: authentication off in the Deployment's env, debug logs in the ConfigMap
+    c:patch({ api_version = "apps/v1", kind = "Deployment", name = "tessera" },
+      { spec = { template = { spec = { containers = { { name = "tessera", env = { { name = "AUTH_DISABLED", value = "true" } } } } } } } },
+      { type = "strategic", field_manager = "kubectl-edit" })
+    c:patch({ kind = "ConfigMap", name = "tessera-config" }, { data = { LOG_LEVEL = "DEBUG" } }, { field_manager = "kubectl-edit" })
+    local r = exec(false, { "--new" })
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find('C3       FAILED: AUTH_DISABLED=false: AUTH_DISABLED is "true" (from the Deployment\'s env): '
+      .. 'authentication is off; remove it or set it to "false"', 1, true), r.stderr)
+    -- the runbook's apply left the other manager's fields alone, and its checks saw them
+    local ct = c:get { api_version = "apps/v1", kind = "Deployment", name = "tessera" }.spec.template.spec.containers[1]
+    assert.are.same({ { name = "AUTH_DISABLED", value = "true" } }, ct.env)
+    local id
+    for _, run in ipairs(fs.listdir(dir .. "/state/runs")) do
+      if #of_type(read_journal(dir, run), "run.failed") > 0 then id = run end
+    end
+    -- authentication back on: the run resumes at C3 and stops at the next problem
+    c:patch({ api_version = "apps/v1", kind = "Deployment", name = "tessera" },
+      { { op = "remove", path = "/spec/template/spec/containers/0/env" } }, { type = "json", field_manager = "kubectl-edit" })
+    r = exec(false)
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find("C6       FAILED: Production mode, debug logging off: LOG_LEVEL is DEBUG (from ConfigMap tessera-config): "
+      .. "debug logging is for troubleshooting, remove it", 1, true), r.stderr)
+    -- and once that is undone too, it finishes, C3 run twice and T1 once
+    c:patch({ kind = "ConfigMap", name = "tessera-config" }, { { op = "remove", path = "/data/LOG_LEVEL" } },
+      { type = "json", field_manager = "kubectl-edit" })
+    r = finish(id, false, exec(false))
+    assert.are.equal(0, r.code, r.stderr)
+    local evs = read_journal(dir, id)
+    assert.are.same({ 1, 2, 2 }, { #of_type(evs, "step.started", "T1"), #of_type(evs, "step.started", "C3"),
+      #of_type(evs, "step.started", "C6") })
   end)
 
   it("generates BOOTSTRAP_API_KEY once when the environment has none, and a resume keeps it", function()
