@@ -190,9 +190,10 @@ describe("runbook.pg backups", function()
   it("verifies and restores by streaming from a store without local paths", function()
     local res = pg.backup { url = url, store = store, name = "s.dump" }
     -- the same store with no path(): as object storage would be
+    local opens = 0
     local streamed = {
       location = function(_, n) return "remote://" .. n end,
-      open = function(_, n) return store:open(n) end,
+      open = function(_, n) opens = opens + 1 return store:open(n) end,
     }
     local v = pg.verify_backup { store = streamed, name = "s.dump", sha256 = res.sha256 }
     assert.are.equal(3, v.tables)
@@ -200,6 +201,8 @@ describe("runbook.pg backups", function()
     local target = srv:createdb("streamed")
     pg.restore { url = target, store = streamed, name = "s.dump" }
     assert.are.same(fingerprint(url), fingerprint(target))
+    -- the format is told from the first bytes of the one read: each object is fetched once
+    assert.are.equal(2, opens)
     -- a failing restore names the target and pg_restore's reason
     local ok, err = pcall(pg.restore, { url = target, store = streamed, name = "s.dump" })
     assert.is_false(ok)
@@ -265,13 +268,17 @@ describe("runbook.pg backups", function()
       local a = audit.recorded[#audit.recorded]
       assert.are.same({ "restore", "plain", "psql", r.owner_statements_skipped }, { a.verb, a.format, a.tool, a.owner_statements_skipped })
 
+      local opens = 0
       local streamed = {
         location = function(_, n) return "remote://" .. n end,
-        open = function(_, n) return pg.local_store(dir):open(n) end,
+        open = function(_, n) opens = opens + 1 return pg.local_store(dir):open(n) end,
       }
+      local v = pg.verify_backup { store = streamed, name = "app.sql", sha256 = crypto.sha256(rbtest.read(path)) }
+      assert.are.same({ "PLAIN", 3 }, { v.format, v.tables })
       local target2 = srv:createdb("plain_streamed")
       pg.restore { url = target2, store = streamed, name = "app.sql", no_owner = false }
       assert.are.same(fingerprint(url), fingerprint(target2))
+      assert.are.equal(2, opens)
       -- a failing restore stops at the first error, and names it
       local ok, err = pcall(pg.restore, { url = target2, store = streamed, name = "app.sql" })
       assert.is_false(ok)

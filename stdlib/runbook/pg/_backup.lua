@@ -161,16 +161,17 @@ local function hash_file(path)
   return h:hex()
 end
 
-local function run_on_backup(argv, env, opts, want_hash)
+local function run_on_backup(argv, env, opts, want_hash, opened)
   local path = opts.path or (opts.store and opts.store.path and opts.store:path(opts.name))
   if path then
+    if opened then opened:close() end
     local sha = want_hash and hash_file(path) or nil
     argv[#argv + 1] = path
     local p, err = proc.spawn { argv = argv, env = env, stdin = "null", stdout = "pipe", stderr = "stdout" }
     if not p then errors.raisef("backup", "spawn", "cannot run %s: %s", argv[1], err) end
     return p:communicate {}, sha
   end
-  local reader = opts.store:open(opts.name)
+  local reader = opened or opts.store:open(opts.name)
   local hasher = want_hash and core.hasher() or nil
   local p, err = proc.spawn { argv = argv, env = env, stdin = "pipe", stdout = "pipe", stderr = "stdout" }
   if not p then
@@ -229,23 +230,51 @@ end
 
 -- "custom" (the archive's magic "PGDMP"), "plain" (text), or an error for
 -- anything else (a tar-format dump, a compressed file, garbage with NULs).
+-- Also returns the backup opened, its first bytes read again first, so that
+-- an object in a bucket is not fetched twice; the caller closes it.
 local function detect(opts, location)
   local r = open_reader(opts)
-  local ok, head = pcall(r.read, r, 512)
-  r:close()
-  if not ok then error(head, 0) end
-  head = head or ""
-  if head:sub(1, 5) == "PGDMP" then return "custom" end
-  if head ~= "" and not head:find("[%z\1-\8\14-\31]") then return "plain" end
-  errors.raisef("backup", "invalid", "%s is neither a pg_dump custom-format archive (it would start with PGDMP) nor a plain SQL dump%s",
-    location, head == "" and " (it is empty)" or head:sub(1, 2) == "\31\139" and " (it is gzip-compressed: gunzip it first)" or "")
+  local parts, n = {}, 0
+  local ok, err = pcall(function()
+    while n < 512 do
+      local chunk = r:read(512 - n)
+      if chunk == nil or chunk == "" then break end
+      parts[#parts + 1], n = chunk, n + #chunk
+    end
+  end)
+  if not ok then
+    r:close()
+    error(err, 0)
+  end
+  local head = table.concat(parts)
+  local format = head:sub(1, 5) == "PGDMP" and "custom"
+    or (head ~= "" and not head:find("[%z\1-\8\14-\31]") and "plain") or nil
+  if not format then
+    r:close()
+    errors.raisef("backup", "invalid", "%s is neither a pg_dump custom-format archive (it would start with PGDMP) nor a plain SQL dump%s",
+      location, head == "" and " (it is empty)" or head:sub(1, 2) == "\31\139" and " (it is gzip-compressed: gunzip it first)" or "")
+  end
+  local pending = head
+  return format, {
+    read = function(_, max)
+      if pending then
+        local h = pending
+        pending = nil
+        return h
+      end
+      return r:read(max)
+    end,
+    close = function() r:close() end,
+  }
 end
 
 --- The format of a backup from its first bytes: "custom" or "plain".
 ---@param opts {path:string|nil, store:runbook.pg.Store|nil, name:string|nil}
 ---@return "custom"|"plain"
 function M.format(opts)
-  return detect(opts, source_of("pg.backup_format", opts))
+  local format, reader = detect(opts, source_of("pg.backup_format", opts))
+  reader:close()
+  return format
 end
 
 -- Reads a plain dump line by line: `line(l)` sees each line outside COPY
@@ -288,8 +317,7 @@ local PLAIN_TRAILER = "-- PostgreSQL database dump complete"
 -- A plain dump is pg_dump's when it says so in its first lines, whole when
 -- it ends with pg_dump's trailer; its tables are its CREATE TABLE
 -- statements, their data its COPY blocks.
-local function verify_plain(opts, location)
-  local r = open_reader(opts)
+local function verify_plain(opts, location, r)
   local h = core.hasher()
   local res = { entries = 0, tables = 0, table_data = 0, location = location, format = "PLAIN" }
   local first, complete = {}, false
@@ -334,21 +362,22 @@ end
 function M.verify(opts)
   local location = source_of("pg.verify_backup", opts)
   local res, sha
-  if detect(opts, location) == "plain" then
-    res, sha = verify_plain(opts, location)
+  local format, reader = detect(opts, location)
+  if format == "plain" then
+    res, sha = verify_plain(opts, location, reader)
     if not opts.sha256 then sha = nil end
   else
     local r
-    r, sha = run_on_backup({ opts.pg_restore or "pg_restore", "--list" }, nil, opts, opts.sha256 ~= nil)
+    r, sha = run_on_backup({ opts.pg_restore or "pg_restore", "--list" }, nil, opts, opts.sha256 ~= nil, reader)
     if r.code ~= 0 then
       errors.raisef("backup", "invalid", "%s is not a readable pg_dump archive: %s", location, error_line(r.stdout))
     end
     res = { entries = 0, tables = 0, table_data = 0, location = location }
-    local format
+    local listed
     for line in r.stdout:gmatch("[^\n]+") do
       local db = line:match("^;%s+dbname: (.+)$")
       if db then res.database = db end
-      format = format or line:match("^;%s+Format: (%u+)")
+      listed = listed or line:match("^;%s+Format: (%u+)")
       if line:match("^%d+;") then
         res.entries = res.entries + 1
         if line:match("^%d+; %d+ %d+ TABLE DATA ") then
@@ -359,8 +388,8 @@ function M.verify(opts)
       end
     end
     -- an empty database lists no entries, but every archive has its header
-    if not format then errors.raisef("backup", "invalid", "%s is not a readable pg_dump archive: pg_restore --list printed no header", location) end
-    res.format = format
+    if not listed then errors.raisef("backup", "invalid", "%s is not a readable pg_dump archive: pg_restore --list printed no header", location) end
+    res.format = listed
   end
   res.sha256 = sha
   if opts.sha256 and sha ~= opts.sha256 then
@@ -388,7 +417,7 @@ end
 -- run it, but stopping at the first error; without its ALTER ... OWNER TO
 -- statements unless no_owner is false (pg_restore --no-owner's
 -- counterpart). Query output goes nowhere; errors and notices are kept.
-local function restore_plain(opts, target, env)
+local function restore_plain(opts, target, env, reader)
   local argv = { opts.psql or "psql", "--no-password", "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1",
     "--output=/dev/null", "--dbname=" .. target }
   if opts.single_transaction then argv[#argv + 1] = "--single-transaction" end
@@ -399,7 +428,6 @@ local function restore_plain(opts, target, env)
       return false
     end
   end)
-  local reader = open_reader(opts)
   local p, err = proc.spawn { argv = argv, env = env, stdin = "pipe", stdout = "pipe", stderr = "stdout" }
   if not p then
     reader:close()
@@ -450,12 +478,12 @@ function M.restore(opts)
       summary = string.format("would restore %s into %s", location, db) }
     return { dry_run = true, location = location, database = db }
   end
-  local format = detect(opts, location)
+  local format, reader = detect(opts, location)
   local t0 = host.monotime()
   local r, tool
   if format == "plain" then
     tool = opts.psql or "psql"
-    r = restore_plain(opts, target, env)
+    r = restore_plain(opts, target, env, reader)
   else
     tool = opts.pg_restore or "pg_restore"
     local argv = { tool, "--no-password", "--exit-on-error", "--dbname=" .. target }
@@ -464,7 +492,7 @@ function M.restore(opts)
     if opts.single_transaction then argv[#argv + 1] = "--single-transaction" end
     if opts.jobs then argv[#argv + 1] = "--jobs=" .. math.floor(opts.jobs) end
     for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
-    r = run_on_backup(argv, env, opts, false)
+    r = run_on_backup(argv, env, opts, false, reader)
   end
   if r.interrupted then host.check_interrupt() end
   if r.code ~= 0 then
