@@ -20,7 +20,8 @@ local secrets = require "lib.secrets"
 local files = require "tessera"
 
 runbook "tessera-bootstrap" {
-  description = "Deploy Tessera from its guide's manifests, check its security checklist, migrate and bootstrap its first team and admin API key",
+  description = "Deploy Tessera from its guide's manifests, check its security checklist, "
+    .. "migrate and bootstrap its first team and admin API key",
   owner = "Platform",
   doc = [[
 The PostgreSQL and Redis Tessera uses are managed services that exist
@@ -131,7 +132,8 @@ back).]],
     local data = { DATABASE_URL = p.database_url, REDIS_URL = p.redis_url,
       BOOTSTRAP_API_KEY = p.bootstrap_api_key or generated.BOOTSTRAP_API_KEY }
     local _, result = c:secret { name = p.config_secret, data = data, type = "Opaque", if_exists = "keep" }
-    return { namespace = ns, secret = p.config_secret, result = result, bootstrap_api_key = p.bootstrap_api_key and "environment" or "generated" }
+    return { namespace = ns, secret = p.config_secret, result = result,
+      bootstrap_api_key = p.bootstrap_api_key and "environment" or "generated" }
   end,
 }
 
@@ -538,12 +540,15 @@ client verifies (ca_file, else the system's CAs).]],
     end
     for _, r in ipairs(ing.spec.rules or {}) do
       if not r.host then bad("Ingress %s has a rule for any host, which no TLS entry can cover", ing.metadata.name)
-      elseif not covered[r.host] then bad("Ingress %s routes %s without TLS (no tls entry with a secretName for it)", ing.metadata.name, r.host)
+      elseif not covered[r.host] then
+        bad("Ingress %s routes %s without TLS (no tls entry with a secretName for it)", ing.metadata.name, r.host)
       else
         ok("%s over TLS (Secret %s)", r.host, covered[r.host])
         local s = w.cluster:get { kind = "Secret", name = covered[r.host] }
         if s and s.type ~= "kubernetes.io/tls" then bad("Secret %s is of type %s, not kubernetes.io/tls", covered[r.host], s.type)
-        elseif not s then ctx:warn("Secret %s is not there yet: until it is, the ingress controller serves its default certificate", covered[r.host]) end
+        elseif not s then
+          ctx:warn("Secret %s is not there yet: until it is, the ingress controller serves its default certificate", covered[r.host])
+        end
       end
     end
     local redirect = (ing.metadata.annotations or {})["nginx.ingress.kubernetes.io/ssl-redirect"]
@@ -659,7 +664,9 @@ restarted since it was removed (T7).]],
     local v, from = effective(ctx, w, "BOOTSTRAP_API_KEY")
     if v ~= nil then bad("BOOTSTRAP_API_KEY is still set (in %s): remove it", from) end
     local restarted = ((w.deployment.spec.template.metadata or {}).annotations or {})["kubectl.kubernetes.io/restartedAt"]
-    if not restarted and not ctx.dry_run then bad("Deployment %s was not restarted since: its pods may still hold the key", ctx.params.deployment) end
+    if not restarted and not ctx.dry_run then
+      bad("Deployment %s was not restarted since: its pods may still hold the key", ctx.params.deployment)
+    end
     if v == nil then ok("BOOTSTRAP_API_KEY is not set; pods restarted at %s", tostring(restarted)) end
   end,
 }

@@ -388,7 +388,9 @@ function M.verify(opts)
       end
     end
     -- an empty database lists no entries, but every archive has its header
-    if not listed then errors.raisef("backup", "invalid", "%s is not a readable pg_dump archive: pg_restore --list printed no header", location) end
+    if not listed then
+      errors.raisef("backup", "invalid", "%s is not a readable pg_dump archive: pg_restore --list printed no header", location)
+    end
     res.format = listed
   end
   res.sha256 = sha
