@@ -301,8 +301,18 @@ describe("runbooks/tessera-bootstrap.lua", function()
     local evs = read_journal(dir, id)
     assert.are.equal(1, #of_type(evs, "step.started", "T1"))
     assert.are.equal(2, #of_type(evs, "step.failed", "T5"))
+    -- the Secret deleted by hand and T1 run again: the very same key, from the sealed journal
+    assert.are.equal("deleted", gen:delete({ kind = "Secret", name = "tessera-secrets" }, { wait = true }))
+    assert.are.equal(0, sb:runbook({ "reset", id, "T1", "--note", "tessera-secrets deleted by hand" }).code)
+    local r3 = exec(false)
+    assert.are.equal(1, r3.code, r3.stderr)
+    local s3 = gen:get_secret("tessera-secrets")
+    assert.are_not.equal(s.metadata.uid, s3.metadata.uid)
+    assert.is_true(s3.data.BOOTSTRAP_API_KEY:reveal() == key)
+    evs = read_journal(dir, id)
+    assert.are.equal(2, #of_type(evs, "step.started", "T1"))
     for _, text in ipairs { rb.read(dir .. "/state/runs/" .. id .. "/journal.jsonl"), rb.read(dir .. "/state/runs/" .. id .. "/log"),
-        r.stderr, r2.stderr } do
+        r.stderr, r2.stderr, r3.stderr } do
       assert.is_nil(text:find(key, 1, true), "the generated key in clear")
     end
     gen:close()
