@@ -12,16 +12,17 @@ local pg = require "runbook.pg"
 local s3 = require "runbook.s3"
 local secret = require "runbook.secret"
 local errors = require "runbook.errors"
-local sh = require "runbook.sh"
 
 runbook "pg-restore-drill" {
   description = "Restore the newest backup into a scratch database and compare it with the source",
   owner = "DevOps",
   doc = [[
 The dump is downloaded to `work_dir` (its size and sha256 recorded, and
-`pg_restore --list` must read it) and restored from there with pg_restore,
-rather than streamed from the bucket through an S3 store, so the file stays
-as evidence when the comparison fails. Start each drill with
+checked) and restored from there, a custom-format dump (pg_dump -Fc, its
+first bytes "PGDMP") with pg_restore, a plain SQL one (pg_dump > backup.sql)
+with psql, stopping at the first error. The file is restored rather than
+streamed from the bucket through an S3 store, so it stays as evidence when
+the comparison fails. Start each drill with
 `--new`. If the comparison fails, the scratch database is left for a look;
 `runbook rollback <run>` drops it and the downloaded file.]],
   params = {
@@ -76,76 +77,6 @@ end
 
 local function basename(key) return key:match("([^/]+)$") end
 
--- The dump's format: pg_dump -Fc (custom, "PGDMP" magic) or plain SQL
--- (`pg_dump > backup.sql`, as Tessera's guide makes them).
-local function format_of(path)
-  local f = assert(io.open(path, "rb"))
-  local head = f:read(4096) or ""
-  f:close()
-  if head:sub(1, 5) == "PGDMP" then return "custom" end
-  if head:find("PostgreSQL database dump", 1, true) then return "plain" end
-  errors.raise { kind = "backup", code = "invalid", message = path .. " is neither a pg_dump archive nor a plain SQL dump" }
-end
-
--- A plain dump must be whole (pg_dump ends it with "-- PostgreSQL database
--- dump complete"); its tables are its CREATE TABLE statements.
-local function check_plain(path)
-  local tables, complete = 0, false
-  for line in io.lines(path) do
-    if line:match("^CREATE TABLE ") then tables = tables + 1 end
-    if line:match("^%-%- PostgreSQL database dump complete") then complete = true end
-  end
-  if not complete then
-    errors.raise { kind = "backup", code = "invalid", message = path
-      .. " is cut short: a plain pg_dump ends with \"-- PostgreSQL database dump complete\"" }
-  end
-  return { tables = tables, format = "plain" }
-end
-
-local function unescape(s) return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)) end
-
--- libpq's environment for a postgres:// URL: psql gets the password as
--- PGPASSWORD, never on its command line (ps would show it).
-local function pg_env(url)
-  local raw = secret.reveal(url)
-  local userinfo, hostport, db, query = raw:match("^postgres[%a]*://([^@/]*)@([^/?]*)/?([^?]*)%??(.*)$")
-  if not userinfo then hostport, db, query = raw:match("^postgres[%a]*://([^/?]*)/?([^?]*)%??(.*)$") end
-  local env = { PGDATABASE = unescape(db or "") }
-  if userinfo and userinfo ~= "" then
-    local user, pass = userinfo:match("^([^:]*):(.*)$")
-    env.PGUSER = unescape(user or userinfo)
-    if pass then env.PGPASSWORD = secret.wrap(unescape(pass)) end
-  end
-  local host, port = (hostport or ""):match("^(.-):(%d+)$")
-  env.PGHOST, env.PGPORT = unescape(host or hostport or ""), port
-  for k, v in (query or ""):gmatch("([^&=]+)=([^&]*)") do
-    local name = ({ sslmode = "PGSSLMODE", sslrootcert = "PGSSLROOTCERT", host = "PGHOST", port = "PGPORT",
-      connect_timeout = "PGCONNECT_TIMEOUT", application_name = "PGAPPNAME" })[k]
-    if name then env[name] = unescape(v) end
-  end
-  for k, v in pairs(env) do if v == "" then env[k] = nil end end
-  return env
-end
-
--- psql -f of a plain dump, without its ALTER ... OWNER TO statements (what
--- pg_restore --no-owner leaves out for the custom format), in one
--- transaction, stopping at the first error.
-local function restore_plain(ctx, url, dir, file)
-  local path, filtered = dir:path(file), dir:path(file .. ".restore.sql")
-  local out = assert(io.open(filtered, "wb"))
-  local skipped = 0
-  for line in io.lines(path) do
-    if line:match("^ALTER [%u ]+ .* OWNER TO .*;$") then skipped = skipped + 1
-    else out:write(line, "\n") end
-  end
-  out:close()
-  local ok, err = pcall(sh.run, { "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", filtered },
-    { env = pg_env(url), timeout = 4 * 3600 })
-  dir:delete(file .. ".restore.sql")
-  if not ok then error(err, 0) end
-  ctx:log("restored the plain dump with psql (%d OWNER TO statement(s) left out)", skipped)
-end
-
 -- A dry run finds the backup and stops there: everything after it writes
 -- (a file, a database) or reads what those writes would have made.
 local function dry(ctx, what)
@@ -178,25 +109,23 @@ step "R1" {
 step "R2" {
   title = "Download and check it",
   needs = "R1",
-  doc = [[The object is streamed to work_dir. A custom-format dump (pg_dump -Fc) must be
-read by `pg_restore --list`; a plain SQL one (pg_dump > backup.sql) must end with
-pg_dump's "dump complete" line.]],
+  doc = [[The object is streamed to work_dir; its format comes from its first bytes. A
+custom-format dump (pg_dump -Fc, "PGDMP") must be read by `pg_restore --list`; a
+plain SQL one (pg_dump > backup.sql) must start with pg_dump's header and end with
+its "dump complete" line.]],
   timeout = 3600,
   run = function(ctx)
     local p, name = ctx.params, basename(ctx.outputs.R1.key)
-    if dry(ctx, string.format("download s3://%s/%s to %s and check it with pg_restore --list", p.bucket, ctx.outputs.R1.key, p.work_dir)) then
+    if dry(ctx, string.format("download s3://%s/%s to %s and check it", p.bucket, ctx.outputs.R1.key, p.work_dir)) then
       return { file = name, dry_run = true }
     end
     local dir = pg.local_store(p.work_dir)
     local client <close> = store(ctx)
     local got = client:get { bucket = p.bucket, key = ctx.outputs.R1.key, file = dir:path(name) }
-    local format = format_of(dir:path(name))
-    if format == "plain" then
-      local info = check_plain(dir:path(name))
-      return { file = name, size = got.size, sha256 = got.sha256, tables = info.tables, format = format }
-    end
+    -- the format from the file's first bytes: "PGDMP" is pg_dump -Fc's, text is plain SQL
     local info = pg.verify_backup { path = dir:path(name), sha256 = got.sha256 }
-    return { file = name, size = got.size, sha256 = got.sha256, tables = info.tables, entries = info.entries, format = format }
+    return { file = name, size = got.size, sha256 = got.sha256, tables = info.tables, entries = info.entries,
+      format = info.format == "PLAIN" and "plain" or "custom" }
   end,
   undo = function(ctx) pg.local_store(ctx.params.work_dir):delete(ctx.outputs.R2.file) end,
 }
@@ -225,14 +154,13 @@ step "R4" {
   timeout = 4 * 3600,
   run = function(ctx)
     if dry(ctx, "restore " .. ctx.outputs.R2.file .. " into " .. ctx.outputs.R3.database) then return { dry_run = true } end
-    if ctx.outputs.R2.format == "plain" then
-      local started = os.time()
-      restore_plain(ctx, with_db(ctx.params.scratch_url, ctx.outputs.R3.database), pg.local_store(ctx.params.work_dir), ctx.outputs.R2.file)
-      return { seconds = os.time() - started, format = "plain" }
-    end
+    -- pg_restore for a custom-format archive, psql for plain SQL (pg.restore tells them apart)
     local r = pg.restore { url = with_db(ctx.params.scratch_url, ctx.outputs.R3.database),
-      path = pg.local_store(ctx.params.work_dir):path(ctx.outputs.R2.file), clean = true }
-    return { seconds = r.seconds }
+      path = pg.local_store(ctx.params.work_dir):path(ctx.outputs.R2.file), clean = true, single_transaction = true }
+    if r.owner_statements_skipped then
+      ctx:log("restored the plain dump with psql (%d OWNER TO statement(s) left out)", r.owner_statements_skipped)
+    end
+    return { seconds = r.seconds, format = r.format }
   end,
   undo = function() end, -- R3's undo drops the database
 }

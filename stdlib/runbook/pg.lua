@@ -21,6 +21,7 @@ M.copy_rows = backfill.copy_rows
 M.backup = backup.backup
 M.verify_backup = backup.verify
 M.restore = backup.restore
+M.backup_format = backup.format
 M.retention = backup.retention
 M.local_store = store.local_store
 M.file_writer = store.file_writer

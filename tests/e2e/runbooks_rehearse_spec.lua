@@ -90,7 +90,8 @@ describe("scripts/sandbox.sh", function()
       end
     end
     -- (Bow-Mark saves to 1Password in its step B1-vault, with op, before the Secrets)
-    assert.are.same({ "M1", "M10-login", "M14-approve", "M2", "P4", "P9", "T4", "T5" }, names(notes))
+    assert.are.same({ "M1", "M1-secret-manager", "M10-login", "M14-approve", "M2", "M2-db-private",
+      "M3-redis-private", "M4-waf", "M5-metrics", "M6-audit-log", "M7-alerts", "P4", "P9", "T4", "T5" }, names(notes))
     for step, note in pairs(notes) do assert.truthy(note:match("^rehearsal: "), step .. ": " .. tostring(note)) end
     -- and the people's commands went to the recording stubs
     local cli = rb.read(dir .. "/logs/cli.log")

@@ -89,7 +89,8 @@ describe("runbooks/pg-restore-drill.lua", function()
     local evs, id = journal_with(dir, function(e) return #of_type(e, "run.finished") == 1 end)
     assert.are.equal(PREFIX .. "20260302T080000Z.pgdump", of_type(evs, "step.finished", "R1")[1].outputs.key)
     local r2 = of_type(evs, "step.finished", "R2")[1].outputs
-    assert.are.equal(3, r2.tables)
+    assert.are.same({ 3, "custom" }, { r2.tables, r2.format })
+    assert.are.equal("custom", of_type(evs, "step.finished", "R4")[1].outputs.format)
     assert.are.equal(require("runbook._crypto").sha256(rb.read(dir .. "/seed/20260302T080000Z.dump")), r2.sha256)
     assert.are.same({
       { table = "audit.sync_log", live = 1, restored = 1 },
@@ -99,6 +100,8 @@ describe("runbooks/pg-restore-drill.lua", function()
     local kinds = {}
     for _, a in ipairs(of_type(evs, "action")) do kinds[#kinds + 1] = a.step .. ":" .. a.kind .. ":" .. (a.verb or "") end
     assert.are.same({ "R2:backup:verify", "R3:pg:exec", "R4:backup:restore", "R6:pg:exec" }, kinds)
+    local restore = of_type(evs, "action", "R4")[1]
+    assert.are.same({ "custom", "pg_restore" }, { restore.format, restore.tool })
     -- nothing left behind
     assert.are.equal("", scratch_dbs())
     assert.are.same({}, fs.listdir(dir .. "/restore-drill") or {})
@@ -146,12 +149,19 @@ describe("runbooks/pg-restore-drill.lua", function()
       { table = "public.dim_jobsite", live = 50, restored = 50 },
       { table = "public.fact_material_shipment", live = 1020, restored = 1020 },
     }, of_type(evs, "step.finished", "R5")[1].outputs.tables)
-    -- psql got the password through its environment, never its arguments
-    local psql
-    for _, a in ipairs(of_type(evs, "action", "R4")) do if a.kind == "command" then psql = a end end
-    assert.are.equal("psql", psql.argv[1])
-    assert.is_nil(table.concat(psql.argv, " "):find(sb.secrets.pg_password, 1, true))
-    assert.is_nil(table.concat(psql.argv, " "):find("sandbox:", 1, true))
+    -- pg.restore told the formats apart: psql ran it, without the OWNER TO statements
+    local kinds, restore = {}, nil
+    for _, a in ipairs(of_type(evs, "action")) do
+      kinds[#kinds + 1] = a.step .. ":" .. a.kind .. ":" .. (a.verb or "")
+      if a.verb == "restore" then restore = a end
+    end
+    assert.are.same({ "R2:backup:verify", "R3:pg:exec", "R4:backup:restore", "R6:pg:exec" }, kinds)
+    assert.are.same({ "plain", "psql" }, { restore.format, restore.tool })
+    assert.truthy(restore.owner_statements_skipped > 0)
+    assert.are.equal("PLAIN", of_type(evs, "action", "R2")[1].format)
+    -- psql got the password through its environment: it is nowhere in the run's record
+    local journal = rb.read(dir .. "/state/runs/" .. id .. "/journal.jsonl")
+    assert.is_nil(journal:find(sb.secrets.pg_password, 1, true))
     assert.are.equal("", scratch_dbs())
     assert.are.same({}, fs.listdir(dir .. "/restore-drill") or {})
     assert.are.equal(0, sb:runbook({ "audit", "verify", id }).code)

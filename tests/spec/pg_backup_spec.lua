@@ -167,7 +167,12 @@ describe("runbook.pg backups", function()
     rbtest.write(dir .. "/store/junk.dump", string.rep("not a dump\n", 100))
     local ok, err = pcall(pg.verify_backup, { store = store, name = "junk.dump" })
     assert.is_false(ok)
-    assert.are.equal(dir .. "/store/junk.dump is not a readable pg_dump archive: pg_restore: error: input file does not appear to be a valid archive", err.message)
+    assert.are.equal(dir .. '/store/junk.dump is neither a pg_dump custom-format archive nor a plain pg_dump: it starts with neither "PGDMP" nor "-- PostgreSQL database dump"', err.message)
+    -- an archive's magic and then garbage: pg_restore --list says why
+    rbtest.write(dir .. "/store/junk2.dump", "PGDMP" .. string.rep("\255", 100))
+    ok, err = pcall(pg.verify_backup, { store = store, name = "junk2.dump" })
+    assert.is_false(ok)
+    assert.matches("^" .. dir:gsub("%p", "%%%0") .. "/store/junk2%.dump is not a readable pg_dump archive: pg_restore: error: ", err.message)
     local res = pg.backup { url = url, store = store, name = "good.dump" }
     local ok2, err2 = pcall(pg.verify_backup, { store = store, name = "good.dump", sha256 = string.rep("0", 64) })
     assert.is_false(ok2)
@@ -185,9 +190,10 @@ describe("runbook.pg backups", function()
   it("verifies and restores by streaming from a store without local paths", function()
     local res = pg.backup { url = url, store = store, name = "s.dump" }
     -- the same store with no path(): as object storage would be
+    local opens = 0
     local streamed = {
       location = function(_, n) return "remote://" .. n end,
-      open = function(_, n) return store:open(n) end,
+      open = function(_, n) opens = opens + 1 return store:open(n) end,
     }
     local v = pg.verify_backup { store = streamed, name = "s.dump", sha256 = res.sha256 }
     assert.are.equal(3, v.tables)
@@ -195,10 +201,102 @@ describe("runbook.pg backups", function()
     local target = srv:createdb("streamed")
     pg.restore { url = target, store = streamed, name = "s.dump" }
     assert.are.same(fingerprint(url), fingerprint(target))
+    -- the format is told from the first bytes of the one read: each object is fetched once
+    assert.are.equal(2, opens)
     -- a failing restore names the target and pg_restore's reason
     local ok, err = pcall(pg.restore, { url = target, store = streamed, name = "s.dump" })
     assert.is_false(ok)
     assert.matches('^restore of remote://s%.dump into streamed failed %(exit 1%): pg_restore: error: could not execute query: ERROR:  relation "%w+" already exists$', err.message)
+  end)
+
+  describe("plain SQL dumps (pg_dump > backup.sql)", function()
+    local function plain_dump(path)
+      local p = assert(proc.spawn { argv = { "pg_dump", "-h", srv.sock, "-p", tostring(srv.port), "-U", "postgres", "-d", "app",
+        "-f", path }, stdin = "null" })
+      local r = p:communicate { timeout = 120 }
+      assert.are.equal(0, r.code, r.stderr)
+    end
+
+    it("tells the formats apart by their first bytes", function()
+      assert(fs.mkdir_p(dir .. "/store", 448))
+      plain_dump(dir .. "/store/app.sql")
+      pg.backup { url = url, store = store, name = "app.dump" }
+      assert.are.equal("plain", pg.backup_format { store = store, name = "app.sql" })
+      assert.are.equal("custom", pg.backup_format { path = dir .. "/store/app.dump" })
+      rbtest.write(dir .. "/store/app.sql.gz", "\31\139\8\0\0\0\0\0\0\3" .. string.rep("\0", 40))
+      local ok, err = pcall(pg.backup_format, { store = store, name = "app.sql.gz" })
+      assert.is_false(ok)
+      assert.are.equal(dir .. "/store/app.sql.gz is neither a pg_dump custom-format archive (it would start with PGDMP) "
+        .. "nor a plain SQL dump (it is gzip-compressed: gunzip it first)", err.message)
+      rbtest.write(dir .. "/store/empty.sql", "")
+      ok, err = pcall(pg.restore, { url = url, store = store, name = "empty.sql" })
+      assert.is_false(ok)
+      assert.matches("empty%.sql is neither .* %(it is empty%)$", err.message)
+    end)
+
+    it("verifies a plain dump, and refuses one cut short or not pg_dump's", function()
+      local path = dir .. "/app.sql"
+      plain_dump(path)
+      local text = rbtest.read(path)
+      local v = pg.verify_backup { path = path, sha256 = crypto.sha256(text) }
+      assert.are.same({ "PLAIN", 3, 3, crypto.sha256(text) }, { v.format, v.tables, v.table_data, v.sha256 })
+      local a = audit.recorded[#audit.recorded]
+      assert.are.same({ "backup", "verify", "PLAIN" }, { a.kind, a.verb, a.format })
+      rbtest.write(dir .. "/cut.sql", text:sub(1, math.floor(#text / 2)))
+      local ok, err = pcall(pg.verify_backup, { path = dir .. "/cut.sql" })
+      assert.is_false(ok)
+      assert.are.equal(dir .. '/cut.sql is cut short: a plain pg_dump ends with "-- PostgreSQL database dump complete"', err.message)
+      rbtest.write(dir .. "/mine.sql", "CREATE TABLE x (id int);\n")
+      ok, err = pcall(pg.verify_backup, { path = dir .. "/mine.sql" })
+      assert.is_false(ok)
+      assert.are.equal(dir .. '/mine.sql is neither a pg_dump custom-format archive nor a plain pg_dump: it starts with neither "PGDMP" nor "-- PostgreSQL database dump"', err.message)
+      ok, err = pcall(pg.verify_backup, { path = path, sha256 = string.rep("0", 64) })
+      assert.is_false(ok)
+      assert.are.equal("checksum", err.code)
+    end)
+
+    it("restores a plain dump with psql from a file and streamed from a store, without its OWNER TO statements", function()
+      local path = dir .. "/app.sql"
+      plain_dump(path)
+      -- the superuser's dump names the tables' owner
+      assert.truthy(rbtest.read(path):find("OWNER TO " .. pgserver.ROLE .. ";", 1, true))
+      local target = srv:createdb("plain_file")
+      local r = pg.restore { url = target, path = path }
+      assert.are.same({ "plain", "plain_file" }, { r.format, r.database })
+      assert.truthy(r.owner_statements_skipped >= 3)
+      assert.are.same(fingerprint(url), fingerprint(target))
+      local a = audit.recorded[#audit.recorded]
+      assert.are.same({ "restore", "plain", "psql", r.owner_statements_skipped }, { a.verb, a.format, a.tool, a.owner_statements_skipped })
+
+      local opens = 0
+      local streamed = {
+        location = function(_, n) return "remote://" .. n end,
+        open = function(_, n) opens = opens + 1 return pg.local_store(dir):open(n) end,
+      }
+      local v = pg.verify_backup { store = streamed, name = "app.sql", sha256 = crypto.sha256(rbtest.read(path)) }
+      assert.are.same({ "PLAIN", 3 }, { v.format, v.tables })
+      local target2 = srv:createdb("plain_streamed")
+      pg.restore { url = target2, store = streamed, name = "app.sql", no_owner = false }
+      assert.are.same(fingerprint(url), fingerprint(target2))
+      assert.are.equal(2, opens)
+      -- a failing restore stops at the first error, and names it
+      local ok, err = pcall(pg.restore, { url = target2, store = streamed, name = "app.sql" })
+      assert.is_false(ok)
+      assert.matches('^restore of remote://app%.sql into plain_streamed failed %(exit 3%): ERROR:  relation "%w+" already exists$',
+        err.message)
+    end)
+
+    it("restores in one transaction when asked: a failure leaves nothing", function()
+      local path = dir .. "/app.sql"
+      plain_dump(path)
+      local target = srv:createdb("plain_tx")
+      local db <close> = pg.connect(target)
+      db:exec("CREATE TABLE blobs (id int)")
+      local ok, err = pcall(pg.restore, { url = target, path = path, single_transaction = true })
+      assert.is_false(ok)
+      assert.matches('ERROR:  relation "blobs" already exists$', err.message)
+      assert.are.equal(0, db:value("SELECT count(*) FROM pg_tables WHERE tablename IN ('laws', 'articles')"))
+    end)
   end)
 
   describe("retention", function()
