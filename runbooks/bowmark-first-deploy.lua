@@ -114,9 +114,10 @@ step "B1-vault" {
   owner = "DevOps",
   needs = "B1",
   doc = [[The guide's "Save to 1Password before proceeding", before any Secret holds
-the passwords: `op item create --category login --title "Bow-Mark Production K8s"
---vault <vault>` with both passwords as assignment statements (op must be
-signed in: `eval $(op signin)`). The item is created once per run: a
+the passwords. The step runs
+`op item create --category login --title "Bow-Mark Production K8s" --vault <vault>`
+with both passwords as assignment statements (op must be signed in:
+`eval $(op signin)`). The item is created once per run: a
 resumed run does not make a second one (unless the process died between
 op's answer and its record).]],
   run = function(ctx)

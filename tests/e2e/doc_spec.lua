@@ -169,4 +169,15 @@ Then confirm: runbook confirm <run> D]] .. "]]" .. [[ }
     assert.truthy(html:find("<pre><code class=\"language-sh\">export", 1, true) == nil) -- who has no env
     assert.truthy(html:find("runbook exec g.lua --param who=...", 1, true), html)
   end)
+
+  it("keeps a code span that runs over a line break as one span, its placeholders literal", function()
+    rb.write(dir .. "/s.lua", [[
+runbook "s" { description = "spans" }
+step "A" { doc = "Then the guide's `kubectl run\nbackfill-<app>` as a Job, and <b> stays text.", run = function() end }
+]])
+    local r = rb.run({ "doc", "s.lua" }, { cwd = dir })
+    assert.are.equal(0, r.code, r.stderr)
+    local html = render(r.stdout, dir)
+    assert.truthy(html:find("<code>kubectl run backfill-&lt;app&gt;</code> as a Job, and &lt;b&gt; stays text.", 1, true), html)
+  end)
 end)

@@ -89,13 +89,24 @@ local function dedent(text)
   return out
 end
 
--- A prose line: escaped, and kept from starting a Markdown block by accident.
-local function prose(line)
-  local s = inline(line)
+-- A prose line, already escaped, kept from starting a Markdown block by
+-- accident.
+local function guard(s)
   if s:match("^#") or s:match("^>") or s:match("^=+$") or s:match("^%-%-%-*$") or s:match("^[+*]%s") then
     s = "\\" .. s
   end
   return s
+end
+
+local function prose(line) return guard(inline(line)) end
+
+-- The lines of one paragraph, escaped together: a code span may run over
+-- a line break (Markdown pairs backticks across the paragraph), so what
+-- lies inside it must be told on the whole paragraph, not line by line.
+local function paragraph(lines)
+  local out = {}
+  for l in (inline(table.concat(lines, "\n")) .. "\n"):gmatch("(.-)\n") do out[#out + 1] = guard(l) end
+  return out
 end
 
 --- Markdown blocks (a list of lines) for a runbook's prose: doc text or
@@ -109,9 +120,21 @@ function M.blocks(text)
     if #out > 0 and (kind ~= k or k == "code") then out[#out + 1] = "" end
     kind = k
   end
+  local para = {} -- the raw lines of the paragraph being read
+  local function flush()
+    for _, l in ipairs(paragraph(para)) do out[#out + 1] = l end
+    para = {}
+  end
   local i = 1
   while i <= #lines do
     local line = lines[i]
+    local plain = line ~= "" and not line:match("^%s") and not line:match("^%$ ")
+      and not line:match("^%d+[.)]%s") and not line:match("^[-*+]%s") and not is_command(line)
+    if plain then
+      local label, cmd = line:match("^([^:`]+:)%s+(.+)$")
+      if label and #label <= 40 and is_command(cmd) then plain = false end
+    end
+    if not plain and #para > 0 then flush() end
     if line == "" then
       kind = nil
       if #out > 0 and out[#out] ~= "" then out[#out + 1] = "" end
@@ -165,13 +188,14 @@ function M.blocks(text)
           for _, l in ipairs(fence { line }) do out[#out + 1] = l end
           kind = "code"
         else
-          start("p")
-          out[#out + 1] = prose(line)
+          if #para == 0 then start("p") end
+          para[#para + 1] = line
         end
       end
       i = i + 1
     end
   end
+  if #para > 0 then flush() end
   while out[#out] == "" do out[#out] = nil end
   return out
 end
