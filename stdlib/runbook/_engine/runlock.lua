@@ -22,18 +22,6 @@ M.PREFIX = "runbook:lock:"
 local Handle = {}
 Handle.__index = Handle
 
---- Takes the run lock for runbook `name` in the Redis at `url` (a string
---- or a secret). Returns a handle, or nil and a description of the holder
---- ("alice@laptop pid 4242 run first-deploy-2026... since 2026-..."). A lock
---- whose holder was a process of this machine that is gone is taken over:
---- the handle's `took_over` names that holder.
---- Raises a structured error (kind "redis") when Redis cannot be reached
---- or refuses the password.
----@param url string|userdata
----@param name string  the runbook's name
----@param opts {ttl:number|nil, run:string|nil, wait:number|nil, connect_timeout:number|nil, timeout:number|nil}|nil
----@return runbook._engine.runlock.Handle|nil
----@return string|nil holder
 -- A holder on this machine whose process is gone (SIGKILL, a crash)
 -- cannot release its lock, and waiting for the ttl would only hold up the
 -- resume. Its lock is deleted, only if it is still that very value, and
@@ -50,6 +38,18 @@ local function clear_stale(conn, key)
   return v.owner
 end
 
+--- Takes the run lock for runbook `name` in the Redis at `url` (a string
+--- or a secret). Returns a handle, or nil and a description of the holder
+--- ("alice@laptop pid 4242 run first-deploy-2026... since 2026-..."). A lock
+--- whose holder was a process of this machine that is gone is taken over:
+--- the handle's `took_over` names that holder.
+--- Raises a structured error (kind "redis") when Redis cannot be reached
+--- or refuses the password.
+---@param url string|userdata
+---@param name string  the runbook's name
+---@param opts {ttl:number|nil, run:string|nil, wait:number|nil, connect_timeout:number|nil, timeout:number|nil}|nil
+---@return runbook._engine.runlock.Handle|nil
+---@return string|nil holder
 function M.acquire(url, name, opts)
   if type(name) ~= "string" or name == "" then error("runlock.acquire: runbook name expected", 2) end
   opts = opts or {}
@@ -61,8 +61,10 @@ function M.acquire(url, name, opts)
   local stale
   local ok, lock, holder = pcall(redis._take, conn, M.PREFIX .. name, { ttl = ttl, owner = owner, wait = opts.wait })
   if ok and not lock then
-    ok, stale = pcall(clear_stale, conn, M.PREFIX .. name)
-    if ok and stale then
+    local cleared, found = pcall(clear_stale, conn, M.PREFIX .. name)
+    if not cleared then ok, lock = false, found
+    elseif found then
+      stale = found
       ok, lock, holder = pcall(redis._take, conn, M.PREFIX .. name, { ttl = ttl, owner = owner, wait = opts.wait })
     end
   end
