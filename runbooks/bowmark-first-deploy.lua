@@ -15,6 +15,7 @@ local s3 = require "runbook.s3"
 local pg = require "runbook.pg"
 local sh = require "runbook.sh"
 local secret = require "runbook.secret"
+local json = require "runbook.json"
 local errors = require "runbook.errors"
 local bm = require "bowmark"
 local secrets = require "lib.secrets"
@@ -114,19 +115,40 @@ step "B1-vault" {
   owner = "DevOps",
   needs = "B1",
   doc = [[The guide's "Save to 1Password before proceeding", before any Secret holds
-the passwords. The step runs
-`op item create --category login --title "Bow-Mark Production K8s" --vault <vault>`
-with both passwords as assignment statements (op must be signed in:
-`eval $(op signin)`). The item is created once per run: a
-resumed run does not make a second one (unless the process died between
-op's answer and its record).]],
+the passwords: an item "Bow-Mark Production K8s" of category login in the
+`vault`, with the fields postgres-password and rabbitmq-password (concealed),
+which B2's `op read "op://<vault>/Bow-Mark Production K8s/postgres-password"`
+finds. The guide passes both passwords as assignment statements; they would
+be in the process list and the shell history, so the step hands op the same
+fields as an item JSON template on its standard input (what 1Password advises
+for sensitive values):
+`op item create --category login --title "Bow-Mark Production K8s" --vault <vault> --template /dev/stdin`.
+op must be signed in (`eval $(op signin)`). The item is created once per run
+and tagged `runbook/<run id>`: a resumed run first lists the vault's items of
+that tag (`op item list --tags`), so even a run killed after op made the item
+and before its id was recorded makes no second one.]],
   run = function(ctx)
     local pw = ctx.outputs.B1
     local item = ctx:once("vault-item", function()
+      local template = secret.wrap(json.encode {
+        title = "Bow-Mark Production K8s", category = "LOGIN",
+        fields = {
+          { id = "postgres-password", label = "postgres-password", type = "CONCEALED", value = secret.reveal(pw.postgres_password) },
+          { id = "rabbitmq-password", label = "rabbitmq-password", type = "CONCEALED", value = secret.reveal(pw.rabbitmq_password) },
+        },
+      })
+      local vault, tag = ctx.params.vault, "runbook/" .. ctx.run_id
+      if not ctx.dry_run then
+        -- an earlier attempt of this run may have made it, its id not recorded
+        local l = sh.run({ "op", "item", "list", "--vault", vault, "--tags", tag, "--format", "json" }, { log = false })
+        local ok, found = pcall(json.decode, l.stdout)
+        if not ok or type(found) ~= "table" then
+          errors.raise { kind = "command", code = "op", message = "op item list answered no JSON list: " .. l.stdout:sub(1, 200) }
+        end
+        if found[1] and found[1].id then return found[1].id end
+      end
       local r = sh.run({ "op", "item", "create", "--category", "login", "--title", "Bow-Mark Production K8s",
-        "--vault", ctx.params.vault, "--format", "json",
-        secret.wrap("postgres-password[password]=" .. secret.reveal(pw.postgres_password)),
-        secret.wrap("rabbitmq-password[password]=" .. secret.reveal(pw.rabbitmq_password)) }, { log = false })
+        "--vault", vault, "--tags", tag, "--template", "/dev/stdin", "--format", "json" }, { stdin = template, log = false })
       if ctx.dry_run then return nil end
       local id = r.stdout:match('"id"%s*:%s*"([^"]+)"')
       if not id then

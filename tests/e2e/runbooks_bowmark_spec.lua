@@ -108,7 +108,7 @@ describe("runbooks/bowmark-first-deploy.lua", function()
       "B2       action k8s: create v1 Secret bowmark/postgres: created (dry run)",
       "B3       action k8s: apply apps/v1 StatefulSet bowmark/postgres: created (dry run)",
       "B3       action k8s: apply apps/v1 StatefulSet bowmark/rabbitmq: created (dry run)",
-      "B1-vault would run: op item create --category login --title 'Bow-Mark Production K8s' --vault Private --format json [REDACTED] [REDACTED]",
+      "B1-vault would run: op item create --category login --title 'Bow-Mark Production K8s' --vault Private --tags runbook/bowmark-first-deploy-",
       "B6-paving dry run: would check dbmate's migrations and run the paving backfill with server-deployment's image, once CI has deployed it",
       "B8       dry run: would download s3://bowmark-backups/" .. sandbox.BOWMARK_DUMP,
       "B9       dry run: would ALTER USER bowmark, update the postgres Secret and restart server-deployment,",
@@ -166,15 +166,24 @@ describe("runbooks/bowmark-first-deploy.lua", function()
     local ops = {}
     for _, l in ipairs(sb:cli_log()) do if l:find("op item create", 1, true) then ops[#ops + 1] = l end end
     assert.are.equal(1, #ops)
-    assert.truthy(ops[1]:find("--title Bow-Mark Production K8s --vault Private", 1, true), ops[1])
-    assert.truthy(ops[1]:find(" postgres-password[password]=" .. pg_pw .. " rabbitmq-password[password]=" .. rmq_pw, 1, true))
+    assert.truthy(ops[1]:find("--title Bow-Mark Production K8s --vault Private --tags runbook/" .. run_id
+      .. " --template /dev/stdin", 1, true), ops[1])
+    -- the passwords reach op as its item template on stdin, never in its argv
+    assert.is_nil(ops[1]:find(pg_pw, 1, true), "the postgres password is in op's command line")
+    assert.is_nil(ops[1]:find(rmq_pw, 1, true), "the rabbitmq password is in op's command line")
+    local item_id = of_type(evs, "step.finished", "B1-vault")[1].outputs.item
+    local item = require("runbook.json").decode(assert(rb.read(dir .. "/stubs/op/" .. item_id .. ".json")))
+    local fields = {}
+    for _, f in ipairs(item.fields) do fields[f.label] = f end
+    assert.are.same({ "LOGIN", "Bow-Mark Production K8s" }, { item.category, item.title })
+    assert.are.same({ "CONCEALED", pg_pw }, { fields["postgres-password"].type, fields["postgres-password"].value })
+    assert.are.same({ "CONCEALED", rmq_pw }, { fields["rabbitmq-password"].type, fields["rabbitmq-password"].value })
     local op_seq, secret_seq
     for _, e in ipairs(evs) do
       if e.type == "action" and e.step == "B1-vault" and e.kind == "command" then op_seq = op_seq or e.seq end
       if e.type == "action" and e.step == "B2" then secret_seq = secret_seq or e.seq end
     end
     assert.truthy(op_seq and secret_seq and op_seq < secret_seq, "op item create did not come before the Secrets")
-    assert.are.equal("sandbox0item0id", of_type(evs, "step.finished", "B1-vault")[1].outputs.item)
 
     -- the StatefulSets from the repository's k8s/ (the profile's manifests param)
     local b3 = of_type(evs, "step.finished", "B3")[1].outputs

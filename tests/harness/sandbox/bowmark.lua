@@ -64,11 +64,16 @@ end
 -- the Space, made in DigitalOcean's control panel, with the old cluster's
 -- dump (moto keeps nothing, so whenever moto started); the port-forward to
 -- postgres-0 (the fake keeps it until a reset)
-function P.seed(sb, fresh)
+local function forward_postgres(sb)
   local pgs = sb.services.pg
   if sb.fake and pgs then
     sb.fake:control("POST", "/_fake/pod-ports", { namespace = "bowmark", pod = "postgres-0", port = 5432, local_port = pgs.port })
   end
+end
+
+function P.seed(sb, fresh)
+  local pgs = sb.services.pg
+  forward_postgres(sb)
   if not (fresh.s3 and sb.services.s3) then return end
   local s3 = require "runbook.s3"
   local secret = require "runbook.secret"
@@ -128,6 +133,9 @@ function P.bowmark_dbmate_up(sb, pw)
     assert(r.code == 0, "dbmate up " .. db .. ": " .. (r.stdout or "") .. (r.stderr or ""))
   end
 end
+
+-- a world reset (Sandbox:reset_world) empties the fake, the forward with it
+function P.reset(sb) forward_postgres(sb) end
 
 function P.env(sb, e)
   local s3 = sb.services.s3

@@ -27,8 +27,27 @@ esac]],
   "auth status") echo "Logged in to github.com as sandbox" ;;
   *) echo "gh (sandbox): ok" ;;
 esac]],
-  op = [[case "$1 $2" in
-  "item create") echo '{"id":"sandbox0item0id","title":"Bow-Mark Production K8s","vault":{"name":"Private"}}' ;;
+  -- the sandbox's vault is DIR/stubs/op/: an item made from a template
+  -- (--template FILE) is kept there, mode 0600, as ITEM.json, its tags
+  -- (--tags) as ITEM.tags; each item has its own id; item list --tags T
+  -- answers the items tagged T
+  op = [[d=$(dirname "$(dirname "$log")")/stubs/op
+opt() { want=$1; shift; prev=; for a in "$@"; do [ "$prev" = "$want" ] && printf '%s' "$a"; prev=$a; done; }
+case "$1 $2" in
+  "item create")
+    mkdir -p "$d"
+    id=sandbox0item$(( $(ls "$d" | grep -c '\.tags$') + 1 ))
+    t=$(opt --template "$@")
+    if [ -n "$t" ]; then (umask 077; cat "$t" >"$d/$id.json"); fi
+    opt --tags "$@" >"$d/$id.tags"
+    echo "{\"id\":\"$id\",\"title\":\"Bow-Mark Production K8s\",\"vault\":{\"name\":\"Private\"}}" ;;
+  "item list")
+    want=$(opt --tags "$@"); sep=; printf '['
+    for f in "$d"/*.tags; do
+      [ -e "$f" ] && [ "$(cat "$f")" = "$want" ] || continue
+      printf '%s{"id":"%s","title":"Bow-Mark Production K8s"}' "$sep" "$(basename "$f" .tags)"; sep=,
+    done
+    echo ']' ;;
   "whoami "*|"whoami") echo "sandbox@example.com" ;;
   *) echo "op (sandbox): ok" ;;
 esac]],
