@@ -18,6 +18,7 @@
   X(PQconninfoParse) \
   X(PQconsumeInput) \
   X(PQdb) \
+  X(PQencryptPasswordConn) \
   X(PQerrorMessage) \
   X(PQescapeIdentifier) \
   X(PQescapeLiteral) \
@@ -74,6 +75,7 @@ extern struct rb_pq_api rb_pq;
 #define PQconninfoParse (rb_pq.PQconninfoParse)
 #define PQconsumeInput (rb_pq.PQconsumeInput)
 #define PQdb (rb_pq.PQdb)
+#define PQencryptPasswordConn (rb_pq.PQencryptPasswordConn)
 #define PQerrorMessage (rb_pq.PQerrorMessage)
 #define PQescapeIdentifier (rb_pq.PQescapeIdentifier)
 #define PQescapeLiteral (rb_pq.PQescapeLiteral)

@@ -511,6 +511,35 @@ static int m_escape_literal(lua_State *L) { return escape_with(L, PQescapeLitera
 
 static int m_escape_identifier(lua_State *L) { return escape_with(L, PQescapeIdentifier, "escape_identifier"); }
 
+/* c:encrypt_password(user, password [, algorithm]) -> verifier: the hashed
+ * form ALTER ROLE ... PASSWORD takes, made here (libpq's
+ * PQencryptPasswordConn, the server's password_encryption when algorithm is
+ * nil), so the clear password never reaches the server or its logs. The
+ * password is a string or a Secret; the verifier is a plain string. */
+static int m_encrypt_password(lua_State *L) {
+  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
+  const char *user = luaL_checkstring(L, 2);
+  size_t len;
+  int is_secret;
+  const char *pw = rb_check_bytes(L, 3, &len, &is_secret);
+  const char *alg = luaL_optstring(L, 4, NULL);
+  if (memchr(pw, 0, len))
+    return luaL_error(L, "encrypt_password: the password holds a NUL byte");
+  char *copy = malloc(len + 1);
+  if (!copy)
+    return luaL_error(L, "encrypt_password: out of memory");
+  memcpy(copy, pw, len);
+  copy[len] = 0;
+  char *v = PQencryptPasswordConn(c->pg, copy, user, alg);
+  explicit_bzero(copy, len);
+  free(copy);
+  if (!v)
+    return luaL_error(L, "encrypt_password: %s", PQerrorMessage(c->pg));
+  lua_pushstring(L, v);
+  PQfreemem(v);
+  return 1;
+}
+
 /* c:status() -> "idle" | "active" | "transaction" | "failed-transaction" | "closed" | "broken" */
 static int m_status(lua_State *L) {
   struct rb_pg_conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
@@ -580,6 +609,7 @@ static const luaL_Reg methods[] = {
   {"_copy_in", rb_pg_copy_in},
   {"escape_literal", m_escape_literal},
   {"escape_identifier", m_escape_identifier},
+  {"encrypt_password", m_encrypt_password},
   {"status", m_status},
   {"info", m_info},
   {"is_closed", m_is_closed},

@@ -164,6 +164,28 @@ describe("runbook.pg", function()
       assert.are.equal("timeout", err.code)
       assert.are.equal(string.format('PostgreSQL not ready after 0.6 s: cannot connect to PostgreSQL at 127.0.0.1:%d (database "app", user "rbtest"): connection refused', port), err.message)
     end)
+
+    it("hashes a password client-side, so ALTER ROLE never carries it in clear", function()
+      local db <close> = pg.connect(url)
+      local pw = secret.random { bytes = 24, encoding = "alnum" }
+      local v = db:encrypt_password("pw_hashed", pw)
+      assert.truthy(v:match("^SCRAM%-SHA%-256%$4096:[^$]+%$[^:]+:.+$"), v)
+      assert.is_nil(v:find(pw:reveal(), 1, true))
+      -- a new salt each time, and the md5 form on request
+      assert.are_not.equal(v, db:encrypt_password("pw_hashed", pw))
+      assert.truthy(db:encrypt_password("pw_hashed", "x", "md5"):match("^md5%x+$"))
+      assert.has_error(function() db:encrypt_password("pw_hashed", "x", "rot13") end)
+      db:exec("DROP ROLE IF EXISTS pw_hashed")
+      db:exec("CREATE ROLE pw_hashed LOGIN PASSWORD " .. db:literal(v))
+      -- the server took the verifier as the role's password: logging in with it works
+      local as_role <close> = pg.connect(srv:url("app", "pw_hashed", pw:reveal()))
+      assert.are.equal("pw_hashed", as_role:value("SELECT current_user"))
+      local ok, err = pg.try_connect(srv:url("app", "pw_hashed", "not-the-password"))
+      assert.is_nil(ok)
+      assert.are.equal("28P01", err.code)
+      as_role:close()
+      db:exec("DROP ROLE pw_hashed")
+    end)
   end)
 
   describe("queries", function()
