@@ -165,6 +165,20 @@ describe("runbook.pg", function()
       assert.are.equal(string.format('PostgreSQL not ready after 0.6 s: cannot connect to PostgreSQL at 127.0.0.1:%d (database "app", user "rbtest"): connection refused', port), err.message)
     end)
 
+    it("derives a connection string for another role, as a secret", function()
+      local s = pg.conninfo("postgres://admin:s3cr%27t@db.example:6543/postgres?sslmode=require",
+        { user = "tezca", dbname = "tezca", password = secret.wrap("p'w\\x") })
+      assert.is_true(secret.is(s))
+      assert.are.equal([[dbname='tezca' host='db.example' password='p\'w\\x' port='6543' sslmode='require' user='tezca']], s:reveal())
+      local ok, err = pcall(pg.conninfo, "postgres://[bad")
+      assert.is_false(ok)
+      assert.are.equal("usage", err.kind)
+      assert.truthy(err.message:match("^pg%.conninfo: "), err.message)
+      -- the derived string connects
+      local db <close> = pg.connect(pg.conninfo(url, { application_name = "derived" }))
+      assert.are.equal("derived", db:value("SHOW application_name"))
+    end)
+
     it("hashes a password client-side, so ALTER ROLE never carries it in clear", function()
       local db <close> = pg.connect(url)
       local pw = secret.random { bytes = 24, encoding = "alnum" }

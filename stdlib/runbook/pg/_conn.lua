@@ -10,6 +10,7 @@ local host = require "runbook._host"
 local json = require "runbook._json"
 local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
+local secret = require "runbook.secret"
 
 local M = {}
 
@@ -61,6 +62,36 @@ function M.connect(url, opts)
     state[c].dry = true
   end
   return c
+end
+
+local function conninfo_quote(v)
+  return "'" .. v:gsub("\\", "\\\\"):gsub("'", "\\'") .. "'"
+end
+
+--- The server `url` names, with some of its parameters changed (libpq's
+--- keywords: `{user=, password=, dbname=, ...}`, a value a string, a
+--- number or a secret): a keyword/value connection string, as a secret.
+---@param url string|userdata
+---@param changes table|nil
+---@return userdata
+function M.conninfo(url, changes)
+  if url == nil then error("pg.conninfo: url required (a connection URL or a secret holding one)", 2) end
+  if changes ~= nil and type(changes) ~= "table" then error("pg.conninfo: changes must be a table", 2) end
+  local o, err = core.conninfo_parse(url)
+  if not o then
+    errors.raise { kind = "usage", code = "conninfo", message = "pg.conninfo: " .. errors.message(err) }
+  end
+  for k, v in pairs(changes or {}) do o[k] = v end
+  local keys = {}
+  for k in pairs(o) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = o[k]
+    if secret.is(v) then v = v:reveal() else v = tostring(v) end
+    if v ~= "" then parts[#parts + 1] = k .. "=" .. conninfo_quote(v) end
+  end
+  return secret.wrap(table.concat(parts, " "))
 end
 
 --- True when v is a connection made by runbook.pg.
