@@ -76,12 +76,18 @@ local function decode(obj, want)
   return obj
 end
 
--- GET without objects.decode_object, which would register every value.
-local function read(self, r, want)
+-- GET without objects.decode_object, which would register every value:
+-- the Secret as the server sends it (data in base64), or nil.
+local function fetch(self, r)
   local res = self.client:request { method = "GET", path = require("runbook.k8s._client").path(r.info, r.namespace, r.name),
     expect = { [404] = true }, verb = "get", resource = "secrets", namespace = r.namespace, name = r.name }
   if res.status == 404 then return nil end
-  return decode(res.json, want)
+  return res.json
+end
+
+local function read(self, r, want)
+  local obj = fetch(self, r)
+  return obj and decode(obj, want)
 end
 
 local function differing(have, want)
@@ -96,12 +102,22 @@ local function differing(have, want)
   return keys
 end
 
---- Reads a Secret: the object with data values as secrets, or nil.
----@param opts string|{name:string, namespace:string|nil}
+--- Reads a Secret: the object with data values as secrets, or nil. With
+--- `keys`, only those keys are read (and registered with the redactor): a
+--- Secret's plain neighbours (a user name, a host) stay out of it.
+---@param opts string|{name:string, namespace:string|nil, keys:string[]|nil}
 ---@return table|nil secret
 function Cluster:get_secret(opts)
   if type(opts) == "string" then opts = { name = opts } end
-  return self:get { kind = "Secret", api_version = "v1", name = opts.name, namespace = opts.namespace }
+  local ref = { kind = "Secret", api_version = "v1", name = opts.name, namespace = opts.namespace }
+  if opts.keys == nil then return self:get(ref) end
+  if type(opts.keys) ~= "table" then error("get_secret: keys must be a list of key names", 2) end
+  local obj = fetch(self, self:ref(ref, true))
+  if not obj then return nil end
+  local data = {}
+  for _, k in ipairs(opts.keys) do data[k] = type(obj.data) == "table" and obj.data[k] or nil end
+  obj.data = data
+  return decode(obj, {})
 end
 
 --- Ensures a Secret holds values. opts: namespace, name, data = {KEY =
