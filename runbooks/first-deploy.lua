@@ -7,15 +7,24 @@
 --   export KUBECONFIG=~/.kube/madfam-prod TEZCA_DB_HOST=pg.madfam.internal \
 --          JANUA_API_KEY=... JANUA_PUBLISHABLE_KEY=... JANUA_SECRET_KEY=... JANUA_ADMIN_TOKEN=... \
 --          R2_ENDPOINT_URL=https://<account>.r2.cloudflarestorage.com R2_ACCESS_KEY_ID=... R2_SECRET_ACCESS_KEY=... \
---          SENTRY_DSN=... TEZCA_ADMIN_JWT=...
+--          SENTRY_DSN=... TEZCA_ADMIN_JWT=... \
+--          TEZCA_PG_ADMIN_URL=postgres://admin@pg.madfam.internal:5432/postgres PGPASSWORD=...
 --   runbook exec runbooks/first-deploy.lua
+--
+-- `gh` (GitHub's CLI, signed in with read access to the repository) answers
+-- M2's and M10-images' and M10-ci's questions.
 local k8s = require "runbook.k8s"
 local http = require "runbook.http"
 local dns = require "runbook.dns"
 local s3 = require "runbook.s3"
 local errors = require "runbook.errors"
+local pg = require "runbook.pg"
+local secret = require "runbook.secret"
+local wait = require "runbook.wait"
+local yaml = require "runbook.yaml"
 local secrets = require "lib.secrets"
 local smoke = require "lib.smoke"
+local github = require "lib.github"
 
 runbook "tezca-first-deploy" {
   description = "First production deploy of Tezca (tezca.mx): M1-M14 of the deployment guide",
@@ -43,6 +52,11 @@ environment and volumes), their logs in the run log.]],
     api_image = { default = "ghcr.io/madfam-org/tezca/api", doc = "the API image repository" },
     image_tag = { required = false, doc = "run the one-off Jobs with this tag of api_image (default: the image tezca-api runs)" },
     db_host = { env = "TEZCA_DB_HOST", doc = "the shared PostgreSQL cluster's endpoint (DB_HOST)" },
+    pg_admin_url = { secret = true, env = "TEZCA_PG_ADMIN_URL",
+      doc = "an admin connection URL of the shared PostgreSQL cluster, for M3-db (a role with CREATEROLE and CREATEDB; its password in the URL, PGPASSWORD or ~/.pgpass)" },
+    db_name = { default = "tezca", doc = "the database M3-db makes on the shared cluster" },
+    github_repo = { default = "madfam-org/tezca", doc = "the repository whose Actions secrets (M2) and deploy workflows (M10-images, M10-ci) are checked" },
+    registry = { default = "ghcr.io/madfam-org/tezca", doc = "where CI pushes the api, web and admin images (M10-ci)" },
     janua_url = { default = "https://api.janua.dev", doc = "Janua's API (OAuth client registration, M4)" },
     janua_admin_token = { secret = true, env = "JANUA_ADMIN_TOKEN", doc = "a Janua admin access token (M4)" },
     janua_api_key = { secret = true, env = "JANUA_API_KEY", doc = "sk_live_... (tezca-secrets)" },
@@ -64,6 +78,8 @@ environment and volumes), their logs in the run log.]],
 }
 
 local OAUTH_CLIENT = "tezca-admin"
+local GITHUB_SECRETS = { "MADFAM_BOT_PAT", "ENCLII_CALLBACK_TOKEN", "NEXT_PUBLIC_JANUA_PUBLISHABLE_KEY" }
+local DB_USER = "tezca"
 local DEPLOYMENTS = { "tezca-api", "tezca-web", "tezca-admin", "tezca-worker", "tezca-beat", "tezca-redis", "tezca-es" }
 local WEEK = 7 * 24 * 3600
 
@@ -169,7 +185,18 @@ In github.com/madfam-org/tezca > Settings > Secrets and variables > Actions (or 
   gh secret set MADFAM_BOT_PAT --repo madfam-org/tezca                      # GHCR push + kustomization digest commit
   gh secret set ENCLII_CALLBACK_TOKEN --repo madfam-org/tezca               # CI lifecycle events to the enclii API
   gh secret set NEXT_PUBLIC_JANUA_PUBLISHABLE_KEY --repo madfam-org/tezca   # admin Docker build arg
-Then confirm: runbook confirm <run> M2]],
+This step confirms itself once `gh secret list --repo madfam-org/tezca` lists the
+three; the run log names the ones still missing. Without gh here, check the
+settings page and confirm: runbook confirm <run> M2]],
+  verify = function(ctx)
+    local repo = ctx.params.github_repo
+    local missing = github.missing_secrets(repo, GITHUB_SECRETS)
+    if #missing > 0 then
+      ctx:log("%s has no Actions secret %s yet", repo, table.concat(missing, ", "))
+      return false
+    end
+    return true
+  end,
 }
 
 secrets.app_secret "M3" {
@@ -177,9 +204,8 @@ secrets.app_secret "M3" {
   owner = "DevOps",
   doc = [[DJANGO_SECRET_KEY (50 random bytes) and DB_PASSWORD (32) are generated once
 per run, base64 like `openssl rand -base64`; a resumed run writes the very same
-values. An existing Secret is kept as it is. The `tezca` role on the shared
-PostgreSQL cluster must be given this DB_PASSWORD (read it with
-`kubectl -n tezca get secret tezca-secrets -o jsonpath='{.data.DB_PASSWORD}' | base64 -d`).]],
+values. An existing Secret is kept as it is. M3-db gives the `tezca` role on
+the shared PostgreSQL cluster this DB_PASSWORD.]],
   name = "tezca-secrets",
   create_namespace = true,
   generate = {
@@ -189,12 +215,97 @@ PostgreSQL cluster must be given this DB_PASSWORD (read it with
   data = function(ctx)
     local p = ctx.params
     return {
-      DB_USER = "tezca",
+      DB_USER = DB_USER,
       DB_HOST = p.db_host,
       JANUA_API_KEY = p.janua_api_key,
       JANUA_PUBLISHABLE_KEY = p.janua_publishable_key,
       JANUA_SECRET_KEY = p.janua_secret_key,
     }
+  end,
+}
+
+-- The DB_PASSWORD the pods will read: tezca-secrets as the cluster holds
+-- it (an existing Secret is kept, so this, not the run's memo, is the truth).
+-- nil in a dry run before M3 made it.
+local function db_password(ctx)
+  -- only this key: DB_USER and DB_HOST stay plain text in the log
+  local s = cluster(ctx):get_secret { name = "tezca-secrets", keys = { "DB_PASSWORD" } }
+  local pw = s and s.data and s.data.DB_PASSWORD
+  if not pw and not ctx.dry_run then
+    errors.raise { kind = "deploy", code = "missing", message = string.format(
+      "Secret %s/tezca-secrets has no DB_PASSWORD: M3 makes it", ctx.params.namespace) }
+  end
+  return pw
+end
+
+-- tezca's connection to its database, on the server the admin URL names
+local function as_tezca(ctx, pw)
+  return pg.try_connect(pg.conninfo(ctx.params.pg_admin_url, { user = DB_USER, password = pw, dbname = ctx.params.db_name }),
+    { connect_timeout = 10 })
+end
+
+step "M3-db" {
+  title = "Create the tezca role and database on the shared PostgreSQL",
+  owner = "DevOps",
+  needs = "M3",
+  doc = [[The role `tezca` (LOGIN, password DB_PASSWORD of tezca-secrets, sent to the
+server as a SCRAM verifier made here, never in clear) and the database `tezca`
+owned by it, closed to other roles (REVOKE ALL FROM PUBLIC). An existing role
+only gets its password set, an existing database only its owner. Done when
+tezca logs in to its database with the Secret's password and owns it.]],
+  verify = function(ctx)
+    local pw = db_password(ctx)
+    if not pw then return false end
+    local db, err = as_tezca(ctx, pw)
+    if not db then
+      ctx:log("tezca cannot log in to database %s yet: %s", ctx.params.db_name, errors.message(err))
+      return false
+    end
+    local owner = db:value("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()")
+    db:close()
+    if owner ~= DB_USER then
+      ctx:log("database %s is owned by %s, not %s", ctx.params.db_name, tostring(owner), DB_USER)
+      return false
+    end
+    return true
+  end,
+  run = function(ctx)
+    local p = ctx.params
+    local pw = db_password(ctx)
+    local db <close> = pg.connect(p.pg_admin_url, { connect_timeout = 10 })
+    local role, name = db:ident(DB_USER), db:ident(p.db_name)
+    local out = { role = DB_USER, database = p.db_name }
+    if not pw then
+      ctx:log("dry run: role %s would get DB_PASSWORD of tezca-secrets, once M3 has made it", DB_USER)
+      return out
+    end
+    local hashed = db:encrypt_password(DB_USER, pw)
+    secret.register(hashed) -- a hash, yet no place for it in the journal either
+    local verifier = db:literal(hashed)
+    if db:value("SELECT true FROM pg_roles WHERE rolname = $1", DB_USER) then
+      db:exec("ALTER ROLE " .. role .. " WITH LOGIN PASSWORD " .. verifier)
+      out.role_result = "password set"
+    else
+      db:exec("CREATE ROLE " .. role .. " LOGIN PASSWORD " .. verifier)
+      out.role_result = "created"
+    end
+    local owner = db:value("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", p.db_name)
+    if not owner and ctx.dry_run then
+      ctx:log("dry run: database %s would be created, owned by %s", p.db_name, DB_USER)
+      out.database_result = "created"
+    elseif not owner then
+      -- CREATE DATABASE cannot run in a transaction: each statement on its own
+      db:exec("CREATE DATABASE " .. name .. " OWNER " .. role)
+      db:exec("REVOKE ALL ON DATABASE " .. name .. " FROM PUBLIC")
+      out.database_result = "created"
+    elseif owner ~= DB_USER then
+      db:exec("ALTER DATABASE " .. name .. " OWNER TO " .. role)
+      out.database_result = "owner was " .. owner
+    else
+      out.database_result = "exists"
+    end
+    ctx:log("role %s %s; database %s %s", DB_USER, out.role_result, p.db_name, out.database_result)
+    return out
   end,
 }
 
@@ -353,7 +464,7 @@ step "M10" {
   owner = "QA",
   needs = { "M8", "M9" },
   doc = [[The guide's Verification Checklist: rows 2-7 as HTTP checks, row 9 as a Job.
-Row 1 (Docker builds) and row 10 (CI/CD pipeline) belong to CI; row 8 is M10-login.]],
+Row 1 (Docker builds) is M10-images, row 8 M10-login, row 10 (CI/CD pipeline) M10-ci.]],
   timeout = 1800,
   run = function(ctx)
     local p = ctx.params
@@ -377,6 +488,104 @@ Row 1 (Docker builds) and row 10 (CI/CD pipeline) belong to CI; row 8 is M10-log
     })
     local check = api_job(ctx, c, "tezca-check-deploy", { "python", "apps/manage.py", "check", "--deploy" }, { timeout = 900 })
     return { http_checks = #results, django_check = check.name }
+  end,
+}
+
+github.workflows_pass "M10-images" {
+  title = "Docker images build in CI (verification check 1)",
+  owner = "QA",
+  needs = { "M1", "M2" },
+  doc = [[The three Dockerfiles build where it counts: the newest run on main of
+deploy-api.yml, deploy-web.yml and deploy-admin.yml succeeded (`gh run list`;
+a run in progress is waited for, up to 30 minutes). The admin build needs
+M1's package and M2's NEXT_PUBLIC_JANUA_PUBLISHABLE_KEY.]],
+  repo = function(ctx) return ctx.params.github_repo end,
+  workflows = { "deploy-api.yml", "deploy-web.yml", "deploy-admin.yml" },
+  branch = "main",
+}
+
+-- the Deployments and the image each runs (worker and beat run the API's)
+local IMAGE_OF = {
+  { "tezca-api", "api" }, { "tezca-worker", "api" }, { "tezca-beat", "api" },
+  { "tezca-web", "web" }, { "tezca-admin", "admin" },
+}
+
+-- {repository = digest} of the images main's kustomization.yaml pins
+local function pinned_digests(ctx)
+  local path = "k8s/production/kustomization.yaml"
+  local text = github.file(ctx.params.github_repo, path, "main")
+  local ok, k = pcall(yaml.load, text, path)
+  if not ok or type(k) ~= "table" then
+    errors.raise { kind = "deploy", code = "kustomization", message = string.format(
+      "%s on main of %s is not a kustomization: %s", path, ctx.params.github_repo, ok and "not a mapping" or errors.message(k)) }
+  end
+  local out = {}
+  for _, img in ipairs(k.images or {}) do
+    if type(img) == "table" and img.digest then out[img.newName or img.name] = img.digest end
+  end
+  return out
+end
+
+-- nil when every Deployment runs what main pins and the Application is
+-- synced, else what is not so yet
+local function pipeline_lag(ctx, c, want)
+  local p = ctx.params
+  local app = c:get { api_version = "argoproj.io/v1alpha1", kind = "Application", name = p.argocd_app, namespace = p.argocd_namespace }
+  local sync = app and app.status and app.status.sync or {}
+  if sync.status ~= "Synced" then
+    return string.format("ArgoCD Application %s is %s", p.argocd_app, tostring(sync.status or "not synced yet"))
+  end
+  for _, pair in ipairs(IMAGE_OF) do
+    local dep, repo = pair[1], p.registry .. "/" .. pair[2]
+    local d = c:get { api_version = "apps/v1", kind = "Deployment", name = dep }
+    local running
+    for _, ctr in ipairs(d and d.spec.template.spec.containers or {}) do
+      if ctr.image and ctr.image:match("^[^@]+") == repo then running = ctr.image end
+    end
+    if running ~= want[pair[2]] then
+      return string.format("%s runs %s, main pins %s", dep, tostring(running or "no " .. repo .. " image"), want[pair[2]])
+    end
+  end
+  return nil, sync.revision
+end
+
+step "M10-ci" {
+  title = "CI/CD pipeline: digests committed, ArgoCD synced (verification check 10)",
+  owner = "DevOps",
+  needs = { "M6", "M10-images" },
+  doc = [[The pipeline end to end, as it stands after its newest pass: main's
+k8s/production/kustomization.yaml pins a digest for each of the api, web and
+admin images (the workflows commit it after pushing), the ArgoCD Application is
+Synced, and the five Deployments run exactly those digests. ArgoCD polls every
+few minutes: a lag is waited for, up to 15 minutes. The check does not push a
+commit; push one touching apps/api/ and run `runbook reset <run> M10-ci` to
+see a new pass through.]],
+  timeout = 1200,
+  run = function(ctx)
+    local p = ctx.params
+    local digests = pinned_digests(ctx)
+    local want = {}
+    for _, svc in ipairs { "api", "web", "admin" } do
+      local repo = p.registry .. "/" .. svc
+      if not digests[repo] then
+        errors.raise { kind = "deploy", code = "no-digest", message = string.format(
+          "main's k8s/production/kustomization.yaml pins no digest for %s: deploy-%s.yml commits it after pushing the image", repo, svc) }
+      end
+      want[svc] = repo .. "@" .. digests[repo]
+    end
+    local c = cluster(ctx)
+    local lag, revision = pipeline_lag(ctx, c, want)
+    if lag and ctx.dry_run then
+      ctx:log("dry run: not waited for: %s", lag)
+    elseif lag then
+      ctx:log("%s: waiting for ArgoCD", lag)
+      revision = select(2, wait(function()
+        local l, rev = pipeline_lag(ctx, c, want)
+        if l then return false, l end
+        return true, rev
+      end, { timeout = 900, interval = 10, what = "ArgoCD to run the digests main pins" }))
+    end
+    return { api = want.api, web = want.web, admin = want.admin, revision = revision }
   end,
 }
 

@@ -136,16 +136,19 @@ tezca_demo() {
   say "1. run it: the first two steps are people's (exit 3: waiting)"
   rb_exec
 
-  say "2. people do M1 and M2 and say so"
+  say "2. people do M1 and M2: Dev confirms M1; the Repo Admin sets the three GitHub secrets"
   show 'runbook confirm last M1 --note "@janua/nextjs 1.4.0 in a1b2c3d"'
   runbook confirm last M1 --note "@janua/nextjs 1.4.0 in a1b2c3d"
-  show 'runbook confirm last M2 --note "3 secrets set with gh"'
-  runbook confirm last M2 --note "3 secrets set with gh"
+  for name in MADFAM_BOT_PAT ENCLII_CALLBACK_TOKEN NEXT_PUBLIC_JANUA_PUBLISHABLE_KEY; do
+    show "gh secret set $name --repo madfam-org/tezca"
+    printf 'demo-value\n' | gh secret set "$name" --repo madfam-org/tezca
+  done
+  echo "   (gh is the sandbox's recording stub; M2 lists the secrets with gh and confirms itself)"
   echo "   ... and DevOps adds tezca to ArgoCD's root application (the sandbox plays them;"
   echo "   its ArgoCD stand-in syncs the seven Deployments), so M6 will confirm itself"
   RUNBOOK_BIN=$RB scripts/sandbox.sh play runbooks/first-deploy.lua M6 "$sb"
 
-  say "3. the same command: M3-M6 run (M5 and M6 see DNS and ArgoCD), then M7's migration Job fails"
+  say "3. the same command: M2-M6 pass (M2 sees the secrets, M3-db makes the tezca role and database, M5 and M6 see DNS and ArgoCD), then M7's migration Job fails"
   rb_exec
   show "runbook log last --step M7"
   runbook log last --step M7 | tail -4
@@ -155,7 +158,8 @@ tezca_demo() {
   say "4. fix the cause (here: scripts/sandbox.sh fault clear), the same command resumes at M7"
   RUNBOOK_BIN=$RB scripts/sandbox.sh fault clear "$sb"
   rb_exec
-  echo "(M7-M10 ran; M3's generated secrets were not generated again. It waits for QA.)"
+  echo "(M7-M10 ran, and M10-images and M10-ci saw CI's builds and ArgoCD run their digests;"
+  echo " M3's generated secrets were not generated again. It waits for QA.)"
 
   say "5. QA signs in to the admin console and confirms; the same command runs M11-M13 and M14's dry run"
   show 'runbook confirm last M10-login --note "signed in as qa@madfam.io, Firefox"'

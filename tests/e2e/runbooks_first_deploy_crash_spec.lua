@@ -2,8 +2,10 @@
 -- inside M3 (the generated secrets), M7 (the migration Job) and M14 (the
 -- R2 migration), then resumed, ends in the state an uninterrupted run ends
 -- in: the same secret values as at the kill, one migration Job, one
--- bucket, every object created once, no CLI stub called twice, each step
--- finished once, the chain intact.
+-- bucket, the tezca role logging in to its database with the Secret's
+-- password, every object created once, no CLI command that changes
+-- something called twice (questions such as `gh secret list` may be asked
+-- again by a resume), each step finished once, the chain intact.
 --
 -- Each trial starts from the world `scripts/sandbox.sh up` leaves
 -- (Sandbox:reset_world) with a store of its own, and is driven by the
@@ -12,6 +14,7 @@
 -- right after journal event N is durable, and the test SIGKILLs it there.
 local rb = require "rbtest"
 local sandbox = require "sandbox"
+local pg = require "runbook.pg"
 
 local RUNBOOK = rb.source_dir .. "/runbooks/first-deploy.lua"
 local NS = "tezca"
@@ -19,8 +22,16 @@ local KINDS = {
   { api_version = "v1", kind = "Secret" }, { api_version = "v1", kind = "ConfigMap" },
   { api_version = "batch/v1", kind = "Job" }, { api_version = "apps/v1", kind = "Deployment" },
 }
--- the steps the issue names for kills inside them, besides every boundary
-local INSIDE = { M3 = true, M7 = true, M14 = true }
+-- the steps the issue names for kills inside them (and M3-db, between its
+-- CREATE ROLE and CREATE DATABASE), besides every boundary
+local INSIDE = { M3 = true, ["M3-db"] = true, M7 = true, M14 = true }
+-- CLI calls that only ask: a resume may ask again
+local QUESTIONS = { "^gh secret list ", "^gh run list ", "^gh api " }
+
+local function question(line)
+  for _, pat in ipairs(QUESTIONS) do if line:match(pat) then return true end end
+  return false
+end
 
 local function sorted(t)
   table.sort(t)
@@ -62,7 +73,11 @@ describe("runbooks/first-deploy.lua killed with SIGKILL and resumed", function()
 
   -- what a run leaves behind, in a form two runs can be compared in
   local function world()
-    local w = { objects = {}, created = {}, cli = sorted(sb:cli_log()) }
+    local w = { objects = {}, created = {}, cli = {}, questions = 0 }
+    for _, line in ipairs(sb:cli_log()) do
+      if question(line) then w.questions = w.questions + 1 else w.cli[#w.cli + 1] = line end
+    end
+    sorted(w.cli)
     for _, k in ipairs(KINDS) do
       for _, obj in ipairs(cluster:list { api_version = k.api_version, kind = k.kind }) do
         w.objects[#w.objects + 1] = k.kind .. " " .. normal_name(k.kind, obj.metadata.name)
@@ -89,6 +104,12 @@ describe("runbooks/first-deploy.lua killed with SIGKILL and resumed", function()
     local client <close> = s3.connect { endpoint = s.endpoint, region = s.region, access_key = s.access_key,
       secret_key = secret.wrap(s.secret_key) }
     w.bucket = client:bucket_exists(sandbox.R2_BUCKET)
+    -- M3-db: tezca logs in to its database with the Secret's password and owns it
+    local pw = secret_data() and secret_data().DB_PASSWORD
+    local db = pw and pg.try_connect(pg.conninfo(sb:pg_url(sandbox.TEZCA_DB), { user = "tezca", password = pw }))
+    w.tezca_db = db and db:value("SELECT current_user || ' owns ' || (SELECT pg_get_userbyid(datdba) FROM pg_database "
+      .. "WHERE datname = current_database()) ") or false
+    if db then db:close() end
     return w
   end
 
@@ -127,6 +148,8 @@ describe("runbooks/first-deploy.lua killed with SIGKILL and resumed", function()
     for _, o in ipairs(w.objects) do if o == "Job tezca-migrate-*" then migrate = migrate + 1 end end
     assert.are.equal(1, migrate, table.concat(w.objects, "\n"))
     assert.truthy(#w.cli >= 4, table.concat(w.cli, "\n"))
+    assert.truthy(w.questions >= 5, "gh was asked " .. w.questions .. " question(s)")
+    assert.are.equal("tezca owns tezca", w.tezca_db)
     baseline = { events = events, world = w }
   end)
 
@@ -155,6 +178,7 @@ describe("runbooks/first-deploy.lua killed with SIGKILL and resumed", function()
       assert.are.same(baseline.world.created, w.created, label .. ": creates")
       assert.are.same(baseline.world.cli, w.cli, label .. ": CLI calls")
       assert.are.same(baseline.world.secret_keys, w.secret_keys, label .. ": secret keys")
+      assert.are.equal("tezca owns tezca", w.tezca_db, label .. ": the tezca role and database")
       assert.is_true(w.bucket, label .. ": bucket")
       -- the values generated before the kill are the values after the resume
       local now = secret_data()

@@ -3,10 +3,12 @@
 -- scripts/sandbox.sh): the fake Kubernetes API server (its Job controller
 -- completes the one-off Jobs; the sandbox's ArgoCD stand-in syncs the
 -- Application the sandbox's M6 player adds), the HTTPS stand-ins for Tezca
--- and Janua under their own host names, moto for R2. Manual steps are
--- confirmed with `runbook confirm`; the migrate Job fails once through the
--- sandbox's fault switch and the run resumes at M7 with M3's generated
--- secrets unchanged.
+-- and Janua under their own host names, moto for R2, the sandbox's
+-- PostgreSQL as the shared cluster, its gh stub as GitHub. Manual steps are
+-- confirmed with `runbook confirm` (M2 by its verify, once gh lists the
+-- secrets); the migrate Job fails once through the sandbox's fault switch
+-- and the run resumes at M7 with M3's generated secrets unchanged; a failed
+-- CI build stops M10-images until it is fixed.
 local rb = require "rbtest"
 local sandbox = require "sandbox"
 local k8s = require "runbook.k8s"
@@ -15,6 +17,7 @@ local secret = require "runbook.secret"
 local curl = require "runbook._curl"
 local json = require "runbook._json"
 local crypto = require "runbook._crypto"
+local pg = require "runbook.pg"
 
 local RUNBOOK = rb.source_dir .. "/runbooks/first-deploy.lua"
 
@@ -39,7 +42,7 @@ describe("runbooks/first-deploy.lua", function()
 
   setup(function()
     dir = rb.tmpdir("firstdeploy")
-    sb = sandbox.up(dir, { services = { "k8s", "https", "s3", "argocd" }, quiet = true })
+    sb = sandbox.up(dir, { services = { "k8s", "https", "s3", "argocd", "pg" }, quiet = true })
     fake, janua, tezca, store = sb.fake, sb.https.janua, sb.https.tezca, sb.services.s3
     cluster = sb:cluster()
     http = curl.client { ca_file = sb:ca_file() }
@@ -75,13 +78,16 @@ describe("runbooks/first-deploy.lua", function()
     -- with the sandbox's values file and environment, as exec runs it
     r = sb:runbook({ "check", RUNBOOK, "--values", sb:values_file("first-deploy") }, { env = env })
     assert.are.equal(0, r.code, r.stderr)
-    assert.truthy(r.stdout:find("runbook tezca-first-deploy, 18 steps (6 manual), 2 parallel group(s)", 1, true), r.stdout)
+    assert.truthy(r.stdout:find("runbook tezca-first-deploy, 21 steps (6 manual), 2 parallel group(s)", 1, true), r.stdout)
     local d = rb.run { "doc", RUNBOOK }
     assert.are.equal(0, d.code, d.stderr)
     for _, line in ipairs {
       "# tezca-first-deploy",
       "- [ ] **M1** Install @janua/nextjs in admin *(manual)*",
       "- [ ] **M3** Create K8s tezca-secrets",
+      "- [ ] **M3-db** Create the tezca role and database on the shared PostgreSQL",
+      "- [ ] **M10-images** Docker images build in CI (verification check 1)",
+      "- [ ] **M10-ci** CI/CD pipeline: digests committed, ArgoCD synced (verification check 10)",
       "- [ ] **M6** Add to ArgoCD root application *(manual)*",
       "The following steps of group `after-migrate` may run at the same time.",
       "- [ ] **M9** Build Elasticsearch indices",
@@ -100,13 +106,16 @@ describe("runbooks/first-deploy.lua", function()
       "M1 (manual) would wait for a person: Install @janua/nextjs in admin",
       "M3       action k8s: apply v1 Namespace tezca: created (dry run)",
       "M3       dry run: Secret tezca-secrets would be created in the new namespace tezca",
+      "M3-db    dry run: role tezca would get DB_PASSWORD of tezca-secrets, once M3 has made it",
       "M4       action http: would POST " .. sb:site_url("janua") .. "/api/v1/oauth/clients",
       "M7       dry run: would run python apps/manage.py migrate --noinput in a Job from tezca-api's pod template, once ArgoCD has created it",
       "M10      http.check [ok] 7 Admin API (valid JWT)",
+      "deploy-admin.yml: run 7100003 on main succeeded (commit 5e1f0c2d9a8b)",
+      "M10-ci   dry run: not waited for: ArgoCD Application tezca is not synced yet",
       "M14-dry  dry run: would run python scripts/migrate_to_r2.py --dry-run in a Job",
       "M14-approve (manual) would wait for a person: Approve the R2 data migration after its dry run",
       "M14      dry run: would run python scripts/migrate_to_r2.py in a Job",
-      "dry run complete: 18 step(s) would run; nothing was written",
+      "dry run complete: 21 step(s) would run; nothing was written",
     } do
       assert.truthy(r.stderr:find(line, 1, true), "missing: " .. line .. "\n" .. r.stderr)
     end
@@ -115,6 +124,7 @@ describe("runbooks/first-deploy.lua", function()
     local bucket <close> = s3.connect { endpoint = store.endpoint, access_key = store.access_key, secret_key = secret.wrap(store.secret_key) }
     assert.is_false(bucket:bucket_exists("tezca-documents"))
     assert.are.equal(404, oauth_client().status)
+    assert.are.equal("", sb:psql("SELECT rolname FROM pg_roles WHERE rolname = 'tezca'"))
   end)
 
   it("runs M1-M14: waits for people, fails at M7, resumes there, and leaves an audit trail that verifies", function()
@@ -129,7 +139,16 @@ describe("runbooks/first-deploy.lua", function()
     r = exec()
     assert.are.equal(3, r.code, r.stderr)
     assert.truthy(r.stderr:find("waiting for M2 (Set GitHub secrets)", 1, true), r.stderr)
-    assert.are.equal(0, cmd("confirm", run_id, "M2").code)
+    assert.truthy(r.stderr:find("madfam-org/tezca has no Actions secret MADFAM_BOT_PAT, ENCLII_CALLBACK_TOKEN, "
+      .. "NEXT_PUBLIC_JANUA_PUBLISHABLE_KEY yet", 1, true), r.stderr)
+    -- the Repo Admin sets two of the three: M2 still waits, naming the third
+    sb:cli({ "gh", "secret", "set", "MADFAM_BOT_PAT", "--repo", "madfam-org/tezca" }, "ghp_e2e\n")
+    sb:cli({ "gh", "secret", "set", "ENCLII_CALLBACK_TOKEN", "--repo", "madfam-org/tezca" }, "cb_e2e\n")
+    r = exec()
+    assert.are.equal(3, r.code, r.stderr)
+    assert.truthy(r.stderr:find("madfam-org/tezca has no Actions secret NEXT_PUBLIC_JANUA_PUBLISHABLE_KEY yet", 1, true), r.stderr)
+    assert.are.equal(0, #of_type(rb.journal(dir .. "/state"), "step.confirmed", "M2"))
+    sb:cli({ "gh", "secret", "set", "NEXT_PUBLIC_JANUA_PUBLISHABLE_KEY", "--repo", "madfam-org/tezca" }, "pk_e2e\n")
 
     -- DNS-only records here: M5 checks each of the four names is a CNAME to
     -- the tunnel (the sandbox's hosts file plays it; without a private mount
@@ -146,6 +165,9 @@ describe("runbooks/first-deploy.lua", function()
     evs = rb.journal(dir .. "/state")
     local m5 = of_type(evs, "step.confirmed", "M5")
     assert.are.same({ "verify" }, { m5[1] and m5[1].via })
+    -- M2 confirmed itself once gh listed the three secrets
+    local m2 = of_type(evs, "step.confirmed", "M2")
+    assert.are.same({ "verify" }, { m2[1] and m2[1].via })
 
     local s = cluster:get_secret { name = "tezca-secrets", namespace = "tezca" }
     local keys = {}
@@ -161,6 +183,25 @@ describe("runbooks/first-deploy.lua", function()
     assert.are.equal(32, #crypto.base64_decode(db_password))
     assert.are.same({ "tezca", "pg.madfam.internal" }, { s.data.DB_USER:reveal(), s.data.DB_HOST:reveal() })
     for k, v in pairs(JANUA) do assert.is_true(s.data[k]:reveal() == v, k) end
+
+    -- M3-db: role tezca logs in to its own database with the Secret's
+    -- DB_PASSWORD; the database is closed to other roles
+    local m3db = of_type(evs, "step.finished", "M3-db")[1].outputs
+    assert.are.same({ "created", "created" }, { m3db.role_result, m3db.database_result })
+    local as_tezca <close> = pg.connect(pg.conninfo(sb:pg_url("tezca"), { user = "tezca", password = db_password }))
+    assert.are.same({ "tezca", "tezca" }, { as_tezca:value("SELECT current_user"),
+      as_tezca:value("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'tezca'") })
+    as_tezca:close()
+    local wrong = pg.try_connect(pg.conninfo(sb:pg_url("tezca"), { user = "tezca", password = "not-" .. db_password }))
+    assert.is_nil(wrong)
+    sb:psql("DROP ROLE IF EXISTS e2e_other; CREATE ROLE e2e_other LOGIN")
+    assert.are.equal("f", sb:psql("SELECT has_database_privilege('e2e_other', 'tezca', 'CONNECT')"))
+    -- the password went over as a SCRAM verifier, which the journal does not show either
+    assert.are.equal("SCRAM-SHA-256", sb:psql("SELECT split_part(rolpassword, '$', 1) FROM pg_authid WHERE rolname = 'tezca'"))
+    local verifier = sb:psql("SELECT rolpassword FROM pg_authid WHERE rolname = 'tezca'")
+    local create = of_type(evs, "action", "M3-db")[1]
+    assert.are.equal('CREATE ROLE "tezca" LOGIN PASSWORD \'[REDACTED]\'', create.statement)
+    assert.is_nil(rb.read(dir .. "/state/runs/" .. run_id .. "/journal.jsonl"):find(verifier:match("%$(.+)$"), 1, true))
 
     -- M4 registered the OAuth client through Janua's admin API
     local got = oauth_client()
@@ -189,11 +230,17 @@ describe("runbooks/first-deploy.lua", function()
       failed[1].error.message)
     assert.are.equal("JobFailed", failed[1].error.code)
 
-    -- fixed: the same command resumes at M7 and stops at the login check
+    -- fixed: the same command resumes at M7; this time CI's newest web
+    -- build failed, and M10-images stops there
     sb:fault("clear")
+    local web_runs = dir .. "/stubs/gh/runs/madfam-org/tezca/deploy-web.yml.json"
+    local good = rb.read(web_runs)
+    rb.write(web_runs, (good:gsub('"conclusion":"success"', '"conclusion":"failure"')))
     r = exec()
-    assert.are.equal(3, r.code, r.stderr)
-    assert.truthy(r.stderr:find("waiting for M10-login (Admin login flow (verification check 8))", 1, true), r.stderr)
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find("the newest deploy-web.yml run on main (7100002, commit 5e1f0c2d9a8b) ended failure: "
+      .. "https://github.com/madfam-org/tezca/actions/runs/7100002", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("M10-images failed. Fix the cause and run the same command again to resume at M10-images.", 1, true), r.stderr)
     evs = rb.journal(dir .. "/state")
     local resumed_at
     for i, e in ipairs(evs) do if e.type == "run.resumed" then resumed_at = i end end
@@ -247,6 +294,21 @@ describe("runbooks/first-deploy.lua", function()
       return st
     end)())
 
+    -- the build fixed, the same command resumes at M10-images: the three
+    -- builds passed, main pins each image's digest, ArgoCD synced them; it
+    -- stops at the login check
+    rb.write(web_runs, good)
+    r = exec()
+    assert.are.equal(3, r.code, r.stderr)
+    assert.truthy(r.stderr:find("waiting for M10-login (Admin login flow (verification check 8))", 1, true), r.stderr)
+    evs = rb.journal(dir .. "/state")
+    assert.are.equal(2, #of_type(evs, "step.started", "M10-images"))
+    local images = of_type(evs, "step.finished", "M10-images")[1].outputs
+    assert.are.same({ run = 7100002, sha = sandbox.TEZCA_MAIN_SHA }, images["deploy-web.yml"])
+    local ci = of_type(evs, "step.finished", "M10-ci")[1].outputs
+    assert.are.same({ sandbox.TEZCA_API_IMAGE, "ghcr.io/madfam-org/tezca/admin@" .. sandbox.TEZCA_DIGESTS.admin, sandbox.TEZCA_MAIN_SHA },
+      { ci.api, ci.admin, ci.revision })
+
     -- a person checks the login flow; the rest runs to the end
     assert.are.equal(0, cmd("confirm", run_id, "M10-login", "--note", "signed in as qa@madfam.io, Firefox").code)
     r = exec()
@@ -279,7 +341,8 @@ describe("runbooks/first-deploy.lua", function()
     local finished = {}
     for _, e in ipairs(of_type(evs, "step.finished")) do finished[#finished + 1] = e.step end
     table.sort(finished)
-    assert.are.same({ "M10", "M11", "M12", "M12-restart", "M13", "M14", "M14-dry", "M3", "M4", "M7", "M8", "M9" }, finished)
+    assert.are.same({ "M10", "M10-ci", "M10-images", "M11", "M12", "M12-restart", "M13", "M14", "M14-dry", "M3", "M3-db",
+      "M4", "M7", "M8", "M9" }, finished)
     -- the pods were restarted after the R2 and Sentry Secrets, so they see them
     local restarted = of_type(evs, "step.finished", "M12-restart")[1].outputs.restarted
     assert.are.same({ "tezca-api", "tezca-worker", "tezca-beat", "tezca-web", "tezca-admin" }, restarted)

@@ -89,13 +89,15 @@ describe("scripts/sandbox.sh", function()
         end
       end
     end
-    -- (Bow-Mark saves to 1Password in its step B1-vault, with op, before the Secrets)
-    assert.are.same({ "M1", "M1-secret-manager", "M10-login", "M14-approve", "M2", "M2-db-private",
+    -- (Bow-Mark saves to 1Password in its step B1-vault, with op, before the
+    -- Secrets; Tezca's M2 confirms itself once gh lists the secrets)
+    assert.are.same({ "M1", "M1-secret-manager", "M10-login", "M14-approve", "M2-db-private",
       "M3-redis-private", "M4-waf", "M5-metrics", "M6-audit-log", "M7-alerts", "P4", "P9", "T4", "T5" }, names(notes))
     for step, note in pairs(notes) do assert.truthy(note:match("^rehearsal: "), step .. ": " .. tostring(note)) end
     -- and the people's commands went to the recording stubs
     local cli = rb.read(dir .. "/logs/cli.log")
     assert.truthy(cli:find("gh secret set MADFAM_BOT_PAT --repo madfam-org/tezca\n", 1, true), cli)
+    assert.truthy(cli:find("gh secret list --repo madfam-org/tezca --json name\n", 1, true), cli)
     assert.truthy(cli:find("op item create --category login --title Bow-Mark Production K8s", 1, true), cli)
   end)
 

@@ -416,7 +416,9 @@ local ARGO_CRD = { apiVersion = "apiextensions.k8s.io/v1", kind = "CustomResourc
 --- One pass of the ArgoCD stand-in: every Application in namespace argocd
 --- whose manifests are in DIR/argocd/<name>.json and that changed since the
 --- last pass (seen: name -> resourceVersion) is synced into its destination
---- namespace. Returns the names synced.
+--- namespace, then its status says Synced (at the revision in
+--- DIR/argocd/<name>.rev, else HEAD) and Healthy, as ArgoCD's does. Returns
+--- the names synced.
 function M.argocd_sync(dir, c, seen)
   local synced = {}
   local apps = c:list { api_version = "argoproj.io/v1alpha1", kind = "Application", namespace = "argocd" }
@@ -430,7 +432,12 @@ function M.argocd_sync(dir, c, seen)
         obj.metadata.namespace = ns
         c:apply(obj)
       end
-      seen[name] = rv
+      local rev = (read(dir .. "/argocd/" .. name .. ".rev") or "HEAD"):gsub("%s+$", "")
+      local now = os.date("!%Y-%m-%dT%H:%M:%SZ")
+      local done = c:patch({ api_version = "argoproj.io/v1alpha1", kind = "Application", name = name, namespace = "argocd" },
+        { status = { sync = { status = "Synced", revision = rev }, health = { status = "Healthy" }, reconciledAt = now } })
+      -- the status write is this pass's own change: not a reason for the next
+      seen[name] = done.metadata.resourceVersion
       synced[#synced + 1] = name
     end
   end

@@ -21,8 +21,35 @@ S.ANSWERS = {
   exec) shift; while [ $# -gt 0 ] && [ "$1" != "--" ]; do shift; done; echo "enclii (sandbox): would run in tezca-api:${2:+ $*}" ;;
   *) echo "enclii (sandbox): ok" ;;
 esac]],
-  gh = [[case "$1 $2" in
-  "secret set") [ -t 0 ] || cat >/dev/null; echo "✓ Set Actions secret $3 (sandbox)" ;;
+  -- GitHub as the sandbox's DIR/stubs/gh/ holds it: secrets/REPO/NAME
+  -- (set by `secret set`, listed by `secret list`), runs/REPO/WORKFLOW.json
+  -- (what `run list --workflow` answers), repos/REPO/PATH (the files
+  -- `api repos/REPO/contents/PATH` answers, raw)
+  gh = [[d=$(dirname "$(dirname "$log")")/stubs/gh
+opt() { want=$1; shift; prev=; for a in "$@"; do [ "$prev" = "$want" ] && printf '%s' "$a"; prev=$a; done; }
+repo=$(opt --repo "$@")
+case "$1 $2" in
+  "secret set")
+    [ -t 0 ] || cat >/dev/null
+    mkdir -p "$d/secrets/$repo"; date -u +%Y-%m-%dT%H:%M:%SZ >"$d/secrets/$repo/$3"
+    echo "✓ Set Actions secret $3 for $repo (sandbox)" ;;
+  "secret list")
+    sep=; printf '['
+    for f in "$d/secrets/$repo"/*; do
+      [ -e "$f" ] || continue
+      printf '%s{"name":"%s","updatedAt":"%s"}' "$sep" "$(basename "$f")" "$(cat "$f")"; sep=,
+    done
+    echo ']' ;;
+  "run list")
+    f="$d/runs/$repo/$(opt --workflow "$@").json"
+    if [ -e "$f" ]; then cat "$f"; else echo '[]'; fi ;;
+  "api "*)
+    rel=
+    for a in "$@"; do
+      case "$a" in repos/*/contents/*) rel=$(printf '%s' "${a%%\?*}" | sed 's#^repos/\([^/]*/[^/]*\)/contents/#\1/#') ;; esac
+    done
+    if [ -n "$rel" ] && [ -f "$d/repos/$rel" ]; then cat "$d/repos/$rel"
+    else echo '{"message":"Not Found","status":"404"}'; echo "gh: Not Found (HTTP 404)" >&2; exit 1; fi ;;
   "pr merge") echo "✓ Merged pull request (sandbox)" ;;
   "auth status") echo "Logged in to github.com as sandbox" ;;
   *) echo "gh (sandbox): ok" ;;

@@ -7,8 +7,16 @@ local fs = require "runbook._fs"
 
 local P = { runbook = "first-deploy" }
 
-P.TEZCA_API_IMAGE = "ghcr.io/madfam-org/tezca/api@sha256:" .. string.rep("ab", 32)
+P.TEZCA_REPO = "madfam-org/tezca"
+P.TEZCA_REGISTRY = "ghcr.io/madfam-org/tezca"
+-- the digests CI pushed and committed to main's kustomization.yaml, and main's head
+P.TEZCA_DIGESTS = { api = "sha256:" .. string.rep("ab", 32), web = "sha256:" .. string.rep("cd", 32),
+  admin = "sha256:" .. string.rep("ef", 32) }
+P.TEZCA_MAIN_SHA = "5e1f0c2d9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d"
+P.TEZCA_API_IMAGE = P.TEZCA_REGISTRY .. "/api@" .. P.TEZCA_DIGESTS.api
 P.TEZCA_TUNNEL = "tunnel.enclii.dev"
+P.TEZCA_WORKFLOWS = { "deploy-api.yml", "deploy-web.yml", "deploy-admin.yml" }
+P.TEZCA_GITHUB_SECRETS = { "MADFAM_BOT_PAT", "ENCLII_CALLBACK_TOKEN", "NEXT_PUBLIC_JANUA_PUBLISHABLE_KEY" }
 
 local function deployment(name, image, extra)
   local container = { name = name:gsub("^tezca%-", ""), image = image }
@@ -18,15 +26,54 @@ local function deployment(name, image, extra)
       template = { metadata = { labels = { app = name } }, spec = { containers = { container } } } } }
 end
 
---- k8s/production/ of Tezca as ArgoCD would sync it: the seven Deployments.
+local function image(svc) return P.TEZCA_REGISTRY .. "/" .. svc .. "@" .. P.TEZCA_DIGESTS[svc] end
+
+--- k8s/production/ of Tezca as ArgoCD would sync it: the seven Deployments,
+--- at the digests main's kustomization.yaml pins (worker and beat run the
+--- API's image).
 function P.tezca_manifests()
   local out = { deployment("tezca-api", P.TEZCA_API_IMAGE, {
     envFrom = { { secretRef = { name = "tezca-secrets" } } }, ports = { { containerPort = 8000 } },
     readinessProbe = { httpGet = { path = "/api/v1/admin/health/", port = 8000 } } }) }
-  for _, name in ipairs { "tezca-web", "tezca-admin", "tezca-worker", "tezca-beat", "tezca-redis", "tezca-es" } do
-    out[#out + 1] = deployment(name, "ghcr.io/madfam-org/tezca/" .. name:gsub("^tezca%-", "") .. ":sha-1")
+  for _, d in ipairs { { "tezca-web", image("web") }, { "tezca-admin", image("admin") }, { "tezca-worker", image("api") },
+      { "tezca-beat", image("api") }, { "tezca-redis", "redis:7-alpine" }, { "tezca-es", "elasticsearch:7.17.9" } } do
+    out[#out + 1] = deployment(d[1], d[2])
   end
   return out
+end
+
+--- main's k8s/production/kustomization.yaml, as the deploy workflows leave it.
+function P.tezca_kustomization()
+  local lines = { "apiVersion: kustomize.config.k8s.io/v1beta1", "kind: Kustomization", "namespace: tezca", "resources:",
+    "  - namespace.yaml" }
+  for _, n in ipairs { "api", "web", "admin", "worker", "beat", "redis", "es" } do
+    lines[#lines + 1] = "  - tezca-" .. n .. "-deployment.yaml"
+  end
+  lines[#lines + 1] = "images:"
+  for _, svc in ipairs { "api", "web", "admin" } do
+    lines[#lines + 1] = "  - name: " .. P.TEZCA_REGISTRY .. "/" .. svc
+    lines[#lines + 1] = "    newName: " .. P.TEZCA_REGISTRY .. "/" .. svc
+    lines[#lines + 1] = "    digest: " .. P.TEZCA_DIGESTS[svc]
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+--- GitHub as the gh stub answers it (DIR/stubs/gh/, see sandbox/stubs.lua):
+--- no Actions secrets yet, each deploy workflow's newest run on main a
+--- success (conclusion: another one, for a spec), main's kustomization.yaml.
+function P.tezca_github(sb, conclusion)
+  local d = sb.dir .. "/stubs/gh"
+  local secrets = d .. "/secrets/" .. P.TEZCA_REPO
+  for _, name in ipairs(fs.listdir(secrets) or {}) do assert(fs.remove(secrets .. "/" .. name)) end
+  assert(fs.mkdir_p(d .. "/runs/" .. P.TEZCA_REPO, 493))
+  for i, w in ipairs(P.TEZCA_WORKFLOWS) do
+    local run = { databaseId = 7100000 + i, status = "completed", conclusion = conclusion or "success", headSha = P.TEZCA_MAIN_SHA,
+      headBranch = "main", createdAt = "2026-02-07T10:0" .. i .. ":00Z", displayTitle = "Deploy " .. w:match("deploy%-(%a+)"),
+      url = "https://github.com/" .. P.TEZCA_REPO .. "/actions/runs/" .. (7100000 + i) }
+    assert(fs.write_file(d .. "/runs/" .. P.TEZCA_REPO .. "/" .. w .. ".json", json.encode { run } .. "\n", 420))
+  end
+  assert(fs.mkdir_p(d .. "/repos/" .. P.TEZCA_REPO .. "/k8s/production", 493))
+  assert(fs.write_file(d .. "/repos/" .. P.TEZCA_REPO .. "/k8s/production/kustomization.yaml", P.tezca_kustomization(), 420))
 end
 
 --- The Application the infra repository's root application gains (M6).
@@ -50,12 +97,26 @@ P.job_logs = {
 function P.seed_k8s(sb)
   assert(fs.mkdir_p(sb.dir .. "/argocd", 493))
   assert(fs.write_file(sb.dir .. "/argocd/tezca.json", json.encode(P.tezca_manifests()) .. "\n", 420))
+  assert(fs.write_file(sb.dir .. "/argocd/tezca.rev", P.TEZCA_MAIN_SHA .. "\n", 420))
+end
+
+-- GitHub's state the first time; a later `up` keeps what was done since
+function P.seed(sb)
+  if not fs.stat(sb.dir .. "/stubs/gh/runs") then P.tezca_github(sb) end
 end
 
 P.R2_BUCKET = "tezca-documents"
 
--- before the run's first step: no R2 bucket yet (moto keeps it otherwise)
+-- the role and database M3-db makes on the shared PostgreSQL
+P.TEZCA_DB = "tezca"
+
+-- before the run's first step: no GitHub secrets, no tezca role or
+-- database, no R2 bucket yet (moto keeps it otherwise)
 function P.reset(sb)
+  P.tezca_github(sb)
+  if sb.services.pg and sb:running("pg") then
+    sb:psql { "DROP DATABASE IF EXISTS " .. P.TEZCA_DB .. " WITH (FORCE)", "DROP ROLE IF EXISTS " .. P.TEZCA_DB }
+  end
   local s = sb.services.s3
   if not (s and s.access_key) then return end
   local s3 = require "runbook.s3"
@@ -78,6 +139,7 @@ function P.env(sb, e)
     e.JANUA_SECRET_KEY = "sk_live_sandbox_janua_secret_key"
     e.SENTRY_DSN = "https://sandbox0key@o4242.ingest.sentry.io/1717"
   end
+  if sb.services.pg then e.TEZCA_PG_ADMIN_URL = sb:pg_url("postgres") end
   if s3 and s3.access_key then
     e.R2_ENDPOINT_URL = s3.endpoint
     e.R2_ACCESS_KEY_ID, e.R2_SECRET_ACCESS_KEY = s3.access_key, s3.secret_key
@@ -95,10 +157,12 @@ end
 
 P.players = {
   M1 = { role = "Dev", note = "the sandbox played Dev (@janua/nextjs installed in admin)" },
-  M2 = { role = "Repo Admin", note = "the sandbox played Repo Admin (gh secret set x3, recorded in logs/cli.log)",
+  -- the three `gh secret set` land in the gh stub's state, which M2's
+  -- verify lists with `gh secret list`
+  M2 = { role = "Repo Admin", self_confirms = true,
     act = function(sb)
-      for _, name in ipairs { "MADFAM_BOT_PAT", "ENCLII_CALLBACK_TOKEN", "NEXT_PUBLIC_JANUA_PUBLISHABLE_KEY" } do
-        sb:cli({ "gh", "secret", "set", name, "--repo", "madfam-org/tezca" }, "sandbox-value\n")
+      for _, name in ipairs(P.TEZCA_GITHUB_SECRETS) do
+        sb:cli({ "gh", "secret", "set", name, "--repo", P.TEZCA_REPO }, "sandbox-value\n")
       end
     end },
   M6 = { role = "DevOps and ArgoCD", self_confirms = true,
