@@ -58,14 +58,15 @@ local function q(self, conn, sql, ...)
   return rows, info
 end
 
+-- A session of its own (the store's, or a lock's). The store's session
+-- sets synchronous_commit in its first query (ensure_schema), so an
+-- append is durable before the engine moves on, whatever the server's
+-- default; a lock's session writes nothing that needs it.
 local function connect(self)
   local ok, c = pcall(pgconn._open, self.url, { connect_timeout = 10, application_name = "runbook" })
   if not ok then
     raise("unreachable", "cannot reach the PostgreSQL store %s: %s", self.location_text, pg_message(c))
   end
-  -- every append is durable before the engine moves on, whatever the
-  -- server's default
-  q(self, c, "SET synchronous_commit = on")
   return c
 end
 
@@ -114,7 +115,8 @@ CREATE TABLE IF NOT EXISTS runbook_log (
 -- Creates the schema, or checks that this binary can use the one there.
 local function ensure_schema(self, conn)
   local function version()
-    local rows, info = conn:_query("SELECT max(version) AS v FROM runbook_schema")
+    -- (with the session's synchronous_commit = on: one round trip for both)
+    local rows, info = conn:_query("SELECT set_config('synchronous_commit', 'on', false) AS sc, max(version) AS v FROM runbook_schema")
     if not rows then
       if type(info) == "table" and info.code == "42P01" then return nil end -- no such table
       raise("io", "the PostgreSQL store %s: %s", self.location_text, pg_message(info))
@@ -123,6 +125,7 @@ local function ensure_schema(self, conn)
   end
   local v = version()
   if v == nil then
+    q(self, conn, "SET synchronous_commit = on")
     -- made once, under a lock, so two first users do not race
     q(self, conn, "BEGIN")
     local ok, err = pcall(function()
@@ -151,7 +154,7 @@ end
 --- Opens the store at url (creating its schema when it has none).
 function M.open(url, _create)
   local self = setmetatable({ url = url, location = url, kind = "postgres",
-    location_text = storemod().redacted(url) }, Store)
+    location_text = storemod().redacted(url), prepared = {} }, Store)
   self.conn = connect(self)
   ensure_schema(self, self.conn)
   return self
@@ -375,7 +378,8 @@ Journal.__index = Journal
 
 -- One statement moves the tip and inserts the event: it matches only when
 -- the tip is the one this line follows, so a line can never fork the
--- chain, and a deleted row leaves the tip ahead of the events.
+-- chain, and a deleted row leaves the tip ahead of the events. It is
+-- prepared once per session (parsed and planned once, not per event).
 local APPEND = [[
 WITH tip AS (
   UPDATE runbook_runs SET last_seq = $2, last_hash = $7, last_type = $3, updated_at = clock_timestamp()
@@ -384,31 +388,64 @@ WITH tip AS (
 INSERT INTO runbook_events (run, seq, type, step, body, prev, hash, hmac)
 SELECT id, $2, $3, $4, $5, $6, $7, $8 FROM tip]]
 
+-- The same for an event the engine writes lazily (a step's step.finished,
+-- right before its next event with no side effect in between; see
+-- docs/journal.md, "Durability"): committed before it returns, so a
+-- killed runbook loses nothing, but without a WAL flush of its own
+-- (synchronous_commit off for this one transaction). The next event's
+-- commit, which is synchronous, flushes the WAL through both, as the file
+-- store's next fdatasync covers both lines; Journal:sync flushes it when
+-- code comes first.
+local APPEND_LAZY = APPEND .. [[ WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL]]
+
+-- A synchronous commit that writes WAL (a row version), so its flush
+-- covers every commit of this session before it.
+local FLUSH = "UPDATE runbook_runs SET updated_at = clock_timestamp() WHERE id = $1"
+
+-- Runs the named statement, preparing it on the store's session the first
+-- time; rows, info | nil, err like _query.
+local function run_prepared(store, name, sql, ...)
+  local conn = store.conn
+  if not store.prepared[name] then
+    local ok, err = conn:_prepare(name, sql)
+    if not ok then return nil, err end
+    store.prepared[name] = true
+  end
+  return conn:_query_prepared(name, ...)
+end
+
 local function tip_of(self, id)
   local rows = q(self, self.conn, "SELECT last_seq, last_hash FROM runbook_runs WHERE id = $1", id)
   if not rows[1] then raise("io", "run %s is gone from %s", id, self.location_text) end
   return math.tointeger(rows[1].last_seq), rows[1].last_hash
 end
 
---- Appends an event; returns its seq once it is committed. Another writer
---- on the run (a parallel step) may have moved the tip: the line is then
+local function cannot_record(store, what, info)
+  errors.raise { kind = "journal", code = "io", message = string.format(
+    "cannot record %s in the PostgreSQL store %s: %s; it is not recorded, and the run stops here (run the same command again when the store is back)",
+    what, store.location_text, pg_message(info)) }
+end
+
+--- Appends an event; returns its seq once it is committed, and durable
+--- (a lazy one: once the next event or sync returns). Another writer on
+--- the run (a parallel step) may have moved the tip: the line is then
 --- made again after the new tip.
-function Journal:append(type_, fields)
+function Journal:append(type_, fields, lazy)
   if not self.store then error("attempt to use a closed journal", 2) end
   local store = self.store
+  local name, sql = "runbook_append", APPEND
+  if lazy then name, sql = "runbook_append_lazy", APPEND_LAZY end
   for _ = 1, 1000 do
     local seq = self.seq + 1
     local line, hash = jcore.format(self.id, seq, self.prev, type_, fields, self.key)
     local body = line:sub(1, -2)
-    local rows, info = store.conn:_query(APPEND, self.id, seq, type_, fields and type(fields.step) == "string" and fields.step or nil,
+    local rows, info = run_prepared(store, name, sql, self.id, seq, type_, fields and type(fields.step) == "string" and fields.step or nil,
       body, self.prev, hash, body:match('","hmac":"(%x+)"}$') or pgconn.null)
-    if not rows then
-      errors.raise { kind = "journal", code = "io", message = string.format(
-        "cannot record %s in the PostgreSQL store %s: %s; it is not recorded, and the run stops here (run the same command again when the store is back)",
-        type_, store.location_text, pg_message(info)) }
-    end
+    if not rows then cannot_record(store, type_, info) end
     if info.affected == 1 then
       self.seq, self.prev = seq, hash
+      -- a durable commit on this session covers every lazy one before it
+      self.unsynced = lazy and true or nil
       jcore.after_append(seq)
       return seq
     end
@@ -417,7 +454,25 @@ function Journal:append(type_, fields)
   raise("io", "cannot append to run %s: its tip keeps moving", self.id)
 end
 
-function Journal:close() self.store = nil end
+--- Makes a lazy event durable: one synchronous commit on the session that
+--- committed it.
+function Journal:sync()
+  if not (self.unsynced and self.store) then return end
+  local rows, info = run_prepared(self.store, "runbook_flush", FLUSH, self.id)
+  if not rows then
+    errors.raise { kind = "journal", code = "io", message = string.format(
+      "cannot make seq %d durable in the PostgreSQL store %s: %s; the run stops here (run the same command again when the store is back)",
+      self.seq, self.store.location_text, pg_message(info)) }
+  end
+  self.unsynced = nil
+end
+
+function Journal:close()
+  -- nothing this run wrote stays without its flush (the file store's
+  -- release syncs too)
+  if self.unsynced and self.store then pcall(self.sync, self) end
+  self.store = nil
+end
 Journal.__close = Journal.close
 
 local Log = {}
@@ -445,9 +500,9 @@ end
 local OpenRun = {}
 OpenRun.__index = OpenRun
 
-function OpenRun:append(type_, fields)
+function OpenRun:append(type_, fields, lazy)
   fields = fields or {}
-  local seq = self.journal:append(type_, fields)
+  local seq = self.journal:append(type_, fields, lazy)
   local ev = {}
   for k, v in pairs(fields) do ev[k] = v end
   ev.type, ev.seq, ev.run = type_, seq, self.id
@@ -481,8 +536,11 @@ end
 function Store:open_run(id, opts)
   opts = opts or {}
   if opts.create then
-    local rows, info = self.conn:_query("INSERT INTO runbook_runs (id, runbook, created_by) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
-      id, book_of(id), holder_text())
+    -- without a WAL flush of its own: run.started, the first event, is
+    -- synchronous and flushes both before anything follows
+    local rows, info = self.conn:_query([[INSERT INTO runbook_runs (id, runbook, created_by)
+      SELECT $1, $2, $3 WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
+      ON CONFLICT (id) DO NOTHING]], id, book_of(id), holder_text())
     if not rows then raise("io", "the PostgreSQL store %s: %s", self.location_text, pg_message(info)) end
     if info.affected ~= 1 then raise("io", "run %s exists already in %s", id, self.location_text) end
   end
