@@ -354,8 +354,17 @@ end
 
 local DONE = { ["run.finished"] = true, ["run.rolled_back"] = true }
 
+-- the newest unfinished run of a runbook and its newest run: at most two
+-- rows, however many runs it has had (runbook_runs_runbook serves both)
+local FIND_UNFINISHED = [[
+(SELECT id, last_type FROM runbook_runs WHERE runbook = $1
+   AND last_type IS DISTINCT FROM 'run.finished' AND last_type IS DISTINCT FROM 'run.rolled_back'
+ ORDER BY created_at DESC, id DESC LIMIT 1)
+UNION ALL
+(SELECT id, last_type FROM runbook_runs WHERE runbook = $1 ORDER BY created_at DESC, id DESC LIMIT 1)]]
+
 function Store:find_unfinished(name)
-  local rows = q(self, self.conn, "SELECT id, last_type FROM runbook_runs WHERE runbook = $1 ORDER BY created_at DESC, id DESC", name)
+  local rows = q(self, self.conn, FIND_UNFINISHED, name)
   local newest
   for _, r in ipairs(rows) do
     if not DONE[r.last_type or ""] then return r.id end
