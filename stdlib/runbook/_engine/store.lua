@@ -93,7 +93,7 @@ end
 --- Refuses a key file others may read, or one that is a symbolic link;
 --- `whose` says whose secrets it seals. Returns path.
 function M.check_key_file(path, whose)
-  local st = fs.stat(path)
+  local st = fs.stat(path, true) -- the link itself, not what it points to
   if st and st.type == "link" then
     errors.raisef("store", "key-mode", "%s is a symbolic link; key files are never followed: put the key file itself there (mode 0600)", path)
   elseif st and st.mode & 63 ~= 0 then
