@@ -29,8 +29,9 @@ local state = require "runbook._engine.state"
 
 local M = {}
 
---- The schema this binary writes; a store with a newer one is refused.
-M.SCHEMA_VERSION = 1
+--- The schema this binary writes; a store with a newer one is refused,
+--- an older one is upgraded (UPGRADES) by the first command that opens it.
+M.SCHEMA_VERSION = 2
 
 local GENESIS = string.rep("0", 64)
 local LOCK_RUN, LOCK_BOOK = 1380073473, 1380073474 -- advisory lock classes ("RB" 1, 2)
@@ -112,7 +113,15 @@ CREATE TABLE IF NOT EXISTS runbook_log (
 );
 ]]
 
--- Creates the schema, or checks that this binary can use the one there.
+-- From version N - 1 to N, applied in order in one transaction.
+local UPGRADES = {
+  -- the tip's HMAC (with the run's audit key, where it has one), so the
+  -- tip cannot be moved back over deleted events without the key
+  [2] = { "ALTER TABLE runbook_runs ADD COLUMN IF NOT EXISTS last_hmac text" },
+}
+
+-- Creates the schema, or upgrades it, or checks that this binary can use
+-- the one there.
 local function ensure_schema(self, conn)
   local function version()
     -- (with the session's synchronous_commit = on: one round trip for both)
@@ -124,19 +133,34 @@ local function ensure_schema(self, conn)
     return math.tointeger(rows[1].v)
   end
   local v = version()
-  if v == nil then
-    q(self, conn, "SET synchronous_commit = on")
-    -- made once, under a lock, so two first users do not race
+  if v == nil or v < M.SCHEMA_VERSION then
+    local from = v
+    if v == nil then q(self, conn, "SET synchronous_commit = on") end
+    -- made or upgraded once, under a lock, so two first users do not race
     q(self, conn, "BEGIN")
     local ok, err = pcall(function()
       q(self, conn, "SELECT pg_advisory_xact_lock($1, 0)", LOCK_BOOK)
       -- (not version(): an error would end this transaction)
-      if not q(self, conn, "SELECT to_regclass('runbook_schema') IS NOT NULL AS present")[1].present then
+      local have = 0
+      if q(self, conn, "SELECT to_regclass('runbook_schema') IS NOT NULL AS present")[1].present then
+        have = math.tointeger(q(self, conn, "SELECT max(version) AS v FROM runbook_schema")[1].v) or 0
+      else
         for stmt in SCHEMA_V1:gmatch("[^;]+") do
           if stmt:match("%S") then q(self, conn, stmt) end
         end
-        q(self, conn, "INSERT INTO runbook_schema (version, by_runbook) VALUES ($1, $2)", M.SCHEMA_VERSION, host.version())
+        have = 1
       end
+      if have >= M.SCHEMA_VERSION then return end
+      for n = have + 1, M.SCHEMA_VERSION do
+        for _, stmt in ipairs(UPGRADES[n] or {}) do
+          local rows, info = conn:_query(stmt)
+          if not rows then
+            raise("schema", "the PostgreSQL store %s has schema version %d and this runbook (%s) needs version %d, but cannot upgrade it as this user: %s. Run any runbook command on it once as the owner of its tables",
+              self.location_text, n - 1, host.version(), M.SCHEMA_VERSION, pg_message(info))
+          end
+        end
+      end
+      q(self, conn, "INSERT INTO runbook_schema (version, by_runbook) VALUES ($1, $2)", M.SCHEMA_VERSION, host.version())
     end)
     if not ok then
       conn:_exec("ROLLBACK")
@@ -144,6 +168,7 @@ local function ensure_schema(self, conn)
     end
     q(self, conn, "COMMIT")
     v = version()
+    if from and v == M.SCHEMA_VERSION then self.upgraded_from = from end
   end
   if v and v > M.SCHEMA_VERSION then
     raise("schema", "the PostgreSQL store %s has schema version %d, newer than this runbook (%s) understands (version %d): upgrade runbook to use it",
@@ -226,8 +251,19 @@ end
 -- ---------------------------------------------------------------------------
 -- runs
 
+local function text_or_nil(v)
+  if v == nil or v == pgconn.null then return nil end
+  return v
+end
+
+--- The tip's HMAC with the run's audit key: the file store's tip record
+--- MACs the same text (docs/journal.md, "The tip anchor").
+function M.tip_mac(key, run, seq, hash)
+  return crypto.hmac_sha256(key, string.format("runbook-tip 1 %s %d %s", run, seq, hash))
+end
+
 local function run_row(self, id)
-  local rows = q(self, self.conn, "SELECT id, runbook, last_seq, last_hash, last_type FROM runbook_runs WHERE id = $1", id)
+  local rows = q(self, self.conn, "SELECT id, runbook, last_seq, last_hash, last_hmac, last_type FROM runbook_runs WHERE id = $1", id)
   return rows[1]
 end
 
@@ -272,7 +308,7 @@ end
 function Store:anchor(id)
   local r = run_row(self, id)
   if not r then return nil, "missing" end
-  return { seq = math.tointeger(r.last_seq), hash = r.last_hash, verified = true }
+  return { seq = math.tointeger(r.last_seq), hash = r.last_hash, hmac = text_or_nil(r.last_hmac), verified = true }
 end
 
 local function damage(info, text)
@@ -289,7 +325,7 @@ function Store:read(id, mode)
   if not r then raise("not-found", "no run '%s' in %s", id, self.location_text) end
   local rows = q(self, self.conn, "SELECT seq, body FROM runbook_events WHERE run = $1 ORDER BY seq", id)
   local items, info = {}, { count = 0, hmac = false, last_hash = GENESIS }
-  local tip = { seq = math.tointeger(r.last_seq), hash = r.last_hash }
+  local tip = { seq = math.tointeger(r.last_seq), hash = r.last_hash, hmac = text_or_nil(r.last_hmac) }
   info.hmac = rows[1] ~= nil and rows[1].body:find('","hmac":"%x+"}$') ~= nil
   local prev = GENESIS
   local mark_hash = tip.seq == 0 and GENESIS or nil
@@ -343,6 +379,13 @@ function Store:read(id, mode)
   elseif info.count > tip.seq then
     info.bad_seq, info.reason = tip.seq + 1, string.format("seq %d is past the tip the runs table records (seq %d): inserted outside runbook", tip.seq + 1, tip.seq)
     damage(info, string.format("seq %d: %s", info.bad_seq, info.reason))
+  elseif info.hmac and key and tip.seq > 0 and tip.hmac ~= M.tip_mac(key, id, tip.seq, tip.hash) then
+    -- the events verify, but the tip naming their end was not written with
+    -- the run's key: it was moved (back over deleted events) or forged
+    info.bad_seq = tip.seq
+    info.reason = tip.hmac and string.format("the runs table's tip (seq %d) has a wrong HMAC: it was rewritten without the run's key", tip.seq)
+      or string.format("the runs table's tip (seq %d) has no HMAC: it was rewritten without the run's key (or by a runbook before schema version 2)", tip.seq)
+    damage(info, string.format("seq %d: %s", info.bad_seq, info.reason))
   end
   return items, info
 end
@@ -391,7 +434,7 @@ Journal.__index = Journal
 -- prepared once per session (parsed and planned once, not per event).
 local APPEND = [[
 WITH tip AS (
-  UPDATE runbook_runs SET last_seq = $2, last_hash = $7, last_type = $3, updated_at = clock_timestamp()
+  UPDATE runbook_runs SET last_seq = $2, last_hash = $7, last_hmac = $9, last_type = $3, updated_at = clock_timestamp()
    WHERE id = $1 AND last_seq = $2 - 1 AND last_hash = $6
   RETURNING id)
 INSERT INTO runbook_events (run, seq, type, step, body, prev, hash, hmac)
@@ -449,7 +492,8 @@ function Journal:append(type_, fields, lazy)
     local line, hash = jcore.format(self.id, seq, self.prev, type_, fields, self.key)
     local body = line:sub(1, -2)
     local rows, info = run_prepared(store, name, sql, self.id, seq, type_, fields and type(fields.step) == "string" and fields.step or nil,
-      body, self.prev, hash, body:match('","hmac":"(%x+)"}$') or pgconn.null)
+      body, self.prev, hash, body:match('","hmac":"(%x+)"}$') or pgconn.null,
+      self.key and M.tip_mac(self.key, self.id, seq, hash) or pgconn.null)
     if not rows then cannot_record(store, type_, info) end
     if info.affected == 1 then
       self.seq, self.prev = seq, hash
@@ -594,6 +638,9 @@ end
 --- all. lines are the file store's lines, already verified.
 function Store:import(id, lines, log_lines)
   local conn = self.conn
+  -- an HMAC-protected run (push has checked its HMACs with this key) gets
+  -- its tip HMAC'd too
+  local key = lines[1] and lines[1]:find('","hmac":"%x+"}$') and storemod().audit_key() or nil
   q(self, conn, "BEGIN")
   local ok, err = pcall(function()
     q(self, conn, "INSERT INTO runbook_runs (id, runbook, created_by) VALUES ($1, $2, $3)", id, book_of(id), holder_text())
@@ -605,8 +652,8 @@ function Store:import(id, lines, log_lines)
         id, i, ev.type, type(ev.step) == "string" and ev.step or pgconn.null, body, prev, hash,
         body:match('","hmac":"(%x+)"}$') or pgconn.null)
       prev = hash
-      q(self, conn, "UPDATE runbook_runs SET last_seq = $2, last_hash = $3, last_type = $4, updated_at = clock_timestamp() WHERE id = $1",
-        id, i, hash, ev.type)
+      q(self, conn, "UPDATE runbook_runs SET last_seq = $2, last_hash = $3, last_hmac = $5, last_type = $4, updated_at = clock_timestamp() WHERE id = $1",
+        id, i, hash, ev.type, key and M.tip_mac(key, id, i, hash) or pgconn.null)
     end
     for _, line in ipairs(log_lines or {}) do
       q(self, conn, "INSERT INTO runbook_log (run, line) VALUES ($1, $2)", id, line)
