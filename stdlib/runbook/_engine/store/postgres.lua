@@ -528,13 +528,18 @@ function Journal:close()
 end
 Journal.__close = Journal.close
 
+-- A run log line: the log is a convenience beside the journal (a lost
+-- line is no lost event), so, like the file store's run log, it is not
+-- flushed on its own; the journal's next synchronous commit flushes it.
+local LOG_LINE = [[INSERT INTO runbook_log (run, line)
+  SELECT $1, $2 WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL]]
+
 local Log = {}
 Log.__index = Log
 function Log:write(text)
   if not self.store then return end
   for line in tostring(text):gmatch("[^\n]+") do
-    -- the log is a convenience beside the journal: a lost line is no lost event
-    pcall(self.store.conn._query, self.store.conn, "INSERT INTO runbook_log (run, line) VALUES ($1, $2)", self.id, line)
+    pcall(run_prepared, self.store, "runbook_log_line", LOG_LINE, self.id, line)
   end
 end
 function Log:flush() end
