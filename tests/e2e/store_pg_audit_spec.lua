@@ -6,6 +6,7 @@
 local rb = require "rbtest"
 local pgserver = require "pgserver"
 local crypto = require "runbook._crypto"
+local json = require "runbook._json"
 
 local srv
 local ndb = 0
@@ -83,6 +84,46 @@ describe("audit on the PostgreSQL store", function()
     local id, seq, hash, mac = tip:match("^(%S+) (%d+) (%x+) (%x+)$")
     assert.are.equal(crypto.hmac_sha256(AUDIT_KEY, string.format("runbook-tip 1 %s %s %s", id, seq, hash)), mac)
     assert.are.equal(0, rb.run({ "audit", "verify", id, "--state", url }, { cwd = dir, env = env }).code)
+    rb.rmtree(dir)
+  end)
+
+  it("exports lines a SIEM can check by the documented rules, the same bytes from both stores, the version in seq 1", function()
+    local url, db = fresh_db()
+    local dir = rb.tmpdir("pgsiem")
+    rb.write(dir .. "/s.lua", 'runbook "siem" {}\nstep "migrate" { run = function(ctx) ctx:log("applied 3") return { n = 3 } end }\nstep "smoke" { run = function() end }\n')
+    local env = env_with { RUNBOOK_AUDIT_KEY = AUDIT_KEY, HOME = dir }
+    -- the same run on the file store, then pushed: one export from each
+    assert.are.equal(0, rb.exec({ "s.lua" }, { cwd = dir, env = env }).code)
+    local id = json.decode((rb.run({ "runs", "--output", "json" }, { cwd = dir, env = env }).stdout:match("^[^\n]+"))).run
+    local local_export = rb.run({ "log", id, "--output", "json" }, { cwd = dir, env = env })
+    assert.are.equal(0, local_export.code, local_export.stderr)
+    assert.are.equal(0, rb.run({ "push", id, "--state", url }, { cwd = dir, env = env }).code)
+    local shared = rb.run({ "log", id, "--output", "json", "--state", url }, { cwd = dir, env = env })
+    assert.are.equal(0, shared.code, shared.stderr)
+    assert.are.equal(local_export.stdout, shared.stdout, "the same bytes from both stores")
+    -- as a consumer: each line on its own, by docs/teams.md and docs/journal.md
+    local prev, n = string.rep("0", 64), 0
+    for line in shared.stdout:gmatch("[^\n]+") do
+      n = n + 1
+      local ev = json.decode(line)
+      assert.are.equal(n, ev.seq)
+      assert.are.equal(id, ev.run)
+      assert.truthy(ev.ts:match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$"), ev.ts)
+      assert.are.equal("string", type(ev.type))
+      if ev.type:match("^step%.") then assert.are.equal("string", type(ev.step), line) end
+      assert.are.equal(prev, ev.prev)
+      local covered = line:match("^(.-),\"hash\":") .. "}"
+      assert.are.equal(crypto.sha256(covered), ev.hash, "hash of seq " .. n)
+      assert.are.equal(crypto.hmac_sha256(AUDIT_KEY, covered), ev.hmac, "hmac of seq " .. n)
+      assert.truthy(line:find('"hash":"' .. ev.hash .. '","hmac":"' .. ev.hmac .. '"}$'), "hash and hmac come last")
+      if n == 1 then
+        assert.are.equal("run.started", ev.type)
+        assert.are.equal(1, ev.log_format, "the export's version")
+      end
+      prev = ev.hash
+    end
+    assert.are.equal(6, n) -- run.started, two steps' started and finished, run.finished
+    assert.are.equal(tostring(n), srv:psql(string.format("SELECT count(*) FROM runbook_events WHERE run = '%s'", id), db))
     rb.rmtree(dir)
   end)
 
