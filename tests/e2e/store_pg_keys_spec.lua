@@ -112,7 +112,8 @@ describe("the sealing key with the PostgreSQL store", function()
     os.remove(bkey)
     r = rb.exec({ "s.lua" }, { state = url, cwd = bob, env = env_with { HOME = bob, OUT = bob .. "/out" } })
     assert.are.equal(1, r.code, r.stderr)
-    assert.truthy((r.stdout .. r.stderr):find("sealed with key " .. akid .. ", but no key is available", 1, true), r.stdout .. r.stderr)
+    assert.truthy((r.stdout .. r.stderr):find("sealed with key " .. akid .. ", but no key is available: set RUNBOOK_SECRET_KEY or put that key in "
+      .. bkey .. " (RUNBOOK_SECRET_KEY_FILE)", 1, true), r.stdout .. r.stderr)
     -- with alice's key handed over out of band (the variable, never an argument), bob finishes the run
     r = rb.exec({ "s.lua" }, { state = url, cwd = bob, env = env_with { HOME = bob, OUT = bob .. "/out", RUNBOOK_SECRET_KEY = araw } })
     assert.are.equal(0, r.code, r.stdout .. r.stderr)

@@ -23,7 +23,8 @@
 --   open_log(id)          another writer on the run log (parallel workers)
 --   log_lines(id)         the run log, oldest first
 --   stamp(id)             changes whenever the run does (nil: no such run)
---   secret_key(create)    the key sealing secret memos (never in a shared store)
+--   secret_key(create)    the key sealing secret memos and its id (never in a
+--                         shared store); a third value may name the key file
 --   check_key_file()      refuses a key file others may read
 --   pushed(id)            the store a run was pushed to, if it was
 --   close()               releases connections

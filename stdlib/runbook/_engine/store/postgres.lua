@@ -688,11 +688,12 @@ end
 
 --- RUNBOOK_SECRET_KEY, else the operator's key file (RUNBOOK_SECRET_KEY_FILE,
 --- else ~/.config/runbook/secret.key), created when `create` is set.
+--- Returns the key, its id, and the key file's path (for messages).
 function Store:secret_key(create)
   if not self._key then
     self._key, self._kid = storemod().sealing_key(key_path(), "your runs' secrets", create)
   end
-  return self._key, self._kid
+  return self._key, self._kid, key_path()
 end
 
 return M
