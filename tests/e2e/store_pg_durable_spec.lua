@@ -100,6 +100,35 @@ describe("durability on the PostgreSQL store", function()
     rb.rmtree(dir)
   end)
 
+  it("runs no code when the flush of a step.finished fails: the server went away right after it", function()
+    local url, db = fresh_db()
+    local dir = rb.tmpdir("pgdur3")
+    book(dir)
+    local env = env_with { EFFECTS = dir .. "/effects", MARK = dir .. "/mark", GO = dir .. "/go",
+      RUNBOOK_FAILPOINT = "after:4" } -- run.started, S1 started, S1's memo, S1 finished
+    local p = rb.exec({ "d.lua" }, { state = url, cwd = dir, env = env, start = true, stderr = "pipe" })
+    local t0 = host.monotime()
+    while not p:stopped() and p:wait(0) == nil do
+      assert(host.monotime() - t0 < 60, "timed out waiting for the stop after S1's step.finished")
+      host.sleep(0.02)
+    end
+    srv:halt()
+    p:kill("CONT")
+    local r = p:communicate { timeout = 120 }
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find("cannot make seq 4 durable in the PostgreSQL store postgres://rbtest@127.0.0.1:" .. srv.port, 1, true), r.stderr)
+    assert.is_nil(rb.exists(dir .. "/mark") or nil, "S2's verify did not run")
+    srv:restart()
+    rb.write(dir .. "/go", "")
+    r = rb.exec({ "d.lua" }, { state = url, cwd = dir, env = env_with { EFFECTS = dir .. "/effects", MARK = dir .. "/mark", GO = dir .. "/go" } })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("S1\nS2\n", rb.read(dir .. "/effects"))
+    assert.are.equal("1", srv:psql("SELECT count(*) FROM runbook_events WHERE type = 'step.started' AND step = 'S1'", db),
+      "S1 ran once: a fast shutdown kept its step.finished")
+    assert.are.equal(0, rb.run({ "audit", "verify", "last", "--state", url }, { cwd = dir, env = env_with() }).code)
+    rb.rmtree(dir)
+  end)
+
   it("keeps every event durable that a side effect followed when the server crashes right after a step.finished", function()
     local url, db = fresh_db()
     local dir = rb.tmpdir("pgdur2")
