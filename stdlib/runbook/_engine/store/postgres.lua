@@ -134,7 +134,6 @@ local function ensure_schema(self, conn)
   end
   local v = version()
   if v == nil or v < M.SCHEMA_VERSION then
-    local from = v
     if v == nil then q(self, conn, "SET synchronous_commit = on") end
     -- made or upgraded once, under a lock, so two first users do not race
     q(self, conn, "BEGIN")
@@ -168,7 +167,6 @@ local function ensure_schema(self, conn)
     end
     q(self, conn, "COMMIT")
     v = version()
-    if from and v == M.SCHEMA_VERSION then self.upgraded_from = from end
   end
   if v and v > M.SCHEMA_VERSION then
     raise("schema", "the PostgreSQL store %s has schema version %d, newer than this runbook (%s) understands (version %d): upgrade runbook to use it",
