@@ -140,7 +140,7 @@ local function ensure_schema(self, conn)
     local ok, err = pcall(function()
       q(self, conn, "SELECT pg_advisory_xact_lock($1, 0)", LOCK_BOOK)
       -- (not version(): an error would end this transaction)
-      local have = 0
+      local have
       if q(self, conn, "SELECT to_regclass('runbook_schema') IS NOT NULL AS present")[1].present then
         have = math.tointeger(q(self, conn, "SELECT max(version) AS v FROM runbook_schema")[1].v) or 0
       else
