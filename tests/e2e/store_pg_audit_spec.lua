@@ -72,6 +72,30 @@ describe("audit on the PostgreSQL store", function()
     rb.rmtree(dir)
   end)
 
+  it("keeps the tip's HMAC right when a parallel group's steps append from their own connections", function()
+    local url, db = fresh_db()
+    local dir = rb.tmpdir("pgparhmac")
+    local lines = { 'runbook "par" {}', 'parallel "g" {' }
+    for i = 1, 6 do
+      lines[#lines + 1] = string.format('  step "P%d" { run = function(ctx) for j = 1, 10 do ctx:checkpoint("j", j) end end },', i)
+    end
+    lines[#lines + 1] = "}"
+    lines[#lines + 1] = 'step "Z" { needs = { "P1", "P2", "P3", "P4", "P5", "P6" }, run = function() end }'
+    rb.write(dir .. "/par.lua", table.concat(lines, "\n") .. "\n")
+    local env = env_with { RUNBOOK_AUDIT_KEY = AUDIT_KEY }
+    local r = rb.exec({ "par.lua", "--jobs", "6" }, { state = url, cwd = dir, env = env })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("60", srv:psql("SELECT count(*) FROM runbook_events WHERE type = 'step.checkpoint'", db))
+    local tip = srv:psql("SELECT id || ' ' || last_seq || ' ' || last_hash || ' ' || last_hmac FROM runbook_runs", db)
+    local id, seq, hash, mac = tip:match("^(%S+) (%d+) (%x+) (%x+)$")
+    assert.are.equal(srv:psql(string.format("SELECT max(seq) FROM runbook_events WHERE run = '%s'", id), db), seq)
+    assert.are.equal(crypto.hmac_sha256(AUDIT_KEY, string.format("runbook-tip 1 %s %s %s", id, seq, hash)), mac)
+    r = rb.run({ "audit", "verify", "--all", "--state", url }, { cwd = dir, env = env })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find("HMACs verified", 1, true), r.stdout)
+    rb.rmtree(dir)
+  end)
+
   it("gives a pushed HMAC-protected run an HMAC'd tip", function()
     local url, db = fresh_db()
     local dir = rb.tmpdir("pgpushhmac")
