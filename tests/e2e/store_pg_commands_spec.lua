@@ -1,7 +1,7 @@
 -- The commands that change or list runs, on the PostgreSQL store as on the
 -- file store, with a real server and real processes: reset, rollback (and
--- both refused while another exec drives the run), plan, confirm, and the
--- filters of `runbook runs`.
+-- both refused while another exec drives the run), approvals by two
+-- people, plan, confirm, and the filters of `runbook runs`.
 local rb = require "rbtest"
 local pgserver = require "pgserver"
 local host = require "runbook._host"
@@ -98,6 +98,44 @@ describe("the PostgreSQL store's commands", function()
     rb.write(dir .. "/go", "")
     assert.are.equal(0, p:communicate({ timeout = 60 }).code)
     assert.are.equal("do A\ndo B\ndo C\n", rb.read(dir .. "/out"), "no undo ran")
+    rb.rmtree(dir)
+  end)
+
+  it("counts approvals by different people from different machines' HOMEs, each its own row", function()
+    local url, db = fresh_db()
+    local dir = rb.tmpdir("pgapprove")
+    rb.write(dir .. "/g.lua", [[
+runbook "gated" {}
+step "plan" { run = function(ctx) ctx:log("planned") end }
+manual "approve" { title = "Approve the production change", instructions = "read the plan", approvers = 2 }
+step "apply" { run = function(ctx) local f = io.open(os.getenv("OUT"), "a") f:write("applied\n") f:close() end }
+]])
+    local env = env_with { OUT = dir .. "/out" }
+    local function as(who, args)
+      args[#args + 1] = "--state"
+      args[#args + 1] = url
+      local home = dir .. "/home-" .. who
+      return rb.run(args, { cwd = dir, env = env_with { RUNBOOK_ACTOR = who, HOME = home }, timeout = 60 })
+    end
+    assert.are.equal(3, rb.exec({ "g.lua" }, { state = url, cwd = dir, env = env, yes = true }).code)
+    local a = as("alice", { "confirm", "last", "approve", "--note", "plan looks right" })
+    assert.are.equal(0, a.code, a.stderr)
+    assert.truthy(a.stdout:find("by alice (1 of 2 approvals; 1 more needed from someone else)", 1, true), a.stdout)
+    assert.are.equal(3, rb.exec({ "g.lua" }, { state = url, cwd = dir, env = env, yes = true }).code, "one approval is not enough")
+    local again = as("alice", { "confirm", "last", "approve" })
+    assert.are.equal(2, again.code)
+    assert.truthy(again.stderr:find("alice has already approved step approve of run ", 1, true), again.stderr)
+    local st = as("carol", { "status", "last" })
+    assert.truthy(st.stdout:find("approved by alice (1 of 2); 1 more needed from someone else", 1, true), st.stdout)
+    local b = as("bob", { "confirm", "last", "approve", "--note", "ok from me" })
+    assert.are.equal(0, b.code, b.stderr)
+    assert.truthy(b.stdout:find("confirmed approve in run ", 1, true), b.stdout)
+    assert.are.equal("alice bob", srv:psql("SELECT string_agg(body::json->>'actor', ' ' ORDER BY seq) FROM runbook_events WHERE type = 'step.confirmed'", db))
+    assert.are.equal(0, rb.exec({ "g.lua" }, { state = url, cwd = dir, env = env }).code)
+    assert.are.equal("applied\n", rb.read(dir .. "/out"))
+    st = as("carol", { "status", "last" })
+    assert.truthy(st.stdout:find("approved by alice, bob: ok from me", 1, true), st.stdout)
+    assert.are.equal(0, as("carol", { "audit", "verify", "last" }).code)
     rb.rmtree(dir)
   end)
 
