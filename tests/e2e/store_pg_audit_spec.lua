@@ -72,6 +72,33 @@ describe("audit on the PostgreSQL store", function()
     rb.rmtree(dir)
   end)
 
+  it("names run and seq for a row deleted in the middle and for a row inserted past the tip", function()
+    local url, db = fresh_db()
+    local dir = rb.tmpdir("pgmiddle")
+    rb.write(dir .. "/a.lua", BOOK)
+    local env = env_with()
+    assert.are.equal(0, rb.exec({ "a.lua" }, { state = url, cwd = dir, env = env }).code)
+    assert.are.equal(0, rb.exec({ "a.lua" }, { state = url, cwd = dir, env = env, new = true }).code)
+    local ids = {}
+    for id in srv:psql("SELECT id FROM runbook_runs ORDER BY created_at", db):gmatch("%S+") do ids[#ids + 1] = id end
+    srv:psql(string.format("DELETE FROM runbook_events WHERE run = '%s' AND seq = 3", ids[1]), db)
+    -- a copy of the last event one seq on, hash and all, added by hand
+    srv:psql(string.format([[INSERT INTO runbook_events (run, seq, type, step, body, prev, hash, hmac)
+      SELECT run, seq + 1, type, step, body, prev, hash, hmac FROM runbook_events WHERE run = '%s' AND seq = 8]], ids[2]), db)
+    local r = rb.run({ "audit", "verify", "--all", "--state", url }, { cwd = dir, env = env })
+    assert.are.equal(1, r.code, r.stdout)
+    assert.truthy(r.stderr:find("run " .. ids[1] .. ": audit FAILED at seq 3", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("expected seq 3, found seq 4", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("run " .. ids[2] .. ": audit FAILED at seq 9", 1, true), r.stderr)
+    -- neither is continued
+    for _, id in ipairs(ids) do
+      r = rb.run({ "reset", id, "A", "--state", url }, { cwd = dir, env = env })
+      assert.are.equal(2, r.code, r.stderr)
+      assert.truthy(r.stderr:find("run " .. id .. ": the journal is damaged at seq", 1, true), r.stderr)
+    end
+    rb.rmtree(dir)
+  end)
+
   it("keeps the tip's HMAC right when a parallel group's steps append from their own connections", function()
     local url, db = fresh_db()
     local dir = rb.tmpdir("pgparhmac")
