@@ -396,13 +396,20 @@ end
 local DONE = { ["run.finished"] = true, ["run.rolled_back"] = true }
 
 -- the newest unfinished run of a runbook and its newest run: at most two
--- rows, however many runs it has had (runbook_runs_runbook serves both)
+-- rows, however many runs it has had (runbook_runs_runbook serves both).
+-- Whether a run is over is read from its last event's row, not from the
+-- runs row's last_type: operators may update the tip columns (they must,
+-- to append), never an event, so a last_type set to run.finished by hand
+-- cannot make exec pass over a run that is not over.
 local FIND_UNFINISHED = [[
-(SELECT id, last_type FROM runbook_runs WHERE runbook = $1
-   AND last_type IS DISTINCT FROM 'run.finished' AND last_type IS DISTINCT FROM 'run.rolled_back'
- ORDER BY created_at DESC, id DESC LIMIT 1)
+(SELECT r.id, e.type AS last_type FROM runbook_runs r
+   LEFT JOIN runbook_events e ON e.run = r.id AND e.seq = r.last_seq
+  WHERE r.runbook = $1 AND e.type IS DISTINCT FROM 'run.finished' AND e.type IS DISTINCT FROM 'run.rolled_back'
+  ORDER BY r.created_at DESC, r.id DESC LIMIT 1)
 UNION ALL
-(SELECT id, last_type FROM runbook_runs WHERE runbook = $1 ORDER BY created_at DESC, id DESC LIMIT 1)]]
+(SELECT r.id, e.type AS last_type FROM runbook_runs r
+   LEFT JOIN runbook_events e ON e.run = r.id AND e.seq = r.last_seq
+  WHERE r.runbook = $1 ORDER BY r.created_at DESC, r.id DESC LIMIT 1)]]
 
 function Store:find_unfinished(name)
   local rows = q(self, self.conn, FIND_UNFINISHED, name)
