@@ -7,7 +7,12 @@
 #  2. 20 runs of 500 no-op steps driven at once by 20 processes on the
 #     PostgreSQL store (and the same on the file store): target >= 2,000
 #     events/s in total on PostgreSQL.
-# Prints both sides and the ratios; exits non-zero if a target is missed.
+# Also: the fixed cost of a command on each store (`runbook runs` on an
+# empty store: on PostgreSQL, loading libpq, connecting and checking the
+# schema), the WAL flushes a 14-step run makes, and the load average
+# before and after (the machine is shared: only ratios taken in one run
+# count). Prints both sides and the ratios; exits non-zero if a target is
+# missed.
 set -eu
 cd "$(dirname "$0")/.."
 PGBIN=${RUNBOOK_PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -91,8 +96,32 @@ print("%d %.2f %.0f" % (events, t, events / t))
 PY
 }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 # the schema exists before the timed runs
 RUNBOOK_STATE="$URL" "$RB" runs >/dev/null
+# median wall time (ms) of `runbook runs` on the (empty) store $1
+empty() {
+  python3 - "$RB" "$1" "$RUNS" <<'PY'
+import os, subprocess, sys, time, statistics
+rb, state, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+times = []
+for i in range(runs + 3):
+    t0 = time.monotonic()
+    r = subprocess.run([rb, "runs"], env=dict(os.environ, RUNBOOK_STATE=state), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        sys.exit("runs failed: " + r.stderr.decode())
+    if i >= 3:
+        times.append((time.monotonic() - t0) * 1000)
+print("%.1f" % statistics.median(times))
+PY
+}
+mkdir "$tmp/emptyfile"
+pg_empty=$(empty "$URL")
+file_empty=$(empty "$tmp/emptyfile")
+psqlq() { runuser -u postgres -- "$PGBIN/psql" -X -At -h "$tmp/sock" -p "$port" -U postgres -c "$1"; }
+w0=$(psqlq "SELECT wal_sync FROM pg_stat_wal")
+RUNBOOK_STATE="$URL" "$RB" exec noop14.lua --new >/dev/null 2>&1
+w1=$(psqlq "SELECT wal_sync FROM pg_stat_wal")
 pg_ms=$(fresh "$URL")
 file_ms=$(fresh "$tmp/filestate")
 set -- $(many "$URL")
@@ -103,9 +132,11 @@ sc=$(runuser -u postgres -- "$PGBIN/psql" -X -At -h "$tmp/sock" -p "$port" -U po
 count=$(runuser -u postgres -- "$PGBIN/psql" -X -At -h "$tmp/sock" -p "$port" -U postgres -c "SELECT count(*) FROM runbook_events")
 verify=$(RUNBOOK_STATE="$URL" "$RB" audit verify --all | grep -c 'hash chain intact' || true)
 
-echo "server: fsync, synchronous_commit = $sc"
+echo "server: fsync, synchronous_commit = $sc; load average $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after"
+echo "0. \`runbook runs\` on an empty store (median of $RUNS): postgres $pg_empty ms, file $file_empty ms (the fixed cost of a command)"
 echo "1. fresh 14-step no-op run (median of $RUNS):"
 echo "   postgres store $pg_ms ms   file store $file_ms ms   ratio $(python3 -c "print('%.2f' % ($pg_ms / $file_ms))")x (target <= 2x)"
+echo "   WAL flushes of one such run on postgres: $((w1 - w0)) (30 events)"
 echo "2. 20 concurrent runs x $STEPS steps ($pg_events events):"
 echo "   postgres store $pg_rate events/s ($pg_secs s)   file store $file_rate events/s   ratio $(python3 -c "print('%.2f' % ($pg_rate / $file_rate))") (target >= 2000 events/s on postgres)"
 echo "   events in the table: $count; runs whose chain verifies: $verify"

@@ -45,8 +45,10 @@
   X(PQresultErrorField) \
   X(PQresultErrorMessage) \
   X(PQresultStatus) \
+  X(PQsendPrepare) \
   X(PQsendQuery) \
   X(PQsendQueryParams) \
+  X(PQsendQueryPrepared) \
   X(PQserverVersion) \
   X(PQsetNoticeReceiver) \
   X(PQsetnonblocking) \
@@ -102,8 +104,10 @@ extern struct rb_pq_api rb_pq;
 #define PQresultErrorField (rb_pq.PQresultErrorField)
 #define PQresultErrorMessage (rb_pq.PQresultErrorMessage)
 #define PQresultStatus (rb_pq.PQresultStatus)
+#define PQsendPrepare (rb_pq.PQsendPrepare)
 #define PQsendQuery (rb_pq.PQsendQuery)
 #define PQsendQueryParams (rb_pq.PQsendQueryParams)
+#define PQsendQueryPrepared (rb_pq.PQsendQueryPrepared)
 #define PQserverVersion (rb_pq.PQserverVersion)
 #define PQsetNoticeReceiver (rb_pq.PQsetNoticeReceiver)
 #define PQsetnonblocking (rb_pq.PQsetnonblocking)

@@ -95,11 +95,14 @@ static int f_listdir(lua_State *L) {
   return 1;
 }
 
-/* stat(path) -> {type=, mode=, size=, mtime=, uid=} | nil, message */
+/* stat(path [, nofollow]) -> {type=, mode=, size=, mtime=, uid=} | nil,
+ * message; with nofollow a symbolic link is described itself (type "link"),
+ * not its target */
 static int f_stat(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  int nofollow = lua_toboolean(L, 2);
   struct stat st;
-  if (stat(path, &st) != 0)
+  if ((nofollow ? lstat(path, &st) : stat(path, &st)) != 0)
     return push_errno(L, path);
   lua_createtable(L, 0, 5);
   const char *type = S_ISREG(st.st_mode)   ? "file"

@@ -482,6 +482,32 @@ static int m_query(lua_State *L) {
   return finish(L, c, 1);
 }
 
+/* c:_prepare(name, sql) -> info | nil, err: the statement is parsed and
+ * planned once on this session, for _query_prepared (types inferred) */
+static int m_prepare(lua_State *L) {
+  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  const char *sql = luaL_checkstring(L, 3);
+  rb_check_interrupt(L);
+  if (!PQsendPrepare(c->pg, name, sql, 0, NULL))
+    return rb_pg_push_lost(L, c);
+  return finish(L, c, 0);
+}
+
+/* c:_query_prepared(name, ...) -> rows, info | nil, err (a statement
+ * _prepare made on this session, with its $n parameters) */
+static int m_query_prepared(lua_State *L) {
+  struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  const char **values = NULL;
+  int *lengths = NULL, *formats = NULL;
+  rb_check_interrupt(L);
+  int n = build_params(L, 3, &values, &lengths, &formats);
+  if (!PQsendQueryPrepared(c->pg, name, n, values, lengths, formats, 0))
+    return rb_pg_push_lost(L, c);
+  return finish(L, c, 1);
+}
+
 /* c:_exec(sql) -> info | nil, err (simple protocol: several statements allowed) */
 static int m_exec(lua_State *L) {
   struct rb_pg_conn *c = rb_pg_check_conn(L, 1);
@@ -605,6 +631,8 @@ static int f_is_conn(lua_State *L) {
 static const luaL_Reg methods[] = {
   {"_query", m_query},
   {"_exec", m_exec},
+  {"_prepare", m_prepare},
+  {"_query_prepared", m_query_prepared},
   {"_copy_out", rb_pg_copy_out},
   {"_copy_in", rb_pg_copy_in},
   {"escape_literal", m_escape_literal},

@@ -127,7 +127,7 @@ describe("the PostgreSQL store", function()
     local r = rbrun({ "runs", "--state", url }, dir)
     assert.are.equal(2, r.code)
     assert.truthy(r.stderr:find("has schema version 7, newer than this runbook", 1, true), r.stderr)
-    assert.truthy(r.stderr:find("(version 1)", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("(version 2)", 1, true), r.stderr)
     rb.rmtree(dir)
   end)
 
@@ -298,7 +298,7 @@ step "S3" { run = function(ctx) ctx:once("e", function() return effect(ctx, "S3"
     srv:psql(table.concat({
       "GRANT SELECT ON runbook_schema TO operator",
       "GRANT SELECT, INSERT ON runbook_events, runbook_log TO operator",
-      "GRANT SELECT, INSERT, UPDATE (last_seq, last_hash, last_type, updated_at) ON runbook_runs TO operator",
+      "GRANT SELECT, INSERT, UPDATE (last_seq, last_hash, last_hmac, last_type, updated_at) ON runbook_runs TO operator",
       "GRANT SELECT, INSERT, UPDATE ON runbook_locks TO operator",
       "GRANT USAGE ON SEQUENCE runbook_log_n_seq TO operator",
     }, "; "), db)

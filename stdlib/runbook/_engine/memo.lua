@@ -88,11 +88,12 @@ function M.open(value, keyfn, aad, what)
     if type(sealed) ~= "table" or type(sealed.box) ~= "string" then
       errors.raise { kind = "secret", code = "corrupt", message = what .. ": malformed sealed secret in the journal" }
     end
-    local key, kid = keyfn(false)
+    -- (a store may say where it looked for the key file)
+    local key, kid, key_file = keyfn(false)
     if not key then
       errors.raise { kind = "secret", code = "no-key", message = string.format(
-        "%s holds a secret sealed with key %s, but no key is available: set RUNBOOK_SECRET_KEY or restore the store's secret.key (a new secret is never generated in its place)",
-        what, tostring(sealed.kid)) }
+        "%s holds a secret sealed with key %s, but no key is available: set RUNBOOK_SECRET_KEY or %s (a new secret is never generated in its place)",
+        what, tostring(sealed.kid), key_file and ("put that key in " .. key_file .. " (RUNBOOK_SECRET_KEY_FILE)") or "restore the store's secret.key") }
     end
     if sealed.kid ~= kid then
       errors.raise { kind = "secret", code = "wrong-key", message = string.format(

@@ -23,7 +23,8 @@
 --   open_log(id)          another writer on the run log (parallel workers)
 --   log_lines(id)         the run log, oldest first
 --   stamp(id)             changes whenever the run does (nil: no such run)
---   secret_key(create)    the key sealing secret memos (never in a shared store)
+--   secret_key(create)    the key sealing secret memos and its id (never in a
+--                         shared store); a third value may name the key file
 --   check_key_file()      refuses a key file others may read
 --   pushed(id)            the store a run was pushed to, if it was
 --   close()               releases connections
@@ -93,7 +94,7 @@ end
 --- Refuses a key file others may read, or one that is a symbolic link;
 --- `whose` says whose secrets it seals. Returns path.
 function M.check_key_file(path, whose)
-  local st = fs.stat(path)
+  local st = fs.stat(path, true) -- the link itself, not what it points to
   if st and st.type == "link" then
     errors.raisef("store", "key-mode", "%s is a symbolic link; key files are never followed: put the key file itself there (mode 0600)", path)
   elseif st and st.mode & 63 ~= 0 then

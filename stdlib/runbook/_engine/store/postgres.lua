@@ -29,8 +29,9 @@ local state = require "runbook._engine.state"
 
 local M = {}
 
---- The schema this binary writes; a store with a newer one is refused.
-M.SCHEMA_VERSION = 1
+--- The schema this binary writes; a store with a newer one is refused,
+--- an older one is upgraded (UPGRADES) by the first command that opens it.
+M.SCHEMA_VERSION = 2
 
 local GENESIS = string.rep("0", 64)
 local LOCK_RUN, LOCK_BOOK = 1380073473, 1380073474 -- advisory lock classes ("RB" 1, 2)
@@ -58,14 +59,15 @@ local function q(self, conn, sql, ...)
   return rows, info
 end
 
+-- A session of its own (the store's, or a lock's). The store's session
+-- sets synchronous_commit in its first query (ensure_schema), so an
+-- append is durable before the engine moves on, whatever the server's
+-- default; a lock's session writes nothing that needs it.
 local function connect(self)
   local ok, c = pcall(pgconn._open, self.url, { connect_timeout = 10, application_name = "runbook" })
   if not ok then
     raise("unreachable", "cannot reach the PostgreSQL store %s: %s", self.location_text, pg_message(c))
   end
-  -- every append is durable before the engine moves on, whatever the
-  -- server's default
-  q(self, c, "SET synchronous_commit = on")
   return c
 end
 
@@ -111,10 +113,19 @@ CREATE TABLE IF NOT EXISTS runbook_log (
 );
 ]]
 
--- Creates the schema, or checks that this binary can use the one there.
+-- From version N - 1 to N, applied in order in one transaction.
+local UPGRADES = {
+  -- the tip's HMAC (with the run's audit key, where it has one), so the
+  -- tip cannot be moved back over deleted events without the key
+  [2] = { "ALTER TABLE runbook_runs ADD COLUMN IF NOT EXISTS last_hmac text" },
+}
+
+-- Creates the schema, or upgrades it, or checks that this binary can use
+-- the one there.
 local function ensure_schema(self, conn)
   local function version()
-    local rows, info = conn:_query("SELECT max(version) AS v FROM runbook_schema")
+    -- (with the session's synchronous_commit = on: one round trip for both)
+    local rows, info = conn:_query("SELECT set_config('synchronous_commit', 'on', false) AS sc, max(version) AS v FROM runbook_schema")
     if not rows then
       if type(info) == "table" and info.code == "42P01" then return nil end -- no such table
       raise("io", "the PostgreSQL store %s: %s", self.location_text, pg_message(info))
@@ -122,18 +133,33 @@ local function ensure_schema(self, conn)
     return math.tointeger(rows[1].v)
   end
   local v = version()
-  if v == nil then
-    -- made once, under a lock, so two first users do not race
+  if v == nil or v < M.SCHEMA_VERSION then
+    if v == nil then q(self, conn, "SET synchronous_commit = on") end
+    -- made or upgraded once, under a lock, so two first users do not race
     q(self, conn, "BEGIN")
     local ok, err = pcall(function()
       q(self, conn, "SELECT pg_advisory_xact_lock($1, 0)", LOCK_BOOK)
       -- (not version(): an error would end this transaction)
-      if not q(self, conn, "SELECT to_regclass('runbook_schema') IS NOT NULL AS present")[1].present then
+      local have
+      if q(self, conn, "SELECT to_regclass('runbook_schema') IS NOT NULL AS present")[1].present then
+        have = math.tointeger(q(self, conn, "SELECT max(version) AS v FROM runbook_schema")[1].v) or 0
+      else
         for stmt in SCHEMA_V1:gmatch("[^;]+") do
           if stmt:match("%S") then q(self, conn, stmt) end
         end
-        q(self, conn, "INSERT INTO runbook_schema (version, by_runbook) VALUES ($1, $2)", M.SCHEMA_VERSION, host.version())
+        have = 1
       end
+      if have >= M.SCHEMA_VERSION then return end
+      for n = have + 1, M.SCHEMA_VERSION do
+        for _, stmt in ipairs(UPGRADES[n] or {}) do
+          local rows, info = conn:_query(stmt)
+          if not rows then
+            raise("schema", "the PostgreSQL store %s has schema version %d and this runbook (%s) needs version %d, but cannot upgrade it as this user: %s. Run any runbook command on it once as the owner of its tables",
+              self.location_text, n - 1, host.version(), M.SCHEMA_VERSION, pg_message(info))
+          end
+        end
+      end
+      q(self, conn, "INSERT INTO runbook_schema (version, by_runbook) VALUES ($1, $2)", M.SCHEMA_VERSION, host.version())
     end)
     if not ok then
       conn:_exec("ROLLBACK")
@@ -151,7 +177,7 @@ end
 --- Opens the store at url (creating its schema when it has none).
 function M.open(url, _create)
   local self = setmetatable({ url = url, location = url, kind = "postgres",
-    location_text = storemod().redacted(url) }, Store)
+    location_text = storemod().redacted(url), prepared = {} }, Store)
   self.conn = connect(self)
   ensure_schema(self, self.conn)
   return self
@@ -223,8 +249,19 @@ end
 -- ---------------------------------------------------------------------------
 -- runs
 
+local function text_or_nil(v)
+  if v == nil or v == pgconn.null then return nil end
+  return v
+end
+
+--- The tip's HMAC with the run's audit key: the file store's tip record
+--- MACs the same text (docs/journal.md, "The tip anchor").
+function M.tip_mac(key, run, seq, hash)
+  return crypto.hmac_sha256(key, string.format("runbook-tip 1 %s %d %s", run, seq, hash))
+end
+
 local function run_row(self, id)
-  local rows = q(self, self.conn, "SELECT id, runbook, last_seq, last_hash, last_type FROM runbook_runs WHERE id = $1", id)
+  local rows = q(self, self.conn, "SELECT id, runbook, last_seq, last_hash, last_hmac, last_type FROM runbook_runs WHERE id = $1", id)
   return rows[1]
 end
 
@@ -269,7 +306,7 @@ end
 function Store:anchor(id)
   local r = run_row(self, id)
   if not r then return nil, "missing" end
-  return { seq = math.tointeger(r.last_seq), hash = r.last_hash, verified = true }
+  return { seq = math.tointeger(r.last_seq), hash = r.last_hash, hmac = text_or_nil(r.last_hmac), verified = true }
 end
 
 local function damage(info, text)
@@ -286,7 +323,7 @@ function Store:read(id, mode)
   if not r then raise("not-found", "no run '%s' in %s", id, self.location_text) end
   local rows = q(self, self.conn, "SELECT seq, body FROM runbook_events WHERE run = $1 ORDER BY seq", id)
   local items, info = {}, { count = 0, hmac = false, last_hash = GENESIS }
-  local tip = { seq = math.tointeger(r.last_seq), hash = r.last_hash }
+  local tip = { seq = math.tointeger(r.last_seq), hash = r.last_hash, hmac = text_or_nil(r.last_hmac) }
   info.hmac = rows[1] ~= nil and rows[1].body:find('","hmac":"%x+"}$') ~= nil
   local prev = GENESIS
   local mark_hash = tip.seq == 0 and GENESIS or nil
@@ -340,6 +377,13 @@ function Store:read(id, mode)
   elseif info.count > tip.seq then
     info.bad_seq, info.reason = tip.seq + 1, string.format("seq %d is past the tip the runs table records (seq %d): inserted outside runbook", tip.seq + 1, tip.seq)
     damage(info, string.format("seq %d: %s", info.bad_seq, info.reason))
+  elseif info.hmac and key and tip.seq > 0 and tip.hmac ~= M.tip_mac(key, id, tip.seq, tip.hash) then
+    -- the events verify, but the tip naming their end was not written with
+    -- the run's key: it was moved (back over deleted events) or forged
+    info.bad_seq = tip.seq
+    info.reason = tip.hmac and string.format("the runs table's tip (seq %d) has a wrong HMAC: it was rewritten without the run's key", tip.seq)
+      or string.format("the runs table's tip (seq %d) has no HMAC: it was rewritten without the run's key (or by a runbook before schema version 2)", tip.seq)
+    damage(info, string.format("seq %d: %s", info.bad_seq, info.reason))
   end
   return items, info
 end
@@ -351,8 +395,24 @@ end
 
 local DONE = { ["run.finished"] = true, ["run.rolled_back"] = true }
 
+-- the newest unfinished run of a runbook and its newest run: at most two
+-- rows, however many runs it has had (runbook_runs_runbook serves both).
+-- Whether a run is over is read from its last event's row, not from the
+-- runs row's last_type: operators may update the tip columns (they must,
+-- to append), never an event, so a last_type set to run.finished by hand
+-- cannot make exec pass over a run that is not over.
+local FIND_UNFINISHED = [[
+(SELECT r.id, e.type AS last_type FROM runbook_runs r
+   LEFT JOIN runbook_events e ON e.run = r.id AND e.seq = r.last_seq
+  WHERE r.runbook = $1 AND e.type IS DISTINCT FROM 'run.finished' AND e.type IS DISTINCT FROM 'run.rolled_back'
+  ORDER BY r.created_at DESC, r.id DESC LIMIT 1)
+UNION ALL
+(SELECT r.id, e.type AS last_type FROM runbook_runs r
+   LEFT JOIN runbook_events e ON e.run = r.id AND e.seq = r.last_seq
+  WHERE r.runbook = $1 ORDER BY r.created_at DESC, r.id DESC LIMIT 1)]]
+
 function Store:find_unfinished(name)
-  local rows = q(self, self.conn, "SELECT id, last_type FROM runbook_runs WHERE runbook = $1 ORDER BY created_at DESC, id DESC", name)
+  local rows = q(self, self.conn, FIND_UNFINISHED, name)
   local newest
   for _, r in ipairs(rows) do
     if not DONE[r.last_type or ""] then return r.id end
@@ -375,14 +435,41 @@ Journal.__index = Journal
 
 -- One statement moves the tip and inserts the event: it matches only when
 -- the tip is the one this line follows, so a line can never fork the
--- chain, and a deleted row leaves the tip ahead of the events.
+-- chain, and a deleted row leaves the tip ahead of the events. It is
+-- prepared once per session (parsed and planned once, not per event).
 local APPEND = [[
 WITH tip AS (
-  UPDATE runbook_runs SET last_seq = $2, last_hash = $7, last_type = $3, updated_at = clock_timestamp()
+  UPDATE runbook_runs SET last_seq = $2, last_hash = $7, last_hmac = $9, last_type = $3, updated_at = clock_timestamp()
    WHERE id = $1 AND last_seq = $2 - 1 AND last_hash = $6
   RETURNING id)
 INSERT INTO runbook_events (run, seq, type, step, body, prev, hash, hmac)
 SELECT id, $2, $3, $4, $5, $6, $7, $8 FROM tip]]
+
+-- The same for an event the engine writes lazily (a step's step.finished,
+-- right before its next event with no side effect in between; see
+-- docs/journal.md, "Durability"): committed before it returns, so a
+-- killed runbook loses nothing, but without a WAL flush of its own
+-- (synchronous_commit off for this one transaction). The next event's
+-- commit, which is synchronous, flushes the WAL through both, as the file
+-- store's next fdatasync covers both lines; Journal:sync flushes it when
+-- code comes first.
+local APPEND_LAZY = APPEND .. [[ WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL]]
+
+-- A synchronous commit that writes WAL (a row version), so its flush
+-- covers every commit of this session before it.
+local FLUSH = "UPDATE runbook_runs SET updated_at = clock_timestamp() WHERE id = $1"
+
+-- Runs the named statement, preparing it on the store's session the first
+-- time; rows, info | nil, err like _query.
+local function run_prepared(store, name, sql, ...)
+  local conn = store.conn
+  if not store.prepared[name] then
+    local ok, err = conn:_prepare(name, sql)
+    if not ok then return nil, err end
+    store.prepared[name] = true
+  end
+  return conn:_query_prepared(name, ...)
+end
 
 local function tip_of(self, id)
   local rows = q(self, self.conn, "SELECT last_seq, last_hash FROM runbook_runs WHERE id = $1", id)
@@ -390,25 +477,33 @@ local function tip_of(self, id)
   return math.tointeger(rows[1].last_seq), rows[1].last_hash
 end
 
---- Appends an event; returns its seq once it is committed. Another writer
---- on the run (a parallel step) may have moved the tip: the line is then
+local function cannot_record(store, what, info)
+  errors.raise { kind = "journal", code = "io", message = string.format(
+    "cannot record %s in the PostgreSQL store %s: %s; it is not recorded, and the run stops here (run the same command again when the store is back)",
+    what, store.location_text, pg_message(info)) }
+end
+
+--- Appends an event; returns its seq once it is committed, and durable
+--- (a lazy one: once the next event or sync returns). Another writer on
+--- the run (a parallel step) may have moved the tip: the line is then
 --- made again after the new tip.
-function Journal:append(type_, fields)
+function Journal:append(type_, fields, lazy)
   if not self.store then error("attempt to use a closed journal", 2) end
   local store = self.store
+  local name, sql = "runbook_append", APPEND
+  if lazy then name, sql = "runbook_append_lazy", APPEND_LAZY end
   for _ = 1, 1000 do
     local seq = self.seq + 1
     local line, hash = jcore.format(self.id, seq, self.prev, type_, fields, self.key)
     local body = line:sub(1, -2)
-    local rows, info = store.conn:_query(APPEND, self.id, seq, type_, fields and type(fields.step) == "string" and fields.step or nil,
-      body, self.prev, hash, body:match('","hmac":"(%x+)"}$') or pgconn.null)
-    if not rows then
-      errors.raise { kind = "journal", code = "io", message = string.format(
-        "cannot record %s in the PostgreSQL store %s: %s; it is not recorded, and the run stops here (run the same command again when the store is back)",
-        type_, store.location_text, pg_message(info)) }
-    end
+    local rows, info = run_prepared(store, name, sql, self.id, seq, type_, fields and type(fields.step) == "string" and fields.step or nil,
+      body, self.prev, hash, body:match('","hmac":"(%x+)"}$') or pgconn.null,
+      self.key and M.tip_mac(self.key, self.id, seq, hash) or pgconn.null)
+    if not rows then cannot_record(store, type_, info) end
     if info.affected == 1 then
       self.seq, self.prev = seq, hash
+      -- a durable commit on this session covers every lazy one before it
+      self.unsynced = lazy and true or nil
       jcore.after_append(seq)
       return seq
     end
@@ -417,16 +512,39 @@ function Journal:append(type_, fields)
   raise("io", "cannot append to run %s: its tip keeps moving", self.id)
 end
 
-function Journal:close() self.store = nil end
+--- Makes a lazy event durable: one synchronous commit on the session that
+--- committed it.
+function Journal:sync()
+  if not (self.unsynced and self.store) then return end
+  local rows, info = run_prepared(self.store, "runbook_flush", FLUSH, self.id)
+  if not rows then
+    errors.raise { kind = "journal", code = "io", message = string.format(
+      "cannot make seq %d durable in the PostgreSQL store %s: %s; the run stops here (run the same command again when the store is back)",
+      self.seq, self.store.location_text, pg_message(info)) }
+  end
+  self.unsynced = nil
+end
+
+function Journal:close()
+  -- nothing this run wrote stays without its flush (the file store's
+  -- release syncs too)
+  if self.unsynced and self.store then pcall(self.sync, self) end
+  self.store = nil
+end
 Journal.__close = Journal.close
+
+-- A run log line: the log is a convenience beside the journal (a lost
+-- line is no lost event), so, like the file store's run log, it is not
+-- flushed on its own; the journal's next synchronous commit flushes it.
+local LOG_LINE = [[INSERT INTO runbook_log (run, line)
+  SELECT $1, $2 WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL]]
 
 local Log = {}
 Log.__index = Log
 function Log:write(text)
   if not self.store then return end
   for line in tostring(text):gmatch("[^\n]+") do
-    -- the log is a convenience beside the journal: a lost line is no lost event
-    pcall(self.store.conn._query, self.store.conn, "INSERT INTO runbook_log (run, line) VALUES ($1, $2)", self.id, line)
+    pcall(run_prepared, self.store, "runbook_log_line", LOG_LINE, self.id, line)
   end
 end
 function Log:flush() end
@@ -445,9 +563,9 @@ end
 local OpenRun = {}
 OpenRun.__index = OpenRun
 
-function OpenRun:append(type_, fields)
+function OpenRun:append(type_, fields, lazy)
   fields = fields or {}
-  local seq = self.journal:append(type_, fields)
+  local seq = self.journal:append(type_, fields, lazy)
   local ev = {}
   for k, v in pairs(fields) do ev[k] = v end
   ev.type, ev.seq, ev.run = type_, seq, self.id
@@ -481,8 +599,11 @@ end
 function Store:open_run(id, opts)
   opts = opts or {}
   if opts.create then
-    local rows, info = self.conn:_query("INSERT INTO runbook_runs (id, runbook, created_by) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
-      id, book_of(id), holder_text())
+    -- without a WAL flush of its own: run.started, the first event, is
+    -- synchronous and flushes both before anything follows
+    local rows, info = self.conn:_query([[INSERT INTO runbook_runs (id, runbook, created_by)
+      SELECT $1, $2, $3 WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
+      ON CONFLICT (id) DO NOTHING]], id, book_of(id), holder_text())
     if not rows then raise("io", "the PostgreSQL store %s: %s", self.location_text, pg_message(info)) end
     if info.affected ~= 1 then raise("io", "run %s exists already in %s", id, self.location_text) end
   end
@@ -527,6 +648,9 @@ end
 --- all. lines are the file store's lines, already verified.
 function Store:import(id, lines, log_lines)
   local conn = self.conn
+  -- an HMAC-protected run (push has checked its HMACs with this key) gets
+  -- its tip HMAC'd too
+  local key = lines[1] and lines[1]:find('","hmac":"%x+"}$') and storemod().audit_key() or nil
   q(self, conn, "BEGIN")
   local ok, err = pcall(function()
     q(self, conn, "INSERT INTO runbook_runs (id, runbook, created_by) VALUES ($1, $2, $3)", id, book_of(id), holder_text())
@@ -538,8 +662,8 @@ function Store:import(id, lines, log_lines)
         id, i, ev.type, type(ev.step) == "string" and ev.step or pgconn.null, body, prev, hash,
         body:match('","hmac":"(%x+)"}$') or pgconn.null)
       prev = hash
-      q(self, conn, "UPDATE runbook_runs SET last_seq = $2, last_hash = $3, last_type = $4, updated_at = clock_timestamp() WHERE id = $1",
-        id, i, hash, ev.type)
+      q(self, conn, "UPDATE runbook_runs SET last_seq = $2, last_hash = $3, last_hmac = $5, last_type = $4, updated_at = clock_timestamp() WHERE id = $1",
+        id, i, hash, ev.type, key and M.tip_mac(key, id, i, hash) or pgconn.null)
     end
     for _, line in ipairs(log_lines or {}) do
       q(self, conn, "INSERT INTO runbook_log (run, line) VALUES ($1, $2)", id, line)
@@ -569,11 +693,12 @@ end
 
 --- RUNBOOK_SECRET_KEY, else the operator's key file (RUNBOOK_SECRET_KEY_FILE,
 --- else ~/.config/runbook/secret.key), created when `create` is set.
+--- Returns the key, its id, and the key file's path (for messages).
 function Store:secret_key(create)
   if not self._key then
     self._key, self._kid = storemod().sealing_key(key_path(), "your runs' secrets", create)
   end
-  return self._key, self._kid
+  return self._key, self._kid, key_path()
 end
 
 return M
