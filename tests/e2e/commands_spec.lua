@@ -255,7 +255,9 @@ step "CHECK" { run = function(ctx) ctx:log("a read-only check: no action, no und
 ]])
     local env = { OUT = dir .. "/out" }
     assert.are.equal(0, run({ "exec", "u.lua" }, env).code)
-    assert.are.equal(0, run({ "reset", "last", "B", "--note", "redo" }, env).code)
+    local reset = run({ "reset", "last", "B", "--note", "redo" }, env)
+    assert.are.equal(0, reset.code)
+    assert.truthy((reset.stdout .. reset.stderr):find("reset B in run u%-%d+%-%d+%-%x+ %(was done%); it runs again"), reset.stdout .. reset.stderr)
     assert.are.equal(0, run({ "exec", "u.lua" }, env).code)
     local r = run({ "rollback", "last", "--to", "A" }, env)
     assert.are.equal(0, r.code, r.stderr)

@@ -354,8 +354,10 @@ function M.reset(pos, opts)
     if s.status == "pending" then
       errors.raise { kind = "usage", message = string.format("step %s of run %s has not run; nothing to reset", step, r.id) }
     end
-    r.append("step.reset", { step = step, by = host.user(), host = host.hostname(), note = opts.note, was = s.status })
-    printf("reset %s in run %s (was %s); it runs again on the next exec. Its ctx:once memos are kept.", step, r.id, s.status)
+    -- s is the live state, which the append folds the reset into
+    local was = s.status
+    r.append("step.reset", { step = step, by = host.user(), host = host.hostname(), note = opts.note, was = was })
+    printf("reset %s in run %s (was %s); it runs again on the next exec. Its ctx:once memos are kept.", step, r.id, was)
     return 0
   end)
 end
