@@ -32,6 +32,16 @@ teardown(function() if srv then srv:stop() end end)
 local BOOK = 'runbook "a" {}\nstep "A" { run = function() end }\nstep "B" { run = function() end }\nstep "C" { run = function() end }\n'
 
 describe("audit on the PostgreSQL store", function()
+  it("says, for a run without HMACs, that whoever can write the events table can recompute its chain", function()
+    local url = fresh_db()
+    local dir = rb.tmpdir("pgnohmac")
+    rb.write(dir .. "/a.lua", BOOK)
+    assert.are.equal(0, rb.exec({ "a.lua" }, { state = url, cwd = dir, env = env_with() }).code)
+    local r = rb.run({ "audit", "verify", "last", "--state", url }, { cwd = dir, env = env_with() })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find("hash chain intact (no HMAC: anyone who can write the events table can recompute the chain;", 1, true), r.stdout)
+  end)
+
   it("HMACs the tip with the run's key, so cutting events off and moving the tip back is caught", function()
     local url, db = fresh_db()
     local dir = rb.tmpdir("pgtiphmac")

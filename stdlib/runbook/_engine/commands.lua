@@ -267,7 +267,8 @@ function verify_one(store, id, opts)
   elseif ok then
     printf("run %s: %d events, hash chain intact%s", id, info.count,
       info.hmac and (key and ", HMACs verified" or "")
-        or (key and "" or " (no HMAC: anyone who can write the file can recompute the chain; set RUNBOOK_AUDIT_KEY when runs start to prevent that)"))
+        or (key and "" or string.format(" (no HMAC: anyone who can write %s can recompute the chain; set RUNBOOK_AUDIT_KEY when runs start to prevent that)",
+          store.kind == "postgres" and "the events table" or "the file")))
   else
     host.write(2, string.format("run %s: audit FAILED at %s\n", id, msg))
   end
