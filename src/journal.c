@@ -156,27 +156,27 @@ static void scan_init(struct rb_scan *scan, long long mark_seq) {
     strcpy(scan->mark_hash, RB_GENESIS);
 }
 
-int rb_journal_scan(const char *path, const void *key, size_t keylen, long long mark_seq,
-                    rb_event_fn fn, void *ud, struct rb_scan *scan) {
-  scan_init(scan, mark_seq);
+char *rb_journal_load(const char *path, size_t *size) {
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0)
-    return -1;
+    return NULL;
   struct stat st;
   if (fstat(fd, &st) != 0) {
+    int e = errno;
     close(fd);
-    return -1;
+    errno = e;
+    return NULL;
   }
-  size_t size = (size_t)st.st_size;
-  char *buf = malloc(size + 1);
+  size_t want = (size_t)st.st_size;
+  char *buf = malloc(want + 1);
   if (!buf) {
     close(fd);
     errno = ENOMEM;
-    return -1;
+    return NULL;
   }
   size_t got = 0;
-  while (got < size) {
-    ssize_t n = read(fd, buf + got, size - got);
+  while (got < want) {
+    ssize_t n = read(fd, buf + got, want - got);
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0)
@@ -184,7 +184,18 @@ int rb_journal_scan(const char *path, const void *key, size_t keylen, long long 
     got += (size_t)n;
   }
   close(fd);
-  rb_journal_verify(buf, got, key, keylen, mark_seq, fn, ud, scan);
+  *size = got;
+  return buf;
+}
+
+int rb_journal_scan(const char *path, const void *key, size_t keylen, long long mark_seq,
+                    rb_event_fn fn, void *ud, struct rb_scan *scan) {
+  scan_init(scan, mark_seq);
+  size_t size;
+  char *buf = rb_journal_load(path, &size);
+  if (!buf)
+    return -1;
+  rb_journal_verify(buf, size, key, keylen, mark_seq, fn, ud, scan);
   free(buf);
   return 0;
 }

@@ -22,6 +22,7 @@ struct reader {
   lua_State *L; /* NULL: validate only */
   luaL_Buffer *b;
   int depth;
+  struct rb_json_members *m; /* when set, the top-level members are noted here */
 };
 
 static void skip_ws(struct reader *r) {
@@ -205,6 +206,25 @@ static int literal(struct reader *r, const char *word, size_t n) {
 
 static int read_value(struct reader *r);
 
+static void note_member(struct rb_json_members *m, const char *key, size_t keylen, const char *value,
+                        size_t vlen) {
+  if (memchr(key, '\\', keylen)) {
+    m->escaped_keys = 1; /* its name is only known decoded: it could be any of them */
+    return;
+  }
+  for (int i = 0; i < m->n; i++) {
+    struct rb_json_member *f = &m->f[i];
+    if (strlen(f->name) != keylen || memcmp(f->name, key, keylen) != 0)
+      continue;
+    f->count++;
+    f->string = vlen >= 2 && value[0] == '"';
+    f->plain = vlen >= 2 && value[0] == '"' && !memchr(value + 1, '\\', vlen - 2);
+    f->value = f->plain ? value + 1 : value;
+    f->len = f->plain ? vlen - 2 : vlen;
+    return;
+  }
+}
+
 static int read_object(struct reader *r) {
   r->p++;
   if (r->L) {
@@ -218,14 +238,20 @@ static int read_object(struct reader *r) {
   }
   for (;;) {
     skip_ws(r);
+    const char *key = r->p + 1;
     if (r->p >= r->end || *r->p != '"' || read_string(r) != 0)
       return -1;
+    size_t keylen = (size_t)(r->p - 1 - key);
     skip_ws(r);
     if (r->p >= r->end || *r->p != ':')
       return -1;
     r->p++;
+    skip_ws(r);
+    const char *value = r->p;
     if (read_value(r) != 0)
       return -1;
+    if (r->m && r->depth == 1)
+      note_member(r->m, key, keylen, value, (size_t)(r->p - value));
     if (r->L)
       lua_rawset(r->L, -3);
     skip_ws(r);
@@ -313,7 +339,7 @@ static int read_value(struct reader *r) {
 }
 
 int rb_json_scan(lua_State *L, const char *s, size_t len) {
-  struct reader r = {s, s + len, L, NULL, 0};
+  struct reader r = {s, s + len, L, NULL, 0, NULL};
   int top = L ? lua_gettop(L) : 0;
   if (read_value(&r) != 0) {
     if (L)
@@ -327,4 +353,19 @@ int rb_json_scan(lua_State *L, const char *s, size_t len) {
     return -1;
   }
   return 0;
+}
+
+int rb_json_members(const char *s, size_t len, struct rb_json_members *m) {
+  for (int i = 0; i < m->n; i++) {
+    m->f[i].count = 0;
+    m->f[i].string = m->f[i].plain = 0;
+  }
+  m->escaped_keys = 0;
+  struct reader r = {s, s + len, NULL, NULL, 0, m};
+  skip_ws(&r);
+  m->object = r.p < r.end && *r.p == '{';
+  if (read_value(&r) != 0)
+    return -1;
+  skip_ws(&r);
+  return r.p == r.end ? 0 : -1;
 }
