@@ -16,8 +16,7 @@
  *  - an action only adds one to its step's count, in any order.
  * Every event also moves the state's event count, last seq and last ts; the
  * fold makes up the count, and since the last line is always decoded, the
- * last seq and ts come from it (or, when it has no seq, from the line before,
- * whose seq is its place).
+ * last seq and ts come from it (every line has a seq: it begins with one).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -55,10 +54,9 @@ int rb_fold_note(void *ud, const char *line, size_t len) {
   l->text = line;
   l->len = len;
   l->use = RB_FOLD_DECODE;
+  /* each name used below is asked to appear once (is(), count == 1): a
+   * repeated one is decoded, where the last of them counts */
   int clean = m.object && !m.escaped_keys && f[F_TYPE].count == 1 && f[F_TYPE].plain;
-  for (int i = 0; i < F_N; i++)
-    if (f[i].count > 1)
-      clean = 0;
   if (p->started == 0) {
     /* state.check: the first event that is not a cut's record is run.started */
     if (!clean)

@@ -257,17 +257,9 @@ end
 --- event it leaves out changes nothing but the count, and tests/spec/
 --- fold_scan_spec.lua compares the two).
 function M.fold_scanned(events, info)
+  -- the last event is always among them, so last_seq and last_ts are its
   local st = M.new()
-  local at = info.at
-  local last = 0
-  for n = 1, #events do
-    local seq = at[n]
-    -- an event left out sets last_seq to its own seq (it has no other);
-    -- the next one may not carry one
-    if seq > last + 1 then st.last_seq = seq - 1 end
-    M.apply(st, events[n])
-    last = seq
-  end
+  for n = 1, #events do M.apply(st, events[n]) end
   for id, count in pairs(info.actions) do
     local s = step(st, id)
     s.actions = s.actions + count
