@@ -50,11 +50,6 @@ typedef int (*rb_event_fn)(void *ud, const char *line, size_t len);
 int rb_journal_scan(const char *path, const void *key, size_t keylen, long long mark_seq,
                     rb_event_fn fn, void *ud, struct rb_scan *scan);
 
-/* Reads the whole file (never through a symbolic link: ELOOP) as
- * rb_journal_scan does. Returns a malloc'd buffer of *size bytes, or NULL
- * with errno set. */
-char *rb_journal_load(const char *path, size_t *size);
-
 /* The same over bytes in memory (what rb_journal_scan runs on the file's
  * contents; the fuzz target calls it directly). */
 void rb_journal_verify(const char *buf, size_t size, const void *key, size_t keylen, long long mark_seq,

@@ -106,58 +106,48 @@ static const char *open_error(int e) {
                     : strerror(e);
 }
 
-/* What a fold scan holds while it runs: freed by the collector should a
- * Lua error (out of memory) cut it short */
-struct foldscan {
-  char *buf;
-  struct rb_fold_plan plan;
-};
-
+/* The plan a fold scan builds: freed by the collector should a Lua error
+ * (out of memory) cut the scan short */
 static int foldscan_gc(lua_State *L) {
-  struct foldscan *f = luaL_checkudata(L, 1, FOLDSCAN_MT);
-  free(f->buf);
-  f->buf = NULL;
-  rb_fold_free(&f->plan);
+  rb_fold_free(luaL_checkudata(L, 1, FOLDSCAN_MT));
   return 0;
 }
 
 /* The "fold" mode of scan: items are the events the fold must read, in
  * order (journal_fold.h), and info adds at (each item's seq), skipped (how
  * many events were left out) and actions ({step = n}: the actions left out,
- * by step) for state.fold_scanned. The table items[1..n] sits on top. */
+ * by step) for state.fold_scanned. */
 static int scan_fold(lua_State *L, const char *path, const char *key, size_t keylen,
                      lua_Integer mark) {
-  struct foldscan *f = lua_newuserdatauv(L, sizeof *f, 0);
-  memset(f, 0, sizeof *f);
+  struct rb_fold_plan *p = lua_newuserdatauv(L, sizeof *p, 0);
+  memset(p, 0, sizeof *p);
   luaL_setmetatable(L, FOLDSCAN_MT);
-  size_t size;
-  f->buf = rb_journal_load(path, &size);
-  if (!f->buf) {
+  struct rb_scan s;
+  if (rb_journal_scan(path, key, keylen, mark, rb_fold_note, p, &s) != 0) {
     lua_pushnil(L);
     lua_pushfstring(L, "%s: %s", path, open_error(errno));
     return 2;
   }
-  struct rb_scan s;
-  rb_journal_verify(f->buf, size, key, keylen, mark, rb_fold_note, &f->plan, &s);
-  if (f->plan.oom || rb_fold_finish(&f->plan) != 0)
+  if (p->oom)
     return luaL_error(L, "%s: out of memory", path);
+  rb_fold_finish(p);
   lua_createtable(L, 64, 0); /* items */
   lua_createtable(L, 64, 0); /* at */
   lua_newtable(L);           /* actions */
-  lua_Integer n = 0, skipped = 0;
-  for (size_t i = 0; i < f->plan.n; i++) {
-    const struct rb_fold_line *l = &f->plan.lines[i];
-    if (l->use == RB_FOLD_DECODE) {
+  lua_Integer n = 0, skipped = (lua_Integer)p->gone;
+  for (size_t i = 0; i < p->n; i++) {
+    const struct rb_fold_line *l = &p->lines[i];
+    if (l->use == RB_FOLD_DECODE || l->use == RB_FOLD_LAST) {
       if (rb_json_scan(L, l->text, l->len) != 0)
-        return luaL_error(L, "%s: seq %I does not decode", path, (lua_Integer)(i + 1));
+        return luaL_error(L, "%s: seq %I does not decode", path, (lua_Integer)l->seq);
       lua_rawseti(L, -4, ++n);
-      lua_pushinteger(L, (lua_Integer)(i + 1));
+      lua_pushinteger(L, (lua_Integer)l->seq);
       lua_rawseti(L, -3, n);
-      continue;
-    }
-    skipped++;
-    if (l->use == RB_FOLD_ACTION && l->step) {
-      lua_pushlstring(L, l->step, l->steplen);
+    } else if (l->use == RB_FOLD_ACTION) {
+      skipped++;
+      if (!l->text)
+        continue;
+      lua_pushlstring(L, l->text, l->len);
       lua_pushvalue(L, -1);
       lua_Integer was = lua_rawget(L, -3) == LUA_TNUMBER ? lua_tointeger(L, -1) : 0;
       lua_pop(L, 1);
@@ -171,10 +161,8 @@ static int scan_fold(lua_State *L, const char *path, const char *key, size_t key
   lua_setfield(L, -2, "at");
   lua_pushinteger(L, skipped);
   lua_setfield(L, -2, "skipped");
-  lua_remove(L, -3); /* the foldscan box; its buffer goes now, not at the next collection */
-  free(f->buf);
-  f->buf = NULL;
-  rb_fold_free(&f->plan);
+  rb_fold_free(p); /* now, not at the next collection */
+  lua_remove(L, -3);
   return 2;
 }
 

@@ -215,6 +215,39 @@ describe("the resume's fold over journals written by hand", function()
     assert.are.equal(#b, st.last_seq)
   end)
 
+  it("keeps the last of each of many keys, as the set grows and the plan compacts", function()
+    local b = { START }
+    for round = 1, 4 do
+      for k = 1, 300 do
+        b[#b + 1] = cp('"s' .. (k % 7) .. '"', '"k' .. k .. '"', round * 1000 + k)
+        if k % 50 == 0 then b[#b + 1] = ev("step.memo", string.format('"step":"s1","key":"k%d","value":%d', k, round)) end
+        if k % 97 == 0 then b[#b + 1] = ev("action", '"step":"s' .. (k % 3) .. '"') end
+      end
+      b[#b + 1] = ev("step.reset", '"step":"s3","by":"x"')
+    end
+    b[#b + 1] = cp('"s0"', '"k7"', 7)
+    local skipped = compare(journal(b))
+    assert.are.equal(3 * 300 + 1 + 3 * 6 + 4 * 3, skipped) -- the last line replaces one of round 4
+    local fast, info = jcore.scan(journal(b), nil, "fold")
+    local st = state.fold_scanned(fast, info)
+    assert.are.equal(4001, st.steps.s1.checkpoints.k1.value)
+    assert.are.equal(7, st.steps.s0.checkpoints.k7.value)
+    assert.are.equal(4, st.steps.s1.memos.k100.value)
+  end)
+
+  it("reads lines longer than the scan's buffer, whole or torn", function()
+    local big = '"' .. string.rep("x", 200000) .. '"'
+    local b = { START, cp('"a"', '"i"', big), cp('"a"', '"i"', 1), ev("step.finished", '"step":"a","outputs":' .. big), cp('"a"', '"i"', big) }
+    compare(journal(b))
+    local p = journal(b, '{"seq":6,' .. string.rep("y", 150000))
+    compare(p)
+    local _, info = jcore.scan(p, nil, "fold")
+    assert.are.equal(5, info.count)
+    assert.are.equal(150009, info.torn_bytes)
+    local text = rb.read(p)
+    assert.are.equal(#text - 150009, info.valid_bytes)
+  end)
+
   it("keeps what a reset or an undo empties, in order", function()
     compare(journal { START, cp('"a"', '"i"', 1), cp('"a"', '"j"', 1), ev("step.reset", '"step":"a","by":"x"'), cp('"a"', '"i"', 2),
       ev("step.finished", '"step":"a"'), ev("step.undone", '"step":"a"'), cp('"b"', '"i"', 3), cp('"b"', '"i"', 4), ev("run.finished") })
