@@ -131,6 +131,12 @@ for name, rb, what, fl, target in rows:
 print(f"  empty process start (the floor tool doing nothing): {empty:.2f} ms")
 print(f"  p90: fresh {p('fresh.json', 0, .9):.2f} / floor {p('fresh.json', 1, .9):.2f}; "
       f"resume {p('resume.json', 0, .9):.2f} / floor {p('resume.json', 1, .9):.2f}")
+def cpu(f, i):
+    r = json.load(open(f))["results"][i]
+    return r["user"] * 1000, r["system"] * 1000
+for label, f in (("fresh", "fresh.json"), ("resume", "resume.json")):
+    (ru, rs), (fu, fs_) = cpu(f, 0), cpu(f, 1)
+    print(f"  CPU (means, user + system): {label} {ru:.1f} + {rs:.1f} ms / floor {fu:.1f} + {fs_:.1f} ms")
 mb = peak_kb / 1024
 ok &= mb <= 5
 print(f"{'peak RSS, fresh run (max of 10)':<52} {mb:7.1f} MB{'':19}<= 5 MB {'ok' if mb <= 5 else 'MISSED'}")
