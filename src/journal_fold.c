@@ -28,10 +28,10 @@
 
 enum { F_SEQ, F_TS, F_RUN, F_TYPE, F_STEP, F_KEY, F_N };
 
-static int is(const struct rb_json_member *f, const char *word) {
-  size_t n = strlen(word);
+static int is_word(const struct rb_json_member *f, const char *word, size_t n) {
   return f->count == 1 && f->plain && f->len == n && memcmp(f->value, word, n) == 0;
 }
+#define is(f, word) is_word(f, word, sizeof word - 1)
 
 static uint64_t mix(uint64_t h, const char *s, size_t n) {
   for (size_t i = 0; i < n; i++)
@@ -119,8 +119,9 @@ static struct rb_fold_line *add(struct rb_fold_plan *p, char *buf, size_t cap, s
 }
 
 static int note(struct rb_fold_plan *p, const char *line, size_t len, long long seq) {
-  struct rb_json_member f[F_N] = {{.name = "seq"}, {.name = "ts"},   {.name = "run"},
-                                  {.name = "type"}, {.name = "step"}, {.name = "key"}};
+  struct rb_json_member f[F_N] = {{.name = "seq", .namelen = 3},  {.name = "ts", .namelen = 2},
+                                  {.name = "run", .namelen = 3},  {.name = "type", .namelen = 4},
+                                  {.name = "step", .namelen = 4}, {.name = "key", .namelen = 3}};
   struct rb_json_members m = {f, F_N, 0, 0};
   if (rb_json_members(line, len, &m) != 0)
     return -1;

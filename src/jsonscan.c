@@ -27,6 +27,7 @@ struct reader {
   luaL_Buffer *b;
   int depth;
   struct rb_json_members *m; /* when set, the top-level members are noted here */
+  int escaped;               /* the last string read had an escape */
 };
 
 static void skip_ws(struct reader *r) {
@@ -99,12 +100,13 @@ static int read_string(struct reader *r) {
   const char *start = r->p;
   /* fast path: no escapes, sixteen (or eight) bytes at a time while none
    * of them is a quote, a backslash or a control character */
+  r->escaped = 0;
 #ifdef __SSE2__
   while (r->end - r->p >= 16) {
     unsigned hits = specials16(r->p);
     if (hits) {
-      r->p += __builtin_ctz(hits); /* straight to the first: the loop below looks at it */
-      break;
+      r->p += __builtin_ctz(hits); /* straight to the first of them */
+      goto special;
     }
     r->p += 16;
   }
@@ -123,6 +125,9 @@ static int read_string(struct reader *r) {
   }
   if (r->p >= r->end)
     return -1;
+#ifdef __SSE2__
+special:
+#endif
   if (*r->p == '"') {
     if (r->L)
       lua_pushlstring(r->L, start, (size_t)(r->p - start));
@@ -130,6 +135,7 @@ static int read_string(struct reader *r) {
     return 0;
   }
   luaL_Buffer b;
+  r->escaped = 1; /* (or a control byte, which fails below) */
   if (r->L) {
     luaL_buffinit(r->L, &b);
     luaL_addlstring(&b, start, (size_t)(r->p - start));
@@ -249,9 +255,9 @@ static int literal(struct reader *r, const char *word, size_t n) {
 
 static int read_value(struct reader *r);
 
-static void note_member(struct rb_json_members *m, const char *key, size_t keylen, const char *value,
-                        size_t vlen) {
-  if (memchr(key, '\\', keylen)) {
+static void note_member(struct rb_json_members *m, const char *key, size_t keylen, int key_escaped,
+                        const char *value, size_t vlen, int plain) {
+  if (key_escaped) {
     m->escaped_keys = 1; /* its name is only known decoded: it could be any of them */
     return;
   }
@@ -261,7 +267,7 @@ static void note_member(struct rb_json_members *m, const char *key, size_t keyle
       continue;
     f->count++;
     f->string = vlen >= 2 && value[0] == '"';
-    f->plain = vlen >= 2 && value[0] == '"' && !memchr(value + 1, '\\', vlen - 2);
+    f->plain = f->string && plain;
     f->value = f->plain ? value + 1 : value;
     f->len = f->plain ? vlen - 2 : vlen;
     return;
@@ -285,6 +291,7 @@ static int read_object(struct reader *r) {
     if (r->p >= r->end || *r->p != '"' || read_string(r) != 0)
       return -1;
     size_t keylen = (size_t)(r->p - 1 - key);
+    int key_escaped = r->escaped;
     skip_ws(r);
     if (r->p >= r->end || *r->p != ':')
       return -1;
@@ -294,7 +301,8 @@ static int read_object(struct reader *r) {
     if (read_value(r) != 0)
       return -1;
     if (r->m && r->depth == 1)
-      note_member(r->m, key, keylen, value, (size_t)(r->p - value));
+      note_member(r->m, key, keylen, key_escaped, value, (size_t)(r->p - value),
+                  *value == '"' && !r->escaped);
     if (r->L)
       lua_rawset(r->L, -3);
     skip_ws(r);
@@ -382,7 +390,7 @@ static int read_value(struct reader *r) {
 }
 
 int rb_json_scan(lua_State *L, const char *s, size_t len) {
-  struct reader r = {s, s + len, L, NULL, 0, NULL};
+  struct reader r = {s, s + len, L, NULL, 0, NULL, 0};
   int top = L ? lua_gettop(L) : 0;
   if (read_value(&r) != 0) {
     if (L)
@@ -400,12 +408,13 @@ int rb_json_scan(lua_State *L, const char *s, size_t len) {
 
 int rb_json_members(const char *s, size_t len, struct rb_json_members *m) {
   for (int i = 0; i < m->n; i++) {
-    m->f[i].namelen = strlen(m->f[i].name);
+    if (!m->f[i].namelen)
+      m->f[i].namelen = strlen(m->f[i].name);
     m->f[i].count = 0;
     m->f[i].string = m->f[i].plain = 0;
   }
   m->escaped_keys = 0;
-  struct reader r = {s, s + len, NULL, NULL, 0, m};
+  struct reader r = {s, s + len, NULL, NULL, 0, m, 0};
   skip_ws(&r);
   m->object = r.p < r.end && *r.p == '{';
   if (read_value(&r) != 0)

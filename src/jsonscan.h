@@ -12,7 +12,7 @@ int rb_json_scan(lua_State *L, const char *s, size_t len);
 /* A top-level member asked for by name, as rb_json_members found it. */
 struct rb_json_member {
   const char *name; /* set by the caller */
-  size_t namelen;
+  size_t namelen;   /* strlen(name): set by the caller, or when 0 by rb_json_members */
   int count;        /* how many times the object holds it (a JSON object may repeat a name) */
   int string;       /* its (last) value is a string */
   int plain;        /* ... one without escapes */
