@@ -295,7 +295,8 @@ OpenRun.__close = OpenRun.close
 --- torn tail is cut here, and the cut recorded) and opens the run log.
 --- opts.create makes a new run with id (its folder, journal, tip, log).
 --- Returns an OpenRun {id, lock, journal, log, state, info, events} with
---- :append and :close. Raises kind "store" with code "locked" (details.holder),
+--- :append and :close; its events are those the fold read (a "fold" read:
+--- replaced checkpoints and memos, and actions, are left out). Raises kind "store" with code "locked" (details.holder),
 --- "damaged" (details: seq, missing, after, reason), "audit-key" or "io";
 --- nothing stays locked or open when it raises.
 function Store:open_run(id, opts)
