@@ -122,7 +122,7 @@ static int note(struct rb_fold_plan *p, const char *line, size_t len, long long 
   struct rb_json_member f[F_N] = {{.name = "seq", .namelen = 3},  {.name = "ts", .namelen = 2},
                                   {.name = "run", .namelen = 3},  {.name = "type", .namelen = 4},
                                   {.name = "step", .namelen = 4}, {.name = "key", .namelen = 3}};
-  struct rb_json_members m = {f, F_N, 0, 0};
+  struct rb_json_members m = {.f = f, .n = F_N};
   if (rb_json_members(line, len, &m) != 0)
     return -1;
   p->last_action = 0;

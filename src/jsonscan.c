@@ -255,15 +255,23 @@ static int literal(struct reader *r, const char *word, size_t n) {
 
 static int read_value(struct reader *r);
 
+static unsigned signature(const char *name, size_t len) {
+  return (unsigned)((len & 7) << 3 | ((unsigned char)name[0] & 7));
+}
+
 static void note_member(struct rb_json_members *m, const char *key, size_t keylen, int key_escaped,
                         const char *value, size_t vlen, int plain) {
   if (key_escaped) {
     m->escaped_keys = 1; /* its name is only known decoded: it could be any of them */
     return;
   }
+  /* most names are not asked for: a 64-bit signature of length and first
+   * byte turns them away before any comparison */
+  if (keylen == 0 || !(m->sigs >> signature(key, keylen) & 1))
+    return;
   for (int i = 0; i < m->n; i++) {
     struct rb_json_member *f = &m->f[i];
-    if (f->namelen != keylen || f->name[0] != key[0] || memcmp(f->name, key, keylen) != 0)
+    if (f->namelen != keylen || memcmp(f->name, key, keylen) != 0)
       continue;
     f->count++;
     f->string = vlen >= 2 && value[0] == '"';
@@ -407,11 +415,14 @@ int rb_json_scan(lua_State *L, const char *s, size_t len) {
 }
 
 int rb_json_members(const char *s, size_t len, struct rb_json_members *m) {
+  m->sigs = 0;
   for (int i = 0; i < m->n; i++) {
     if (!m->f[i].namelen)
       m->f[i].namelen = strlen(m->f[i].name);
     m->f[i].count = 0;
     m->f[i].string = m->f[i].plain = 0;
+    if (m->f[i].namelen)
+      m->sigs |= 1ULL << signature(m->f[i].name, m->f[i].namelen);
   }
   m->escaped_keys = 0;
   struct reader r = {s, s + len, NULL, NULL, 0, m, 0};

@@ -4,6 +4,7 @@
 #define RUNBOOK_JSONSCAN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <lua.h>
 
@@ -25,6 +26,7 @@ struct rb_json_members {
   int n;
   int object;       /* the text is an object */
   int escaped_keys; /* some top-level name has an escape (its decoded name is not looked at) */
+  uint64_t sigs;    /* (rb_json_members' own) */
 };
 
 /* Validates exactly as rb_json_scan(NULL, ...) does and, when the text is an

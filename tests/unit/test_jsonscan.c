@@ -64,7 +64,7 @@ static void test_members_validate_alike(void) {
   };
   for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
     struct rb_json_member f[2] = {{.name = "a"}, {.name = "c"}};
-    struct rb_json_members m = {f, 2, 0, 0};
+    struct rb_json_members m = {.f = f, .n = 2};
     size_t len = strlen(texts[i]);
     int scan = rb_json_scan(NULL, texts[i], len), members = rb_json_members(texts[i], len, &m);
     if (scan != members)
@@ -77,7 +77,7 @@ static void test_members_noted(void) {
   const char *text = "{\"type\":\"step.checkpoint\",\"step\":\"S1\",\"key\":\"i\\n\",\"n\":{\"type\":\"inner\"},"
                      "\"v\":[1],\"step\":\"S2\"}";
   struct rb_json_member f[5] = {{.name = "type"}, {.name = "step"}, {.name = "key"}, {.name = "v"}, {.name = "gone"}};
-  struct rb_json_members m = {f, 5, 0, 0};
+  struct rb_json_members m = {.f = f, .n = 5};
   CHECK(rb_json_members(text, strlen(text), &m) == 0);
   CHECK(m.object && !m.escaped_keys);
   /* the nested "type" is not a top-level member */
