@@ -85,18 +85,21 @@ static int compact(struct rb_fold_plan *p) {
 }
 
 /* A new line at the end of the plan, with room for len bytes of text
- * (taking over a buffer when one is given). NULL when out of memory. */
+ * (taking over a buffer when one is given). NULL when out of memory (the
+ * buffer is freed then). */
 static struct rb_fold_line *add(struct rb_fold_plan *p, char *buf, size_t cap, size_t len) {
   if (p->n == p->cap) {
-    if (p->tombs > p->n / 2) {
-      if (compact(p) != 0)
-        return NULL;
+    if (p->tombs > p->n / 2 && compact(p) != 0) {
+      free(buf);
+      return NULL;
     }
     if (p->n == p->cap) {
       size_t cap2 = p->cap ? p->cap * 2 : 256;
       struct rb_fold_line *grown = realloc(p->lines, cap2 * sizeof *grown);
-      if (!grown)
+      if (!grown) {
+        free(buf);
         return NULL;
+      }
       p->lines = grown;
       p->cap = cap2;
     }
