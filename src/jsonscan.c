@@ -7,10 +7,14 @@
  * integers as Lua integers.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "crypto.h"
 #include "jsonconv.h"
@@ -22,6 +26,8 @@ struct reader {
   lua_State *L; /* NULL: validate only */
   luaL_Buffer *b;
   int depth;
+  struct rb_json_members *m; /* when set, the top-level members are noted here */
+  int escaped;               /* the last string read had an escape */
 };
 
 static void skip_ws(struct reader *r) {
@@ -67,11 +73,51 @@ static int utf8_encode(unsigned cp, char *out) {
   return 4;
 }
 
+/* 1 when none of the 8 bytes in v is '"', '\\' or below 0x20: each test
+ * sets a byte's high bit when that byte matches (and only then for the
+ * first match, which is all that is asked: whether any does) */
+static int plain8(uint64_t v) {
+  const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+  uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+  uint64_t hit = ((q - ones) & ~q) | ((b - ones) & ~b) | ((v - ones * 0x20) & ~v);
+  return (hit & highs) == 0;
+}
+
+#ifdef __SSE2__
+/* the same for 16 bytes, with SSE2 (every x86-64 has it): a bit for each
+ * byte that is a quote, a backslash or a control character */
+static unsigned specials16(const char *p) {
+  __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+  __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                             _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f)));
+  return (unsigned)_mm_movemask_epi8(hit);
+}
+#endif
+
 /* a string; pushes it when reading into Lua */
 static int read_string(struct reader *r) {
   r->p++; /* opening quote */
   const char *start = r->p;
-  /* fast path: no escapes */
+  /* fast path: no escapes, sixteen (or eight) bytes at a time while none
+   * of them is a quote, a backslash or a control character */
+  r->escaped = 0;
+#ifdef __SSE2__
+  while (r->end - r->p >= 16) {
+    unsigned hits = specials16(r->p);
+    if (hits) {
+      r->p += __builtin_ctz(hits); /* straight to the first of them */
+      goto special;
+    }
+    r->p += 16;
+  }
+#endif
+  while (r->end - r->p >= 8) {
+    uint64_t v;
+    memcpy(&v, r->p, 8);
+    if (!plain8(v))
+      break;
+    r->p += 8;
+  }
   while (r->p < r->end && *r->p != '"' && *r->p != '\\') {
     if ((unsigned char)*r->p < 0x20)
       return -1;
@@ -79,6 +125,9 @@ static int read_string(struct reader *r) {
   }
   if (r->p >= r->end)
     return -1;
+#ifdef __SSE2__
+special:
+#endif
   if (*r->p == '"') {
     if (r->L)
       lua_pushlstring(r->L, start, (size_t)(r->p - start));
@@ -86,6 +135,7 @@ static int read_string(struct reader *r) {
     return 0;
   }
   luaL_Buffer b;
+  r->escaped = 1; /* (or a control byte, which fails below) */
   if (r->L) {
     luaL_buffinit(r->L, &b);
     luaL_addlstring(&b, start, (size_t)(r->p - start));
@@ -205,6 +255,33 @@ static int literal(struct reader *r, const char *word, size_t n) {
 
 static int read_value(struct reader *r);
 
+static unsigned signature(const char *name, size_t len) {
+  return (unsigned)((len & 7) << 3 | ((unsigned char)name[0] & 7));
+}
+
+static void note_member(struct rb_json_members *m, const char *key, size_t keylen, int key_escaped,
+                        const char *value, size_t vlen, int plain) {
+  if (key_escaped) {
+    m->escaped_keys = 1; /* its name is only known decoded: it could be any of them */
+    return;
+  }
+  /* most names are not asked for: a 64-bit signature of length and first
+   * byte turns them away before any comparison */
+  if (keylen == 0 || !(m->sigs >> signature(key, keylen) & 1))
+    return;
+  for (int i = 0; i < m->n; i++) {
+    struct rb_json_member *f = &m->f[i];
+    if (f->namelen != keylen || memcmp(f->name, key, keylen) != 0)
+      continue;
+    f->count++;
+    f->string = vlen >= 2 && value[0] == '"';
+    f->plain = f->string && plain;
+    f->value = f->plain ? value + 1 : value;
+    f->len = f->plain ? vlen - 2 : vlen;
+    return;
+  }
+}
+
 static int read_object(struct reader *r) {
   r->p++;
   if (r->L) {
@@ -218,14 +295,22 @@ static int read_object(struct reader *r) {
   }
   for (;;) {
     skip_ws(r);
+    const char *key = r->p + 1;
     if (r->p >= r->end || *r->p != '"' || read_string(r) != 0)
       return -1;
+    size_t keylen = (size_t)(r->p - 1 - key);
+    int key_escaped = r->escaped;
     skip_ws(r);
     if (r->p >= r->end || *r->p != ':')
       return -1;
     r->p++;
+    skip_ws(r);
+    const char *value = r->p;
     if (read_value(r) != 0)
       return -1;
+    if (r->m && r->depth == 1)
+      note_member(r->m, key, keylen, key_escaped, value, (size_t)(r->p - value),
+                  *value == '"' && !r->escaped);
     if (r->L)
       lua_rawset(r->L, -3);
     skip_ws(r);
@@ -313,7 +398,7 @@ static int read_value(struct reader *r) {
 }
 
 int rb_json_scan(lua_State *L, const char *s, size_t len) {
-  struct reader r = {s, s + len, L, NULL, 0};
+  struct reader r = {s, s + len, L, NULL, 0, NULL, 0};
   int top = L ? lua_gettop(L) : 0;
   if (read_value(&r) != 0) {
     if (L)
@@ -327,4 +412,24 @@ int rb_json_scan(lua_State *L, const char *s, size_t len) {
     return -1;
   }
   return 0;
+}
+
+int rb_json_members(const char *s, size_t len, struct rb_json_members *m) {
+  m->sigs = 0;
+  for (int i = 0; i < m->n; i++) {
+    if (!m->f[i].namelen)
+      m->f[i].namelen = strlen(m->f[i].name);
+    m->f[i].count = 0;
+    m->f[i].string = m->f[i].plain = 0;
+    if (m->f[i].namelen)
+      m->sigs |= 1ULL << signature(m->f[i].name, m->f[i].namelen);
+  }
+  m->escaped_keys = 0;
+  struct reader r = {s, s + len, NULL, NULL, 0, m, 0};
+  skip_ws(&r);
+  m->object = r.p < r.end && *r.p == '{';
+  if (read_value(&r) != 0)
+    return -1;
+  skip_ws(&r);
+  return r.p == r.end ? 0 : -1;
 }

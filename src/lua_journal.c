@@ -20,12 +20,14 @@
 #include "fileio.h"
 #include "host.h"
 #include "journal.h"
+#include "journal_fold.h"
 #include "jsonconv.h"
 #include "jsonscan.h"
 #include "secret.h"
 
 #define JOURNAL_MT "runbook.Journal"
 #define LOCK_MT "runbook.Lock"
+#define FOLDSCAN_MT "runbook.FoldScan"
 
 struct ljournal {
   struct rb_journal *j; /* NULL when closed */
@@ -104,15 +106,77 @@ static const char *open_error(int e) {
                     : strerror(e);
 }
 
-/* scan(path [, key [, "events"|"lines"|"none" [, mark_seq]]]) -> items, info
+/* The plan a fold scan builds: freed by the collector should a Lua error
+ * (out of memory) cut the scan short */
+static int foldscan_gc(lua_State *L) {
+  rb_fold_free(luaL_checkudata(L, 1, FOLDSCAN_MT));
+  return 0;
+}
+
+/* The "fold" mode of scan: items are the events the fold must read, in
+ * order (journal_fold.h), and info adds at (each item's seq), skipped (how
+ * many events were left out) and actions ({step = n}: the actions left out,
+ * by step) for state.fold_scanned. */
+static int scan_fold(lua_State *L, const char *path, const char *key, size_t keylen,
+                     lua_Integer mark) {
+  struct rb_fold_plan *p = lua_newuserdatauv(L, sizeof *p, 0);
+  memset(p, 0, sizeof *p);
+  luaL_setmetatable(L, FOLDSCAN_MT);
+  struct rb_scan s;
+  if (rb_journal_scan(path, key, keylen, mark, rb_fold_note, p, &s) != 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, open_error(errno));
+    return 2;
+  }
+  if (p->oom)
+    return luaL_error(L, "%s: out of memory", path);
+  rb_fold_finish(p);
+  lua_createtable(L, 64, 0); /* items */
+  lua_createtable(L, 64, 0); /* at */
+  lua_newtable(L);           /* actions */
+  lua_Integer n = 0, skipped = (lua_Integer)p->gone;
+  for (size_t i = 0; i < p->n; i++) {
+    const struct rb_fold_line *l = &p->lines[i];
+    if (l->use == RB_FOLD_DECODE || l->use == RB_FOLD_LAST) {
+      if (rb_json_scan(L, l->text, l->len) != 0)
+        return luaL_error(L, "%s: seq %I does not decode", path, (lua_Integer)l->seq);
+      lua_rawseti(L, -4, ++n);
+      lua_pushinteger(L, (lua_Integer)l->seq);
+      lua_rawseti(L, -3, n);
+    } else if (l->use == RB_FOLD_ACTION) {
+      skipped++;
+      if (!l->text)
+        continue;
+      lua_pushlstring(L, l->text, l->len);
+      lua_pushvalue(L, -1);
+      lua_Integer was = lua_rawget(L, -3) == LUA_TNUMBER ? lua_tointeger(L, -1) : 0;
+      lua_pop(L, 1);
+      lua_pushinteger(L, was + 1);
+      lua_rawset(L, -3);
+    }
+  }
+  push_scan(L, &s);
+  lua_insert(L, -3); /* items, info, at, actions */
+  lua_setfield(L, -3, "actions");
+  lua_setfield(L, -2, "at");
+  lua_pushinteger(L, skipped);
+  lua_setfield(L, -2, "skipped");
+  rb_fold_free(p); /* now, not at the next collection */
+  lua_remove(L, -3);
+  return 2;
+}
+
+/* scan(path [, key [, "events"|"lines"|"none"|"fold" [, mark_seq]]]) -> items, info
  * | nil, message: info.mark_hash is the hash of event mark_seq */
 static int f_scan(lua_State *L) {
-  static const char *const modes[] = {"events", "lines", "none", NULL};
+  static const char *const modes[] = {"events", "lines", "none", "fold", NULL};
   const char *path = luaL_checkstring(L, 1);
   size_t keylen;
   const char *key = opt_key(L, 2, &keylen);
   struct collect c = {L, luaL_checkoption(L, 3, "events", modes), 0};
   lua_Integer mark = luaL_optinteger(L, 4, 0);
+  if (c.mode == 3)
+    return scan_fold(L, path, key, keylen, mark);
   struct rb_scan s;
   lua_newtable(L);
   if (rb_journal_scan(path, key, keylen, mark, collect_event, &c, &s) != 0) {
@@ -499,6 +563,10 @@ int luaopen_runbook__journal(lua_State *L) {
   luaL_setfuncs(L, jmeta, 0);
   luaL_newlib(L, jmethods);
   lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, FOLDSCAN_MT);
+  lua_pushcfunction(L, foldscan_gc);
+  lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   luaL_newmetatable(L, LOCK_MT);
   luaL_setfuncs(L, lmeta, 0);

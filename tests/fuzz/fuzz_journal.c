@@ -22,6 +22,7 @@
 
 #include "crypto.h"
 #include "journal.h"
+#include "journal_fold.h"
 #include "jsonscan.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -142,6 +143,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fprintf(stderr, "fuzz: the scan with and without a callback disagree\n");
     abort();
   }
+  /* the resume's fold plan (journal_fold.h) validates alike, and every
+   * line is decoded, replaced or an action: none is lost */
+  struct rb_fold_plan plan;
+  memset(&plan, 0, sizeof plan);
+  struct rb_scan folded;
+  rb_journal_verify(buf, len, key, key ? sizeof KEY - 1 : 0, mark, rb_fold_note, &plan, &folded);
+  rb_fold_finish(&plan);
+  long long kept = 0, actions = 0;
+  for (size_t i = 0; i < plan.n; i++) {
+    const struct rb_fold_line *l = &plan.lines[i];
+    if (l->use == RB_FOLD_DECODE || l->use == RB_FOLD_LAST) {
+      kept++;
+      if (rb_json_scan(NULL, l->text, l->len) != 0 || l->seq < 1 || l->seq > folded.count) {
+        fprintf(stderr, "fuzz: the fold plan kept a line it cannot decode\n");
+        abort();
+      }
+    } else if (l->use == RB_FOLD_ACTION) {
+      actions++;
+    }
+  }
+  if (!plan.oom && (folded.count != plain.count || folded.bad_seq != plain.bad_seq ||
+                    folded.valid_bytes != plain.valid_bytes || plan.noted != folded.count ||
+                    kept + actions + plan.gone != folded.count ||
+                    (folded.count > 0 && plan.lines[plan.n - 1].use == RB_FOLD_ACTION))) {
+    fprintf(stderr, "fuzz: the fold plan disagrees: count %lld/%lld kept %lld actions %lld gone %lld\n",
+            folded.count, plain.count, kept, actions, plan.gone);
+    abort();
+  }
+  rb_fold_free(&plan);
   free(buf);
   return 0;
 }

@@ -212,12 +212,16 @@ local STEP_TYPES = {
   ["step.interrupted"] = true, ["step.reset"] = true, ["step.undone"] = true, ["step.undo_failed"] = true,
 }
 
+local BASE, KEYED, STEPPED, NONE = { "ts", "run", "type" }, { "step", "key" }, { "step" }, {}
+
 --- Checks that the events can be folded: the first is run.started, and
 --- each carries the fields its type needs. Returns nil, or the seq of the
---- first event that cannot and why.
-function M.check(events)
+--- first event that cannot and why. at, when given, holds each event's seq
+--- (a scan in "fold" mode leaves out events known to pass).
+function M.check(events, at)
   local started = false
-  for i, ev in ipairs(events) do
+  for n, ev in ipairs(events) do
+    local i = at and at[n] or n
     -- a crash while run.started was written leaves its cut recorded first
     if not started and ev.type ~= "journal.truncated" then
       if ev.type ~= "run.started" then
@@ -225,14 +229,14 @@ function M.check(events)
       end
       started = true
     end
-    for _, f in ipairs({ "ts", "run", "type" }) do
+    for _, f in ipairs(BASE) do
       if type(ev[f]) ~= "string" then return i, string.format("seq %d lacks its '%s'", i, f) end
     end
-    local need = NEEDS[ev.type] or {}
+    local need = NEEDS[ev.type] or NONE
     if ev.type == "step.memo" or ev.type == "step.checkpoint" then
-      need = { "step", "key" }
+      need = KEYED
     elseif STEP_TYPES[ev.type] then
-      need = { "step" }
+      need = STEPPED
     end
     for _, f in ipairs(need) do
       if ev[f] == nil then return i, string.format("seq %d (%s) lacks its '%s'", i, ev.type, f) end
@@ -245,6 +249,22 @@ end
 function M.fold(events)
   local st = M.new()
   for i = 1, #events do M.apply(st, events[i]) end
+  return st
+end
+
+--- Folds what a scan in "fold" mode returned into the run state: the same
+--- state as M.fold over every event (src/journal_fold.c says why each
+--- event it leaves out changes nothing but the count, and tests/spec/
+--- fold_scan_spec.lua compares the two).
+function M.fold_scanned(events, info)
+  -- the last event is always among them, so last_seq and last_ts are its
+  local st = M.new()
+  for n = 1, #events do M.apply(st, events[n]) end
+  for id, count in pairs(info.actions) do
+    local s = step(st, id)
+    s.actions = s.actions + count
+  end
+  st.events = st.events + info.skipped
   return st
 end
 

@@ -12,6 +12,8 @@
 --   find_unfinished(name) the newest unfinished run of a runbook
 --   read(id, mode)        events ("events"), lines ("lines") or nothing
 --                         ("none"), and scan info, checked against the tip
+--                         (the file store also has "fold": only the events
+--                         state.fold_scanned needs, for open_run)
 --   state(id)             the folded state, scan info and events
 --   anchor(id)            the tip: the last durable seq and its hash
 --   choose(name)          the lock held while a run of `name` is found or made

@@ -134,7 +134,8 @@ local function damage(info, text)
   info.damage = info.damage or text
 end
 
---- Reads a run's journal: events (or lines, or none) and scan info.
+--- Reads a run's journal: events (or lines, or none, or in "fold" mode the
+--- events state.fold_scanned needs) and scan info.
 --- info.damaged and info.damage (one line) say what is wrong: a bad line
 --- (info.bad_seq, info.reason), or events missing after the last one the
 --- tip says was durable (info.missing events after seq info.missing_after).
@@ -151,8 +152,8 @@ function Store:read(id, mode)
     info.needs_key = true
     info.unreadable = "it is HMAC-protected: set RUNBOOK_AUDIT_KEY to read it"
   end
-  if (mode or "events") == "events" and not info.needs_key then
-    local seq, why = state.check(items)
+  if (mode == nil or mode == "events" or mode == "fold") and not info.needs_key then
+    local seq, why = state.check(items, info.at)
     if seq and not (info.bad_seq and info.bad_seq <= seq) then
       info.bad_seq, info.reason = seq, why
       info.unreadable = "the journal is damaged at seq " .. seq .. " (" .. why .. ")"
@@ -294,7 +295,8 @@ OpenRun.__close = OpenRun.close
 --- torn tail is cut here, and the cut recorded) and opens the run log.
 --- opts.create makes a new run with id (its folder, journal, tip, log).
 --- Returns an OpenRun {id, lock, journal, log, state, info, events} with
---- :append and :close. Raises kind "store" with code "locked" (details.holder),
+--- :append and :close; its events are those the fold read (a "fold" read:
+--- replaced checkpoints and memos, and actions, are left out). Raises kind "store" with code "locked" (details.holder),
 --- "damaged" (details: seq, missing, after, reason), "audit-key" or "io";
 --- nothing stays locked or open when it raises.
 function Store:open_run(id, opts)
@@ -318,8 +320,10 @@ function Store:open_run(id, opts)
   if create then
     events, info = {}, nil
   else
-    -- read under the lock: no other process moves it on from here
-    events, info = self:read(id)
+    -- read under the lock: no other process moves it on from here; only
+    -- the events the fold needs are decoded (checkpoints a later one
+    -- replaces and actions are counted, not read: src/journal_fold.c)
+    events, info = self:read(id, "fold")
     if info.needs_key then
       errors.raise { kind = "store", code = "audit-key", message = string.format("run %s is HMAC-protected: set RUNBOOK_AUDIT_KEY to continue it", id) }
     end
@@ -331,7 +335,7 @@ function Store:open_run(id, opts)
         details = { run = id, seq = info.bad_seq, missing = info.missing, after = info.missing_after, reason = info.damage } }
     end
   end
-  local st = state.fold(events)
+  local st = create and state.new() or state.fold_scanned(events, info)
   if st.hmac and not key then
     errors.raise { kind = "store", code = "audit-key", message = string.format("run %s is HMAC-protected: set RUNBOOK_AUDIT_KEY to continue it", id) }
   end
