@@ -276,6 +276,11 @@ CONTROL = {
 class TLSServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver listens with a backlog of 5: a client opening more connections at
+    # once (curl's multi pool, kubectl's parallel discovery) overflows it, the kernel
+    # drops the SYN, and the connection comes a full second later on the client's
+    # retransmit. Go's net.Listen (so the real apiserver) asks for the kernel's maximum.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, address, fake, context):
         self.fake = fake
