@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "crypto.h"
 #include "dl_curl.h"
@@ -828,6 +829,15 @@ static void push_response(lua_State *L, CURL *e, struct rb_xfer *x) {
   lua_setfield(L, res, "time");
 }
 
+/* Whether a header list sets `name` (case-insensitive). */
+static int has_header(const struct curl_slist *h, const char *name) {
+  size_t n = strlen(name);
+  for (; h; h = h->next)
+    if (strncasecmp(h->data, name, n) == 0 && (h->data[n] == ':' || h->data[n] == ';'))
+      return 1;
+  return 0;
+}
+
 #define MANY_REQS 2
 #define MANY_RES 4
 #define MANY_ERR 5
@@ -920,7 +930,24 @@ static int m_request_many(lua_State *L) {
       x->body_len = 0;
       has_body = 1;
     }
-    if (has_body) {
+    int postfields = has_body && x->body_len > 0;
+    if (postfields && !has_header(x->headers, "Content-Type")) {
+      /* curl would name a POSTFIELDS body form data; an upload names none */
+      struct curl_slist *h = curl_slist_append(x->headers, "Content-Type:");
+      if (!h)
+        return luaL_error(L, "out of memory");
+      x->headers = h;
+      curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+    }
+    if (postfields) {
+      /* the body goes out with the request head, in one write (one TLS record)
+       * while it is small; an upload through the read callback is always a
+       * second write, and a second read for the server. It stays referenced
+       * by reqs[i] until the call returns, so curl need not copy it. */
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    } else if (has_body) {
       curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
       curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->body_len);
       curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
@@ -929,7 +956,7 @@ static int m_request_many(lua_State *L) {
     }
     curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)(intptr_t)i);
     x->deadline = rb_deadline(L);
-    rb_xfer_setup(x, e, has_body);
+    rb_xfer_setup(x, e, has_body && !postfields);
     lua_settop(L, t - 1);
   }
 

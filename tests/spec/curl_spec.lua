@@ -130,6 +130,33 @@ describe("runbook._curl", function()
       assert.are.equal("DELETE", json.decode(res.body).method)
     end)
 
+    it("request_many sends bodies whole, with the Content-Type given or none", function()
+      local big = string.rep("x", 200000) -- past what goes out with the request head
+      local res, errs = c:request_many({
+        { method = "PATCH", url = srv:url("/echo"), body = '{"a":1}',
+          headers = { { "Content-Type", "application/apply-patch+yaml" } } },
+        { method = "POST", url = srv:url("/echo"), body = "plain" },
+        { method = "PUT", url = srv:url("/echo") },
+        { method = "POST", url = srv:url("/echo"), body = big, headers = { ["content-type"] = "text/plain" } },
+      }, 2)
+      for i = 1, 4 do assert.is_nil(errs[i]) end
+      local e = json.decode(res[1].body)
+      assert.are.equal("PATCH", e.method)
+      assert.are.equal('{"a":1}', e.body)
+      assert.are.equal("application/apply-patch+yaml", e.headers["content-type"])
+      assert.are.equal("7", e.headers["content-length"])
+      e = json.decode(res[2].body)
+      assert.are.equal("plain", e.body)
+      assert.is_nil(e.headers["content-type"]) -- not made form data
+      assert.is_nil(e.headers["expect"])
+      e = json.decode(res[3].body)
+      assert.are.equal("PUT", e.method)
+      assert.are.equal("0", e.headers["content-length"])
+      e = json.decode(res[4].body)
+      assert.are.equal(#big, #e.body)
+      assert.are.equal("text/plain", e.headers["content-type"])
+    end)
+
     it("HEAD has no body", function()
       local res = assert(c:request { url = srv:url("/json"), method = "HEAD" })
       assert.are.equal(200, res.status)
