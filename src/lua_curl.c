@@ -972,7 +972,7 @@ static int m_request_many(lua_State *L) {
     if (curl_multi_perform(c->multi, &still) != CURLM_OK)
       return luaL_error(L, "request_many: curl_multi_perform failed");
     CURLMsg *m;
-    int left;
+    int left, finished = 0;
     while ((m = curl_multi_info_read(c->multi, &left))) {
       if (m->msg != CURLMSG_DONE)
         continue;
@@ -1016,8 +1016,12 @@ static int m_request_many(lua_State *L) {
       rb_xfer_release(x);
       running--;
       done++;
+      finished++;
     }
-    if (done < n)
+    /* a transfer that finished frees a place: start the next one at once
+     * (waiting first would sit out the poll's timeout whenever every transfer
+     * in flight had finished in this round) */
+    if (done < n && !(finished && next < n))
       curl_multi_poll(c->multi, NULL, 0, 100, NULL);
   }
   lua_pushvalue(L, MANY_RES);
