@@ -10,14 +10,13 @@ import ssl
 import sys
 import time
 import traceback
-import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from fake_faults import inject
 from fake_patch import json_patch, merge_patch, strategic_merge_patch
-from fake_types import (ApiError, FieldError, api_group_list, bad_request, forbidden,
+from fake_types import (ApiError, FieldError, api_group_list, bad_request, forbidden, new_uid,
                         method_not_allowed, options_error, openapi_v3_doc, openapi_v3_index, resource_list, truthy,
                         unsupported_media_type)
 from fake_streams import serve_exec, serve_portforward
@@ -221,7 +220,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache, private")
-        self.send_header("Audit-Id", str(uuid.uuid4()))
+        self.send_header("Audit-Id", new_uid())
         for w in getattr(self, "warnings", []):
             self.send_header("Warning", '299 - "%s"' % w.replace('"', '\\"'))
         for k, v in (headers or {}).items():
@@ -242,7 +241,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", ctype)
         self.send_header("Cache-Control", "no-cache, private")
-        self.send_header("Audit-Id", str(uuid.uuid4()))
+        self.send_header("Audit-Id", new_uid())
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
 
