@@ -56,6 +56,10 @@ static void client_release(struct client *c) {
     curl_easy_cleanup(c->easy);
     c->easy = NULL;
   }
+  if (c->share) { /* after every handle using it */
+    curl_share_cleanup(c->share);
+    c->share = NULL;
+  }
   free(c->ca_file);
   free(c->cert_file);
   free(c->key_file);
@@ -184,6 +188,11 @@ static int f_client(lua_State *L) {
   c->easy = curl_easy_init();
   if (!c->easy)
     return luaL_error(L, "curl.client: curl_easy_init failed");
+  /* a connection after the first resumes its TLS session (no certificate to
+   * send, parse and verify again); one thread uses the client, so no locks */
+  c->share = curl_share_init();
+  if (c->share)
+    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
   return 1;
 }
 
@@ -648,6 +657,8 @@ static int m_request(lua_State *L) {
   x->easy = e;
   curl_easy_reset(e);
   apply_client(c, e);
+  if (c->share)
+    curl_easy_setopt(e, CURLOPT_SHARE, c->share);
   curl_easy_setopt(e, CURLOPT_URL, x->url);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
   if (x->connect_to)
@@ -919,6 +930,8 @@ static int m_request_many(lua_State *L) {
     b->easy[i] = e;
     x->easy = e;
     apply_client(c, e);
+    if (c->share)
+      curl_easy_setopt(e, CURLOPT_SHARE, c->share);
     curl_easy_setopt(e, CURLOPT_URL, x->url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000 + (timeout > 0 ? 1 : 0)));

@@ -172,6 +172,24 @@ describe("runbook._curl", function()
       assert.is_true(elapsed < 1.0, string.format("20 requests took %.2f s", elapsed))
     end)
 
+    it("resumes its TLS session on the connections after the first", function()
+      local k <close> = curl.client { ca_file = srv.ca_file }
+      local first = json.decode(assert(k:request { url = srv:url("/echo") }).body)
+      assert.is_false(first.tls_resumed)
+      local reqs = {}
+      for i = 1, 4 do reqs[i] = { url = srv:url("/echo") } end
+      local res, errs = k:request_many(reqs, 4)
+      local resumed, ports = 0, {}
+      for i = 1, 4 do
+        assert.is_nil(errs[i])
+        local e = json.decode(res[i].body)
+        ports[e.client_port] = true
+        if e.tls_resumed then resumed = resumed + 1 end
+      end
+      assert.is_true(next(ports) ~= nil)
+      assert.is_true(resumed >= 1, "no connection of request_many resumed the session of the first")
+    end)
+
     it("HEAD has no body", function()
       local res = assert(c:request { url = srv:url("/json"), method = "HEAD" })
       assert.are.equal(200, res.status)
