@@ -169,7 +169,7 @@ describe("runbook._curl", function()
         assert.is_nil(errs[i])
         assert.are.equal(200, res[i].status)
       end
-      assert.is_true(elapsed < 1.0, string.format("20 requests took %.2f s", elapsed))
+      assert.is_true(elapsed < 1.5, string.format("20 requests took %.2f s (19 polls would be 1.9 s)", elapsed))
     end)
 
     it("resumes its TLS session on the connections after the first", function()
