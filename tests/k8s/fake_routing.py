@@ -31,8 +31,8 @@ class Headers:
     """A request's header fields, as the handlers read them: get() and []
     by case-insensitive name (the first field of that name), get_all(),
     `in`, items(). What http.server's email.message.Message offers them, at
-    a fraction of its cost (its parser was a fifth of the fake's time per
-    request)."""
+    a fraction of its cost (email's parser took 0.10 ms a request, read_headers
+    and this 0.03 ms)."""
 
     __slots__ = ("_fields", "_first")
 
@@ -78,8 +78,8 @@ MAX_HEADERS = 100  # and so are more fields than this
 
 def read_headers(rfile):
     """The header fields up to the blank line: [(name, value)], or a string
-    saying why they are refused. Continuation lines (obsolete folding) join
-    the field before them, as email's parser joins them."""
+    saying why they are refused. A continuation line (obsolete folding) joins
+    the field before it with a space, as Go's net/textproto joins it."""
     fields = []
     while True:
         line = rfile.readline(MAX_LINE + 1)
@@ -225,6 +225,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Warning", '299 - "%s"' % w.replace('"', '\\"'))
         for k, v in (headers or {}).items():
             self.send_header(k, str(v))
+        if self.request_version == "HTTP/0.9":  # no head to send (http.server's end_headers)
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            return
         # the header block and the body in one write (one TLS record, one segment)
         self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":

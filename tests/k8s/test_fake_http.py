@@ -185,6 +185,13 @@ class HeaderParsing(unittest.TestCase):
         self.assertIn(b"Error code: 400", out)
         self.assertIn(b"Bad request version ('HTTP/x.y')", out)
 
+    def test_an_http_0_9_request_gets_the_body_alone(self):
+        # no headers, so no token: the 401 Status, with no status line or head
+        self.c.send(b"GET /version\r\n\r\n")  # http.server reads a head for it too
+        out = self.until_closed()
+        self.assertTrue(out.startswith(b'{"kind":"Status"'), out[:80])
+        self.assertIn(b'"code":401', out)
+
     def test_http_2_is_not_spoken(self):
         self.c.send(request(["GET /version HTTP/2.0"]))
         out = self.until_closed()
