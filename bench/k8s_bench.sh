@@ -115,19 +115,31 @@ rbx() { # state, lua file, extra args
 nreq() { python3 bench/k8s_bench.py control "$server" "$ca" GET /_fake/requests | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))'; }
 load_before=$(uptime)
 
+# the CPU time the fake has used (all its threads), to give its own cost per request
+fake_cpu() { python3 bench/k8s_bench.py control "$server" "$ca" GET /_fake/cpu | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds"])'; }
+TIMEFORMAT='%U %S' # bash's time: user and system CPU of what it timed, children included
+cpu_of() { awk '{printf "%.3f", $1 + $2}' "$1"; }
+
 # the whole directory: kubectl, then runbook, each into its own fresh namespace
 control DELETE /_fake/requests
+f0=$(fake_cpu)
 t0=$(now)
-k apply --server-side -f "$tmp/dir-kc/" >/dev/null
-k get configmaps -n kc -o json >/dev/null
+{ time { k apply --server-side -f "$tmp/dir-kc/" >/dev/null; k get configmaps -n kc -o json >/dev/null; }; } 2>"$tmp/kc.cpu"
 t1=$(now)
+f1=$(fake_cpu)
 kc_dir=$(secs "$t0" "$t1")
+kc_dir_fake=$(secs "$f0" "$f1")
+kc_dir_cpu=$(cpu_of "$tmp/kc.cpu")
 kc_dir_requests=$(nreq)
 control DELETE /_fake/requests
+f0=$(fake_cpu)
 t0=$(now)
-rbx state-dir dir.lua --param dir="$tmp/dir-rb"
+{ time rbx state-dir dir.lua --param dir="$tmp/dir-rb"; } 2>"$tmp/rb.cpu"
 t1=$(now)
+f1=$(fake_cpu)
 rb_dir=$(secs "$t0" "$t1")
+rb_dir_fake=$(secs "$f0" "$f1")
+rb_dir_cpu=$(cpu_of "$tmp/rb.cpu")
 rb_dir_requests=$(nreq)
 dir_step_ms=$(grep -h '"type":"step.finished"' "$tmp"/state-dir/runs/*/journal.jsonl | sed 's/.*"ms":\([0-9]*\).*/\1/')
 # the same again (all unchanged now), under strace, to count the connections runbook opens
@@ -150,6 +162,30 @@ done
 t1=$(now)
 kc_secs=$(secs "$t0" "$t1")
 ratio=$(echo "$kc_secs / $rb_secs" | bc -l)
+
+# the fake's own cost per apply, with the cheapest client there is: curl's command
+# line sends OBJECTS server-side applies of new ConfigMaps on one kept-alive
+# connection (the floor under both sides above, which each pay per request)
+alone=
+if command -v curl >/dev/null; then
+  control POST /_fake/objects '{"objects":[{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"alone"}}]}'
+  for i in $(seq "$OBJECTS"); do
+    [ "$i" = 1 ] || echo "next"
+    printf 'url = "%s/api/v1/namespaces/alone/configmaps/cm-%d?fieldManager=bench"\nrequest = PATCH\n' "$server" "$i"
+    printf 'data = "{\\"apiVersion\\":\\"v1\\",\\"kind\\":\\"ConfigMap\\",\\"metadata\\":{\\"name\\":\\"cm-%d\\"},\\"data\\":{\\"i\\":\\"%d\\"}}"\n' "$i" "$i"
+    printf 'cacert = "%s"\nhttp1.1\noutput = /dev/null\nsilent\n' "$ca"
+    printf 'header = "Authorization: Bearer bench-token"\nheader = "Content-Type: application/apply-patch+yaml"\nheader = "Expect:"\n'
+  done >"$tmp/alone.curl"
+  control DELETE /_fake/requests
+  f0=$(fake_cpu)
+  curl -K "$tmp/alone.curl"
+  f1=$(fake_cpu)
+  alone_ok=$(python3 bench/k8s_bench.py control "$server" "$ca" GET /_fake/requests | python3 -c '
+import json, sys
+print(sum(1 for e in json.load(sys.stdin)["items"] if e["method"] == "PATCH" and e["status"] == 201))')
+  [ "$alone_ok" = "$OBJECTS" ] || { echo "curl's applies: $alone_ok of $OBJECTS created"; exit 1; }
+  alone=$(secs "$f0" "$f1")
+fi
 
 # ---- 2. rollout_status reaction --------------------------------------------------
 
@@ -194,6 +230,13 @@ printf '\nApplying a directory of %d ConfigMaps and reading them back (kubectl %
 printf '  %-58s %8.3f s  (the step: %s ms; %s requests, %.3f per object; %s connection(s))\n' "runbook exec: cluster:apply(dir) + cluster:list" "$rb_dir" "$dir_step_ms" "$rb_dir_requests" "$(echo "$rb_dir_requests / $OBJECTS" | bc -l)" "$connects"
 printf '  %-58s %8.3f s  (%s requests)\n' "kubectl apply --server-side -f dir/ + kubectl get -o json" "$kc_dir" "$kc_dir_requests"
 printf '  %-58s %8.1fx  (target >= 5x)\n' "kubectl time / runbook time" "$dir_ratio"
+printf '  %-58s runbook %.3f s, kubectl %.3f s\n' "their own CPU (user + system)" "$rb_dir_cpu" "$kc_dir_cpu"
+printf '  %-58s %.3f s during runbook (%.2f ms a request), %.3f s during kubectl (%.2f ms)\n' \
+  "the fake's CPU (one process, one interpreter lock)" "$rb_dir_fake" "$(echo "$rb_dir_fake * 1000 / $rb_dir_requests" | bc -l)" \
+  "$kc_dir_fake" "$(echo "$kc_dir_fake * 1000 / $kc_dir_requests" | bc -l)"
+printf '  %-58s %8.1fx  (kubectl time / the fake'"'"'s CPU during runbook)\n' "the most this fake allows" "$(echo "$kc_dir / $rb_dir_fake" | bc -l)"
+[ -z "$alone" ] || printf '  %-58s %.3f s for %d applies (%.2f ms each)\n' "the fake alone: curl's command line, one connection" \
+  "$alone" "$OBJECTS" "$(echo "$alone * 1000 / $OBJECTS" | bc -l)"
 printf '\nPer object: %d apply-then-get pairs (%d operations)\n' "$PAIRS" $((PAIRS * 2))
 printf '  %-58s %8.2f s   (the step: %s ms)\n' "runbook exec, one step: cluster:apply + cluster:get each" "$rb_secs" "$step_ms"
 printf '  %-58s %8.2f s\n' "bash loop: kubectl apply -f cm-N.yaml + kubectl get cm-N" "$kc_secs"

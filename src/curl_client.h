@@ -21,6 +21,7 @@ struct blob {
 struct client {
   CURL *easy;   /* NULL while closed */
   CURLM *multi; /* request_many's transfers and their connections, made on first use */
+  CURLSH *share; /* TLS sessions, shared by easy and request_many's transfers (not websockets) */
   int busy;   /* a request is running (callbacks must not close or reuse it) */
   char *ca_file, *cert_file, *key_file, *user_agent, *proxy, *tls_server_name;
   struct blob ca_data, cert_data, key_data;

@@ -12,7 +12,8 @@
   X(curl_easy_reset) X(curl_easy_setopt) X(curl_easy_strerror) X(curl_global_init)                 \
   X(curl_slist_append) X(curl_slist_free_all) X(curl_version_info) X(curl_multi_init)              \
   X(curl_multi_cleanup) X(curl_multi_add_handle) X(curl_multi_remove_handle)                       \
-  X(curl_multi_perform) X(curl_multi_poll) X(curl_multi_info_read) X(curl_multi_setopt)
+  X(curl_multi_perform) X(curl_multi_poll) X(curl_multi_info_read) X(curl_multi_setopt)             \
+  X(curl_share_init) X(curl_share_setopt) X(curl_share_cleanup)
 
 #define RB_DL_FIELD(name) __typeof__(name) *name;
 struct rb_curl_api {
@@ -48,6 +49,10 @@ extern struct rb_curl_api rb_curl;
 #define curl_multi_poll (rb_curl.curl_multi_poll)
 #define curl_multi_info_read (rb_curl.curl_multi_info_read)
 #define curl_multi_setopt (rb_curl.curl_multi_setopt)
+#undef curl_share_setopt
+#define curl_share_init (rb_curl.curl_share_init)
+#define curl_share_setopt (rb_curl.curl_share_setopt)
+#define curl_share_cleanup (rb_curl.curl_share_cleanup)
 #endif
 
 #endif

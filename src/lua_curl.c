@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "crypto.h"
 #include "dl_curl.h"
@@ -54,6 +55,10 @@ static void client_release(struct client *c) {
   if (c->easy) {
     curl_easy_cleanup(c->easy);
     c->easy = NULL;
+  }
+  if (c->share) { /* after every handle using it */
+    curl_share_cleanup(c->share);
+    c->share = NULL;
   }
   free(c->ca_file);
   free(c->cert_file);
@@ -183,6 +188,11 @@ static int f_client(lua_State *L) {
   c->easy = curl_easy_init();
   if (!c->easy)
     return luaL_error(L, "curl.client: curl_easy_init failed");
+  /* a connection after the first resumes its TLS session (no certificate to
+   * send, parse and verify again); one thread uses the client, so no locks */
+  c->share = curl_share_init();
+  if (c->share)
+    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
   return 1;
 }
 
@@ -647,6 +657,8 @@ static int m_request(lua_State *L) {
   x->easy = e;
   curl_easy_reset(e);
   apply_client(c, e);
+  if (c->share)
+    curl_easy_setopt(e, CURLOPT_SHARE, c->share);
   curl_easy_setopt(e, CURLOPT_URL, x->url);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
   if (x->connect_to)
@@ -828,6 +840,15 @@ static void push_response(lua_State *L, CURL *e, struct rb_xfer *x) {
   lua_setfield(L, res, "time");
 }
 
+/* Whether a header list sets `name` (case-insensitive). */
+static int has_header(const struct curl_slist *h, const char *name) {
+  size_t n = strlen(name);
+  for (; h; h = h->next)
+    if (strncasecmp(h->data, name, n) == 0 && (h->data[n] == ':' || h->data[n] == ';'))
+      return 1;
+  return 0;
+}
+
 #define MANY_REQS 2
 #define MANY_RES 4
 #define MANY_ERR 5
@@ -909,6 +930,8 @@ static int m_request_many(lua_State *L) {
     b->easy[i] = e;
     x->easy = e;
     apply_client(c, e);
+    if (c->share)
+      curl_easy_setopt(e, CURLOPT_SHARE, c->share);
     curl_easy_setopt(e, CURLOPT_URL, x->url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000 + (timeout > 0 ? 1 : 0)));
@@ -920,7 +943,24 @@ static int m_request_many(lua_State *L) {
       x->body_len = 0;
       has_body = 1;
     }
-    if (has_body) {
+    int postfields = has_body && x->body_len > 0;
+    if (postfields && !has_header(x->headers, "Content-Type")) {
+      /* curl would name a POSTFIELDS body form data; an upload names none */
+      struct curl_slist *h = curl_slist_append(x->headers, "Content-Type:");
+      if (!h)
+        return luaL_error(L, "out of memory");
+      x->headers = h;
+      curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+    }
+    if (postfields) {
+      /* the body goes out with the request head, in one write (one TLS record)
+       * while it is small; an upload through the read callback is always a
+       * second write, and a second read for the server. It stays referenced
+       * by reqs[i] until the call returns, so curl need not copy it. */
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    } else if (has_body) {
       curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
       curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->body_len);
       curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
@@ -929,7 +969,7 @@ static int m_request_many(lua_State *L) {
     }
     curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)(intptr_t)i);
     x->deadline = rb_deadline(L);
-    rb_xfer_setup(x, e, has_body);
+    rb_xfer_setup(x, e, has_body && !postfields);
     lua_settop(L, t - 1);
   }
 
@@ -945,7 +985,7 @@ static int m_request_many(lua_State *L) {
     if (curl_multi_perform(c->multi, &still) != CURLM_OK)
       return luaL_error(L, "request_many: curl_multi_perform failed");
     CURLMsg *m;
-    int left;
+    int left, finished = 0;
     while ((m = curl_multi_info_read(c->multi, &left))) {
       if (m->msg != CURLMSG_DONE)
         continue;
@@ -989,8 +1029,12 @@ static int m_request_many(lua_State *L) {
       rb_xfer_release(x);
       running--;
       done++;
+      finished++;
     }
-    if (done < n)
+    /* a transfer that finished frees a place: start the next one at once
+     * (waiting first would sit out the poll's timeout whenever every transfer
+     * in flight had finished in this round) */
+    if (done < n && !(finished && next < n))
       curl_multi_poll(c->multi, NULL, 0, 100, NULL);
   }
   lua_pushvalue(L, MANY_RES);

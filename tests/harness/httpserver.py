@@ -18,7 +18,8 @@ accepts connections. Paths:
   /hits?key=K             how many requests a key has seen
   /status/CODE            answers CODE with {"status": CODE}
   /redirect, /redirect-loop   302 to /json, or to itself
-  /echo                   the request as JSON: method, path, query, headers, body, client_port
+  /echo                   the request as JSON: method, path, query, headers, body, client_port,
+                          tls_resumed (the connection resumed an earlier TLS session)
   /hook?key=K[&status=S]  a webhook: keeps each request's body (and content type) under K, answers S (200)
   /hooked?key=K           what /hook kept under K, as a JSON list of {body, content_type}
   /upload                 size and sha256 of the body (chunked or not)
@@ -177,6 +178,7 @@ class Handler(BaseHTTPRequestHandler):
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": body.decode("latin-1"),
                 "client_port": self.client_address[1],
+                "tls_resumed": bool(getattr(self.connection, "session_reused", False)),
             })
         if path == "/upload":
             return self.send(200, {"size": len(body), "sha256": hashlib.sha256(body).hexdigest(),

@@ -16,6 +16,7 @@ other modules, the options, authentication and the control API
 
 import argparse
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -92,6 +93,12 @@ class Fake:
 
     def health(self, params, data):
         return {"ok": True, "resourceVersion": self.store.rv}
+
+    def cpu(self, params, data):
+        """The CPU time this process has used (all its threads), for benchmarks
+        that need the fake's own cost per request."""
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return {"user": r.ru_utime, "system": r.ru_stime, "seconds": r.ru_utime + r.ru_stime}
 
     def reset(self, params, data):
         self.faults.clear(self.cli_forbids)
@@ -251,6 +258,7 @@ class Fake:
 # in tests/k8s/README.md, the one place to look it up.
 CONTROL = {
     ("GET", "health"): Fake.health,
+    ("GET", "cpu"): Fake.cpu,
     ("POST", "reset"): Fake.reset,
     ("POST", "faults"): Fake.add_faults,
     ("GET", "faults"): Fake.list_faults,
@@ -276,6 +284,11 @@ CONTROL = {
 class TLSServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver listens with a backlog of 5: a client opening more connections at
+    # once (curl's multi pool, kubectl's parallel discovery) overflows it, the kernel
+    # drops the SYN, and the connection comes a full second later on the client's
+    # retransmit. Go's net.Listen (so the real apiserver) asks for the kernel's maximum.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, address, fake, context):
         self.fake = fake

@@ -87,10 +87,15 @@ class Controllers(threading.Thread):
         with self.lock:
             if key in self.due and self.due[key] <= when:
                 return
+            # the thread sleeps until the earliest item: wake it only when this
+            # one comes sooner (not once for every write, which made it contend
+            # with the requests for the interpreter lock)
+            sooner = not self.heap or when < self.heap[0][0]
             self.due[key] = when
             self.seq += 1
             heapq.heappush(self.heap, (when, self.seq, key))
-        self.wake.set()
+        if sooner:
+            self.wake.set()
 
     def on_event(self, ev):
         """Called by the store, lock held: decide what to reconcile."""

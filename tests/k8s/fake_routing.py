@@ -10,13 +10,13 @@ import ssl
 import sys
 import time
 import traceback
-import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from fake_faults import inject
 from fake_patch import json_patch, merge_patch, strategic_merge_patch
-from fake_types import (ApiError, FieldError, api_group_list, bad_request, forbidden,
+from fake_types import (ApiError, FieldError, api_group_list, bad_request, forbidden, new_uid,
                         method_not_allowed, options_error, openapi_v3_doc, openapi_v3_index, resource_list, truthy,
                         unsupported_media_type)
 from fake_streams import serve_exec, serve_portforward
@@ -25,6 +25,79 @@ from fake_watch import serve_log, serve_watch
 # ==========================================================================
 # HTTP: routing, authentication, handlers
 # ==========================================================================
+
+
+class Headers:
+    """A request's header fields, as the handlers read them: get() and []
+    by case-insensitive name (the first field of that name), get_all(),
+    `in`, items(). What http.server's email.message.Message offers them, at
+    a fraction of its cost (email's parser took 0.10 ms a request, read_headers
+    and this 0.03 ms)."""
+
+    __slots__ = ("_fields", "_first")
+
+    def __init__(self, fields):
+        self._fields = fields  # [(name, value)], in order
+        self._first = {}
+        for name, value in fields:
+            self._first.setdefault(name.lower(), value)
+
+    def get(self, name, default=None):
+        return self._first.get(name.lower(), default)
+
+    def __getitem__(self, name):
+        return self._first.get(name.lower())
+
+    def __contains__(self, name):
+        return name.lower() in self._first
+
+    def get_all(self, name, default=None):
+        name = name.lower()
+        values = [v for k, v in self._fields if k.lower() == name]
+        return values or default
+
+    def items(self):
+        return list(self._fields)
+
+    def keys(self):
+        return [k for k, _ in self._fields]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self):
+        return len(self._fields)
+
+    def __str__(self):
+        return "".join("%s: %s\r\n" % f for f in self._fields) + "\r\n"
+
+
+MAX_LINE = 65536   # as http.client: a longer header line is 431
+MAX_HEADERS = 100  # and so are more fields than this
+
+
+def read_headers(rfile):
+    """The header fields up to the blank line: [(name, value)], or a string
+    saying why they are refused. A continuation line (obsolete folding) joins
+    the field before it with a space, as Go's net/textproto joins it."""
+    fields = []
+    while True:
+        line = rfile.readline(MAX_LINE + 1)
+        if len(line) > MAX_LINE:
+            return "Line too long"
+        if line in (b"\r\n", b"\n", b""):
+            return fields
+        text = line.decode("iso-8859-1").rstrip("\r\n")
+        if text[:1] in (" ", "\t") and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + " " + text.strip())
+            continue
+        name, sep, value = text.partition(":")
+        if not sep:
+            continue  # email's parser drops a line that is no field too
+        fields.append((name.rstrip(), value.strip()))
+        if len(fields) > MAX_HEADERS:
+            return "Too many headers"
 
 
 class Request:
@@ -60,6 +133,69 @@ class Handler(BaseHTTPRequestHandler):
         if self.fake.verbose:
             sys.stderr.write("fake-apiserver: %s\n" % (fmt % args))
 
+    def log_request(self, code="-", size="-"):
+        if self.fake.verbose:
+            super().log_request(code, size)
+
+    def parse_request(self):
+        """http.server's parse_request (the request line, HTTP/1.1 keep-alive,
+        Connection, Expect: 100-continue, 400/431/505 answers), with the
+        header fields read by read_headers into Headers."""
+        self.command = None
+        self.request_version = version = self.default_request_version
+        self.close_connection = True
+        self.requestline = requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = requestline.split()
+        if not words:
+            return False
+        if len(words) >= 3:
+            version = words[-1]
+            number = version[5:].split(".") if version.startswith("HTTP/") else []
+            if len(number) != 2 or not all(n.isdigit() and len(n) <= 10 for n in number):
+                self.send_error(HTTPStatus.BAD_REQUEST, "Bad request version (%r)" % version)
+                return False
+            number = int(number[0]), int(number[1])
+            if number >= (1, 1):
+                self.close_connection = False
+            if number >= (2, 0):
+                self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, "Invalid HTTP version (%s)" % version[5:])
+                return False
+            self.request_version = version
+        if not 2 <= len(words) <= 3:
+            self.send_error(HTTPStatus.BAD_REQUEST, "Bad request syntax (%r)" % requestline)
+            return False
+        command, path = words[:2]
+        if len(words) == 2:
+            self.close_connection = True
+            if command != "GET":
+                self.send_error(HTTPStatus.BAD_REQUEST, "Bad HTTP/0.9 request type (%r)" % command)
+                return False
+        self.command = command
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
+        fields = read_headers(self.rfile)
+        if isinstance(fields, str):
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, fields)
+            return False
+        self.headers = Headers(fields)
+        conntype = self.headers.get("Connection", "").lower()
+        if conntype == "close":
+            self.close_connection = True
+        elif conntype == "keep-alive":
+            self.close_connection = False
+        if self.headers.get("Expect", "").lower() == "100-continue" and self.request_version >= "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
+
+    def date_time_string(self, timestamp=None):
+        """The Date header, formatted once a second rather than once a response."""
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        cached = getattr(self.server, "date_cache", None)
+        if cached is None or cached[0] != now:
+            cached = self.server.date_cache = (now, super().date_time_string(now))
+        return cached[1]
+
     def send_response(self, code, message=None):
         if self.log_entry is not None:
             self.log_entry["status"] = code
@@ -84,14 +220,20 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache, private")
-        self.send_header("Audit-Id", str(uuid.uuid4()))
+        self.send_header("Audit-Id", new_uid())
         for w in getattr(self, "warnings", []):
             self.send_header("Warning", '299 - "%s"' % w.replace('"', '\\"'))
         for k, v in (headers or {}).items():
             self.send_header(k, str(v))
-        self.end_headers()
+        if self.request_version == "HTTP/0.9":  # no head to send (http.server's end_headers)
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            return
+        # the header block and the body in one write (one TLS record, one segment)
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(data)
+            self._headers_buffer.append(data)
+        self.flush_headers()
 
     def send_json(self, code, obj, headers=None):
         self.send_bytes(code, (json.dumps(obj, separators=(",", ":")) + "\n").encode(), "application/json", headers)
@@ -103,7 +245,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", ctype)
         self.send_header("Cache-Control", "no-cache, private")
-        self.send_header("Audit-Id", str(uuid.uuid4()))
+        self.send_header("Audit-Id", new_uid())
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
 

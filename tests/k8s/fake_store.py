@@ -11,10 +11,9 @@ import base64
 import collections
 import json
 import threading
-import uuid
 
 from fake_patch import clone, json_equal, track_update
-from fake_types import (Types, bad_request, expired, fields_match, labels_match, not_found, now_rfc3339,
+from fake_types import (Types, bad_request, expired, fields_match, labels_match, new_uid, not_found, now_rfc3339,
                         parse_field_selector, parse_label_selector)
 from fake_validation import Defaults
 from fake_verbs import Verbs
@@ -84,7 +83,7 @@ class Store(Verbs):
 
     def _fill_system(self, obj):
         meta = obj.setdefault("metadata", {})
-        meta["uid"] = str(uuid.uuid4())
+        meta["uid"] = new_uid()
         meta["creationTimestamp"] = now_rfc3339()
         return meta
 

@@ -10,6 +10,7 @@ import json
 import random
 import re
 import time
+import uuid
 
 # --------------------------------------------------------------------------
 # Small helpers
@@ -19,6 +20,13 @@ import time
 def now_rfc3339(t=None):
     """Whole-second RFC 3339 in UTC, as metav1.Time serialises."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if t is None else t))
+
+
+def new_uid():
+    """A random (version 4) UUID, as uids and Audit-Ids are. From the process's
+    PRNG, not os.urandom: a system call per id, in the middle of every request,
+    is a point where the interpreter lock changes hands; no id here is a secret."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's utilrand alphabet

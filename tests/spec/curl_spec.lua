@@ -130,6 +130,66 @@ describe("runbook._curl", function()
       assert.are.equal("DELETE", json.decode(res.body).method)
     end)
 
+    it("request_many sends bodies whole, with the Content-Type given or none", function()
+      local big = string.rep("x", 200000) -- past what goes out with the request head
+      local res, errs = c:request_many({
+        { method = "PATCH", url = srv:url("/echo"), body = '{"a":1}',
+          headers = { { "Content-Type", "application/apply-patch+yaml" } } },
+        { method = "POST", url = srv:url("/echo"), body = "plain" },
+        { method = "PUT", url = srv:url("/echo") },
+        { method = "POST", url = srv:url("/echo"), body = big, headers = { ["content-type"] = "text/plain" } },
+      }, 2)
+      for i = 1, 4 do assert.is_nil(errs[i]) end
+      local e = json.decode(res[1].body)
+      assert.are.equal("PATCH", e.method)
+      assert.are.equal('{"a":1}', e.body)
+      assert.are.equal("application/apply-patch+yaml", e.headers["content-type"])
+      assert.are.equal("7", e.headers["content-length"])
+      e = json.decode(res[2].body)
+      assert.are.equal("plain", e.body)
+      assert.is_nil(e.headers["content-type"]) -- not made form data
+      assert.is_nil(e.headers["expect"])
+      e = json.decode(res[3].body)
+      assert.are.equal("PUT", e.method)
+      assert.are.equal("0", e.headers["content-length"])
+      e = json.decode(res[4].body)
+      assert.are.equal(#big, #e.body)
+      assert.are.equal("text/plain", e.headers["content-type"])
+    end)
+
+    it("request_many starts the next request as soon as one finishes", function()
+      -- with one in flight, every request finishes alone; waiting on the poll
+      -- before starting the next would cost its full 100 ms timeout each time
+      local reqs = {}
+      for i = 1, 20 do reqs[i] = { url = srv:url("/json") } end
+      local t0 = host.monotime()
+      local res, errs = c:request_many(reqs, 1)
+      local elapsed = host.monotime() - t0
+      for i = 1, 20 do
+        assert.is_nil(errs[i])
+        assert.are.equal(200, res[i].status)
+      end
+      assert.is_true(elapsed < 1.5, string.format("20 requests took %.2f s (19 polls would be 1.9 s)", elapsed))
+    end)
+
+    it("resumes its TLS session on the connections after the first", function()
+      local k <close> = curl.client { ca_file = srv.ca_file }
+      local first = json.decode(assert(k:request { url = srv:url("/echo") }).body)
+      assert.is_false(first.tls_resumed)
+      local reqs = {}
+      for i = 1, 4 do reqs[i] = { url = srv:url("/echo") } end
+      local res, errs = k:request_many(reqs, 4)
+      local resumed, ports = 0, {}
+      for i = 1, 4 do
+        assert.is_nil(errs[i])
+        local e = json.decode(res[i].body)
+        ports[e.client_port] = true
+        if e.tls_resumed then resumed = resumed + 1 end
+      end
+      assert.is_true(next(ports) ~= nil)
+      assert.is_true(resumed >= 1, "no connection of request_many resumed the session of the first")
+    end)
+
     it("HEAD has no body", function()
       local res = assert(c:request { url = srv:url("/json"), method = "HEAD" })
       assert.are.equal(200, res.status)
