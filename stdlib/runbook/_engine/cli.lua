@@ -475,17 +475,20 @@ local function version(opts)
   return 0
 end
 
+-- the help and man page renderer, loaded only by the commands that print
+-- them: a run does not pay for undumping it
+local function clidoc() return require "runbook._engine.clidoc" end
+
 local function dispatch(argv)
-  local clidoc = require "runbook._engine.clidoc"
   local name = argv[1]
   if name == nil or name == "--help" or name == "-h" or name == "help" then
     if name == "help" and argv[2] then
       local c = M.BY_NAME[argv[2]]
       if not c or c.hidden then errors.raisef("usage", nil, "help: unknown command '%s'%s", argv[2], suggest.hint(argv[2], visible_names())) end
-      host.write(1, clidoc.help(c))
+      host.write(1, clidoc().help(c))
       return 0
     end
-    host.write(name and 1 or 2, clidoc.main_help())
+    host.write(name and 1 or 2, clidoc().main_help())
     return name and 0 or 2
   end
   if name == "--version" then name = "version" end
@@ -496,20 +499,20 @@ local function dispatch(argv)
   local rest = { table.unpack(argv, 2) }
   if name == "test" then
     if rest[1] == "--help" or rest[1] == "-h" then
-      host.write(1, clidoc.help(c) .. "\nOther options are busted's (see busted --help).\n")
+      host.write(1, clidoc().help(c) .. "\nOther options are busted's (see busted --help).\n")
       return 0
     end
     return require("runbook._engine.testing").run(rest)
   elseif name == "__complete" then
     return require("runbook._engine.completion").candidates(rest)
   elseif name == "__man" then
-    return clidoc.man_command(rest)
+    return clidoc().man_command(rest)
   elseif name == "__doc" then
-    return clidoc.doc_command(rest)
+    return clidoc().doc_command(rest)
   end
   local pos, opts = M.parse(name, rest)
   if opts.help then
-    host.write(1, clidoc.help(c))
+    host.write(1, clidoc().help(c))
     return 0
   end
   if name == "version" then
