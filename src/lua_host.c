@@ -21,6 +21,7 @@
 
 #include "fileio.h"
 #include "host.h"
+#include "lua_alloc.h"
 #include "modules.h"
 #include "redact.h"
 
@@ -75,8 +76,14 @@ struct rb_host *rb_host_attach(lua_State *L, struct rb_host *shared) {
   if (!h) {
     void *ud;
     lua_Alloc alloc = lua_getallocf(L, &ud);
+    /* The redactor is shared with worker threads; a pool (lua_alloc.c) is
+     * its state's thread's alone, so then the C library's allocator */
+    if (alloc == rb_pool_alloc) {
+      alloc = NULL;
+      ud = NULL;
+    }
     h = calloc(1, sizeof *h);
-    /* the state's allocator: the one tests make fail */
+    /* otherwise the state's allocator: the one tests make fail */
     if (!h || !(h->redactor = rb_redactor_new(alloc, ud))) {
       free(h);
       luaL_error(L, "out of memory");
