@@ -756,9 +756,16 @@ static int l_read_line(lua_State *L) {
 }
 
 /* environ() -> {NAME = value, ...}: for options read from RUNBOOK_PARAM_<NAME> */
+/* environ([prefix]) -> { NAME = value }: every variable, or those whose
+ * name starts with prefix (filtered here: a start reads the whole
+ * environment for RUNBOOK_PARAM_*, and most of it is not that) */
 static int l_environ(lua_State *L) {
+  size_t plen = 0;
+  const char *prefix = luaL_optlstring(L, 1, "", &plen);
   lua_newtable(L);
   for (char **e = environ; *e; e++) {
+    if (plen && strncmp(*e, prefix, plen) != 0)
+      continue;
     const char *eq = strchr(*e, '=');
     if (!eq)
       continue;

@@ -36,7 +36,7 @@ local function output(help) return { OUTPUT[1], arg = OUTPUT.arg, choices = OUTP
 --   store: takes --state; examples: { { command, what } }; exits: codes that apply
 --   complete: "file" (a runbook) | "anyfile" | "run" | "run_step" | "file_step" | "dir" | "none"
 --   hidden: not listed (helpers for completion and the build)
-M.COMMANDS = {
+local COMMANDS = {
   {
     name = "exec", summary = "run a runbook, resuming its newest unfinished run",
     args = { { "FILE", complete = "file" } }, store = true,
@@ -270,9 +270,14 @@ loaded and which package to install.]],
   { name = "__doc", hidden = true, passthrough = true, summary = "print or update docs/cli.md's reference" },
 }
 
-M.BY_NAME = {}
-for _, c in ipairs(M.COMMANDS) do
-  M.BY_NAME[c.name] = c
+local BY_NAME = {}
+for _, c in ipairs(COMMANDS) do BY_NAME[c.name] = c end
+
+-- A command's derived fields (the shared options, by_option, each option's
+-- variable, usage), filled the first time it is used: a run prepares its
+-- one command, not all of them (that loop was most of loading this file).
+local function prepare(c)
+  if c.by_option then return c end
   c.options = c.options or {}
   c.args = c.args or {}
   if not c.passthrough then
@@ -282,7 +287,9 @@ for _, c in ipairs(M.COMMANDS) do
   c.by_option = {}
   for _, o in ipairs(c.options) do
     c.by_option[o[1]] = o
-    if o.env == nil then o.env = "RUNBOOK_" .. o[1]:sub(3):upper():gsub("%-", "_") end
+    -- the options table's key: "dry_run" for --dry-run
+    o.field = o.field or o[1]:sub(3):gsub("%-", "_")
+    if o.env == nil then o.env = "RUNBOOK_" .. o.field:upper() end
   end
   if not c.usage then
     local u = { "runbook", c.name }
@@ -290,7 +297,24 @@ for _, c in ipairs(M.COMMANDS) do
     if #c.options > 1 then u[#u + 1] = "[options]" end
     c.usage = table.concat(u, " ")
   end
+  return c
 end
+
+--- The command NAME, prepared; nil when there is none.
+function M.command(name)
+  local c = BY_NAME[name]
+  return c and prepare(c)
+end
+
+-- M.COMMANDS (in help order) and M.BY_NAME, every command prepared, on
+-- first use: the help, man pages, docs and completions read them.
+setmetatable(M, { __index = function(t, k)
+  if k ~= "COMMANDS" and k ~= "BY_NAME" then return nil end
+  for _, c in ipairs(COMMANDS) do prepare(c) end
+  rawset(t, "COMMANDS", COMMANDS)
+  rawset(t, "BY_NAME", BY_NAME)
+  return rawget(t, k)
+end })
 
 -- Variables that are not an option's.
 M.ENVIRONMENT = {
@@ -309,7 +333,7 @@ M.ENVIRONMENT = {
 
 local function visible_names()
   local names = {}
-  for _, c in ipairs(M.COMMANDS) do
+  for _, c in ipairs(COMMANDS) do
     if not c.hidden then names[#names + 1] = c.name end
   end
   return names
@@ -321,14 +345,14 @@ local FALSE = { ["0"] = true, ["false"] = true, no = true, off = true, [""] = tr
 -- Options not given on the command line from their environment variables.
 local function from_env(c, opts, given)
   for _, o in ipairs(c.options) do
-    local field = o[1]:sub(3):gsub("%-", "_")
-    if o.env and o.env:match("<NAME>$") then
+    local field = o.field
+    if o.env and o.env:find("<NAME>", -6, true) then
       -- RUNBOOK_PARAM_<NAME>: each variable is one NAME=VALUE, before the
       -- command line's, so a --param of the same name wins
-      local prefix = o.env:gsub("<NAME>$", "")
+      local prefix = o.env:sub(1, -7)
       local list = {}
-      for k, v in pairs(host.environ()) do
-        if k:sub(1, #prefix) == prefix and #k > #prefix then list[#list + 1] = k:sub(#prefix + 1) .. "=" .. v end
+      for k, v in pairs(host.environ(prefix)) do
+        if #k > #prefix then list[#list + 1] = k:sub(#prefix + 1) .. "=" .. v end
       end
       table.sort(list)
       if #list > 0 then
@@ -359,7 +383,7 @@ end
 --- keyed by option name without dashes ("dry_run" for --dry-run). Options
 --- not on the command line come from their environment variables.
 function M.parse(name, argv)
-  local c = M.BY_NAME[name]
+  local c = M.command(name)
   local pos, opts, given = {}, {}, {}
   local i = 1
   while i <= #argv do
@@ -378,7 +402,7 @@ function M.parse(name, argv)
         errors.raisef("usage", nil, "%s: unknown option %s%s (see runbook %s --help)", name, key, hint, name)
       end
       given[key] = true
-      local field = key:sub(3):gsub("%-", "_")
+      local field = spec.field
       if spec.arg then
         if val == nil then
           i = i + 1
@@ -428,8 +452,7 @@ function M.parse(name, argv)
     end
   end
   for _, o in ipairs(c.options) do
-    local field = o[1]:sub(3):gsub("%-", "_")
-    local v = opts[field]
+    local v = opts[o.field]
     if o.choices and v ~= nil then
       local okv = false
       for _, ch in ipairs(o.choices) do okv = okv or ch == v end
@@ -483,7 +506,7 @@ local function dispatch(argv)
   local name = argv[1]
   if name == nil or name == "--help" or name == "-h" or name == "help" then
     if name == "help" and argv[2] then
-      local c = M.BY_NAME[argv[2]]
+      local c = M.command(argv[2])
       if not c or c.hidden then errors.raisef("usage", nil, "help: unknown command '%s'%s", argv[2], suggest.hint(argv[2], visible_names())) end
       host.write(1, clidoc().help(c))
       return 0
@@ -492,7 +515,7 @@ local function dispatch(argv)
     return name and 0 or 2
   end
   if name == "--version" then name = "version" end
-  local c = M.BY_NAME[name]
+  local c = M.command(name)
   if not c then
     errors.raisef("usage", nil, "unknown command '%s'%s (see runbook --help)", name, suggest.hint(name, visible_names()))
   end
