@@ -6,7 +6,8 @@
 -- protected call.
 local host = require "runbook._host"
 local errors = require "runbook.errors"
-local suggest = require "runbook._engine.suggest"
+-- the spelling suggestions, loaded with the first mistake
+local function hint(word, set) return require("runbook._engine.suggest").hint(word, set) end
 
 local M = {}
 
@@ -398,7 +399,7 @@ function M.parse(name, argv)
       key = key or a
       local spec = c.by_option[key]
       if not spec then
-        local hint = suggest.hint(key, c.by_option)
+        local hint = hint(key, c.by_option)
         errors.raisef("usage", nil, "%s: unknown option %s%s (see runbook %s --help)", name, key, hint, name)
       end
       given[key] = true
@@ -445,9 +446,9 @@ function M.parse(name, argv)
       local okv = false
       for _, ch in ipairs(allowed) do okv = okv or ch == v end
       if not okv and a.literal then
-        errors.raisef("usage", nil, "%s: unknown subcommand '%s'%s (usage: %s)", name, v, suggest.hint(v, allowed), c.usage)
+        errors.raisef("usage", nil, "%s: unknown subcommand '%s'%s (usage: %s)", name, v, hint(v, allowed), c.usage)
       elseif not okv then
-        errors.raisef("usage", nil, "%s: %s must be %s, not '%s'%s", name, a[1], table.concat(allowed, " or "), v, suggest.hint(v, allowed))
+        errors.raisef("usage", nil, "%s: %s must be %s, not '%s'%s", name, a[1], table.concat(allowed, " or "), v, hint(v, allowed))
       end
     end
   end
@@ -507,7 +508,7 @@ local function dispatch(argv)
   if name == nil or name == "--help" or name == "-h" or name == "help" then
     if name == "help" and argv[2] then
       local c = M.command(argv[2])
-      if not c or c.hidden then errors.raisef("usage", nil, "help: unknown command '%s'%s", argv[2], suggest.hint(argv[2], visible_names())) end
+      if not c or c.hidden then errors.raisef("usage", nil, "help: unknown command '%s'%s", argv[2], hint(argv[2], visible_names())) end
       host.write(1, clidoc().help(c))
       return 0
     end
@@ -517,7 +518,7 @@ local function dispatch(argv)
   if name == "--version" then name = "version" end
   local c = M.command(name)
   if not c then
-    errors.raisef("usage", nil, "unknown command '%s'%s (see runbook --help)", name, suggest.hint(name, visible_names()))
+    errors.raisef("usage", nil, "unknown command '%s'%s (see runbook --help)", name, hint(name, visible_names()))
   end
   local rest = { table.unpack(argv, 2) }
   if name == "test" then

@@ -3,7 +3,8 @@
 -- (ctx:once), keeps cursors for long steps (ctx:checkpoint / ctx:cursor),
 -- and reports logs and progress.
 local host = require "runbook._host"
-local memo = require "runbook._engine.memo"
+-- memos and checkpoints: loaded when a step first keeps one
+local function memo() return require "runbook._engine.memo" end
 local audit = require "runbook._engine.audit"
 
 local M = {}
@@ -63,11 +64,11 @@ function Ctx:once(key, fn)
   local m = st and st.memos[key]
   local a = aad(self.run_id, self.step, "memo", key)
   if m then
-    return memo.open(m.value, run.keyfn, a, string.format("memo '%s' of step %s", key, self.step))
+    return memo().open(m.value, run.keyfn, a, string.format("memo '%s' of step %s", key, self.step))
   end
   local v = fn()
   local what = string.format("ctx:once('%s'): the result", key)
-  run:append("step.memo", { step = self.step, key = key, value = memo.seal(v, run.keyfn, a, what) })
+  run:append("step.memo", { step = self.step, key = key, value = memo().seal(v, run.keyfn, a, what) })
   return v
 end
 
@@ -79,7 +80,7 @@ function Ctx:checkpoint(key, value)
   local run = private[self]
   run:append("step.checkpoint", {
     step = self.step, key = key,
-    value = memo.seal(value, run.keyfn, aad(self.run_id, self.step, "checkpoint", key), string.format("ctx:checkpoint('%s'): the value", key)),
+    value = memo().seal(value, run.keyfn, aad(self.run_id, self.step, "checkpoint", key), string.format("ctx:checkpoint('%s'): the value", key)),
   })
 end
 
@@ -91,7 +92,7 @@ function Ctx:cursor(key)
   local st = run.state.steps[self.step]
   local c = st and st.checkpoints[key]
   if not c then return nil end
-  return memo.open(c.value, run.keyfn, aad(self.run_id, self.step, "checkpoint", key),
+  return memo().open(c.value, run.keyfn, aad(self.run_id, self.step, "checkpoint", key),
     string.format("checkpoint '%s' of step %s", key, self.step))
 end
 

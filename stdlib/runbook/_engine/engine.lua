@@ -8,13 +8,14 @@ local loader = require "runbook._engine.loader"
 local state = require "runbook._engine.state"
 local storemod = require "runbook._engine.store"
 local params = require "runbook._engine.params"
-local memo = require "runbook._engine.memo"
+-- sealing outputs and running parallel groups: loaded when a run first does it
+local function memo() return require "runbook._engine.memo" end
 local ctxmod = require "runbook._engine.ctx"
 local audit = require "runbook._engine.audit"
 local backoffs = require "runbook._engine.backoff"
 local consolemod = require "runbook._engine.console"
 local actor = require "runbook._engine.actor"
-local parallel = require "runbook._engine.parallel"
+local function parallel() return require "runbook._engine.parallel" end
 local notify_outcome
 
 local M = {}
@@ -70,7 +71,7 @@ end
 function Run:outputs_of(id)
   local st = self.state.steps[id]
   if not st or st.outputs == nil then return nil end
-  return memo.open(st.outputs, self.keyfn, self.id .. "\0" .. id .. "\0outputs\0", "outputs of step " .. id)
+  return memo().open(st.outputs, self.keyfn, self.id .. "\0" .. id .. "\0outputs\0", "outputs of step " .. id)
 end
 
 -- an in-memory journal for --dry-run: nothing reaches the store
@@ -208,7 +209,7 @@ function Run:run_step(s)
     end
     local ms = math.floor((host.monotime() - t0) * 1000 + 0.5)
     if ok then
-      local sealed_ok, sealed = pcall(memo.seal, out, self.keyfn, self.id .. "\0" .. s.id .. "\0outputs\0", "the step's return value")
+      local sealed_ok, sealed = pcall(memo().seal, out, self.keyfn, self.id .. "\0" .. s.id .. "\0outputs\0", "the step's return value")
       local appended, aerr = false, sealed
       if sealed_ok then
         -- lazy: the next event (the next step's started, or the run's end)
@@ -623,7 +624,7 @@ function Run:execute()
       if not state.COMPLETE[state.step(self.state, b.id).status] then pending[#pending + 1] = b end
     end
     local outcome, failed_step = "done", nil
-    if #pending == 1 or (#pending > 1 and not parallel.available(self)) then
+    if #pending == 1 or (#pending > 1 and not parallel().available(self)) then
       for _, p in ipairs(pending) do
         outcome = self:run_step(p)
         ran = ran + 1
@@ -631,7 +632,7 @@ function Run:execute()
       end
     elseif #pending > 1 then
       self:sync()
-      outcome, failed_step = parallel.run(self, pending)
+      outcome, failed_step = parallel().run(self, pending)
       ran = ran + #pending
     end
     if outcome == "failed" then

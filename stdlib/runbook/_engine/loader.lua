@@ -4,7 +4,8 @@
 local host = require "runbook._host"
 local crypto = require "runbook._crypto"
 local errors = require "runbook.errors"
-local nearest = require("runbook._engine.suggest").nearest
+-- the spelling suggestions, loaded with the first mistake
+local function nearest(word, set) return require("runbook._engine.suggest").nearest(word, set) end
 
 local M = {}
 
