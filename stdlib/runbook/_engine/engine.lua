@@ -209,7 +209,11 @@ function Run:run_step(s)
     end
     local ms = math.floor((host.monotime() - t0) * 1000 + 0.5)
     if ok then
-      local sealed_ok, sealed = pcall(memo().seal, out, self.keyfn, self.id .. "\0" .. s.id .. "\0outputs\0", "the step's return value")
+      -- a step that returns nothing has nothing to seal (memo.seal(nil) is nil)
+      local sealed_ok, sealed = true, nil
+      if out ~= nil then
+        sealed_ok, sealed = pcall(memo().seal, out, self.keyfn, self.id .. "\0" .. s.id .. "\0outputs\0", "the step's return value")
+      end
       local appended, aerr = false, sealed
       if sealed_ok then
         -- lazy: the next event (the next step's started, or the run's end)
