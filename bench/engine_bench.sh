@@ -10,7 +10,9 @@
 #     as the resume writes events;
 #  3. peak RSS of (1);
 #  4. ansible-playbook running 14 local debug tasks, for scale. It writes
-#     nothing durable: no journal, no sync, nothing to resume from.
+#     nothing durable: no journal, no sync, nothing to resume from;
+#  5. with valgrind installed, the instructions of one fresh run
+#     (callgrind): the one figure here the machine's load does not move.
 # Targets: (1) and (2) <= 1.5x their floor, (3) <= 5 MB. Exits non-zero when
 # one is missed. RUNS=N changes the number of timed runs (default 40).
 set -eu
@@ -101,14 +103,22 @@ hyperfine -N --style none --warmup 1 --runs 10 \
   --prepare "rm -rf $tmp/state" "env RUNBOOK_STATE=$tmp/state $RB exec noop14.lua" \
   --prepare "true" "env ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false ansible-playbook -c local -i localhost, playbook.yml" \
   --export-json ansible.json >/dev/null
+# 5: instructions of one fresh run, steady where times are not (callgrind,
+# when valgrind is installed; it runs the portable SHA-256)
+instr=
+if command -v valgrind >/dev/null; then
+  rm -rf "$tmp/state"
+  instr=$(RUNBOOK_STATE=$tmp/state valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+    $RB exec noop14.lua 2>&1 >/dev/null | awk '/Collected/ {print $4}')
+fi
 load_after=$(uptime)
 ansible_version=$(ansible-playbook --version 2>/dev/null | awk 'NR == 1')
 
 python3 - "$fresh_events" "$fresh_syncs" "$events" "$resume_events" "$resume_syncs" "$peak" \
-  "$load_before" "$load_after" "$ansible_version" "$RUNS" <<'PY'
+  "$load_before" "$load_after" "$ansible_version" "$RUNS" "$instr" <<'PY'
 import json, sys
 fe, fs, ev, re_, rs, peak_kb = (int(x or 0) for x in sys.argv[1:7])
-before, after, ansible_v, runs = sys.argv[7:11]
+before, after, ansible_v, runs, instr = sys.argv[7:12]
 def meds(f):
     return [r["median"] * 1000 for r in json.load(open(f))["results"]]
 def p(f, i, q):
@@ -143,6 +153,8 @@ for label, f in (("fresh", "fresh.json"), ("resume", "resume.json")):
 mb = peak_kb / 1024
 ok &= mb <= 5
 print(f"{'peak RSS, fresh run (max of 10)':<52} {mb:7.1f} MB{'':19}<= 5 MB {'ok' if mb <= 5 else 'MISSED'}")
+if instr:
+    print(f"instructions of one fresh run (callgrind): {int(instr) / 1e6:.2f} M")
 print(f"{ansible_v}, 14 local debug tasks: {ansible:.0f} ms, runbook {rb10:.1f} ms "
       f"(medians of 10, same invocation): {ansible / rb10:.0f}x; ansible writes nothing durable")
 print(f"load before: {before.strip()}")
