@@ -755,10 +755,10 @@ static int l_read_line(lua_State *L) {
   return 1;
 }
 
-/* environ() -> {NAME = value, ...}: for options read from RUNBOOK_PARAM_<NAME> */
-/* environ([prefix]) -> { NAME = value }: every variable, or those whose
- * name starts with prefix (filtered here: a start reads the whole
- * environment for RUNBOOK_PARAM_*, and most of it is not that) */
+/* environ([prefix]) -> {NAME = value, ...}: for options read from
+ * RUNBOOK_PARAM_<NAME>; with prefix, only the variables whose name starts
+ * with it (filtered here: most of the environment is not that, and copying
+ * it all into a table was a measurable part of a start) */
 static int l_environ(lua_State *L) {
   size_t plen = 0;
   const char *prefix = luaL_optlstring(L, 1, "", &plen);

@@ -399,8 +399,8 @@ function M.parse(name, argv)
       key = key or a
       local spec = c.by_option[key]
       if not spec then
-        local hint = hint(key, c.by_option)
-        errors.raisef("usage", nil, "%s: unknown option %s%s (see runbook %s --help)", name, key, hint, name)
+        local near = hint(key, c.by_option)
+        errors.raisef("usage", nil, "%s: unknown option %s%s (see runbook %s --help)", name, key, near, name)
       end
       given[key] = true
       local field = spec.field
