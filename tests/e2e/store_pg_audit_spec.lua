@@ -9,22 +9,12 @@ local crypto = require "runbook._crypto"
 local json = require "runbook._json"
 
 local srv
-local ndb = 0
-
-local function fresh_db()
-  ndb = ndb + 1
-  local name = "audit" .. ndb
-  srv:createdb(name)
-  return string.format("postgres://%s@127.0.0.1:%d/%s", pgserver.ROLE, srv.port, name), name
-end
+-- a fresh database and its URL (no password: it goes through PGPASSWORD)
+local function fresh_db() return srv:store_db("audit") end
 
 local AUDIT_KEY = "team-audit-key-8c41f0e2d9"
 
-local function env_with(extra)
-  local e = { PGPASSWORD = pgserver.PASSWORD }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
+local env_with = pgserver.password_env
 
 setup(function() srv = pgserver.start() end)
 teardown(function() if srv then srv:stop() end end)

@@ -8,29 +8,12 @@ local host = require "runbook._host"
 local json = require "runbook._json"
 
 local srv
-local ndb = 0
+-- a fresh database and its URL (no password: it goes through PGPASSWORD)
+local function fresh_db() return srv:store_db("cmds") end
 
-local function fresh_db()
-  ndb = ndb + 1
-  local name = "cmds" .. ndb
-  srv:createdb(name)
-  return string.format("postgres://%s@127.0.0.1:%d/%s", pgserver.ROLE, srv.port, name), name
-end
+local env_with = pgserver.password_env
 
-local function env_with(extra)
-  local e = { PGPASSWORD = pgserver.PASSWORD }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
-
-local function wait_for(what, fn)
-  local t0 = host.monotime()
-  while host.monotime() - t0 < 60 do
-    if fn() then return end
-    host.sleep(0.02)
-  end
-  error("timed out waiting for " .. what)
-end
+local function wait_for(what, fn) return rb.wait_for(what, fn, { timeout = 60 }) end
 
 setup(function() srv = pgserver.start() end)
 teardown(function() if srv then srv:stop() end end)

@@ -9,32 +9,14 @@
 local rb = require "rbtest"
 local pgserver = require "pgserver"
 local proc = require "runbook._proc"
-local host = require "runbook._host"
 
 local srv
-local ndb = 0
+-- a fresh database and its URL (no password: it goes through PGPASSWORD)
+local function fresh_db() return srv:store_db("durable") end
 
-local function fresh_db()
-  ndb = ndb + 1
-  local name = "durable" .. ndb
-  srv:createdb(name)
-  return string.format("postgres://%s@127.0.0.1:%d/%s", pgserver.ROLE, srv.port, name), name
-end
+local env_with = pgserver.password_env
 
-local function env_with(extra)
-  local e = { PGPASSWORD = pgserver.PASSWORD }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
-
-local function wait_for(what, fn)
-  local t0 = host.monotime()
-  while host.monotime() - t0 < 60 do
-    if fn() then return end
-    host.sleep(0.02)
-  end
-  error("timed out waiting for " .. what)
-end
+local function wait_for(what, fn) return rb.wait_for(what, fn, { timeout = 60 }) end
 
 -- the server dies at once: no shutdown checkpoint, unwritten WAL is lost
 local function crash()
@@ -107,11 +89,7 @@ describe("durability on the PostgreSQL store", function()
     local env = env_with { EFFECTS = dir .. "/effects", MARK = dir .. "/mark", GO = dir .. "/go",
       RUNBOOK_FAILPOINT = "after:4" } -- run.started, S1 started, S1's memo, S1 finished
     local p = rb.exec({ "d.lua" }, { state = url, cwd = dir, env = env, start = true, stderr = "pipe" })
-    local t0 = host.monotime()
-    while not p:stopped() and p:wait(0) == nil do
-      assert(host.monotime() - t0 < 60, "timed out waiting for the stop after S1's step.finished")
-      host.sleep(0.02)
-    end
+    wait_for("the stop after S1's step.finished", function() return p:stopped() or p:wait(0) ~= nil end)
     srv:halt()
     p:kill("CONT")
     local r = p:communicate { timeout = 120 }

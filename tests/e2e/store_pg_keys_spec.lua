@@ -9,20 +9,10 @@ local crypto = require "runbook._crypto"
 local fs = require "runbook._fs"
 
 local srv
-local ndb = 0
+-- a fresh database and its URL (no password: it goes through PGPASSWORD)
+local function fresh_db() return srv:store_db("keys") end
 
-local function fresh_db()
-  ndb = ndb + 1
-  local name = "keys" .. ndb
-  srv:createdb(name)
-  return string.format("postgres://%s@127.0.0.1:%d/%s", pgserver.ROLE, srv.port, name), name
-end
-
-local function env_with(extra)
-  local e = { PGPASSWORD = pgserver.PASSWORD }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
+local env_with = pgserver.password_env
 
 -- the key id runbook shows for a key file's key (a fingerprint)
 local function kid_of(path)

@@ -9,38 +9,19 @@ local host = require "runbook._host"
 local json = require "runbook._json"
 
 local srv
-local ndb = 0
 
 -- a fresh database and its URL (no password: it goes through PGPASSWORD)
-local function fresh_db(user)
-  ndb = ndb + 1
-  local name = "store" .. ndb
-  srv:createdb(name)
-  return string.format("postgres://%s@127.0.0.1:%d/%s", user or pgserver.ROLE, srv.port, name), name
-end
+local function fresh_db(user) return srv:store_db("store", user) end
 
-local ENV = { PGPASSWORD = pgserver.PASSWORD }
-
-local function env_with(extra)
-  local e = {}
-  for k, v in pairs(ENV) do e[k] = v end
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
+local ENV = pgserver.password_env()
+local env_with = pgserver.password_env
 
 local function rbrun(args, dir, extra_env)
   return rb.run(args, { cwd = dir, env = env_with(extra_env), timeout = 120 })
 end
 
 -- waits until fn() is true, polling with a deadline
-local function wait_for(what, fn, deadline)
-  local t0 = host.monotime()
-  while host.monotime() - t0 < (deadline or 60) do
-    if fn() then return end
-    host.sleep(0.02)
-  end
-  error("timed out waiting for " .. what)
-end
+local function wait_for(what, fn, deadline) return rb.wait_for(what, fn, { timeout = deadline or 60 }) end
 
 local BLOCKING = [[
 runbook "blocking" {}

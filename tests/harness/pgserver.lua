@@ -130,6 +130,22 @@ function Server:dropdb(name)
   self:psql(string.format('DROP DATABASE IF EXISTS "%s" WITH (FORCE)', name))
 end
 
+--- A new database for a store (named prefix1, prefix2, ...) and its URL
+--- without a password: runbook reads that from PGPASSWORD (M.password_env).
+function Server:store_db(prefix, user)
+  self.ndb = (self.ndb or 0) + 1
+  local name = prefix .. self.ndb
+  self:createdb(name)
+  return string.format("postgres://%s@127.0.0.1:%d/%s", user or M.ROLE, self.port, name), name
+end
+
+--- PGPASSWORD of the test role, with the variables of extra over it.
+function M.password_env(extra)
+  local e = { PGPASSWORD = M.PASSWORD }
+  for k, v in pairs(extra or {}) do e[k] = v end
+  return e
+end
+
 --- Environment for client tools (psql, pg_dump, dbmate) as the test role.
 function Server:env()
   return { PGPASSWORD = M.PASSWORD, PGHOST = "127.0.0.1", PGPORT = tostring(self.port), PGUSER = M.ROLE }
