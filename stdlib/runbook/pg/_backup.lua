@@ -15,29 +15,20 @@ local host = require "runbook._host"
 local audit = require "runbook._engine.audit"
 local errors = require "runbook.errors"
 local storemod = require "runbook.pg._store"
+local pgconn = require "runbook.pg._conn"
 
 local M = {}
 
 local CHUNK = 1048576
-
-local function quote(v)
-  return "'" .. tostring(v):gsub("\\", "\\\\"):gsub("'", "\\'") .. "'"
-end
 
 -- conninfo without the password, and the environment that carries it
 local function tool_target(url)
   if url == nil then error("url required", 4) end
   local o, err = core.conninfo_parse(url)
   if not o then error(err, 0) end
-  local parts, env = {}, {}
-  local keys = {}
-  for k in pairs(o) do keys[#keys + 1] = k end
-  table.sort(keys)
-  for _, k in ipairs(keys) do
-    if k ~= "password" and o[k] ~= "" then parts[#parts + 1] = k .. "=" .. quote(o[k]) end
-  end
+  local env = {}
   if o.password then env.PGPASSWORD = o.password end
-  return table.concat(parts, " "), env, o.dbname or o.user or "postgres"
+  return pgconn.conninfo_text(o, { password = true }), env, o.dbname or o.user or "postgres"
 end
 
 local function mb(n) return string.format("%.1f MB", n / 1048576) end

@@ -64,8 +64,26 @@ function M.connect(url, opts)
   return c
 end
 
-local function conninfo_quote(v)
-  return "'" .. v:gsub("\\", "\\\\"):gsub("'", "\\'") .. "'"
+--- A parsed connection string (keyword -> string or secret, as
+--- core.conninfo_parse gives it) as keyword/value text, keywords sorted,
+--- each value quoted; empty values and the keywords in `skip` left out.
+--- Secrets are revealed: the caller wraps or hands on the text with care.
+---@param o table
+---@param skip table|nil  keyword -> true
+---@return string
+function M.conninfo_text(o, skip)
+  local keys = {}
+  for k in pairs(o) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = o[k]
+    if secret.is(v) then v = v:reveal() else v = tostring(v) end
+    if v ~= "" and not (skip and skip[k]) then
+      parts[#parts + 1] = k .. "='" .. v:gsub("\\", "\\\\"):gsub("'", "\\'") .. "'"
+    end
+  end
+  return table.concat(parts, " ")
 end
 
 --- The server `url` names, with some of its parameters changed (libpq's
@@ -82,16 +100,7 @@ function M.conninfo(url, changes)
     errors.raise { kind = "usage", code = "conninfo", message = "pg.conninfo: " .. errors.message(err) }
   end
   for k, v in pairs(changes or {}) do o[k] = v end
-  local keys = {}
-  for k in pairs(o) do keys[#keys + 1] = k end
-  table.sort(keys)
-  local parts = {}
-  for _, k in ipairs(keys) do
-    local v = o[k]
-    if secret.is(v) then v = v:reveal() else v = tostring(v) end
-    if v ~= "" then parts[#parts + 1] = k .. "=" .. conninfo_quote(v) end
-  end
-  return secret.wrap(table.concat(parts, " "))
+  return secret.wrap(M.conninfo_text(o))
 end
 
 --- True when v is a connection made by runbook.pg.
