@@ -3,7 +3,9 @@
 # on a local PostgreSQL with fsync and synchronous_commit on (every event
 # durable, as on the file store):
 #  1. `runbook exec` of a fresh 14-step no-op runbook on the PostgreSQL
-#     store against the file store: target <= 2x;
+#     store against the file store: target <= 2x; beside it, the
+#     PostgreSQL floor (bench/pg_floor.c: a libpq client making the same
+#     30 commits and nothing else), timed in turn with both;
 #  2. 20 runs of 500 no-op steps driven at once by 20 processes on the
 #     PostgreSQL store (and the same on the file store): target >= 2,000
 #     events/s in total on PostgreSQL.
@@ -19,6 +21,8 @@ PGBIN=${RUNBOOK_PG_BIN:-/usr/lib/postgresql/15/bin}
 cmake -S . -B build-bench -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C build-bench >/dev/null
 RB=$PWD/build-bench/runbook
+FLOOR=$PWD/build-bench/pg_floor
+cc -O2 -Wall -Wextra -Werror -I"$(pg_config --includedir)" -o "$FLOOR" bench/pg_floor.c -lpq
 RUNS=${STORE_BENCH_RUNS:-30}
 STEPS=${STORE_BENCH_STEPS:-500}
 
@@ -56,24 +60,35 @@ while [ $i -le 20 ]; do
 done
 
 now() { python3 -c 'import time; print(time.monotonic())'; }
-# median wall time (ms) of RUNS fresh runs of noop14 on the store $1
+# median wall times (ms) of RUNS fresh runs of noop14 on the PostgreSQL
+# store, the PostgreSQL floor with the same commits, the floor connecting
+# alone, and noop14 on the file store $2, taken in turn run by run so the
+# machine's moods fall on all four alike: "pg floor connect file"
 fresh() {
-  python3 - "$RB" "$1" "$RUNS" <<'PY'
+  python3 - "$RB" "$1" "$2" "$RUNS" "$FLOOR" <<'PY'
 import os, subprocess, sys, time, statistics, shutil
-rb, state, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-times = []
+rb, url, filestate, runs, floor = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+sides = [
+    ("pg", [rb, "exec", "noop14.lua", "--new"], url),
+    # a fresh run's 30 events: 16 synchronous commits and 14 lazy ones
+    ("floor", [floor, url, "16", "14"], None),
+    ("connect", [floor, url, "0", "0"], None),
+    ("file", [rb, "exec", "noop14.lua", "--new"], filestate),
+]
+times = {name: [] for name, _, _ in sides}
 for i in range(runs + 3):
-    if not state.startswith("postgres"):
-        shutil.rmtree(state, ignore_errors=True)
-    env = dict(os.environ, RUNBOOK_STATE=state)
-    t0 = time.monotonic()
-    r = subprocess.run([rb, "exec", "noop14.lua", "--new"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    t = time.monotonic() - t0
-    if r.returncode != 0:
-        sys.exit("exec failed: " + r.stderr.decode())
-    if i >= 3:
-        times.append(t * 1000)
-print("%.1f" % statistics.median(times))
+    for name, cmd, state in sides:
+        if name == "file":
+            shutil.rmtree(state, ignore_errors=True)
+        env = dict(os.environ, RUNBOOK_STATE=state or "")
+        t0 = time.monotonic()
+        r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        t = time.monotonic() - t0
+        if r.returncode != 0:
+            sys.exit(name + " failed: " + r.stderr.decode())
+        if i >= 3:
+            times[name].append(t * 1000)
+print(" ".join("%.1f" % statistics.median(times[name]) for name, _, _ in sides))
 PY
 }
 # 20 runs at once on store $1: prints events/s
@@ -97,8 +112,10 @@ PY
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-# the schema exists before the timed runs
+# the schema (and the floor's table) exist before the timed runs
 RUNBOOK_STATE="$URL" "$RB" runs >/dev/null
+runuser -u postgres -- "$PGBIN/psql" -X -q -h "$tmp/sock" -p "$port" -U postgres \
+  -c "CREATE TABLE floor_events (run text NOT NULL, seq bigint NOT NULL, body text NOT NULL, UNIQUE (run, seq))"
 # median wall time (ms) of `runbook runs` on the (empty) store $1
 empty() {
   python3 - "$RB" "$1" "$RUNS" <<'PY'
@@ -122,8 +139,8 @@ psqlq() { runuser -u postgres -- "$PGBIN/psql" -X -At -h "$tmp/sock" -p "$port" 
 w0=$(psqlq "SELECT wal_sync FROM pg_stat_wal")
 RUNBOOK_STATE="$URL" "$RB" exec noop14.lua --new >/dev/null 2>&1
 w1=$(psqlq "SELECT wal_sync FROM pg_stat_wal")
-pg_ms=$(fresh "$URL")
-file_ms=$(fresh "$tmp/filestate")
+set -- $(fresh "$URL" "$tmp/filestate")
+pg_ms=$1 floor_ms=$2 connect_ms=$3 file_ms=$4
 set -- $(many "$URL")
 pg_events=$1 pg_secs=$2 pg_rate=$3
 set -- $(many "$tmp/manyfile")
@@ -136,6 +153,9 @@ echo "server: fsync, synchronous_commit = $sc; load average $load_before before,
 echo "0. \`runbook runs\` on an empty store (median of $RUNS): postgres $pg_empty ms, file $file_empty ms (the fixed cost of a command)"
 echo "1. fresh 14-step no-op run (median of $RUNS):"
 echo "   postgres store $pg_ms ms   file store $file_ms ms   ratio $(python3 -c "print('%.2f' % ($pg_ms / $file_ms))")x (target <= 2x)"
+echo "   the PostgreSQL floor (bench/pg_floor.c: libpq, connect, the run's 16 synchronous and 14 lazy"
+echo "   commits of one row each, nothing else) $floor_ms ms, $(python3 -c "print('%.2f' % ($floor_ms / $file_ms))")x the file store's whole run;"
+echo "   runbook on PostgreSQL is $(python3 -c "print('%.2f' % ($pg_ms / $floor_ms))")x that floor; the floor connecting and leaving alone $connect_ms ms"
 echo "   WAL flushes of one such run on postgres: $((w1 - w0)) (30 events)"
 echo "2. 20 concurrent runs x $STEPS steps ($pg_events events):"
 echo "   postgres store $pg_rate events/s ($pg_secs s)   file store $file_rate events/s   ratio $(python3 -c "print('%.2f' % ($pg_rate / $file_rate))") (target >= 2000 events/s on postgres)"
