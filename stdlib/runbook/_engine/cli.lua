@@ -95,7 +95,7 @@ its memos and checkpoints. Otherwise a new run starts.]],
     name = "log", summary = "show a run's audit trail",
     args = { { "RUN", optional = true, complete = "run" } }, store = true,
     options = {
-      { "--step", arg = "STEP", complete = "run_step", help = "only the events of STEP" },
+      { "--step", arg = "STEP", complete = "run_step", help = "only the events of STEP (in json, after seq 1, the run.started line that names the run and the format version)" },
       output("`json`: the journal's lines as stored"),
     },
     examples = { { "runbook log last --step M7", "what happened at M7, attempt by attempt" } },

@@ -195,9 +195,11 @@ function M.log(pos, opts)
   if opts.output == "json" then
     local lines, info = store:read(id, "lines")
     readable(id, info)
-    for _, l in ipairs(lines) do
-      -- the lines as written (byte for byte), chosen by their decoded step
-      if not opts.step or (json.decode(l) or {}).step == opts.step then out(l .. "\n") end
+    for i, l in ipairs(lines) do
+      -- the lines as written (byte for byte), chosen by their decoded
+      -- step; with --step, seq 1 (run.started) still comes first, so a
+      -- filtered export carries its run and its log_format version
+      if not opts.step or i == 1 or (json.decode(l) or {}).step == opts.step then out(l .. "\n") end
     end
     if info.bad_seq or info.torn_bytes then
       host.write(2, string.format("runbook: journal stops being valid at seq %d: %s\n", info.bad_seq or info.torn_seq, info.reason))
