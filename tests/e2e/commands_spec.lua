@@ -228,6 +228,24 @@ step "B" { title = "second", run = function() error("nope") end }
     assert.are.same({ 1, 2, 3, 4 }, seqs)
   end)
 
+  it("runs --runbook reads only that runbook's runs", function()
+    write("other.lua", 'runbook "other" {}\nstep "O" { run = function() end }\n')
+    assert.are.equal(0, run({ "exec", "other.lua" }).code)
+    -- the other runbook's journal made unreadable: a symbolic link, which
+    -- the store refuses to follow
+    local rundir = dir .. "/.runbook/runs/" .. run({ "runs", "--runbook", "other", "--output", "json" }).stdout:match('"run":"(other%-[^"]+)"')
+    assert.is_true(os.rename(rundir .. "/journal.jsonl", dir .. "/moved.jsonl"))
+    local ln = require("runbook._proc").spawn { argv = { "ln", "-s", dir .. "/moved.jsonl", rundir .. "/journal.jsonl" } }
+    assert.are.equal(0, ln:communicate {}.code)
+    local all = run { "runs" }
+    assert.are.equal(2, all.code)
+    assert.truthy(all.stderr:find("a symbolic link", 1, true), all.stderr)
+    local r = run { "runs", "--runbook", "r" }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:match("\nr%-%d+%-%d+%-%x+%s+failed%s+1/2%s"), r.stdout)
+    assert.falsy(r.stdout:find("other-", 1, true))
+  end)
+
   it("--output json streams events on stdout", function()
     local r = run { "exec", "r.lua", "--new", "--output", "json" }
     assert.are.equal(1, r.code)

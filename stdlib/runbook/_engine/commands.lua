@@ -91,8 +91,12 @@ function M.runs(_, opts)
   local rows, unreadable = {}, {}
   local since = since_of(opts.since)
   for _, id in ipairs(store:list()) do
-    local st, info = store:state(id)
-    if opts.runbook and st.runbook ~= opts.runbook then
+    -- a run of another runbook by its id is not read at all; the name in
+    -- its first event decides for the rest
+    local book = opts.runbook and storemod.book_of(id)
+    local st, info
+    if not (book and book ~= opts.runbook) then st, info = store:state(id) end
+    if not st or (opts.runbook and st.runbook ~= opts.runbook) then
       -- not asked for
     elseif info.unreadable then
       unreadable[#unreadable + 1] = string.format("runbook: run %s cannot be shown: %s\n", id, info.unreadable)

@@ -61,6 +61,17 @@ function M.redacted(loc)
   return (tostring(loc):gsub("^(postgres[%a]*://[^:/@]*):[^@]*@", "%1:***@"))
 end
 
+--- A fresh run id for runbook `name` (the stores check it is free):
+--- NAME-YYYYMMDD-HHMMSS-XXXX, the time in UTC, XXXX four random hex digits.
+function M.run_id(name)
+  return string.format("%s-%s-%s", name, os.date("!%Y%m%d-%H%M%S"), crypto.random_hex(2))
+end
+
+--- The runbook name a run id of that form was made for, or nil.
+function M.book_of(id)
+  return id:match("^(.*)%-%d%d%d%d%d%d%d%d%-%d%d%d%d%d%d%-%x%x%x%x$")
+end
+
 --- Opens (creating when asked) the store at loc. Returns nil when there is
 --- no store there and create is false.
 function M.open(loc, create)

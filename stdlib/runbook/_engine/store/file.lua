@@ -5,7 +5,6 @@
 -- It implements the operations runbook._engine.store names.
 local fs = require "runbook._fs"
 local jcore = require "runbook._journal"
-local crypto = require "runbook._crypto"
 local secret = require "runbook._secret"
 local errors = require "runbook.errors"
 local state = require "runbook._engine.state"
@@ -115,7 +114,7 @@ end
 --- A new run id: NAME-YYYYMMDD-HHMMSS-xxxx (UTC).
 function Store:new_id(name)
   for _ = 1, 10 do
-    local id = string.format("%s-%s-%s", name, os.date("!%Y%m%d-%H%M%S"), crypto.random_hex(2))
+    local id = require("runbook._engine.store").run_id(name)
     if not fs.stat(run_dir(self, id)) then return id end
   end
   errors.raisef("store", "io", "cannot find a free run id")

@@ -274,7 +274,7 @@ end
 
 function Store:new_id(name)
   for _ = 1, 10 do
-    local id = string.format("%s-%s-%s", name, os.date("!%Y%m%d-%H%M%S"), crypto.random_hex(2))
+    local id = storemod().run_id(name)
     if not run_row(self, id) then return id end
   end
   raise("io", "cannot find a free run id")
@@ -581,7 +581,7 @@ end
 OpenRun.__close = OpenRun.close
 
 local function book_of(id)
-  return id:match("^(.*)%-%d%d%d%d%d%d%d%d%-%d%d%d%d%d%d%-%x%x%x%x$") or id
+  return storemod().book_of(id) or id
 end
 
 --- A journal writer on a run that some session of this process has
