@@ -16,8 +16,9 @@
 #      all rows; target <= 1.1x its time
 #
 # Each runbook figure is a whole `runbook exec` process, as an operator runs
-# it. Each pair runs back to back, REPEAT times (default 3), medians
-# compared. ROWS: one size or several ("200000 1000000", the default).
+# it. Each pair runs back to back, REPEAT times (default 3), the side that
+# goes first alternating round by round; medians compared, and each
+# round's own ratio printed. ROWS: one size or several ("200000 1000000", the default).
 # Usage: bench/pg_bench.sh [path/to/runbook]
 set -euo pipefail
 
@@ -71,29 +72,43 @@ pipe() { # format option ("" or " with (format binary)")
   psql -X -h "$work/sock" -p "$port" -U postgres -d src -c "\\copy (SELECT * FROM items) to stdout$1" |
     psql -X -q -h "$work/sock" -p "$port" -U postgres -d dst -c "\\copy items from stdin$1"
 }
-for i in $(seq "$REPEAT"); do
-  echo "$ROWS rows: round $i/$REPEAT" >&2
-  reset_dst; t0=$(now); pipe " with (format binary)"; cb_ps+=("$(secs "$t0" "$(now)")")
-  [ "$(psql_ -d dst -Atc 'SELECT count(*) FROM items')" = "$ROWS" ]
-  reset_dst; t0=$(now); run_book copy_binary; cb_rb+=("$(secs "$t0" "$(now)")")
-  [ "$(psql_ -d dst -Atc 'SELECT count(*) FROM items')" = "$ROWS" ]
-  reset_dst; t0=$(now); pipe ""; ct_ps+=("$(secs "$t0" "$(now)")")
-  [ "$(psql_ -d dst -Atc 'SELECT count(*) FROM items')" = "$ROWS" ]
-  reset_dst; t0=$(now); run_book copy_text; ct_rb+=("$(secs "$t0" "$(now)")")
-  [ "$(psql_ -d dst -Atc 'SELECT count(*) FROM items')" = "$ROWS" ]
-
-  reset_src; t0=$(now); psql_ -d src -c "UPDATE items SET new_col = a * 2"; fill_sql+=("$(secs "$t0" "$(now)")")
+# one measurement of each side of a pair, in the order given
+copy_pipe() { reset_dst; t0=$(now); pipe "$1"; eval "$2+=(\"\$(secs \"\$t0\" \"\$(now)\")\")"; count_dst; }
+copy_book() { reset_dst; t0=$(now); run_book "$1"; eval "$2+=(\"\$(secs \"\$t0\" \"\$(now)\")\")"; count_dst; }
+count_dst() { [ "$(psql_ -d dst -Atc 'SELECT count(*) FROM items')" = "$ROWS" ]; }
+fill_sql_() { reset_src; t0=$(now); psql_ -d src -c "UPDATE items SET new_col = a * 2"; fill_sql+=("$(secs "$t0" "$(now)")"); }
+fill_book() {
   reset_src; t0=$(now); run_book backfill; fill_rb+=("$(secs "$t0" "$(now)")")
   [ "$(psql_ -d src -Atc 'SELECT count(*) FROM items WHERE new_col = a * 2')" = "$ROWS" ]
-
-  psql_ -d src -c "CHECKPOINT"
-  rm -f "$work/out/pg_dump.dump" "$work/out/runbook.dump"
+}
+dump_pg_() {
+  psql_ -d src -c "CHECKPOINT"; rm -f "$work/out/pg_dump.dump"
   t0=$(now)
   pg_dump -Fc -h "$work/sock" -p "$port" -U postgres -d src >"$work/out/pg_dump.dump"
   python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)' "$work/out/pg_dump.dump"
   dump_pg+=("$(secs "$t0" "$(now)")")
+}
+dump_book() {
+  psql_ -d src -c "CHECKPOINT"; rm -f "$work/out/runbook.dump"
   t0=$(now); run_book backup; dump_rb+=("$(secs "$t0" "$(now)")")
   pg_restore --list "$work/out/runbook.dump" >/dev/null
+}
+# each pair back to back; the side that goes first alternates round by
+# round, so a machine getting busier or quieter during a round weighs on
+# both sides alike
+for i in $(seq "$REPEAT"); do
+  echo "$ROWS rows: round $i/$REPEAT" >&2
+  if [ $((i % 2)) = 1 ]; then
+    copy_pipe " with (format binary)" cb_ps; copy_book copy_binary cb_rb
+    copy_pipe "" ct_ps; copy_book copy_text ct_rb
+    fill_sql_; fill_book
+    dump_pg_; dump_book
+  else
+    copy_book copy_binary cb_rb; copy_pipe " with (format binary)" cb_ps
+    copy_book copy_text ct_rb; copy_pipe "" ct_ps
+    fill_book; fill_sql_
+    dump_book; dump_pg_
+  fi
 done
 dump_size=$(stat -c %s "$work/out/runbook.dump")
 python3 - "$ROWS" "$dump_size" "$(uptime)" "${cb_rb[*]}" "${cb_ps[*]}" "${ct_rb[*]}" "${ct_ps[*]}" \
@@ -113,7 +128,11 @@ r = m(d_rb) / m(d_pg)
 line(f"backup to a file ({size / 1048576:.0f} MB, sha256) vs pg_dump -Fc > file; fsync", d_rb, d_pg, r, "x", "<= 1.05x its time", r <= 1.05)
 r = m(f_rb) / m(f_sq)
 line("in-place backfill, batches of 10k vs one UPDATE", f_rb, f_sq, r, "x", "<= 1.10x its time", r <= 1.1)
-print("all runs (s): copy binary runbook", cb_rb, "pipe", cb_ps, "| copy text runbook", ct_rb, "pipe", ct_ps)
+def rounds(a, b):
+    return " ".join("%.2f" % (x / y) for x, y in zip(a, b))
+print("each round's ratio (the median of these says the same as the medians above when the machine holds still):")
+print("  copy binary", rounds(cb_ps, cb_rb), "| copy text", rounds(ct_ps, ct_rb), "| backup", rounds(d_rb, d_pg), "| backfill", rounds(f_rb, f_sq))
+print("all runs (s), in round order: copy binary runbook", cb_rb, "pipe", cb_ps, "| copy text runbook", ct_rb, "pipe", ct_ps)
 print("  backup runbook", d_rb, "pg_dump+fsync", d_pg, "| backfill runbook", f_rb, "UPDATE", f_sq)
 PY
 }
