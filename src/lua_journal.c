@@ -117,13 +117,30 @@ static int foldscan_gc(lua_State *L) {
  * order (journal_fold.h), and info adds at (each item's seq), skipped (how
  * many events were left out) and actions ({step = n}: the actions left out,
  * by step) for state.fold_scanned. */
-static int scan_fold(lua_State *L, const char *path, const char *key, size_t keylen,
+/* What a scan reads: the journal file at path, or (path NULL) the lines
+ * in text, as the PostgreSQL store hands them over */
+struct scan_source {
+  const char *path;
+  const char *text;
+  size_t len;
+};
+
+static int run_scan(const struct scan_source *src, const char *key, size_t keylen,
+                    lua_Integer mark, rb_event_fn fn, void *ud, struct rb_scan *s) {
+  if (src->path)
+    return rb_journal_scan(src->path, key, keylen, mark, fn, ud, s);
+  rb_journal_verify(src->text, src->len, key, keylen, mark, fn, ud, s);
+  return 0;
+}
+
+static int scan_fold(lua_State *L, const struct scan_source *src, const char *key, size_t keylen,
                      lua_Integer mark) {
+  const char *path = src->path ? src->path : "the journal's text";
   struct rb_fold_plan *p = lua_newuserdatauv(L, sizeof *p, 0);
   memset(p, 0, sizeof *p);
   luaL_setmetatable(L, FOLDSCAN_MT);
   struct rb_scan s;
-  if (rb_journal_scan(path, key, keylen, mark, rb_fold_note, p, &s) != 0) {
+  if (run_scan(src, key, keylen, mark, rb_fold_note, p, &s) != 0) {
     lua_pushnil(L);
     lua_pushfstring(L, "%s: %s", path, open_error(errno));
     return 2;
@@ -166,26 +183,39 @@ static int scan_fold(lua_State *L, const char *path, const char *key, size_t key
   return 2;
 }
 
-/* scan(path [, key [, "events"|"lines"|"none"|"fold" [, mark_seq]]]) -> items, info
- * | nil, message: info.mark_hash is the hash of event mark_seq */
-static int f_scan(lua_State *L) {
+static int scan_source(lua_State *L, const struct scan_source *src) {
   static const char *const modes[] = {"events", "lines", "none", "fold", NULL};
-  const char *path = luaL_checkstring(L, 1);
   size_t keylen;
   const char *key = opt_key(L, 2, &keylen);
   struct collect c = {L, luaL_checkoption(L, 3, "events", modes), 0};
   lua_Integer mark = luaL_optinteger(L, 4, 0);
   if (c.mode == 3)
-    return scan_fold(L, path, key, keylen, mark);
+    return scan_fold(L, src, key, keylen, mark);
   struct rb_scan s;
   lua_newtable(L);
-  if (rb_journal_scan(path, key, keylen, mark, collect_event, &c, &s) != 0) {
+  if (run_scan(src, key, keylen, mark, collect_event, &c, &s) != 0) {
     lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", path, open_error(errno));
+    lua_pushfstring(L, "%s: %s", src->path, open_error(errno));
     return 2;
   }
   push_scan(L, &s);
   return 2;
+}
+
+/* scan(path [, key [, "events"|"lines"|"none"|"fold" [, mark_seq]]]) -> items, info
+ * | nil, message: info.mark_hash is the hash of event mark_seq */
+static int f_scan(lua_State *L) {
+  struct scan_source src = {luaL_checkstring(L, 1), NULL, 0};
+  return scan_source(L, &src);
+}
+
+/* scan_text(text [, key [, mode [, mark_seq]]]) -> items, info: the same
+ * checks and results as scan over journal lines held in a string (each
+ * ending in its newline), for the PostgreSQL store's rows */
+static int f_scan_text(lua_State *L) {
+  struct scan_source src = {NULL, NULL, 0};
+  src.text = luaL_checklstring(L, 1, &src.len);
+  return scan_source(L, &src);
 }
 
 static lua_Integer field_int(lua_State *L, int t, const char *k) {
@@ -552,7 +582,7 @@ static const luaL_Reg lmethods[] = {{"release", lock_release}, {NULL, NULL}};
 static const luaL_Reg lmeta[] = {{"__gc", lock_release}, {"__close", lock_release}, {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {
-  {"scan", f_scan}, {"open", f_open},         {"attach", f_attach}, {"lock", f_lock},
+  {"scan", f_scan}, {"scan_text", f_scan_text}, {"open", f_open},         {"attach", f_attach}, {"lock", f_lock},
   {"format", f_format}, {"after_append", f_after_append}, {"check_line", f_check_line},
   {"tip", f_tip},   {"head", f_head},         {"last", f_last},     {"open_log", f_open_log},
   {NULL, NULL},

@@ -13,27 +13,7 @@ local jcore = require "runbook._journal"
 local state = require "runbook._engine.state"
 local crypto = require "runbook._crypto"
 
--- deep equality that also holds metatables (json.null, marked empty
--- arrays) to the same identity; returns false and where they differ
-local function same(a, b, path, seen)
-  path, seen = path or "state", seen or {}
-  if type(a) ~= type(b) then return false, path .. ": " .. type(a) .. " vs " .. type(b) end
-  if type(a) ~= "table" then
-    if a == b then return true end
-    return false, string.format("%s: %s vs %s", path, tostring(a), tostring(b))
-  end
-  if seen[a] == b then return true end
-  seen[a] = b
-  if getmetatable(a) ~= getmetatable(b) then return false, path .. ": metatables differ" end
-  for k, v in pairs(a) do
-    local ok, where = same(v, b[k], path .. "." .. tostring(k), seen)
-    if not ok then return false, where end
-  end
-  for k in pairs(b) do
-    if a[k] == nil then return false, path .. "." .. tostring(k) .. ": only in the fast fold" end
-  end
-  return true
-end
+local same = rb.same
 
 local INFO = { "count", "valid_bytes", "hmac", "last_hash", "bad_seq", "reason", "mark_hash", "torn_bytes", "torn_sha256", "torn_seq" }
 

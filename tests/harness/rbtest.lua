@@ -151,4 +151,27 @@ function M.journal_so_far(state_dir)
   return out
 end
 
+--- Deep equality that also holds metatables (json.null, marked empty
+--- arrays) to the same identity: true, or false and where a and b differ
+--- ("state.steps.B.status: done vs failed").
+function M.same(a, b, path, seen)
+  path, seen = path or "state", seen or {}
+  if type(a) ~= type(b) then return false, path .. ": " .. type(a) .. " vs " .. type(b) end
+  if type(a) ~= "table" then
+    if a == b then return true end
+    return false, string.format("%s: %s vs %s", path, tostring(a), tostring(b))
+  end
+  if seen[a] == b then return true end
+  seen[a] = b
+  if getmetatable(a) ~= getmetatable(b) then return false, path .. ": metatables differ" end
+  for k, v in pairs(a) do
+    local ok, where = M.same(v, b[k], path .. "." .. tostring(k), seen)
+    if not ok then return false, where end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false, path .. "." .. tostring(k) .. ": only in the second" end
+  end
+  return true
+end
+
 return M

@@ -314,50 +314,77 @@ local function damage(info, text)
   info.damage = info.damage or text
 end
 
---- Reads a run's events as the file store does (same info fields), each
---- line verified by the journal core, and checked against the runs row.
-function Store:read(id, mode)
-  mode = mode or "events"
-  local key = storemod().audit_key()
-  local r = run_row(self, id)
-  if not r then raise("not-found", "no run '%s' in %s", id, self.location_text) end
+-- Every line of a run in one value, in seq order, each ending in its
+-- newline: the journal core checks and folds it in C (jcore.scan_text),
+-- as it does the file store's journal.
+local ALL_LINES = "SELECT string_agg(body || E'\\n', '' ORDER BY seq) AS text FROM runbook_events WHERE run = $1"
+
+-- The first row whose seq is not its place: a deleted row (seq 4 where
+-- 3 belongs) shows here before the chain check says so its own way.
+local SEQ_GAP = [[SELECT n, seq FROM (SELECT seq, row_number() OVER (ORDER BY seq) AS n
+  FROM runbook_events WHERE run = $1) x WHERE seq <> n ORDER BY n LIMIT 1]]
+
+-- An HMAC-protected run read without the key: the chain of hashes is
+-- followed line by line in Lua with the HMACs left out (the journal core
+-- stops at a line whose HMAC it cannot check).
+local function read_unkeyed(self, id, mode, mark_seq)
   local rows = q(self, self.conn, "SELECT seq, body FROM runbook_events WHERE run = $1 ORDER BY seq", id)
-  local items, info = {}, { count = 0, hmac = false, last_hash = GENESIS }
-  local tip = { seq = math.tointeger(r.last_seq), hash = r.last_hash, hmac = text_or_nil(r.last_hmac) }
-  info.hmac = rows[1] ~= nil and rows[1].body:find('","hmac":"%x+"}$') ~= nil
+  local items, info = {}, { count = 0, hmac = true, last_hash = GENESIS, mark_hash = mark_seq == 0 and GENESIS or nil }
   local prev = GENESIS
-  local mark_hash = tip.seq == 0 and GENESIS or nil
   for i, row in ipairs(rows) do
     local hash, why
     if math.tointeger(row.seq) ~= i then
       why = string.format("expected seq %d, found seq %d (an event was deleted or reordered)", i, math.tointeger(row.seq))
-    elseif info.hmac and not key then
-      -- the chain of hashes can still be followed; the HMACs cannot
-      hash, why = jcore.check_line(row.body:gsub('","hmac":"%x+"}$', '"}'), i, prev, false)
     else
-      hash, why = jcore.check_line(row.body, i, prev, info.hmac, key)
+      hash, why = jcore.check_line(row.body:gsub('","hmac":"%x+"}$', '"}'), i, prev, false)
     end
     if not hash then
       info.bad_seq, info.reason = i, why
       break
     end
-    if mode == "events" then
-      local ev = json.decode(row.body)
-      items[i] = ev
-    elseif mode == "lines" then
+    if mode == "lines" then
       items[i] = row.body
+    elseif mode == "events" or mode == "fold" then
+      items[i] = json.decode(row.body)
     end
     prev = hash
     info.count = i
-    if i == tip.seq then mark_hash = hash end
+    if i == mark_seq then info.mark_hash = hash end
   end
   info.last_hash = prev
+  return items, info
+end
+
+--- Reads a run's events as the file store does (same modes, same info
+--- fields), each line verified by the journal core, and checked against
+--- the runs row.
+function Store:read(id, mode)
+  mode = mode or "events"
+  local key = storemod().audit_key()
+  local r = run_row(self, id)
+  if not r then raise("not-found", "no run '%s' in %s", id, self.location_text) end
+  local tip = { seq = math.tointeger(r.last_seq), hash = r.last_hash, hmac = text_or_nil(r.last_hmac) }
+  local text = text_or_nil(q(self, self.conn, ALL_LINES, id)[1].text) or ""
+  local items, info
+  if not key and text:match("^[^\n]*"):find('","hmac":"%x+"}$') then
+    items, info = read_unkeyed(self, id, mode, tip.seq)
+  else
+    items, info = jcore.scan_text(text, key, mode, tip.seq)
+    if info.bad_seq then
+      local gap = q(self, self.conn, SEQ_GAP, id)[1]
+      if gap and math.tointeger(gap.n) <= info.bad_seq then
+        info.bad_seq, info.count = math.tointeger(gap.n), math.tointeger(gap.n) - 1
+        info.reason = string.format("expected seq %d, found seq %d (an event was deleted or reordered)", info.bad_seq, math.tointeger(gap.seq))
+      end
+    end
+  end
+  local mark_hash = info.mark_hash
   if info.hmac and not key then
     info.needs_key = true
     info.unreadable = "it is HMAC-protected: set RUNBOOK_AUDIT_KEY to read it"
   end
-  if mode == "events" and not info.needs_key then
-    local seq, why = state.check(items)
+  if (mode == "events" or mode == "fold") and not info.needs_key then
+    local seq, why = state.check(items, info.at)
     if seq and not (info.bad_seq and info.bad_seq <= seq) then
       info.bad_seq, info.reason = seq, why
       info.unreadable = "the journal is damaged at seq " .. seq .. " (" .. why .. ")"
@@ -612,7 +639,8 @@ function Store:open_run(id, opts)
     local key = storemod().audit_key()
     local events, info = {}, { count = 0, last_hash = GENESIS }
     if not opts.create then
-      events, info = self:read(id)
+      -- only the events the fold needs are decoded (src/journal_fold.c)
+      events, info = self:read(id, "fold")
       if info.needs_key then
         errors.raise { kind = "store", code = "audit-key", message = string.format("run %s is HMAC-protected: set RUNBOOK_AUDIT_KEY to continue it", id) }
       end
@@ -624,7 +652,7 @@ function Store:open_run(id, opts)
           details = { run = id, seq = info.bad_seq, missing = info.missing, after = info.missing_after, reason = info.damage } }
       end
     end
-    local st = state.fold(events)
+    local st = opts.create and state.new() or state.fold_scanned(events, info)
     if st.hmac and not key then
       errors.raise { kind = "store", code = "audit-key", message = string.format("run %s is HMAC-protected: set RUNBOOK_AUDIT_KEY to continue it", id) }
     end
