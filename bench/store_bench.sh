@@ -9,6 +9,8 @@
 #  2. 20 runs of 500 no-op steps driven at once by 20 processes on the
 #     PostgreSQL store (and the same on the file store): target >= 2,000
 #     events/s in total on PostgreSQL.
+#  3. resuming a run of 10,000 events on each store (no target: how the
+#     shared store's read of a long run compares).
 # Also: the fixed cost of a command on each store (`runbook runs` on an
 # empty store: on PostgreSQL, loading libpq, connecting and checking the
 # schema), the WAL flushes a 14-step run makes, and the load average
@@ -111,6 +113,40 @@ print("%d %.2f %.0f" % (events, t, events / t))
 PY
 }
 
+cat > big.lua <<'LUA'
+runbook "big" {}
+step "S1" { run = function(ctx)
+  local start = ctx:cursor("i") or 0
+  for i = start + 1, 9996 do ctx:checkpoint("i", i) end
+  if os.getenv("BIG_FAIL") then error("stop here") end
+end }
+for i = 2, 14 do step ("S" .. i) { run = function() end } end
+LUA
+# median wall time (ms) of RUNS resumes of a run of 10,000 events that
+# fails again at once (each reads, checks and folds every event, then
+# appends 4), on the PostgreSQL store $1 and the file store $2 in turn
+resumes() {
+  python3 - "$RB" "$1" "$2" "$RUNS" <<'PY'
+import os, subprocess, sys, statistics, time
+rb, url, filestate, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+times = {url: [], filestate: []}
+for state in times:
+    env = dict(os.environ, RUNBOOK_STATE=state, BIG_FAIL="1")
+    subprocess.run([rb, "exec", "big.lua", "--new"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+for i in range(runs + 3):
+    for state in times:
+        env = dict(os.environ, RUNBOOK_STATE=state, BIG_FAIL="1")
+        t0 = time.monotonic()
+        r = subprocess.run([rb, "exec", "big.lua"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        t = time.monotonic() - t0
+        if r.returncode != 1 or b"stop here" not in r.stderr:
+            sys.exit("resume did not fail as it should: " + r.stderr.decode())
+        if i >= 3:
+            times[state].append(t * 1000)
+print("%.1f %.1f" % (statistics.median(times[url]), statistics.median(times[filestate])))
+PY
+}
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 # the schema (and the floor's table) exist before the timed runs
 RUNBOOK_STATE="$URL" "$RB" runs >/dev/null
@@ -141,6 +177,8 @@ RUNBOOK_STATE="$URL" "$RB" exec noop14.lua --new >/dev/null 2>&1
 w1=$(psqlq "SELECT wal_sync FROM pg_stat_wal")
 set -- $(fresh "$URL" "$tmp/filestate")
 pg_ms=$1 floor_ms=$2 connect_ms=$3 file_ms=$4
+set -- $(resumes "$URL" "$tmp/bigfile")
+pg_resume=$1 file_resume=$2
 set -- $(many "$URL")
 pg_events=$1 pg_secs=$2 pg_rate=$3
 set -- $(many "$tmp/manyfile")
@@ -160,6 +198,8 @@ echo "   WAL flushes of one such run on postgres: $((w1 - w0)) (30 events)"
 echo "2. 20 concurrent runs x $STEPS steps ($pg_events events):"
 echo "   postgres store $pg_rate events/s ($pg_secs s)   file store $file_rate events/s   ratio $(python3 -c "print('%.2f' % ($pg_rate / $file_rate))") (target >= 2000 events/s on postgres)"
 echo "   events in the table: $count; runs whose chain verifies: $verify"
+echo "3. resume of a 10,000-event run that fails again at once (median of $RUNS):"
+echo "   postgres store $pg_resume ms   file store $file_resume ms   ratio $(python3 -c "print('%.2f' % ($pg_resume / $file_resume))")x"
 fail=0
 python3 -c "import sys; sys.exit(0 if $pg_ms <= 2 * $file_ms else 1)" || { echo "MISSED: ratio over 2x"; fail=1; }
 python3 -c "import sys; sys.exit(0 if $pg_rate >= 2000 else 1)" || { echo "MISSED: under 2,000 events/s"; fail=1; }
