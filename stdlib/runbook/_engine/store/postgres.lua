@@ -314,10 +314,13 @@ local function damage(info, text)
   info.damage = info.damage or text
 end
 
--- Every line of a run in one value, in seq order, each ending in its
--- newline: the journal core checks and folds it in C (jcore.scan_text),
--- as it does the file store's journal.
-local ALL_LINES = "SELECT string_agg(body || E'\\n', '' ORDER BY seq) AS text FROM runbook_events WHERE run = $1"
+-- A run's tip and every line of it in one value, in seq order, each
+-- ending in its newline (the journal core checks and folds it in C,
+-- jcore.scan_text, as it does the file store's journal): one statement,
+-- so one snapshot holds the tip and the lines alike.
+local TIP_AND_LINES = [[SELECT r.last_seq, r.last_hash, r.last_hmac,
+  (SELECT string_agg(e.body || E'\n', '' ORDER BY e.seq) FROM runbook_events e WHERE e.run = r.id) AS text
+  FROM runbook_runs r WHERE r.id = $1]]
 
 -- The first row whose seq is not its place: a deleted row (seq 4 where
 -- 3 belongs) shows here before the chain check says so its own way.
@@ -361,10 +364,10 @@ end
 function Store:read(id, mode)
   mode = mode or "events"
   local key = storemod().audit_key()
-  local r = run_row(self, id)
+  local r = q(self, self.conn, TIP_AND_LINES, id)[1]
   if not r then raise("not-found", "no run '%s' in %s", id, self.location_text) end
   local tip = { seq = math.tointeger(r.last_seq), hash = r.last_hash, hmac = text_or_nil(r.last_hmac) }
-  local text = text_or_nil(q(self, self.conn, ALL_LINES, id)[1].text) or ""
+  local text = text_or_nil(r.text) or ""
   local items, info
   if not key and text:match("^[^\n]*"):find('","hmac":"%x+"}$') then
     items, info = read_unkeyed(self, id, mode, tip.seq)
